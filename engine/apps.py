@@ -1,0 +1,21 @@
+from importlib import import_module
+
+from django.apps import AppConfig
+from django.conf import settings
+from django.utils.module_loading import autodiscover_modules
+
+
+class EngineConfig(AppConfig):
+    name = "engine"
+    verbose_name = "Workflow engine"
+    default_auto_field = "django.db.models.BigAutoField"
+
+    def ready(self) -> None:
+        # Scripts register themselves when their class is defined: import every installed
+        # app's `scripts.py` and `ltms.py` (and any configured module) so the registry is
+        # complete at start-up, in the server and in every consumer process alike.
+        autodiscover_modules("scripts")
+        autodiscover_modules("ltms")
+        for module in settings.FLOWSTUDIO.get("SCRIPT_MODULES", []):
+            import_module(module)
+        from engine import tasks  # noqa: F401  (registers the Huey tasks and hooks)

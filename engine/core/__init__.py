@@ -1,0 +1,1 @@
+"""The pure engine core: plain Python, no Django, Huey or Channels imports."""

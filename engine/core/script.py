@@ -1,0 +1,138 @@
+"""The Task script base class and the registry of scripts.
+
+A script is a subclass of `Task` with a unique `name`. It is registered when its class is
+defined; the Django layer imports each installed app's `scripts.py` at start-up so that every
+script is known before a flow runs. Only registered scripts ever run: routines refer to them
+by name, never by code or dotted path.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any, ClassVar
+
+NAME_PATTERN = re.compile(r"[a-z][a-z0-9_]*")
+
+
+class ScriptDefinitionError(TypeError):
+    """A Task script class is defined wrongly (bad or duplicate name)."""
+
+
+_registry: dict[str, type[Task]] = {}
+
+
+def _qualified(cls: type) -> str:
+    return f"{cls.__module__}.{cls.__qualname__}"
+
+
+class Task:
+    """Base class of Task scripts.
+
+    Class attributes:
+      name         unique script name, ``^[a-z][a-z0-9_]*$``
+      label        friendly name shown in the studio (defaults to the name)
+      blocking     True (default): the flow runner performs it in its own loop;
+                   False: it is offloaded to its own Huey task and resumes the flow when done
+      rerunnable   True (default): if its worker dies mid-step, the step is performed again;
+                   False: an interrupted step stops the flow FAILED as "interrupted"
+      lease_seconds  how long one perform() may take before the flow counts as abandoned
+      input_fields   optional names of the fields this step expects when it waits for input
+      abstract     True on a base class that must not be registered
+
+    Inside `perform()` (and `check()`) the task sees the public contract:
+      self.flow, self.user, self.position, self.input, self.results, self.data, self.params
+    """
+
+    name: ClassVar[str] = ""
+    label: ClassVar[str] = ""
+    blocking: ClassVar[bool] = True
+    rerunnable: ClassVar[bool] = True
+    lease_seconds: ClassVar[float | None] = None
+    input_fields: ClassVar[tuple[str, ...]] = ()
+    abstract: ClassVar[bool] = False
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if cls.__dict__.get("abstract", False):
+            return
+        name = cls.__dict__.get("name")
+        if not isinstance(name, str) or not NAME_PATTERN.fullmatch(name):
+            raise ScriptDefinitionError(
+                f"Task script {_qualified(cls)} needs a `name` matching ^[a-z][a-z0-9_]*$, "
+                f"got {name!r}"
+            )
+        if not cls.__dict__.get("label"):
+            cls.label = name.replace("_", " ").capitalize()
+        taken = _registry.get(name)
+        # A module imported again (autoreload, a test importing it twice) defines the same
+        # class again: that replaces the entry instead of clashing with itself.
+        if taken is not None and _qualified(taken) != _qualified(cls):
+            raise ScriptDefinitionError(
+                f"Task script name {name!r} of {_qualified(cls)} is already taken by "
+                f"{_qualified(taken)}"
+            )
+        _registry[name] = cls
+
+    def __init__(
+        self,
+        *,
+        flow: Any = None,
+        user: Any = None,
+        position: int = 0,
+        input: Any = None,
+        results: list[Any] | None = None,
+        data: dict[str, Any] | None = None,
+        params: dict[str, Any] | None = None,
+    ) -> None:
+        self.flow = flow
+        self.user = user
+        self.position = position
+        self.input = input
+        self.results = list(results or [])
+        self.data = data if data is not None else {}
+        self.params = params if params is not None else {}
+
+    def perform(self) -> Any:
+        """Do the step's work. Return a raw value, `result(...)`, `wait(...)`, `kill(...)`,
+        `done(...)`, or a `(success, value)` tuple."""
+        raise NotImplementedError(f"{type(self).__name__}.perform() is not written")
+
+    @classmethod
+    def checks_while_waiting(cls) -> bool:
+        """Whether the periodic re-check can resume this step (it defines check/pickup)."""
+        return cls.check is not Task.check or cls.pickup is not Task.pickup
+
+    def check(self) -> Any:
+        """Re-check a waiting step. Returns the same kinds of value as `perform()`;
+        `wait(...)` keeps the flow waiting. Override this (or its alias `pickup`)."""
+        return self.pickup()
+
+    def pickup(self) -> Any:
+        """Alias of `check()` (the seed's name)."""
+        raise NotImplementedError
+
+
+def registry() -> dict[str, type[Task]]:
+    """All registered scripts by name (a copy)."""
+    return dict(_registry)
+
+
+def get_script(name: str) -> type[Task]:
+    """The script registered as `name`; `LookupError` with a clear message otherwise."""
+    try:
+        return _registry[name]
+    except KeyError:
+        raise LookupError(f"no Task script is registered as {name!r}") from None
+
+
+def describe(cls: type[Task]) -> dict[str, Any]:
+    """What the studio's palette shows of a script."""
+    return {
+        "name": cls.name,
+        "label": cls.label,
+        "doc": (cls.__doc__ or "").strip(),
+        "blocking": cls.blocking,
+        "rerunnable": cls.rerunnable,
+        "checks_while_waiting": cls.checks_while_waiting(),
+        "input_fields": list(cls.input_fields),
+    }

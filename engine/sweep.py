@@ -1,0 +1,72 @@
+"""Durability comes from the database, not the queue.
+
+Huey does not acknowledge tasks: a worker killed mid-task loses it, with no signal and no
+post-execute hook. Every PENDING or RUNNING flow therefore holds a lease; `sweep()` finds the
+expired ones and hands them on again. It is safe to run from several consumers at once: each
+hand-over is a compare-and-set.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from django.utils import timezone
+
+from engine.core import script as scripts
+from engine.models import Flow
+from engine.runner import enqueue_run
+from engine.status import FlowState
+from engine.store import lease_until, write_flow
+
+logger = logging.getLogger(__name__)
+
+
+def sweep(limit: int = 500) -> int:
+    """Re-dispatch flows whose lease expired. Returns how many were handed on."""
+    now = timezone.now()
+    expired = Flow.objects.filter(
+        state__in=[FlowState.PENDING, FlowState.RUNNING], lease_until__lt=now
+    ).order_by("lease_until")[:limit]
+    moved = 0
+    for flow in expired:
+        if flow.state == FlowState.PENDING:
+            # Its run_flow task was lost (or is still queued: claiming is idempotent).
+            if write_flow(flow, {"lease_until": lease_until()}, expect_state=FlowState.PENDING):
+                enqueue_run(flow.pk)
+                moved += 1
+            continue
+        if _interrupted_for_good(flow):
+            changes = {
+                "state": FlowState.FAILED,
+                "error": "interrupted: the worker running this step stopped, and the script "
+                "must not run twice. Retry or skip the step.",
+                "lease_until": None,
+                "job_id": "",
+                "finished": now,
+            }
+            event = ("flow.interrupted", {"data": {"step": flow.position}})
+            if write_flow(flow, changes, [event], expect_state=FlowState.RUNNING):
+                moved += 1
+            continue
+        changes = {
+            "state": FlowState.PENDING,
+            "lease_until": lease_until(),
+            "job_id": "",
+            "started_position": None,
+        }
+        event = ("flow.requeued", {"message": "lease expired; the step runs again"})
+        if write_flow(flow, changes, [event], expect_state=FlowState.RUNNING):
+            enqueue_run(flow.pk)
+            moved += 1
+    if moved:
+        logger.warning("sweep handed on %d flow(s) whose lease expired", moved)
+    return moved
+
+
+def _interrupted_for_good(flow: Flow) -> bool:
+    if flow.started_position != flow.position:
+        return False
+    try:
+        return not scripts.get_script(flow.steps[flow.position]["script"]).rerunnable
+    except (LookupError, IndexError):
+        return False

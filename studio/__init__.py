@@ -1,0 +1,1 @@
+"""Flow Studio: the Django project and its web UI."""

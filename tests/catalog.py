@@ -1,0 +1,153 @@
+"""Example Task scripts reused across the tests (and loaded by test consumer processes)."""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+
+from engine import Task, done, kill, result, wait
+
+
+class Echo(Task):
+    """Stores what it was given: params, position, earlier results count."""
+
+    name = "t_echo"
+
+    def perform(self):
+        return {"position": self.position, "params": self.params, "seen": len(self.results)}
+
+
+class ResultFields(Task):
+    name = "t_result_fields"
+
+    def perform(self):
+        return result(a=1, b="two")
+
+
+class ResultNone(Task):
+    name = "t_result_none"
+
+    def perform(self):
+        return result()
+
+
+class TupleOk(Task):
+    name = "t_tuple_ok"
+
+    def perform(self):
+        return True, result(self.position * 10)
+
+
+class Waiter(Task):
+    """Waits until input arrives, then stores it."""
+
+    name = "t_wait"
+    input_fields = ("answer",)
+
+    def perform(self):
+        if self.input is None:
+            return wait(reason="need an answer")
+        return result(got=self.input)
+
+
+class Checked(Task):
+    """Waits; its check() resumes once the flow's data file says so."""
+
+    name = "t_checked"
+
+    def perform(self):
+        return wait(reason="polling")
+
+    def pickup(self):
+        path = self.data.get("flag_file")
+        if path and os.path.exists(path):
+            return result("picked up")
+        return wait(reason="polling")
+
+
+class Killer(Task):
+    name = "t_kill"
+
+    def perform(self):
+        return True, kill(reason="Smoke signals preferred.")
+
+
+class Failer(Task):
+    name = "t_fail"
+
+    def perform(self):
+        return False, "it broke"
+
+
+class Raiser(Task):
+    name = "t_raise"
+
+    def perform(self):
+        raise RuntimeError("boom")
+
+
+class FlakyOnce(Task):
+    """Fails the first time a flow performs it (per flow data key), then succeeds."""
+
+    name = "t_flaky"
+    attempts: dict[int, int] = {}
+    lock = threading.Lock()
+
+    def perform(self):
+        with self.lock:
+            count = self.attempts.get(self.flow.pk, 0) + 1
+            self.attempts[self.flow.pk] = count
+        if count == 1:
+            raise ValueError("first attempt fails")
+        return result(attempt=count)
+
+
+class Finisher(Task):
+    name = "t_done"
+
+    def perform(self):
+        return done("early")
+
+
+class Offloaded(Task):
+    """A non-blocking step."""
+
+    name = "t_offloaded"
+    blocking = False
+
+    def perform(self):
+        time.sleep(float(self.params.get("sleep", 0)))
+        return result(offloaded=self.position)
+
+
+class Sleeper(Task):
+    """A blocking step that takes a little while (for crash tests)."""
+
+    name = "t_sleep"
+
+    def perform(self):
+        time.sleep(float(self.params.get("sleep", 0.05)))
+        return {"slept": self.position}
+
+
+class OnlyOnce(Task):
+    """Must never run twice: an interrupted run stops the flow FAILED as interrupted."""
+
+    name = "t_once"
+    rerunnable = False
+
+    def perform(self):
+        time.sleep(float(self.params.get("sleep", 0)))
+        return "once"
+
+
+
+
+class ReturnsObject(Task):
+    """Returns a non-JSON value, stored pickled and signed."""
+
+    name = "t_object"
+
+    def perform(self):
+        return {1, 2, 3}

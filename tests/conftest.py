@@ -1,0 +1,121 @@
+"""Shared fixtures: users, routines from the script catalog, and a real Huey consumer."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+from django.db import connection
+from huey.contrib.djhuey import HUEY
+
+import tests.catalog  # noqa: F401  (registers the catalog's scripts in this process)
+from engine import api
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture
+def make_user(django_user_model):
+    def make(username: str = "alice", **extra):
+        return django_user_model.objects.create_user(username=username, password="pw-" + username, **extra)
+
+    return make
+
+
+@pytest.fixture
+def user(make_user):
+    return make_user("alice")
+
+
+@pytest.fixture
+def other_user(make_user):
+    return make_user("bob")
+
+
+@pytest.fixture
+def routine(user) -> Callable[..., object]:
+    """`routine("t_echo", "t_wait")` creates a routine of those catalog scripts."""
+
+    def make(*scripts, name: str = "test routine"):
+        return api.create_routine(name, list(scripts), owner=user)
+
+    return make
+
+
+class Consumer:
+    """A real `manage.py run_engine` process on the test database."""
+
+    def __init__(self, env: dict[str, str], log_dir: Path) -> None:
+        self.env = env
+        self.log_dir = log_dir
+        self.process: subprocess.Popen[bytes] | None = None
+        self.starts = 0
+
+    def start(self, workers: int = 2) -> None:
+        self.starts += 1
+        log = open(self.log_dir / f"consumer-{self.starts}.log", "wb")  # noqa: SIM115
+        self.process = subprocess.Popen(
+            [sys.executable, "manage.py", "run_engine", "-w", str(workers)],
+            cwd=ROOT,
+            env=self.env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+
+    def kill9(self) -> None:
+        assert self.process is not None
+        self.process.send_signal(signal.SIGKILL)
+        self.process.wait(10)
+
+    def stop(self) -> None:
+        if self.process and self.process.poll() is None:
+            self.process.send_signal(signal.SIGINT)
+            try:
+                self.process.wait(15)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(5)
+
+    def logs(self) -> str:
+        return "\n".join(p.read_text(errors="replace") for p in sorted(self.log_dir.glob("*.log")))
+
+
+@pytest.fixture
+def consumer(transactional_db, tmp_path) -> Iterator[Consumer]:
+    """Switch this process's Huey to its real SQLite queue and run a consumer process on it.
+    Flows started by the test are enqueued there and performed by the consumer."""
+    HUEY.immediate = False
+    HUEY.storage.flush_all()
+    env = dict(os.environ)
+    env.update(
+        DJANGO_SETTINGS_MODULE="tests.settings",
+        DATABASE_URL="sqlite:///" + str(connection.settings_dict["NAME"]),
+        HUEY_IMMEDIATE="0",
+        FLOW_LEASE_SECONDS=env.get("TEST_FLOW_LEASE_SECONDS", "3"),
+        FLOW_SWEEP_SECONDS="0.5",
+        FLOW_RECHECK_SECONDS="0.5",
+        PYTHONUNBUFFERED="1",
+    )
+    runner = Consumer(env, tmp_path)
+    runner.start()
+    try:
+        yield runner
+    finally:
+        runner.stop()
+        HUEY.storage.flush_all()
+        HUEY.immediate = True
+
+
+def wait_until(predicate: Callable[[], bool], timeout: float = 60, every: float = 0.1) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(every)
+    return predicate()
