@@ -24,7 +24,7 @@ from engine.core.errors import FlowStateError, StaleFlowError
 from engine.models import Flow, Routine, RoutineStep, Task
 from engine.runner import enqueue_run, recheck
 from engine.status import FlowState
-from engine.store import EventSpec, lease_until, write_flow
+from engine.store import EventSpec, queue_deadline, write_flow
 from engine.sweep import sweep
 
 __all__ = [
@@ -141,7 +141,7 @@ def start_flow(routine: Routine | int, user: Any, data: dict[str, Any] | None = 
             steps=steps,
             owner=user,
             data=data,
-            lease_until=lease_until(),
+            lease_until=queue_deadline(),
         )
         created = ("flow.created", {"actor": user, "data": {"routine": routine.name}})
         write_flow(flow, {}, [created])
@@ -209,7 +209,7 @@ def _restart_changes(position: int) -> dict[str, Any]:
         "job_id": "",
         "started_position": None,
         "finished": None,
-        "lease_until": lease_until(),
+        "lease_until": queue_deadline(),
     }
 
 
@@ -255,8 +255,11 @@ def move_to(
                 f"position {position} is out of range: this flow has steps 0 to {flow.length - 1}"
             )
         data = {"from": flow.position, "to": position, "reason": reason}
-        return _restart_changes(position), [("manual.move", {"actor": user, "data": data,
-                                                              "message": reason})], True
+        return (
+            _restart_changes(position),
+            [("manual.move", {"actor": user, "data": data, "message": reason})],
+            True,
+        )
 
     return _act(
         flow,
@@ -273,7 +276,11 @@ def retry(flow: Flow | int, user: Any, version: int | None = None) -> Flow:
 
     def build(flow: Flow) -> tuple[dict[str, Any], list[EventSpec], bool]:
         data = {"step": flow.position, "error": flow.error}
-        return _restart_changes(flow.position), [("manual.retry", {"actor": user, "data": data})], True
+        return (
+            _restart_changes(flow.position),
+            [("manual.retry", {"actor": user, "data": data})],
+            True,
+        )
 
     return _act(
         flow,
@@ -308,8 +315,10 @@ def skip(flow: Flow | int, user: Any, reason: str = "", version: int | None = No
         flow,
         user,
         {FlowState.WAITING, FlowState.FAILED, FlowState.KILLED, FlowState.PENDING},
-        lambda f: f"{_where(f)}; a running step cannot be skipped, and a complete flow has "
-        "nothing left to skip",
+        lambda f: (
+            f"{_where(f)}; a running step cannot be skipped, and a complete flow has "
+            "nothing left to skip"
+        ),
         build,
         version,
     )
@@ -346,7 +355,11 @@ def resume(flow: Flow | int, user: Any, version: int | None = None) -> Flow:
 
     def build(flow: Flow) -> tuple[dict[str, Any], list[EventSpec], bool]:
         data = {"step": flow.position, "was": flow.state}
-        return _restart_changes(flow.position), [("manual.resume", {"actor": user, "data": data})], True
+        return (
+            _restart_changes(flow.position),
+            [("manual.resume", {"actor": user, "data": data})],
+            True,
+        )
 
     return _act(
         flow,

@@ -1,5 +1,6 @@
-"""The consumer's housekeeping thread: sweep expired leases and re-check waiting flows every
-few seconds (Huey's periodic tasks only run once a minute)."""
+"""The consumer's housekeeping thread: renew the leases of the flows this process runs, sweep
+expired leases and re-check waiting flows every few seconds (Huey's periodic tasks only run
+once a minute)."""
 
 from __future__ import annotations
 
@@ -19,15 +20,20 @@ class Housekeeper(threading.Thread):
         self.stopping = threading.Event()
         self.sweep_every = float(settings.FLOWSTUDIO["SWEEP_SECONDS"])
         self.recheck_every = float(settings.FLOWSTUDIO["RECHECK_SECONDS"])
+        # Leases are renewed a few times per lease period, so one missed beat is harmless.
+        self.beat = min(self.sweep_every, float(settings.FLOWSTUDIO["LEASE_SECONDS"]) / 4)
 
     def run(self) -> None:
-        from engine import api
+        from engine import api, lease
 
-        last_recheck = 0.0
+        last_recheck = last_sweep = 0.0
         while not self.stopping.is_set():
             close_old_connections()
             try:
-                api.sweep()
+                lease.renew()
+                if time.monotonic() - last_sweep >= self.sweep_every:
+                    last_sweep = time.monotonic()
+                    api.sweep()
                 if time.monotonic() - last_recheck >= self.recheck_every:
                     last_recheck = time.monotonic()
                     api.recheck_waiting()
@@ -35,7 +41,7 @@ class Housekeeper(threading.Thread):
                 logger.exception("housekeeping failed; trying again shortly")
             finally:
                 close_old_connections()
-            self.stopping.wait(self.sweep_every)
+            self.stopping.wait(self.beat)
 
     def stop(self) -> None:
         self.stopping.set()

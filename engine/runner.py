@@ -16,9 +16,10 @@ from django.utils import timezone
 from engine import codec
 from engine.core import outcome as core
 from engine.core import script as scripts
+from engine.lease import holding
 from engine.models import Flow
 from engine.status import FINISHED, FlowState
-from engine.store import lease_until, write_flow
+from engine.store import lease_until, load_flow, queue_deadline, write_flow
 
 logger = logging.getLogger(__name__)
 
@@ -30,7 +31,7 @@ def _tasks() -> Any:
 
 
 def load(flow_id: int) -> Flow | None:
-    return Flow.objects.select_related("owner").filter(pk=flow_id).first()
+    return load_flow(flow_id)
 
 
 def enqueue_run(flow_id: int) -> None:
@@ -66,18 +67,20 @@ def commit_outcome(
     result: core.Outcome,
     *,
     expect_state: str,
-    then: str = FlowState.RUNNING,
+    in_loop: bool = False,
+    resume_by_hook: bool = False,
 ) -> core.Decision | None:
-    """Write what `result` makes of the flow. `then` is the state a flow that moves on is left
-    in: RUNNING inside the blocking loop, PENDING (and queued) elsewhere. Returns the decision,
-    or None when the flow changed meanwhile (the outcome is then discarded)."""
+    """Write what `result` makes of the flow, in one transaction with its events.
+
+    A flow that moves on to a non-blocking step has that step's job queued by the same write.
+    One that moves on to a blocking step stays RUNNING when `in_loop` (the blocking loop goes
+    on), else it becomes PENDING and is resumed by `run_flow` (queued after the commit, or by
+    the post-execute hook when `resume_by_hook`). Returns the decision, or None when the flow
+    changed meanwhile: the outcome is then discarded, never recorded twice."""
     performed = flow.position
     decision = core.decide(performed, flow.length, result)
-    state = decision.state
-    if state == FlowState.RUNNING:
-        state = then
     changes: dict[str, Any] = {
-        "state": state,
+        "state": decision.state,
         "position": decision.position,
         "wait_reason": decision.wait_reason,
         "error": decision.error,
@@ -86,9 +89,9 @@ def commit_outcome(
         "has_input": False,
         "job_id": "",
         "started_position": None,
-        "lease_until": lease_until() if state in (FlowState.RUNNING, FlowState.PENDING) else None,
+        "lease_until": None,
     }
-    if state in FINISHED:
+    if decision.state in FINISHED:
         changes["finished"] = timezone.now()
     events: list[tuple[str, dict[str, Any]]] = []
     if decision.store_result:
@@ -103,12 +106,49 @@ def commit_outcome(
     if decision.event and decision.event != "step.completed":
         message = decision.wait_reason or decision.error
         events.append((decision.event, {"message": message, "data": {"step": performed}}))
+    job = None
+    if decision.state == FlowState.RUNNING:
+        job = _plan_next(flow, decision.position, changes, events, in_loop)
     if not write_flow(flow, changes, events, expect_state=expect_state):
-        logger.info("flow %s changed while step %s ran; its outcome is discarded", flow.pk, performed)
+        logger.info(
+            "flow %s changed while step %s ran; its outcome is discarded", flow.pk, performed
+        )
         return None
-    if state == FlowState.PENDING:
+    if job is not None:
+        huey = _tasks().HUEY
+        transaction.on_commit(lambda: huey.enqueue(job))
+    elif flow.state == FlowState.PENDING and not resume_by_hook:
         enqueue_run(flow.pk)
     return decision
+
+
+def _plan_next(
+    flow: Flow,
+    position: int,
+    changes: dict[str, Any],
+    events: list[tuple[str, dict[str, Any]]],
+    in_loop: bool,
+) -> Any:
+    """Fill in how the flow continues at `position`; returns the offloaded job to queue."""
+    try:
+        cls = scripts.get_script(flow.steps[position]["script"])
+    except LookupError:
+        cls = None  # the runner fails the flow on it with a clear error
+    if cls is not None and not cls.blocking:
+        job = _tasks().perform_offloaded_task.s(flow.pk, flow.version + 1)
+        changes.update(job_id=job.id, lease_until=lease_until(cls.lease_seconds))
+        completed = [spec for kind, spec in events if kind == "step.completed"]
+        if completed:
+            # One event says both (a row less per offloaded step, which is the hot path).
+            completed[0]["data"]["offloaded"] = {"step": position, "job": job.id}
+        else:
+            events.append(("step.offloaded", {"data": {"step": position, "job": job.id}}))
+        return job
+    if in_loop:
+        changes["lease_until"] = lease_until()
+    else:
+        changes.update(state=FlowState.PENDING, lease_until=queue_deadline())
+    return None
 
 
 def fail_unknown_script(flow: Flow, expect_state: str, error: LookupError) -> None:
@@ -122,58 +162,69 @@ def run_flow(flow_id: int) -> None:
     flow = load(flow_id)
     if flow is None or flow.state != FlowState.PENDING:
         return  # already claimed by another worker, or moved on: nothing to do
-    claim = {"state": FlowState.RUNNING, "lease_until": lease_until(), "job_id": ""}
-    if not write_flow(flow, claim, [("flow.running", {})], expect_state=FlowState.PENDING):
+    claim: dict[str, Any] = {"state": FlowState.RUNNING, "lease_until": lease_until(), "job_id": ""}
+    events: list[tuple[str, dict[str, Any]]] = [("flow.running", {})]
+    # A first step that is offloaded is queued by the claim itself: one write instead of two.
+    job = _plan_next(flow, flow.position, claim, events, in_loop=True)
+    if not write_flow(flow, claim, events, expect_state=FlowState.PENDING):
         return
-    while flow.state == FlowState.RUNNING:
-        try:
-            cls = script_for(flow)
-        except LookupError as error:
-            fail_unknown_script(flow, FlowState.RUNNING, error)
-            return
-        if not cls.blocking:
-            offload(flow)
-            return
-        if not cls.rerunnable and not mark_started(flow, cls):
-            return
-        if cls.lease_seconds:
-            if not write_flow(flow, {"lease_until": lease_until(cls.lease_seconds)}):
+    if job is not None:
+        huey = _tasks().HUEY
+        transaction.on_commit(lambda: huey.enqueue(job))
+        return
+    with holding(flow.pk):
+        while flow.state == FlowState.RUNNING and not flow.job_id:
+            try:
+                cls = script_for(flow)
+            except LookupError as error:
+                fail_unknown_script(flow, FlowState.RUNNING, error)
                 return
-        if commit_outcome(flow, perform(flow, cls), expect_state=FlowState.RUNNING) is None:
-            return
+            if not cls.blocking:
+                offload(flow, cls)
+                return
+            if not cls.rerunnable and not mark_started(flow, cls):
+                return
+            outcome = perform(flow, cls)
+            if commit_outcome(flow, outcome, expect_state=FlowState.RUNNING, in_loop=True) is None:
+                return
 
 
 def mark_started(flow: Flow, cls: type[scripts.Task]) -> bool:
-    """Record that a step which must never run twice is about to run."""
+    """Record that a step which must never run twice has begun."""
     changes = {"started_position": flow.position, "lease_until": lease_until(cls.lease_seconds)}
     return write_flow(flow, changes, expect_state=FlowState.RUNNING)
 
 
-def offload(flow: Flow) -> None:
+def offload(flow: Flow, cls: type[scripts.Task]) -> None:
     """Hand the current (non-blocking) step to its own Huey task."""
-    task = _tasks().perform_offloaded_task.s(flow.pk, flow.version + 1)
-    cls = script_for(flow)
-    changes = {"job_id": task.id, "lease_until": lease_until(cls.lease_seconds)}
-    event = ("step.offloaded", {"data": {"step": flow.position, "job": task.id}})
+    job = _tasks().perform_offloaded_task.s(flow.pk, flow.version + 1)
+    changes = {"job_id": job.id, "lease_until": lease_until(cls.lease_seconds)}
+    event = ("step.offloaded", {"data": {"step": flow.position, "job": job.id}})
     if write_flow(flow, changes, [event], expect_state=FlowState.RUNNING):
         huey = _tasks().HUEY
-        transaction.on_commit(lambda: huey.enqueue(task))
+        transaction.on_commit(lambda: huey.enqueue(job))
 
 
-def perform_offloaded(flow_id: int, version: int) -> None:
-    """Body of the offloaded job: perform the step, commit its outcome, leave the flow PENDING
-    for the post-execute hook to resume."""
+def perform_offloaded(flow_id: int, version: int) -> bool:
+    """Body of an offloaded job: perform the step and commit its outcome; a following
+    non-blocking step is queued by the same commit. Returns True when the flow is left
+    PENDING for the post-execute hook to resume."""
     flow = load(flow_id)
     if flow is None or flow.version != version or flow.state != FlowState.RUNNING:
-        return  # killed, moved or swept meanwhile
-    try:
-        cls = script_for(flow)
-    except LookupError as error:
-        fail_unknown_script(flow, FlowState.RUNNING, error)
-        return
-    if not cls.rerunnable and not mark_started(flow, cls):
-        return
-    commit_outcome(flow, perform(flow, cls), expect_state=FlowState.RUNNING, then=FlowState.PENDING)
+        return False  # killed, moved or swept meanwhile
+    with holding(flow.pk):
+        try:
+            cls = script_for(flow)
+        except LookupError as error:
+            fail_unknown_script(flow, FlowState.RUNNING, error)
+            return False
+        if not cls.rerunnable and not mark_started(flow, cls):
+            return False
+        outcome = perform(flow, cls)
+        decision = commit_outcome(
+            flow, outcome, expect_state=FlowState.RUNNING, resume_by_hook=True
+        )
+    return decision is not None and flow.state == FlowState.PENDING
 
 
 def recheck(flow: Flow) -> bool:
@@ -187,7 +238,4 @@ def recheck(flow: Flow) -> bool:
     result = perform(flow, cls, "check")
     if result.kind is core.Kind.WAIT:
         return False
-    return (
-        commit_outcome(flow, result, expect_state=FlowState.WAITING, then=FlowState.PENDING)
-        is not None
-    )
+    return commit_outcome(flow, result, expect_state=FlowState.WAITING) is not None

@@ -16,7 +16,7 @@ from engine.core import script as scripts
 from engine.models import Flow
 from engine.runner import enqueue_run
 from engine.status import FlowState
-from engine.store import lease_until, write_flow
+from engine.store import lease_until, queue_deadline, write_flow
 
 logger = logging.getLogger(__name__)
 
@@ -28,13 +28,21 @@ def sweep(limit: int = 500) -> int:
         state__in=[FlowState.PENDING, FlowState.RUNNING], lease_until__lt=now
     ).order_by("lease_until")[:limit]
     moved = 0
+    queued_jobs: set[str] | None = None
     for flow in expired:
         if flow.state == FlowState.PENDING:
             # Its run_flow task was lost (or is still queued: claiming is idempotent).
-            if write_flow(flow, {"lease_until": lease_until()}, expect_state=FlowState.PENDING):
+            if write_flow(flow, {"lease_until": queue_deadline()}, expect_state=FlowState.PENDING):
                 enqueue_run(flow.pk)
                 moved += 1
             continue
+        if flow.job_id:
+            if queued_jobs is None:
+                queued_jobs = _queued_job_ids()
+            if flow.job_id in queued_jobs:
+                # Still waiting in the queue behind other work: not lost, only late.
+                write_flow(flow, {"lease_until": lease_until()}, expect_state=FlowState.RUNNING)
+                continue
         if _interrupted_for_good(flow):
             changes = {
                 "state": FlowState.FAILED,
@@ -50,7 +58,7 @@ def sweep(limit: int = 500) -> int:
             continue
         changes = {
             "state": FlowState.PENDING,
-            "lease_until": lease_until(),
+            "lease_until": queue_deadline(),
             "job_id": "",
             "started_position": None,
         }
@@ -61,6 +69,12 @@ def sweep(limit: int = 500) -> int:
     if moved:
         logger.warning("sweep handed on %d flow(s) whose lease expired", moved)
     return moved
+
+
+def _queued_job_ids() -> set[str]:
+    from engine.tasks import HUEY
+
+    return {task.id for task in HUEY.pending()}
 
 
 def _interrupted_for_good(flow: Flow) -> bool:

@@ -19,16 +19,16 @@ def run_flow_task(flow_id: int) -> None:
 
 
 @db_task()
-def perform_offloaded_task(flow_id: int, version: int) -> None:
-    runner.perform_offloaded(flow_id, version)
+def perform_offloaded_task(flow_id: int, version: int) -> bool:
+    return runner.perform_offloaded(flow_id, version)
 
 
 @HUEY.post_execute()
 def resume_after_offloaded_step(task: Any, task_value: Any, exc: Exception | None) -> None:
-    # Resumption is quick through this hook; if the worker died before it, the sweep does it.
-    if task.name == perform_offloaded_task.name:
-        flow_id = task.args[0]
-        run_flow_task(flow_id)
+    # The job returns True when it left its flow PENDING for a blocking step. Resumption is
+    # quick through this hook; if the worker died before it, the sweep hands the flow on.
+    if isinstance(task, perform_offloaded_task.task_class) and task_value is True:
+        run_flow_task(task.args[0])
 
 
 @db_periodic_task(crontab(minute="*"))

@@ -172,6 +172,8 @@ FLOWSTUDIO = {
     # A running flow holds a lease; a lease that expires (its worker died) is swept and the
     # flow re-queued. Steps that take longer should declare `lease_seconds` on the script.
     "LEASE_SECONDS": float(os.environ.get("FLOW_LEASE_SECONDS", "60")),
+    # A queued flow or offloaded job not started after this long is queued again.
+    "QUEUE_GRACE_SECONDS": float(os.environ.get("FLOW_QUEUE_GRACE_SECONDS", "600")),
     # How often the consumer sweeps expired leases and re-checks waiting flows.
     "SWEEP_SECONDS": float(os.environ.get("FLOW_SWEEP_SECONDS", "5")),
     "RECHECK_SECONDS": float(os.environ.get("FLOW_RECHECK_SECONDS", "30")),
@@ -198,6 +200,7 @@ USE_TZ = True
 STATIC_URL = "static/"
 STATICFILES_DIRS = [BASE_DIR / "static"]
 STATIC_ROOT = VAR_DIR / "staticfiles"
+STATIC_ROOT.mkdir(exist_ok=True)
 # The embedded server serves static files itself (plain daphne does not).
 WHITENOISE_USE_FINDERS = True
 WHITENOISE_AUTOREFRESH = DEBUG

@@ -142,8 +142,6 @@ class OnlyOnce(Task):
         return "once"
 
 
-
-
 class ReturnsObject(Task):
     """Returns a non-JSON value, stored pickled and signed."""
 

@@ -23,7 +23,9 @@ ROOT = Path(__file__).resolve().parent.parent
 @pytest.fixture
 def make_user(django_user_model):
     def make(username: str = "alice", **extra):
-        return django_user_model.objects.create_user(username=username, password="pw-" + username, **extra)
+        return django_user_model.objects.create_user(
+            username=username, password="pw-" + username, **extra
+        )
 
     return make
 
@@ -99,6 +101,7 @@ def consumer(transactional_db, tmp_path) -> Iterator[Consumer]:
         HUEY_IMMEDIATE="0",
         FLOW_LEASE_SECONDS=env.get("TEST_FLOW_LEASE_SECONDS", "3"),
         FLOW_SWEEP_SECONDS="0.5",
+        FLOW_QUEUE_GRACE_SECONDS="10",
         FLOW_RECHECK_SECONDS="0.5",
         PYTHONUNBUFFERED="1",
     )

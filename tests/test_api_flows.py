@@ -43,7 +43,9 @@ def test_results_are_stored_and_flow_completes(routine, user):
 
 def test_task_sees_earlier_results_params_and_data(user):
     routine = api.create_routine(
-        "params", ["t_echo", {"script": "t_echo", "params": {"x": 1}, "label": "second"}], owner=user
+        "params",
+        ["t_echo", {"script": "t_echo", "params": {"x": 1}, "label": "second"}],
+        owner=user,
     )
     flow = api.start_flow(routine, user, data={"k": "v"})
     assert flow.results[1] == {"position": 1, "params": {"x": 1}, "seen": 1}
@@ -137,8 +139,16 @@ def test_non_blocking_step_is_offloaded_and_resumes(routine, user):
     flow = api.start_flow(routine("t_echo", "t_offloaded", "t_echo"), user)
     assert flow.state == "complete"
     assert flow.results[1] == {"offloaded": 1}
-    assert "step.offloaded" in kinds(flow)
+    completed = FlowEvent.objects.get(flow=flow, kind="step.completed", data__step=0)
+    assert completed.data["offloaded"]["step"] == 1 and completed.data["offloaded"]["job"]
     assert flow.job_id == ""
+
+
+def test_first_step_offloaded_by_the_claim(routine, user):
+    flow = api.start_flow(routine("t_offloaded", "t_offloaded"), user)
+    assert flow.state == "complete"
+    assert flow.results == [{"offloaded": 0}, {"offloaded": 1}]
+    assert kinds(flow)[:3] == ["flow.created", "flow.running", "step.offloaded"]
 
 
 def test_move_to_back_and_forward(routine, user):
@@ -150,7 +160,10 @@ def test_move_to_back_and_forward(routine, user):
     flow = api.move_to(flow, 1, user, reason="again")
     assert (flow.state, flow.position) == ("waiting", 1)
     moves = FlowEvent.objects.filter(flow=flow, kind="manual.move").order_by("seq")
-    assert [(e.data["from"], e.data["to"], e.actor_id) for e in moves] == [(1, 3, user.pk), (3, 1, user.pk)]
+    assert [(e.data["from"], e.data["to"], e.actor_id) for e in moves] == [
+        (1, 3, user.pk),
+        (3, 1, user.pk),
+    ]
 
 
 def test_move_to_out_of_range_is_refused(routine, user):

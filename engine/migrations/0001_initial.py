@@ -2,13 +2,13 @@
 
 import django.core.serializers.json
 import django.db.models.deletion
-import engine.models
 from django.conf import settings
 from django.db import migrations, models
 
+import engine.models
+
 
 class Migration(migrations.Migration):
-
     initial = True
 
     dependencies = [
@@ -17,107 +17,259 @@ class Migration(migrations.Migration):
 
     operations = [
         migrations.CreateModel(
-            name='Task',
+            name="Task",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('name', models.CharField(max_length=200)),
-                ('script', models.CharField(max_length=100, validators=[engine.models.validate_script_name])),
-                ('params', models.JSONField(blank=True, default=dict, encoder=django.core.serializers.json.DjangoJSONEncoder)),
-                ('created', models.DateTimeField(auto_now_add=True)),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("name", models.CharField(max_length=200)),
+                (
+                    "script",
+                    models.CharField(
+                        max_length=100, validators=[engine.models.validate_script_name]
+                    ),
+                ),
+                (
+                    "params",
+                    models.JSONField(
+                        blank=True,
+                        default=dict,
+                        encoder=django.core.serializers.json.DjangoJSONEncoder,
+                    ),
+                ),
+                ("created", models.DateTimeField(auto_now_add=True)),
             ],
             options={
-                'ordering': ['name'],
+                "ordering": ["name"],
             },
         ),
         migrations.CreateModel(
-            name='Routine',
+            name="Routine",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('name', models.CharField(max_length=200)),
-                ('description', models.TextField(blank=True)),
-                ('version', models.PositiveIntegerField(default=1)),
-                ('created', models.DateTimeField(auto_now_add=True)),
-                ('updated', models.DateTimeField(auto_now=True)),
-                ('owner', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='routines', to=settings.AUTH_USER_MODEL)),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("name", models.CharField(max_length=200)),
+                ("description", models.TextField(blank=True)),
+                ("version", models.PositiveIntegerField(default=1)),
+                ("created", models.DateTimeField(auto_now_add=True)),
+                ("updated", models.DateTimeField(auto_now=True)),
+                (
+                    "owner",
+                    models.ForeignKey(
+                        blank=True,
+                        null=True,
+                        on_delete=django.db.models.deletion.SET_NULL,
+                        related_name="routines",
+                        to=settings.AUTH_USER_MODEL,
+                    ),
+                ),
             ],
             options={
-                'ordering': ['name', 'id'],
+                "ordering": ["name", "id"],
             },
         ),
         migrations.CreateModel(
-            name='Flow',
+            name="Flow",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('routine_version', models.PositiveIntegerField()),
-                ('steps', models.JSONField(encoder=django.core.serializers.json.DjangoJSONEncoder)),
-                ('state', models.CharField(choices=[('pending', 'Pending'), ('running', 'Running'), ('waiting', 'Waiting'), ('complete', 'Complete'), ('killed', 'Killed'), ('failed', 'Failed')], default='pending', max_length=16)),
-                ('position', models.PositiveIntegerField(default=0)),
-                ('data', models.JSONField(blank=True, default=dict, encoder=django.core.serializers.json.DjangoJSONEncoder)),
-                ('stored_results', models.JSONField(default=list, encoder=django.core.serializers.json.DjangoJSONEncoder)),
-                ('wait_reason', models.CharField(blank=True, max_length=500)),
-                ('error', models.TextField(blank=True)),
-                ('traceback', models.TextField(blank=True)),
-                ('input', models.JSONField(blank=True, encoder=django.core.serializers.json.DjangoJSONEncoder, null=True)),
-                ('has_input', models.BooleanField(default=False)),
-                ('job_id', models.CharField(blank=True, max_length=64)),
-                ('version', models.PositiveIntegerField(default=0)),
-                ('seq', models.PositiveIntegerField(default=0)),
-                ('lease_until', models.DateTimeField(blank=True, null=True)),
-                ('started_position', models.IntegerField(blank=True, null=True)),
-                ('created', models.DateTimeField(auto_now_add=True)),
-                ('updated', models.DateTimeField(auto_now=True)),
-                ('finished', models.DateTimeField(blank=True, null=True)),
-                ('owner', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='flows', to=settings.AUTH_USER_MODEL)),
-                ('routine', models.ForeignKey(on_delete=django.db.models.deletion.PROTECT, related_name='flows', to='engine.routine')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("routine_version", models.PositiveIntegerField()),
+                ("steps", models.JSONField(encoder=django.core.serializers.json.DjangoJSONEncoder)),
+                (
+                    "state",
+                    models.CharField(
+                        choices=[
+                            ("pending", "Pending"),
+                            ("running", "Running"),
+                            ("waiting", "Waiting"),
+                            ("complete", "Complete"),
+                            ("killed", "Killed"),
+                            ("failed", "Failed"),
+                        ],
+                        default="pending",
+                        max_length=16,
+                    ),
+                ),
+                ("position", models.PositiveIntegerField(default=0)),
+                (
+                    "data",
+                    models.JSONField(
+                        blank=True,
+                        default=dict,
+                        encoder=django.core.serializers.json.DjangoJSONEncoder,
+                    ),
+                ),
+                (
+                    "stored_results",
+                    models.JSONField(
+                        default=list, encoder=django.core.serializers.json.DjangoJSONEncoder
+                    ),
+                ),
+                ("wait_reason", models.CharField(blank=True, max_length=500)),
+                ("error", models.TextField(blank=True)),
+                ("traceback", models.TextField(blank=True)),
+                (
+                    "input",
+                    models.JSONField(
+                        blank=True,
+                        encoder=django.core.serializers.json.DjangoJSONEncoder,
+                        null=True,
+                    ),
+                ),
+                ("has_input", models.BooleanField(default=False)),
+                ("job_id", models.CharField(blank=True, max_length=64)),
+                ("version", models.PositiveIntegerField(default=0)),
+                ("seq", models.PositiveIntegerField(default=0)),
+                ("lease_until", models.DateTimeField(blank=True, null=True)),
+                ("started_position", models.IntegerField(blank=True, null=True)),
+                ("created", models.DateTimeField(auto_now_add=True)),
+                ("updated", models.DateTimeField(auto_now=True)),
+                ("finished", models.DateTimeField(blank=True, null=True)),
+                (
+                    "owner",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="flows",
+                        to=settings.AUTH_USER_MODEL,
+                    ),
+                ),
+                (
+                    "routine",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.PROTECT,
+                        related_name="flows",
+                        to="engine.routine",
+                    ),
+                ),
             ],
             options={
-                'ordering': ['-updated', '-id'],
-                'permissions': [('operate_flow', "Can see and override every user's flows")],
+                "ordering": ["-updated", "-id"],
+                "permissions": [("operate_flow", "Can see and override every user's flows")],
             },
         ),
         migrations.CreateModel(
-            name='RoutineStep',
+            name="RoutineStep",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('order', models.PositiveIntegerField()),
-                ('label', models.CharField(blank=True, max_length=200)),
-                ('params', models.JSONField(blank=True, default=dict, encoder=django.core.serializers.json.DjangoJSONEncoder)),
-                ('routine', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='steps', to='engine.routine')),
-                ('task', models.ForeignKey(on_delete=django.db.models.deletion.PROTECT, related_name='steps', to='engine.task')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("order", models.PositiveIntegerField()),
+                ("label", models.CharField(blank=True, max_length=200)),
+                (
+                    "params",
+                    models.JSONField(
+                        blank=True,
+                        default=dict,
+                        encoder=django.core.serializers.json.DjangoJSONEncoder,
+                    ),
+                ),
+                (
+                    "routine",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="steps",
+                        to="engine.routine",
+                    ),
+                ),
+                (
+                    "task",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.PROTECT,
+                        related_name="steps",
+                        to="engine.task",
+                    ),
+                ),
             ],
             options={
-                'ordering': ['routine', 'order', 'id'],
+                "ordering": ["routine", "order", "id"],
             },
         ),
         migrations.CreateModel(
-            name='FlowEvent',
+            name="FlowEvent",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('seq', models.PositiveIntegerField()),
-                ('kind', models.CharField(max_length=40)),
-                ('state', models.CharField(choices=[('pending', 'Pending'), ('running', 'Running'), ('waiting', 'Waiting'), ('complete', 'Complete'), ('killed', 'Killed'), ('failed', 'Failed')], max_length=16)),
-                ('position', models.PositiveIntegerField()),
-                ('message', models.TextField(blank=True)),
-                ('data', models.JSONField(blank=True, default=dict, encoder=django.core.serializers.json.DjangoJSONEncoder)),
-                ('created', models.DateTimeField(auto_now_add=True)),
-                ('actor', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='+', to=settings.AUTH_USER_MODEL)),
-                ('flow', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='events', to='engine.flow')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("seq", models.PositiveIntegerField()),
+                ("kind", models.CharField(max_length=40)),
+                (
+                    "state",
+                    models.CharField(
+                        choices=[
+                            ("pending", "Pending"),
+                            ("running", "Running"),
+                            ("waiting", "Waiting"),
+                            ("complete", "Complete"),
+                            ("killed", "Killed"),
+                            ("failed", "Failed"),
+                        ],
+                        max_length=16,
+                    ),
+                ),
+                ("position", models.PositiveIntegerField()),
+                ("message", models.TextField(blank=True)),
+                (
+                    "data",
+                    models.JSONField(
+                        blank=True,
+                        default=dict,
+                        encoder=django.core.serializers.json.DjangoJSONEncoder,
+                    ),
+                ),
+                ("created", models.DateTimeField(auto_now_add=True)),
+                (
+                    "actor",
+                    models.ForeignKey(
+                        blank=True,
+                        null=True,
+                        on_delete=django.db.models.deletion.SET_NULL,
+                        related_name="+",
+                        to=settings.AUTH_USER_MODEL,
+                    ),
+                ),
+                (
+                    "flow",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="events",
+                        to="engine.flow",
+                    ),
+                ),
             ],
             options={
-                'ordering': ['flow', 'seq'],
-                'constraints': [models.UniqueConstraint(fields=('flow', 'seq'), name='flowevent_unique_seq')],
+                "ordering": ["flow", "seq"],
+                "constraints": [
+                    models.UniqueConstraint(fields=("flow", "seq"), name="flowevent_unique_seq")
+                ],
             },
         ),
         migrations.AddIndex(
-            model_name='flow',
-            index=models.Index(fields=['state', 'lease_until'], name='flow_state_lease'),
+            model_name="flow",
+            index=models.Index(fields=["state", "lease_until"], name="flow_state_lease"),
         ),
         migrations.AddIndex(
-            model_name='flow',
-            index=models.Index(fields=['owner', 'state'], name='flow_owner_state'),
+            model_name="flow",
+            index=models.Index(fields=["owner", "state"], name="flow_owner_state"),
         ),
         migrations.AddIndex(
-            model_name='flow',
-            index=models.Index(fields=['-updated', '-id'], name='flow_recent'),
+            model_name="flow",
+            index=models.Index(fields=["-updated", "-id"], name="flow_recent"),
         ),
     ]

@@ -1,0 +1,47 @@
+"""Create the demo login and demo routines (idempotent)."""
+
+from __future__ import annotations
+
+import secrets
+
+from django.conf import settings
+from django.contrib.auth import get_user_model
+from django.core.management.base import BaseCommand
+
+from engine import api
+from engine.models import Routine
+
+DEMO_ROUTINES = {
+    "Onboarding": [
+        "greet",
+        {"script": "ask_approval", "params": {"question": "Approve the new account?"}},
+        {"script": "slow_report", "params": {"seconds": 2}},
+        "send_email",
+    ],
+    "Early finish": ["greet", "finish_early", "slow_report"],
+    "Failing step": ["greet", "broken", "greet"],
+    "Refused": ["greet", "smoke_signals", "greet"],
+}
+
+
+class Command(BaseCommand):
+    help = "Create the demo user (printing its login) and the demo routines."
+
+    def handle(self, *args, **options):
+        password_file = settings.VAR_DIR / "demo-login.txt"
+        User = get_user_model()
+        user = User.objects.filter(username="demo").first()
+        if user is None or not password_file.exists():
+            password = secrets.token_urlsafe(9)
+            user = user or User(username="demo", email="demo@example.com")
+            user.is_staff = True
+            user.is_superuser = True
+            user.set_password(password)
+            user.save()
+            password_file.write_text(password)
+            password_file.chmod(0o600)
+        password = password_file.read_text().strip()
+        for name, steps in DEMO_ROUTINES.items():
+            if not Routine.objects.filter(name=name).exists():
+                api.create_routine(name, steps, owner=user)
+        self.stdout.write(self.style.SUCCESS(f"Demo login: user 'demo', password '{password}'"))
