@@ -50,39 +50,65 @@ def routine(user) -> Callable[..., object]:
     return make
 
 
+def database_url() -> str:
+    """The URL of the database this test session uses (its test database), for processes
+    started by the tests."""
+    config = connection.settings_dict
+    if connection.vendor == "sqlite":
+        return "sqlite:///" + str(config["NAME"])
+    user = config.get("USER") or ""
+    password = f":{config['PASSWORD']}" if config.get("PASSWORD") else ""
+    host = config.get("HOST") or "127.0.0.1"
+    port = f":{config['PORT']}" if config.get("PORT") else ""
+    return f"postgres://{user}{password}@{host}{port}/{config['NAME']}"
+
+
 class Consumer:
-    """A real `manage.py run_engine` process on the test database."""
+    """Real `manage.py run_engine` processes on the test database (TEST_CONSUMERS of them,
+    default 1; the scale-out suite runs 3)."""
 
     def __init__(self, env: dict[str, str], log_dir: Path) -> None:
         self.env = env
         self.log_dir = log_dir
-        self.process: subprocess.Popen[bytes] | None = None
+        self.processes: list[subprocess.Popen[bytes]] = []
+        self.count = int(os.environ.get("TEST_CONSUMERS", "1"))
         self.starts = 0
 
-    def start(self, workers: int = 2) -> None:
+    def start_one(self, workers: int = 2) -> subprocess.Popen[bytes]:
         self.starts += 1
         log = open(self.log_dir / f"consumer-{self.starts}.log", "wb")  # noqa: SIM115
-        self.process = subprocess.Popen(
+        process = subprocess.Popen(
             [sys.executable, "manage.py", "run_engine", "-w", str(workers)],
             cwd=ROOT,
             env=self.env,
             stdout=log,
             stderr=subprocess.STDOUT,
         )
+        self.processes.append(process)
+        return process
 
-    def kill9(self) -> None:
-        assert self.process is not None
-        self.process.send_signal(signal.SIGKILL)
-        self.process.wait(10)
+    def start(self, workers: int = 2) -> None:
+        for _ in range(self.count):
+            self.start_one(workers)
+
+    def alive(self) -> list[subprocess.Popen[bytes]]:
+        return [p for p in self.processes if p.poll() is None]
+
+    def kill9(self, process: subprocess.Popen[bytes] | None = None) -> None:
+        """SIGKILL one process, or all of them."""
+        for victim in [process] if process else self.alive():
+            victim.send_signal(signal.SIGKILL)
+            victim.wait(10)
 
     def stop(self) -> None:
-        if self.process and self.process.poll() is None:
-            self.process.send_signal(signal.SIGINT)
+        for process in self.alive():
+            process.send_signal(signal.SIGINT)
+        for process in self.processes:
             try:
-                self.process.wait(15)
+                process.wait(15)
             except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(5)
+                process.kill()
+                process.wait(5)
 
     def logs(self) -> str:
         return "\n".join(p.read_text(errors="replace") for p in sorted(self.log_dir.glob("*.log")))
@@ -90,14 +116,14 @@ class Consumer:
 
 @pytest.fixture
 def consumer(transactional_db, tmp_path) -> Iterator[Consumer]:
-    """Switch this process's Huey to its real SQLite queue and run a consumer process on it.
-    Flows started by the test are enqueued there and performed by the consumer."""
+    """Switch this process's Huey to its real queue and run consumer processes on it.
+    Flows started by the test are enqueued there and performed by the consumers."""
     HUEY.immediate = False
     HUEY.storage.flush_all()
     env = dict(os.environ)
     env.update(
         DJANGO_SETTINGS_MODULE="tests.settings",
-        DATABASE_URL="sqlite:///" + str(connection.settings_dict["NAME"]),
+        DATABASE_URL=database_url(),
         HUEY_IMMEDIATE="0",
         FLOW_LEASE_SECONDS=env.get("TEST_FLOW_LEASE_SECONDS", "3"),
         FLOW_SWEEP_SECONDS="0.5",

@@ -2,12 +2,14 @@
 immediate mode (integration tests switch it off and start a real consumer process)."""
 
 import os
-from pathlib import Path
+import tempfile
 
-os.environ.setdefault(
-    "FLOWSTUDIO_VAR_DIR", str(Path(__file__).resolve().parent.parent / "var" / "test")
-)
+# Each test run gets its own runtime directory (databases, Huey queue, secret key), so runs
+# never share a queue; consumer processes started by the tests inherit it.
+os.environ.setdefault("FLOWSTUDIO_VAR_DIR", tempfile.mkdtemp(prefix="flowstudio-test-"))
 os.environ.setdefault("HUEY_IMMEDIATE", "1")
+# In scale-out runs several test runs may share one Redis: give this run its own queue name.
+os.environ.setdefault("HUEY_NAME", f"flowstudio-test-{os.getpid()}")
 os.environ.setdefault("FLOWSTUDIO_SCRIPT_MODULES", "tests.catalog")
 
 from studio.settings import *  # noqa: E402,F403

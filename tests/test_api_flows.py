@@ -10,7 +10,7 @@ from engine import api
 from engine.api import FlowStateError, StaleFlowError
 from engine.models import FlowEvent
 
-pytestmark = pytest.mark.django_db(transaction=True)
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.bothmodes]
 
 
 def kinds(flow):

@@ -11,7 +11,7 @@ from engine import api
 from engine.api import FlowStateError
 from engine.models import FlowEvent
 
-pytestmark = pytest.mark.django_db(transaction=True)
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.bothmodes]
 
 
 def test_concurrent_push_input_only_one_advances(routine, user):

@@ -1,0 +1,58 @@
+"""The engine's integration and crash tests again, scaled out: PostgreSQL, Redis-backed Huey
+and 3 consumer processes — the same code, chosen by DATABASE_URL and REDIS_URL.
+
+It runs the `consumer` and `bothmodes` tests in a second pytest process with that environment. Where
+PostgreSQL or Redis is not running it skips with the reason; under CI=true it must run.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+PG = os.environ.get("TEST_POSTGRES_URL", "postgres://postgres@127.0.0.1:5432/flowstudio")
+REDIS = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
+
+
+def unreachable() -> str | None:
+    for name, host, port in (("PostgreSQL", "127.0.0.1", 5432), ("Redis", "127.0.0.1", 6379)):
+        try:
+            socket.create_connection((host, port), timeout=2).close()
+        except OSError as exc:
+            return f"{name} is not reachable at {host}:{port} ({exc})"
+    return None
+
+
+@pytest.mark.scaleout
+def test_engine_suite_on_postgresql_redis_and_three_consumers():
+    reason = unreachable()
+    if reason:
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"scale-out tests are required under CI: {reason}")
+        pytest.skip(f"scale-out tests need PostgreSQL and Redis: {reason}")
+    env = {
+        key: value
+        for key, value in os.environ.items()
+        if key not in {"FLOWSTUDIO_VAR_DIR", "HUEY_NAME", "DATABASE_URL", "REDIS_URL"}
+    }
+    env.update(
+        DATABASE_URL=f"{PG}_{os.getpid()}",  # pytest-django creates and drops test_<name>
+        REDIS_URL=REDIS,
+        TEST_CONSUMERS="3",
+    )
+    run = subprocess.run(
+        [sys.executable, "-m", "pytest", "-m", "consumer or bothmodes", "-q", "-p", "no:cacheprovider", "-s"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+    )
+    print(run.stdout[-6000:], run.stderr[-3000:])
+    assert run.returncode == 0, "the scale-out run failed (its output is above)"
+    assert " passed" in run.stdout and " failed" not in run.stdout
