@@ -99,7 +99,7 @@ def bench_offloaded(user, flows: int, steps: int, rounds: int = 3) -> tuple[floa
     vary by a third from one to the next."""
     env = dict(os.environ, PYTHONUNBUFFERED="1")
     consumer = subprocess.Popen(
-        [sys.executable, "manage.py", "run_engine", "-w", "2"],
+        [sys.executable, "manage.py", "run_engine", "-w", "2", "--no-live"],
         cwd=ROOT,
         env=env,
         stdout=subprocess.DEVNULL,

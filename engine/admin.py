@@ -55,3 +55,6 @@ class FlowEventAdmin(admin.ModelAdmin):
 
     def has_add_permission(self, request):
         return False
+
+
+from engine import admin_ltm  # noqa: E402,F401

@@ -386,3 +386,13 @@ def results_for_display(flow: Flow) -> list[Any]:
     """Step results as the studio shows them (pickled values as their repr)."""
     stored = list(flow.stored_results) + [None] * (flow.length - len(flow.stored_results))
     return [codec.display(item) for item in stored]
+
+
+from engine.ltm_service import (  # noqa: E402,F401  (LTM runs: start, fire, retry, kill, load)
+    fire_transition,
+    kill_ltm,
+    load_ltm,
+    retry_ltm,
+    start_ltm,
+    visible_ltm_runs,
+)

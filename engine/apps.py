@@ -19,3 +19,7 @@ class EngineConfig(AppConfig):
         for module in settings.FLOWSTUDIO.get("SCRIPT_MODULES", []):
             import_module(module)
         from engine import tasks  # noqa: F401  (registers the Huey tasks and hooks)
+        from engine.ltm_registry import setup as setup_ltms
+
+        import_module("engine.ltm_tasks")  # registers the Huey task of LTM runs
+        setup_ltms()  # registers the root LTMs found above; the Django runtime as default

@@ -34,6 +34,9 @@ class Housekeeper(threading.Thread):
                 if time.monotonic() - last_sweep >= self.sweep_every:
                     last_sweep = time.monotonic()
                     api.sweep()
+                    from engine.ltm_runner import sweep_ltm
+
+                    sweep_ltm()
                 if time.monotonic() - last_recheck >= self.recheck_every:
                     last_recheck = time.monotonic()
                     api.recheck_waiting()

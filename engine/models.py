@@ -183,3 +183,6 @@ class FlowEvent(models.Model):
             "data": self.data,
             "created": self.created.isoformat() if self.created else None,
         }
+
+
+from engine.models_ltm import LtmAppend, LtmEvent, LtmExecution, LtmInstance, LtmRun  # noqa: E402,F401

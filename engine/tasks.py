@@ -37,4 +37,7 @@ def sweep_task() -> None:
     from engine import api
 
     sweeper.sweep()
+    from engine.ltm_runner import sweep_ltm
+
+    sweep_ltm()
     api.recheck_waiting()

@@ -1,4 +1,8 @@
-"""ASGI entry point: HTTP through Django; websockets are added by the live-updates layer."""
+"""ASGI entry point: HTTP through Django, websockets through the live-updates consumer.
+
+Websockets require a signed-in session (AuthMiddlewareStack) and an Origin among
+ALLOWED_HOSTS (AllowedHostsOriginValidator): an anonymous or foreign-origin socket is refused.
+"""
 
 import os
 
@@ -7,6 +11,17 @@ from django.core.asgi import get_asgi_application
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "studio.settings")
 django_asgi_app = get_asgi_application()
 
-from channels.routing import ProtocolTypeRouter  # noqa: E402
+from channels.auth import AuthMiddlewareStack  # noqa: E402
+from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
+from channels.security.websocket import AllowedHostsOriginValidator  # noqa: E402
 
-application = ProtocolTypeRouter({"http": django_asgi_app})
+from studio.routing import websocket_urlpatterns  # noqa: E402
+
+application = ProtocolTypeRouter(
+    {
+        "http": django_asgi_app,
+        "websocket": AllowedHostsOriginValidator(
+            AuthMiddlewareStack(URLRouter(websocket_urlpatterns))
+        ),
+    }
+)

@@ -63,6 +63,7 @@ INSTALLED_APPS = [
     "channels",
     "huey.contrib.djhuey",
     "django_htmx",
+    "ninja",  # the REST API; listed so its docs page uses bundled files, not a CDN
     "engine",
     "studio",
 ]
@@ -77,6 +78,7 @@ MIDDLEWARE = [
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "django_htmx.middleware.HtmxMiddleware",
+    "csp.middleware.CSPMiddleware",
 ]
 
 ROOT_URLCONF = "studio.urls"
@@ -161,11 +163,13 @@ if REDIS_URL:
     CHANNEL_LAYERS = {
         "default": {
             "BACKEND": "channels_redis.core.RedisChannelLayer",
-            "CONFIG": {"hosts": [REDIS_URL]},
+            "CONFIG": {"hosts": [REDIS_URL], "prefix": os.environ.get("HUEY_NAME", "flowstudio")},
         }
     }
 else:
-    CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
+    # The embedded consumer runs in the server process; this layer reaches the server's loop
+    # from its worker threads (see studio/layers.py).
+    CHANNEL_LAYERS = {"default": {"BACKEND": "studio.layers.ThreadSafeInMemoryChannelLayer"}}
 
 # --- Engine --------------------------------------------------------------------------------
 FLOWSTUDIO = {
@@ -179,7 +183,11 @@ FLOWSTUDIO = {
     "RECHECK_SECONDS": float(os.environ.get("FLOW_RECHECK_SECONDS", "30")),
     # Modules holding Task scripts or LTMs outside installed apps' scripts.py / ltms.py.
     "SCRIPT_MODULES": env_list("FLOWSTUDIO_SCRIPT_MODULES", ""),
+    # Requests per user to the REST API ("600/min", "20/s"; "off" disables the limit).
+    "API_RATE": os.environ.get("FLOWSTUDIO_API_RATE", "600/min"),
 }
+# Largest request body Django reads (bytes); the REST API answers 413 above it.
+DATA_UPLOAD_MAX_MEMORY_SIZE = int(os.environ.get("FLOWSTUDIO_MAX_BODY_BYTES", str(1024 * 1024)))
 
 # --- Auth, i18n, static --------------------------------------------------------------------
 AUTH_PASSWORD_VALIDATORS = [
@@ -209,6 +217,23 @@ SESSION_COOKIE_HTTPONLY = True
 CSRF_COOKIE_HTTPONLY = False  # htmx reads it to send X-CSRFToken on unsafe requests
 X_FRAME_OPTIONS = "DENY"
 SECURE_CONTENT_TYPE_NOSNIFF = True
+
+# Content-Security-Policy (django-csp): scripts and styles only from the project's own static
+# files (htmx is served by django-htmx from static/, never a CDN); no inline scripts or styles.
+CONTENT_SECURITY_POLICY = {
+    "DIRECTIVES": {
+        "default-src": ["'self'"],
+        "script-src": ["'self'"],
+        "style-src": ["'self'"],
+        "img-src": ["'self'", "data:"],
+        "connect-src": ["'self'"],
+        "font-src": ["'self'"],
+        "object-src": ["'none'"],
+        "base-uri": ["'self'"],
+        "form-action": ["'self'"],
+        "frame-ancestors": ["'none'"],
+    }
+}
 
 LOGGING = {
     "version": 1,

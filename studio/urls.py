@@ -1,9 +1,11 @@
 from django.contrib import admin
-from django.urls import path
-from django.views.generic import RedirectView
+from django.urls import include, path
+
+from studio.api.urls import api
 
 urlpatterns = [
     path("admin/", admin.site.urls),
-    # Until the studio's own pages land, its home is the admin of flows and routines.
-    path("", RedirectView.as_view(url="/admin/engine/flow/", permanent=False)),
+    path("accounts/", include("django.contrib.auth.urls")),
+    path("api/", api.urls),
+    path("", include("studio.web_urls")),
 ]

@@ -78,7 +78,7 @@ class Consumer:
         self.starts += 1
         log = open(self.log_dir / f"consumer-{self.starts}.log", "wb")  # noqa: SIM115
         process = subprocess.Popen(
-            [sys.executable, "manage.py", "run_engine", "-w", str(workers)],
+            [sys.executable, "manage.py", "run_engine", "-w", str(workers), "--no-live"],
             cwd=ROOT,
             env=self.env,
             stdout=log,

@@ -1,11 +1,15 @@
 """Example Labeled Transition Models reused by the core tests (and handy as documentation).
 
 Each machine shows one feature: the seed README's example, failure, namespaces, fork/join of
-parameterised states, deep nesting, loops with forward references.
+parameterised states, deep nesting, loops with forward references; the last two are slow on
+purpose, for the tests on a real consumer (concurrency, kill -9, run-to-completion).
 """
 
 from __future__ import annotations
 
+import threading
+import time
+from pathlib import Path
 from typing import Any
 
 from engine.core.ltm import LTM
@@ -241,3 +245,72 @@ class Pong(LTM):
 
 class Stopped(LTM):
     pass
+
+
+# -- slow on purpose: for the tests on a real consumer --------------------------------------
+
+
+class SlowSplit(LTM):
+    def run(self, **payload: Any) -> None:
+        self.transition("split", params=[{"n": n} for n in range(self.root.state["size"])])
+
+
+class SlowWork(LTM):
+    """Appends, sleeps, appends again: a worker killed while it sleeps has appended once
+    already, and its execution must run again (the join waits for every second append)
+    without appending the first value twice."""
+
+    name = "slow_{n}"
+
+    def run(self, **payload: Any) -> None:
+        started = time.time()
+        self.root.atomic_state_append("results", self.params["n"])
+        time.sleep(self.root.state["sleep"])
+        finished = self.root.atomic_state_append("finished", self.params["n"])
+        worker = f"{threading.current_thread().name}/{threading.get_ident()}"
+        self.update_state({"worker": worker, "started": started, "ended": time.time()})
+        if len(finished) == self.root.state["size"]:
+            self.transition("join")
+
+
+class SlowJoin(LTM):
+    def run(self, **payload: Any) -> None:
+        self.root.update_state({"joined": sorted(self.root.state["results"])})
+
+
+class SlowFanOut(LTM):
+    init = [SlowSplit]
+    transitions = [
+        {"from": SlowSplit, "label": "split", "to": SlowWork},
+        {"from": SlowWork, "label": "join", "to": SlowJoin},
+    ]
+
+    def run(self, size: int = 8, sleep: float = 0.5, **payload: Any) -> None:
+        self.update_state({"size": size, "sleep": sleep, "results": [], "finished": []})
+
+
+class Gate(LTM):
+    """Queues updates and a transition, says so in a marker file, and returns only once a
+    release file appears: meanwhile nothing it queued may be in the database."""
+
+    def run(self, **payload: Any) -> None:
+        self.update_state({"inside": True})
+        self.root.update_state({"gate": "passed"})
+        self.transition("open")
+        Path(self.root.state["marker"]).write_text("running")
+        release = Path(self.root.state["release"])
+        deadline = time.monotonic() + 120
+        while not release.exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+
+
+class Opened(LTM):
+    pass
+
+
+class GateLtm(LTM):
+    init = [Gate]
+    transitions = [{"from": Gate, "label": "open", "to": Opened}]
+
+    def run(self, marker: str = "", release: str = "", **payload: Any) -> None:
+        self.update_state({"marker": marker, "release": release})

@@ -17,12 +17,26 @@ class Command(BaseCommand):
 
     def add_arguments(self, parser):
         parser.add_argument("-w", "--workers", type=int, help="worker threads")
+        parser.add_argument(
+            "--no-live",
+            action="store_true",
+            help="run even though this process's events cannot reach browsers (embedded mode)",
+        )
 
     def handle(self, *args, **options):
         if HUEY.immediate:
             raise CommandError(
                 "Huey is in immediate mode (HUEY_IMMEDIATE is set): tasks run inline and no "
                 "consumer is needed. Unset HUEY_IMMEDIATE to run a consumer."
+            )
+        layer = settings.CHANNEL_LAYERS.get("default", {}).get("BACKEND", "")
+        if "InMemory" in layer and not options["no_live"]:
+            raise CommandError(
+                "Embedded mode: the engine's consumer runs inside `manage.py studio` (the "
+                "`./studio.sh start` command), where its events reach the browser through the "
+                "in-process channel layer. A separate consumer process could not reach any "
+                "browser. Set REDIS_URL (and DATABASE_URL) to scale out with separate "
+                "consumers, or pass --no-live to run one without live updates."
             )
         consumer_options = dict(settings.HUEY.get("consumer", {}))
         if options.get("workers"):

@@ -1,0 +1,301 @@
+"""Executing LTM runs on Huey: the Django runtime of the pure core.
+
+One execution (an `LtmExecution` row of the outbox) goes: claim it (queued -> claimed with a
+lease; its instance becomes 'active', an event says so) -> build a fresh tree from the
+committed records -> `execute` the state's `run()` with NO transaction open -> in ONE
+transaction: plan against the tree stored by then, write the changed instances, the global
+state, the new executions and the events, mark this execution done -> after the commit,
+dispatch the new executions. A worker that dies leaves a claimed row whose lease runs out;
+`sweep_ltm` hands it on, and re-sends queued rows whose task got lost.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import traceback
+from dataclasses import replace
+from datetime import timedelta
+from typing import Any
+
+from django.conf import settings
+from django.db import IntegrityError, transaction
+from django.db.models import F
+from django.utils import timezone
+
+from engine import ltm_store as store
+from engine.core.errors import FlowStateError
+from engine.core.ltm import LTM, Effects, Runtime, apply_records, execute, plan, plan_start
+from engine.models_ltm import (
+    ExecutionStatus,
+    LtmAppend,
+    LtmExecution,
+    LtmInstance,
+    LtmRun,
+    LtmRunState,
+    LtmStatus,
+)
+from engine.store import lease_until
+
+logger = logging.getLogger(__name__)
+
+
+class DjangoRuntime(Runtime):
+    """Stores runs in the database and executes them on Huey. One bound to an execution
+    (`execution`) serves the `atomic_state_append` calls of that execution's run()."""
+
+    def __init__(self, *, owner: Any = None, execution: LtmExecution | None = None) -> None:
+        self.owner = owner
+        self.execution = execution
+
+    def start(self, root: LTM, payload: dict[str, Any]) -> str:
+        run_id = create_run(root, payload, owner=self.owner)
+        snap = store.read(run_id)  # in immediate mode everything has run by now
+        apply_records(root, snap.records())
+        root._state = dict(snap.run.global_state)
+        return run_id
+
+    def atomic_state_append(
+        self, instance: LTM, key: str, value: Any, call_index: int
+    ) -> list[Any]:
+        if self.execution is None or instance.id is None:
+            raise RuntimeError("atomic_state_append() works inside run() of an executing state")
+        return append(self.execution, instance.fqn, key, value, call_index)
+
+
+def create_run(root: LTM, payload: dict[str, Any], *, owner: Any = None) -> str:
+    """Store a new run of the unstarted tree `root` and queue its root's execution."""
+    from engine.core.ltm import register
+
+    register(type(root))  # workers find the class by name (a clash raises InvalidDefinition)
+    store.ensure_json(payload, "the start payload")
+    store.ensure_json(root._state, "the initial state")
+    result = plan_start(root, payload)
+    created = {"kind": "run.created", "fqn": root.fqn, "actor": owner, "data": {}}
+    write = store.Write(result.records_changed, result.executions, [created, *result.events])
+    with transaction.atomic():
+        run = LtmRun.objects.create(name=type(root).name, owner=owner, global_state=root._state)
+        store.apply(store.Snapshot(run, {}), write)
+    return str(run.pk)
+
+
+def append(execution: LtmExecution, target: str, key: str, value: Any, index: int) -> list[Any]:
+    """Append to the stored list `key` of `target` at once; a re-run of `execution`
+    repeating call `index` finds it done and appends nothing. Bumps the run's version, so a
+    planner that read the list before writes nothing over it."""
+    store.ensure_json(value, "an appended value")
+    with transaction.atomic():
+        # Takes the run's row lock (PostgreSQL; SQLite's IMMEDIATE transaction holds its
+        # write lock already), ordering this append with every other write of the run.
+        LtmRun.objects.filter(pk=execution.run_id).update(version=F("version") + 1)
+        run = LtmRun.objects.get(pk=execution.run_id)
+        if run.state == LtmRunState.KILLED:
+            raise FlowStateError(f"LTM run {run.pk} was killed")
+        row = None if "." not in target else LtmInstance.objects.get(run=run, fqn=target)
+        state = run.global_state if row is None else row.state
+        if key not in state:
+            raise KeyError(f"{target}: state {key!r} must be set to a list first")
+        if not isinstance(state[key], list):
+            raise TypeError(f"{target}: state {key!r} is {state[key]!r}, not a list")
+        try:
+            with transaction.atomic():
+                LtmAppend.objects.create(
+                    execution=execution,
+                    fqn=execution.fqn,
+                    call_index=index,
+                    target=target,
+                    key=key,
+                )
+        except IntegrityError:
+            return list(state[key])  # done before this execution was re-run
+        state[key] = [*state[key], value]
+        if row is None:
+            LtmRun.objects.filter(pk=run.pk).update(global_state=state)
+        else:
+            row.save(update_fields=["state"])
+        event = {"key": key, "value": value, "length": len(state[key])}
+        store.add_event(run, "state.appended", target, event)
+        return list(state[key])
+
+
+# -- one execution ---------------------------------------------------------------------------
+
+_held_lock = threading.Lock()
+_held: set[int] = set()  # executions this process is running: their leases are renewed
+
+
+def _lease() -> Any:
+    return lease_until()
+
+
+def execute_execution(execution_id: int) -> None:
+    """Body of the Huey task: claim, execute, commit (see the module's docstring)."""
+    run_id = _run_of(execution_id)
+    if run_id is None:
+        return
+    claimed = store.commit(run_id, lambda snap: _claim(snap, execution_id))
+    if claimed is None or claimed.outcome is None:
+        return
+    execution: LtmExecution = claimed.outcome
+    with _held_lock:
+        _held.add(execution.pk)
+    try:
+        snap = store.read(execution.run_id)
+        runtime = DjangoRuntime(owner=snap.run.owner, execution=execution)
+        try:
+            tree = snap.tree(runtime=runtime)
+            effects = execute(tree.find(execution.fqn), execution.payload)
+        except Exception:  # the stored tree does not fit its class any more
+            effects = Effects(error=traceback.format_exc())
+        store.commit(execution.run_id, lambda snap: _finish(snap, execution, effects))
+    finally:
+        with _held_lock:
+            _held.discard(execution.pk)
+
+
+def _run_of(execution_id: int) -> Any:
+    return LtmExecution.objects.filter(pk=execution_id).values_list("run_id", flat=True).first()
+
+
+def _claim(snap: store.Snapshot, execution_id: int) -> store.Write | None:
+    execution = LtmExecution.objects.filter(pk=execution_id).first()
+    if execution is None or execution.status != ExecutionStatus.QUEUED:
+        return None  # claimed by another worker, or over
+    now = timezone.now()
+    stale = {"status": ExecutionStatus.STALE, "finished": now, "lease_until": None}
+    row = snap.rows.get(execution.fqn)
+    if (
+        snap.run.state == LtmRunState.KILLED
+        or row is None
+        or row.current_execution != execution.pk
+        or row.status not in (LtmStatus.QUEUED, LtmStatus.ACTIVE)  # active: a re-run
+    ):
+        return store.Write(execution_changes=[(execution.pk, stale)])
+    try:
+        store.root_class(snap.run.name)
+    except LookupError as exc:
+        return _fail_without_class(snap, execution, str(exc))
+    claim = {
+        "status": ExecutionStatus.CLAIMED,
+        "attempts": execution.attempts + 1,
+        "lease_until": _lease(),
+    }
+    execution.status, execution.attempts = claim["status"], claim["attempts"]
+    record = next(r for r in snap.records() if r.fqn == execution.fqn)
+    events = []
+    if row.status != LtmStatus.ACTIVE:
+        data = {"from": row.status, "to": LtmStatus.ACTIVE}
+        events.append({"kind": "status", "fqn": execution.fqn, "data": data})
+    return store.Write(
+        records=[replace(record, status=LtmStatus.ACTIVE)],
+        events=events,
+        execution_changes=[(execution.pk, claim)],
+        run_state=LtmRunState.RUNNING,
+        outcome=execution,
+    )
+
+
+def _fail_without_class(snap: store.Snapshot, execution: LtmExecution, error: str) -> store.Write:
+    record = next(r for r in snap.records() if r.fqn == execution.fqn)
+    failed = {"status": ExecutionStatus.FAILED, "finished": timezone.now()}
+    status = {"from": record.status, "to": LtmStatus.FAILED}
+    return store.Write(
+        records=[replace(record, status=LtmStatus.FAILED, error=error)],
+        events=[
+            {"kind": "status", "fqn": execution.fqn, "data": status},
+            {"kind": "error", "fqn": execution.fqn, "data": {"error": error}},
+        ],
+        execution_changes=[(execution.pk, failed)],
+        run_error=f"{execution.fqn}: {error}",
+    )
+
+
+def _finish(snap: store.Snapshot, execution: LtmExecution, effects: Effects) -> store.Write | None:
+    current = LtmExecution.objects.filter(pk=execution.pk).first()
+    if (
+        current is None
+        or current.status != ExecutionStatus.CLAIMED
+        or current.attempts != execution.attempts
+    ):
+        return None  # killed, or handed to another worker meanwhile: discard
+    now = timezone.now()
+    row = snap.rows.get(execution.fqn)
+    if row is None or row.current_execution != execution.pk:
+        stale = {"status": ExecutionStatus.STALE, "finished": now, "lease_until": None}
+        data = {"reason": "the state was queued again while this execution ran"}
+        discarded = {"kind": "execution.discarded", "fqn": execution.fqn, "data": data}
+        return store.Write(events=[discarded], execution_changes=[(execution.pk, stale)])
+    result = plan(snap.tree(), execution.fqn, effects)
+    write = store.Write(result.records_changed, result.executions, result.events)
+    try:
+        store.check_json(write)
+    except ValueError as exc:
+        effects = Effects(error=f"{type(exc).__name__}: {exc}")
+        result = plan(snap.tree(), execution.fqn, effects)
+        write = store.Write(result.records_changed, result.executions, result.events)
+    status = ExecutionStatus.FAILED if effects.error else ExecutionStatus.DONE
+    write.execution_changes = [(execution.pk, {"status": status, "finished": now})]
+    if effects.error:
+        last = effects.error.strip().splitlines()[-1]
+        write.run_error = f"{execution.fqn} failed: {last}"
+    return write
+
+
+# -- the sweep ---------------------------------------------------------------------------------
+
+
+def renew_leases() -> int:
+    """Extend the leases of the executions this process is running."""
+    with _held_lock:
+        ids = list(_held)
+    if not ids:
+        return 0
+    return LtmExecution.objects.filter(pk__in=ids, status=ExecutionStatus.CLAIMED).update(
+        lease_until=_lease()
+    )
+
+
+def sweep_ltm(limit: int = 500) -> int:
+    """Renew this process's leases, hand on claimed executions whose worker died (lease
+    expired) and re-send queued ones whose Huey task got lost. Returns how many."""
+    renew_leases()
+    now = timezone.now()
+    moved = 0
+    expired = LtmExecution.objects.filter(status=ExecutionStatus.CLAIMED, lease_until__lt=now)
+    for execution in expired.order_by("lease_until")[:limit]:
+        if store.commit(execution.run_id, lambda snap, e=execution: _requeue(e, now)):
+            moved += 1
+    grace = timedelta(seconds=float(settings.FLOWSTUDIO["QUEUE_GRACE_SECONDS"]))
+    lost = LtmExecution.objects.filter(
+        status=ExecutionStatus.QUEUED, dispatched_at__lt=now - grace
+    ).order_by("dispatched_at")[:limit]
+    for execution in lost:
+        # Still in Huey's queue, perhaps: a second task is harmless, the claim is a CAS.
+        resent = LtmExecution.objects.filter(
+            pk=execution.pk, status=ExecutionStatus.QUEUED, dispatched_at=execution.dispatched_at
+        ).update(dispatched_at=now)
+        if resent:
+            store.dispatch([execution.pk])
+            moved += 1
+    if moved:
+        logger.warning("LTM sweep handed on %d execution(s)", moved)
+    return moved
+
+
+def _requeue(execution: LtmExecution, now: Any) -> store.Write | None:
+    current = LtmExecution.objects.filter(pk=execution.pk).first()
+    if (
+        current is None
+        or current.status != ExecutionStatus.CLAIMED
+        or current.lease_until is None
+        or current.lease_until >= now
+    ):
+        return None
+    changes = {"status": ExecutionStatus.QUEUED, "lease_until": None, "dispatched_at": now}
+    data = {"execution": current.pk, "attempts": current.attempts, "reason": "lease expired"}
+    return store.Write(
+        events=[{"kind": "execution.requeued", "fqn": current.fqn, "data": data}],
+        execution_changes=[(current.pk, changes)],
+        redispatch=[current.pk],
+        run_state=LtmRunState.RUNNING,
+    )

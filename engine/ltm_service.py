@@ -1,0 +1,199 @@
+"""Service functions of LTM runs (re-exported by `engine.api`): start, fire a transition,
+retry, kill, load, list.
+
+The access rule is the flows' one: a run's owner, staff, or a user with the
+`engine.operate_flow` permission (runs started from code have no owner: staff only). Every
+operator action is one compare-and-set write with an event naming the acting user; a call
+that does not fit the run's state raises `FlowStateError`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from django.core.exceptions import PermissionDenied, ValidationError
+from django.db.models import QuerySet
+from django.utils import timezone
+
+from engine import ltm_store as store
+from engine.core.errors import FlowStateError
+from engine.core.ltm import LTM, ltm_registry, plan_transition
+from engine.ltm_runner import DjangoRuntime
+from engine.models_ltm import ExecutionStatus, LtmExecution, LtmRun, LtmRunState, LtmStatus
+
+__all__ = [
+    "can_operate_ltm",
+    "fire_transition",
+    "kill_ltm",
+    "load_ltm",
+    "retry_ltm",
+    "start_ltm",
+    "visible_ltm_runs",
+]
+
+
+def _sees_all(user: Any) -> bool:
+    return bool(user and (user.is_staff or user.has_perm("engine.operate_flow")))
+
+
+def can_operate_ltm(user: Any, run: LtmRun) -> bool:
+    """Whether `user` may see and act on `run`."""
+    if user is None or not user.is_authenticated:
+        return False
+    return (run.owner_id is not None and run.owner_id == user.pk) or _sees_all(user)
+
+
+def visible_ltm_runs(user: Any) -> QuerySet[LtmRun]:
+    """The LTM runs `user` may see."""
+    runs = LtmRun.objects.select_related("owner")
+    if user is None or not user.is_authenticated:
+        return runs.none()
+    return runs if _sees_all(user) else runs.filter(owner_id=user.pk)
+
+
+def _get_run(run_id: Any, user: Any, *, check: bool = True) -> LtmRun:
+    try:
+        run = LtmRun.objects.select_related("owner").get(pk=run_id)
+    except (ValueError, ValidationError):
+        raise LtmRun.DoesNotExist(f"LTM run {run_id!r} does not exist") from None
+    if check and not can_operate_ltm(user, run):
+        raise PermissionDenied("you may not act on this LTM run")
+    return run
+
+
+def start_ltm(name: str, user: Any, payload: Mapping[str, Any] | None = None) -> str:
+    """Start the registered root LTM `name` for `user` with `payload` (handed to the root's
+    run()); returns the run id. In immediate mode the whole run has executed on return."""
+    if user is None or not user.is_authenticated:
+        raise PermissionDenied("sign in to start an LTM")
+    known = ltm_registry()
+    if name not in known:
+        raise ValueError(f"unknown LTM {name!r}; known: {', '.join(sorted(known)) or 'none'}")
+    payload = {} if payload is None else payload
+    if not isinstance(payload, Mapping) or not all(isinstance(k, str) for k in payload):
+        raise ValueError("an LTM's start payload must be a JSON object")
+    store.ensure_json(dict(payload), "the start payload")
+    root = known[name](runtime=DjangoRuntime(owner=user))
+    return root.start(**payload)
+
+
+def fire_transition(
+    run_id: Any,
+    label: str,
+    user: Any,
+    payload: Mapping[str, Any] | None = None,
+    namespace: str | None = None,
+    params: Mapping[str, Any] | Iterable[Mapping[str, Any]] | None = None,
+) -> LtmRun:
+    """Fire `label` as an operator in `namespace` (default: the root machine's), moving every
+    active state that has it; `params` names parameterised targets."""
+    run = _get_run(run_id, user)
+    payload = dict(payload or {})
+    store.ensure_json(payload, "a transition's payload")
+
+    def build(snap: store.Snapshot) -> store.Write:
+        _refuse_killed(snap.run)
+        result = plan_transition(snap.tree(), label, payload, params, namespace)
+        if result.skipped_transitions:
+            reason = result.events[0]["data"].get("reason", "")
+            raise FlowStateError(
+                f"transition {label!r} moves nothing in LTM run {snap.run.pk}: {reason}"
+            )
+        data = {"label": label, "namespace": namespace, "payload": payload}
+        fired = {"kind": "manual.transition", "fqn": "", "data": data}
+        events = [{**event, "actor": user} for event in [fired, *result.events]]
+        write = store.Write(result.records_changed, result.executions, events)
+        store.check_json(write)
+        return write
+
+    store.commit(run.pk, build)
+    return _get_run(run.pk, None, check=False)
+
+
+def retry_ltm(run_id: Any, user: Any) -> LtmRun:
+    """Execute the failed states of a run again (each with the payload it failed with)."""
+    run = _get_run(run_id, user)
+
+    def build(snap: store.Snapshot) -> store.Write:
+        _refuse_killed(snap.run)
+        tree = snap.tree()
+        failed = [i for i in tree.walk() if i.status == LtmStatus.FAILED and _reachable(i)]
+        if not failed:
+            raise FlowStateError(f"LTM run {snap.run.pk} has no failed state to retry")
+        write = store.Write()
+        data = {"states": [instance.fqn for instance in failed]}
+        write.events.append({"kind": "manual.retry", "fqn": "", "actor": user, "data": data})
+        for instance in failed:
+            last = (
+                LtmExecution.objects.filter(
+                    run=snap.run, fqn=instance.fqn, status=ExecutionStatus.FAILED
+                )
+                .order_by("-pk")
+                .first()
+            )
+            instance._status, instance.error = LtmStatus.QUEUED, None
+            record = next(r for r in _records(tree) if r.fqn == instance.fqn)
+            write.records.append(record)
+            write.executions.append((instance.fqn, last.payload if last else {}))
+            status = {"from": LtmStatus.FAILED, "to": LtmStatus.QUEUED}
+            write.events.append(
+                {"kind": "status", "fqn": instance.fqn, "actor": user, "data": status}
+            )
+        return write
+
+    store.commit(run.pk, build)
+    return _get_run(run.pk, None, check=False)
+
+
+def kill_ltm(run_id: Any, user: Any, reason: str = "") -> LtmRun:
+    """End a run as killed: nothing queued executes, a run() still executing is discarded."""
+    run = _get_run(run_id, user)
+
+    def build(snap: store.Snapshot) -> store.Write:
+        _refuse_killed(snap.run)
+        stale = {"status": ExecutionStatus.STALE, "finished": timezone.now(), "lease_until": None}
+        open_ids = LtmExecution.objects.filter(run=snap.run, status__in=store.OPEN)
+        data = {"reason": reason, "was": snap.run.state}
+        return store.Write(
+            events=[{"kind": "manual.kill", "fqn": "", "actor": user, "data": data}],
+            execution_changes=[(pk, stale) for pk in open_ids.values_list("pk", flat=True)],
+            run_state=LtmRunState.KILLED,
+            run_error=reason or f"killed by {user}",
+        )
+
+    store.commit(run.pk, build)
+    return _get_run(run.pk, None, check=False)
+
+
+def load_ltm(run_id: Any, user: Any = None) -> LTM:
+    """The run's root as committed: `.state` (global state), `._status`, `.instances`
+    (fqn -> instance, each with `.state`, `._status`, `.error`) and `.run` (the LtmRun).
+    With `user`, refuses (PermissionDenied) a run they may not see."""
+    run = _get_run(run_id, user, check=user is not None)
+    snap = store.read(run.pk)
+    root = snap.tree(runtime=DjangoRuntime(owner=snap.run.owner))
+    root.instances = {instance.fqn: instance for instance in root.walk()}  # type: ignore[attr-defined]
+    root.run = snap.run  # type: ignore[attr-defined]
+    return root
+
+
+def _refuse_killed(run: LtmRun) -> None:
+    if run.state == LtmRunState.KILLED:
+        raise FlowStateError(f"LTM run {run.pk} was killed: it accepts no more actions")
+
+
+def _reachable(instance: LTM) -> bool:
+    # A failed state inside a machine that has since moved on stays as it is.
+    parent = instance.parent
+    while parent is not None:
+        if parent.status == LtmStatus.COMPLETED:
+            return False
+        parent = parent.parent
+    return True
+
+
+def _records(tree: LTM) -> list[Any]:
+    from engine.core.ltm_plan import dump_tree
+
+    return dump_tree(tree)

@@ -1,0 +1,290 @@
+"""Loading and saving LTM runs: snapshots of a run's tree, and the one way to write it.
+
+Every change of a run (start, claim, the commit of an execution, an operator's action, a
+sweep's hand-over) is a `Write` applied by `commit`: in one transaction it re-reads the run,
+asks `build` what to write, and applies it with a compare-and-set on `LtmRun.version`
+(`UPDATE ... WHERE id = ? AND version = ?`). If another writer slipped in, nothing is written
+and `build` runs again on what is stored now. New executions go to the outbox
+(`LtmExecution`) in the same transaction and are dispatched to Huey after the commit.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections import deque
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from django.core.serializers.json import DjangoJSONEncoder
+from django.db import transaction
+from django.db.models import F
+from django.utils import timezone
+
+from engine import events as engine_events
+from engine.core.errors import StaleFlowError
+from engine.core.ltm import LTM, InstanceRecord, build_tree, ltm_registry
+from engine.models_ltm import (
+    ExecutionStatus,
+    LtmEvent,
+    LtmExecution,
+    LtmInstance,
+    LtmRun,
+    LtmRunState,
+)
+
+OPEN = (ExecutionStatus.QUEUED, ExecutionStatus.CLAIMED)
+FINISHED = (LtmRunState.COMPLETE, LtmRunState.FAILED, LtmRunState.KILLED)
+_ATTEMPTS = 50  # compare-and-set retries before giving up (each one re-plans, never re-runs)
+
+
+def ensure_json(value: Any, what: str) -> None:
+    """Raise ValueError unless `value` is storable as JSON (with Django's encoder)."""
+    try:
+        json.dumps(value, cls=DjangoJSONEncoder)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"{what} must be JSON-serialisable: {exc}") from None
+
+
+def root_class(name: str) -> type[LTM]:
+    """The registered root LTM class called `name`."""
+    known = ltm_registry()
+    if name not in known:
+        raise LookupError(
+            f"LTM {name!r} is not registered in this process; define it in an app's ltms.py "
+            f"or a FLOWSTUDIO['SCRIPT_MODULES'] module (known: {sorted(known)})"
+        )
+    return known[name]
+
+
+@dataclass
+class Snapshot:
+    """A run and its instance rows, as read together."""
+
+    run: LtmRun
+    rows: dict[str, LtmInstance]
+
+    def records(self) -> list[InstanceRecord]:
+        """The rows as core records; the root's state is the run's global state."""
+        return [
+            InstanceRecord(
+                fqn=row.fqn,
+                name=row.name,
+                declared_name=row.declared_name,
+                status=row.status,
+                state=self.run.global_state if "." not in row.fqn else row.state,
+                params=row.params,
+                error=row.error or None,
+            )
+            for row in self.rows.values()
+        ]
+
+    def tree(self, runtime: Any = None) -> LTM:
+        """A live tree of the stored records."""
+        return build_tree(
+            root_class(self.run.name),
+            self.records(),
+            self.run.global_state,
+            run_id=str(self.run.pk),
+            runtime=runtime,
+        )
+
+
+def read(run_id: Any) -> Snapshot:
+    """The run (first: its version guards what is read after it) and its instances."""
+    run = LtmRun.objects.select_related("owner").get(pk=run_id)
+    return Snapshot(run, {row.fqn: row for row in LtmInstance.objects.filter(run=run)})
+
+
+@dataclass
+class Write:
+    """What to store of one change of a run. Events are `{kind, fqn, data, actor?}`."""
+
+    records: list[InstanceRecord] = field(default_factory=list)
+    executions: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
+    events: list[dict[str, Any]] = field(default_factory=list)
+    execution_changes: list[tuple[int, dict[str, Any]]] = field(default_factory=list)
+    redispatch: list[int] = field(default_factory=list)
+    run_state: str | None = None  # None: worked out from what is open and what failed
+    run_error: str | None = None
+    outcome: Any = None  # for the caller of `commit`
+    new_execution_ids: list[int] = field(default_factory=list)
+
+
+def commit(run_id: Any, build: Callable[[Snapshot], Write | None]) -> Write | None:
+    """Apply `build(snapshot)` to the run with a compare-and-set; `build` is called again
+    on a fresh snapshot when another writer got in first. None from `build`: write nothing."""
+    for _ in range(_ATTEMPTS):
+        with transaction.atomic():
+            snap = read(run_id)
+            write = build(snap)
+            if write is None:
+                return None
+            if apply(snap, write):
+                return write
+    raise StaleFlowError(f"LTM run {run_id} keeps changing; try again")
+
+
+def apply(snap: Snapshot, write: Write) -> bool:
+    """Store `write` if the run is still at the version read in `snap` (call inside a
+    transaction). The compare-and-set is the first statement: on a conflict nothing is
+    written and False is returned."""
+    run, now = snap.run, timezone.now()
+    state = _next_state(snap, write)
+    events = list(write.events)
+    if state != run.state:
+        events.append({"kind": "run.state", "fqn": "", "data": {"from": run.state, "to": state}})
+    root_record = next((r for r in write.records if "." not in r.fqn), None)
+    global_state = root_record.state if root_record is not None else run.global_state
+    error = write.run_error if write.run_error is not None else run.error
+    if state == LtmRunState.COMPLETE:
+        error = ""
+    finished = (run.finished if run.state == state else now) if state in FINISHED else None
+    changes = {
+        "state": state,
+        "global_state": global_state,
+        "error": error,
+        "finished": finished,
+        "updated": now,
+    }
+    won = LtmRun.objects.filter(pk=run.pk, version=run.version).update(
+        version=F("version") + 1, seq=run.seq + len(events), **changes
+    )
+    if won != 1:
+        return False
+    for name, value in changes.items():
+        setattr(run, name, value)
+    run.version += 1
+    _write_records(snap, write.records)
+    current: dict[str, int] = {}
+    for fqn, payload in write.executions:
+        execution = LtmExecution.objects.create(
+            run=run, fqn=fqn, payload=payload, dispatched_at=now
+        )
+        write.new_execution_ids.append(execution.pk)
+        current[fqn] = execution.pk  # queued twice in one plan: the last one runs
+    for fqn, execution_id in current.items():
+        LtmInstance.objects.filter(run=run, fqn=fqn).update(current_execution=execution_id)
+    for execution_id, execution_changes in write.execution_changes:
+        LtmExecution.objects.filter(pk=execution_id).update(**execution_changes)
+    rows = [
+        LtmEvent(
+            run=run,
+            seq=run.seq + index,
+            kind=spec["kind"],
+            fqn=spec.get("fqn", ""),
+            actor=spec.get("actor"),
+            state=state,
+            data=spec.get("data", {}),
+        )
+        for index, spec in enumerate(events, start=1)
+    ]
+    LtmEvent.objects.bulk_create(rows)
+    run.seq += len(rows)
+    engine_events.publish_on_commit(event_dict(run, row) for row in rows)
+    to_dispatch = [*write.new_execution_ids, *write.redispatch]
+    if to_dispatch:
+        transaction.on_commit(lambda: dispatch(to_dispatch))
+    return True
+
+
+def _next_state(snap: Snapshot, write: Write) -> str:
+    run = snap.run
+    if write.run_state is not None:
+        return write.run_state
+    if run.state == LtmRunState.KILLED:
+        return LtmRunState.KILLED
+    open_ids = set(
+        LtmExecution.objects.filter(run=run, status__in=OPEN).values_list("pk", flat=True)
+    )
+    for execution_id, changes in write.execution_changes:
+        if changes.get("status") in OPEN:
+            open_ids.add(execution_id)
+        elif "status" in changes:
+            open_ids.discard(execution_id)
+    if open_ids or write.executions:
+        return LtmRunState.PENDING if run.state == LtmRunState.PENDING else LtmRunState.RUNNING
+    statuses = {fqn: row.status for fqn, row in snap.rows.items()}
+    statuses.update((record.fqn, record.status) for record in write.records)
+    return LtmRunState.FAILED if "failed" in statuses.values() else LtmRunState.COMPLETE
+
+
+def _write_records(snap: Snapshot, records: Iterable[InstanceRecord]) -> None:
+    fields = ["name", "declared_name", "status", "state", "params", "error"]
+    for record in records:
+        values = {
+            "name": record.name,
+            "declared_name": record.declared_name,
+            "status": record.status,
+            "state": record.state if "." in record.fqn else {},  # the root's: global state
+            "params": record.params,
+            "error": record.error or "",
+        }
+        row = snap.rows.get(record.fqn)
+        if row is None:
+            snap.rows[record.fqn] = LtmInstance.objects.create(
+                run=snap.run, fqn=record.fqn, **values
+            )
+            continue
+        for name, value in values.items():
+            setattr(row, name, value)
+        row.save(update_fields=fields)
+
+
+def add_event(run: LtmRun, kind: str, fqn: str, data: dict[str, Any]) -> LtmEvent:
+    """Append one event to a run whose row this transaction has locked (its version was
+    bumped by this transaction already), with the next sequence number."""
+    run.seq += 1
+    LtmRun.objects.filter(pk=run.pk).update(seq=run.seq, updated=timezone.now())
+    row = LtmEvent.objects.create(
+        run=run, seq=run.seq, kind=kind, fqn=fqn, state=run.state, data=data
+    )
+    engine_events.publish_on_commit([event_dict(run, row)])
+    return row
+
+
+def event_dict(run: LtmRun, row: LtmEvent) -> dict[str, Any]:
+    """An event as the live feed carries it."""
+    event = row.as_dict()
+    event.update(type="ltm.event", owner=run.owner_id, name=run.name, version=run.version)
+    return event
+
+
+def check_json(write: Write) -> None:
+    """Raise ValueError naming the part of `write` that is not JSON."""
+    for record in write.records:
+        ensure_json(record.state, f"the state of {record.fqn}")
+        ensure_json(record.params, f"the params of {record.fqn}")
+    for fqn, payload in write.executions:
+        ensure_json(payload, f"the payload queued for {fqn}")
+    for event in write.events:
+        ensure_json(event.get("data", {}), f"the {event['kind']} event of {event.get('fqn')}")
+
+
+# -- dispatch ------------------------------------------------------------------------------
+
+_local = threading.local()
+
+
+def dispatch(execution_ids: Iterable[int]) -> None:
+    """Send executions to Huey. In immediate mode they run inline, one after the other in
+    FIFO order from one loop (not nested inside each other's commit: a long chain of states
+    would otherwise exhaust the stack)."""
+    from engine.ltm_tasks import HUEY, execute_ltm_task
+
+    ids = list(execution_ids)
+    if not HUEY.immediate:
+        for execution_id in ids:
+            execute_ltm_task(execution_id)
+        return
+    pending: deque[int] | None = getattr(_local, "pending", None)
+    if pending is not None:
+        pending.extend(ids)
+        return
+    _local.pending = pending = deque(ids)
+    try:
+        while pending:
+            execute_ltm_task(pending.popleft())
+    finally:
+        _local.pending = None

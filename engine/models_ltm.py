@@ -1,0 +1,191 @@
+"""Records of LTM runs: the run (owner, overall state, global state, version for the
+compare-and-set), its tree of instances, its outbox of executions, the keys of its atomic
+appends, and its append-only event log.
+
+A run's id is a UUID; the pure core sees it as a string (`str(run.pk)`).
+"""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+from django.conf import settings
+from django.core.serializers.json import DjangoJSONEncoder
+from django.db import models
+
+
+class LtmRunState(models.TextChoices):
+    PENDING = "pending", "Pending"  # created, the root has not executed yet
+    RUNNING = "running", "Running"  # something is queued or executing
+    COMPLETE = "complete", "Complete"  # nothing left to execute, nothing failed
+    FAILED = "failed", "Failed"  # nothing left to execute, some state failed
+    KILLED = "killed", "Killed"  # stopped by an operator
+
+
+class LtmStatus(models.TextChoices):
+    INIT = "init", "Init"
+    QUEUED = "queued", "Queued"
+    ACTIVE = "active", "Active"
+    COMPLETED = "completed", "Completed"
+    FAILED = "failed", "Failed"
+
+
+class ExecutionStatus(models.TextChoices):
+    QUEUED = "queued", "Queued"  # in the outbox, dispatched (or about to be) to Huey
+    CLAIMED = "claimed", "Claimed"  # a worker executes it; `lease_until` says until when
+    DONE = "done", "Done"
+    FAILED = "failed", "Failed"  # its run() raised
+    STALE = "stale", "Stale"  # its state moved on (or the run was killed) before it ran
+
+
+class LtmRun(models.Model):
+    """One run of a registered root LTM."""
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    name = models.CharField(max_length=200)  # the registered root's name
+    # Null for runs started from code (`MyLtm().start()`): only staff see those.
+    owner = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        null=True,
+        blank=True,
+        on_delete=models.CASCADE,
+        related_name="ltm_runs",
+    )
+    state = models.CharField(
+        max_length=16, choices=LtmRunState.choices, default=LtmRunState.PENDING
+    )
+    global_state = models.JSONField(default=dict, blank=True, encoder=DjangoJSONEncoder)
+    # Compare-and-set counter: every write of the run's tree checks and bumps it.
+    version = models.PositiveIntegerField(default=0)
+    seq = models.PositiveIntegerField(default=0)  # last event's sequence number
+    error = models.TextField(blank=True)
+    created = models.DateTimeField(auto_now_add=True)
+    updated = models.DateTimeField(auto_now=True)
+    finished = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-updated", "-created"]
+        indexes = [
+            models.Index(fields=["owner", "state"], name="ltmrun_owner_state"),
+            models.Index(fields=["-updated"], name="ltmrun_recent"),
+        ]
+
+    def __str__(self) -> str:
+        return f"LTM run {self.pk} of {self.name} ({self.state})"
+
+    @property
+    def run_id(self) -> str:
+        return str(self.pk)
+
+
+class LtmInstance(models.Model):
+    """One node of a run's tree. The root's state lives in `LtmRun.global_state`."""
+
+    run = models.ForeignKey(LtmRun, on_delete=models.CASCADE, related_name="instances")
+    fqn = models.CharField(max_length=500)
+    name = models.CharField(max_length=200)
+    declared_name = models.CharField(max_length=200)
+    status = models.CharField(max_length=16, choices=LtmStatus.choices, default=LtmStatus.INIT)
+    state = models.JSONField(default=dict, blank=True, encoder=DjangoJSONEncoder)
+    params = models.JSONField(default=dict, blank=True, encoder=DjangoJSONEncoder)
+    error = models.TextField(blank=True)
+    # The execution that may run this instance now: an older one, still in the outbox when
+    # the instance was queued again, finds it superseded and does nothing.
+    current_execution = models.BigIntegerField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["run", "fqn"]
+        constraints = [
+            models.UniqueConstraint(fields=["run", "fqn"], name="ltminstance_unique_fqn"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.fqn} ({self.status})"
+
+
+class LtmExecution(models.Model):
+    """The outbox: one queued execution of an instance, written in the transaction that
+    queued it and dispatched to Huey after the commit (again by the sweep if lost)."""
+
+    run = models.ForeignKey(LtmRun, on_delete=models.CASCADE, related_name="executions")
+    fqn = models.CharField(max_length=500)
+    payload = models.JSONField(default=dict, blank=True, encoder=DjangoJSONEncoder)
+    status = models.CharField(
+        max_length=16, choices=ExecutionStatus.choices, default=ExecutionStatus.QUEUED
+    )
+    attempts = models.PositiveIntegerField(default=0)  # claims so far
+    lease_until = models.DateTimeField(null=True, blank=True)
+    created = models.DateTimeField(auto_now_add=True)
+    dispatched_at = models.DateTimeField(null=True, blank=True)
+    finished = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["id"]
+        indexes = [
+            models.Index(fields=["status", "dispatched_at"], name="ltmexec_status_dispatch"),
+            models.Index(fields=["status", "lease_until"], name="ltmexec_status_lease"),
+            models.Index(fields=["run", "status"], name="ltmexec_run_status"),
+        ]
+
+    def __str__(self) -> str:
+        return f"execution {self.pk} of {self.fqn} ({self.status})"
+
+
+class LtmAppend(models.Model):
+    """One done `atomic_state_append` call: a re-run of the same execution repeating the
+    call (same calling instance, same order) finds it here and does not append again."""
+
+    execution = models.ForeignKey(LtmExecution, on_delete=models.CASCADE, related_name="appends")
+    fqn = models.CharField(max_length=500)  # the calling (executing) instance
+    call_index = models.PositiveIntegerField()
+    target = models.CharField(max_length=500)  # the instance whose list grew
+    key = models.CharField(max_length=200)
+    created = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["execution", "call_index"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["execution", "fqn", "call_index"], name="ltmappend_unique_call"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"append #{self.call_index} of {self.fqn} to {self.target}.{self.key}"
+
+
+class LtmEvent(models.Model):
+    """One entry of a run's history; `seq` numbers them per run from 1."""
+
+    run = models.ForeignKey(LtmRun, on_delete=models.CASCADE, related_name="events")
+    seq = models.PositiveIntegerField()
+    kind = models.CharField(max_length=40)
+    fqn = models.CharField(max_length=500, blank=True)
+    actor = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    state = models.CharField(max_length=16, choices=LtmRunState.choices)  # the run's, after it
+    data = models.JSONField(default=dict, blank=True, encoder=DjangoJSONEncoder)
+    created = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["run", "seq"]
+        constraints = [
+            models.UniqueConstraint(fields=["run", "seq"], name="ltmevent_unique_seq"),
+        ]
+
+    def __str__(self) -> str:
+        return f"#{self.seq} {self.kind} {self.fqn}"
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "run": str(self.run_id),
+            "seq": self.seq,
+            "kind": self.kind,
+            "fqn": self.fqn,
+            "actor": self.actor_id,
+            "state": self.state,
+            "data": self.data,
+            "created": self.created.isoformat() if self.created else None,
+        }

@@ -1,0 +1,139 @@
+"""Service functions for routines beyond `engine.api.create_routine`: who may see and edit a
+routine, step validation that names the bad entry, and editing a routine into a new version.
+
+Flows pin their steps when they start, so a new version never changes a flow already running.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from django.core.exceptions import PermissionDenied
+from django.db import transaction
+from django.db.models import F, Q, QuerySet
+from django.utils import timezone
+
+from engine.api import can_see_all, create_routine
+from engine.core import script as script_registry
+from engine.core.errors import StaleFlowError
+from engine.models import Routine, RoutineStep, Task
+
+__all__ = [
+    "RoutineStepError",
+    "StaleRoutineError",
+    "can_edit_routine",
+    "create_checked_routine",
+    "update_routine",
+    "validate_steps",
+    "visible_routines",
+]
+
+
+class RoutineStepError(ValueError):
+    """A routine step is invalid; `index` (0-based) and `field` say which entry."""
+
+    def __init__(self, index: int, field: str, message: str) -> None:
+        super().__init__(f"step {index + 1}: {message}")
+        self.index = index
+        self.field = field
+
+
+class StaleRoutineError(StaleFlowError):
+    """The routine changed since the caller loaded it; reload and try again."""
+
+
+def visible_routines(user: Any) -> QuerySet[Routine]:
+    """The routines `user` may see: their own and ownerless (shared) ones, or all of them
+    for staff and users who may operate every flow."""
+    routines = Routine.objects.select_related("owner")
+    if can_see_all(user):
+        return routines
+    return routines.filter(Q(owner_id=user.pk) | Q(owner__isnull=True))
+
+
+def can_edit_routine(user: Any, routine: Routine) -> bool:
+    """Owners edit their routines; staff and operators edit any, including shared ones."""
+    if user is None or not user.is_authenticated:
+        return False
+    return (routine.owner_id is not None and routine.owner_id == user.pk) or can_see_all(user)
+
+
+def validate_steps(steps: Sequence[str | dict[str, Any]]) -> list[dict[str, Any]]:
+    """Normalise steps to ``{"script", "label", "params"}`` dicts, refusing any script that is
+    not registered by name (dotted paths and the like never resolve to code)."""
+    if not steps:
+        raise ValueError("a routine needs at least one step")
+    known = script_registry.registry()
+    clean = []
+    for index, step in enumerate(steps):
+        item = step if isinstance(step, dict) else {"script": step}
+        name = item.get("script")
+        if not isinstance(name, str) or name not in known:
+            raise RoutineStepError(index, "script", f"{name!r} is not a registered Task script")
+        label = item.get("label") or ""
+        if not isinstance(label, str):
+            raise RoutineStepError(index, "label", "a label must be a string")
+        params = item.get("params") or {}
+        if not isinstance(params, dict):
+            raise RoutineStepError(index, "params", "params must be a JSON object")
+        clean.append({"script": name, "label": label, "params": params})
+    return clean
+
+
+def _clean_name(name: str) -> str:
+    if not isinstance(name, str) or not name.strip():
+        raise ValueError("a routine needs a name")
+    return name.strip()
+
+
+def create_checked_routine(
+    name: str, steps: Sequence[str | dict[str, Any]], owner: Any, description: str = ""
+) -> Routine:
+    """`engine.api.create_routine`, after a validation that names the bad field."""
+    if owner is None or not owner.is_authenticated:
+        raise PermissionDenied("sign in to create a routine")
+    return create_routine(_clean_name(name), validate_steps(steps), owner, description)
+
+
+def update_routine(
+    routine: Routine,
+    name: str,
+    steps: Sequence[str | dict[str, Any]],
+    user: Any,
+    description: str | None = None,
+    version: int | None = None,
+) -> Routine:
+    """Replace the routine's name and steps as its next version, in one transaction.
+
+    `version` (the version the caller saw) makes a routine edited meanwhile an error
+    (`StaleRoutineError`) instead of silently overwriting that edit."""
+    if not can_edit_routine(user, routine):
+        raise PermissionDenied("you may not edit this routine")
+    name = _clean_name(name)
+    clean = validate_steps(steps)
+    known = script_registry.registry()
+    changes: dict[str, Any] = {"name": name, "version": F("version") + 1, "updated": timezone.now()}
+    if description is not None:
+        changes["description"] = description
+    with transaction.atomic():
+        rows = Routine.objects.filter(pk=routine.pk)
+        if version is not None:
+            rows = rows.filter(version=version)
+        if not rows.update(**changes):
+            raise StaleRoutineError(
+                f"routine {routine.pk} changed since you loaded it; reload and try again"
+            )
+        RoutineStep.objects.filter(routine_id=routine.pk).delete()
+        for order, step in enumerate(clean):
+            cls = known[step["script"]]
+            task, _ = Task.objects.get_or_create(script=cls.name, name=cls.label, params={})
+            RoutineStep.objects.create(
+                routine_id=routine.pk,
+                order=order,
+                task=task,
+                label=step["label"],
+                params=step["params"],
+            )
+    routine.refresh_from_db()
+    return routine

@@ -1,0 +1,290 @@
+"""Request and response shapes of the REST API; the OpenAPI schema is derived from them.
+
+Every number a client sends is bounded (ids fit a database integer, pages are capped) and
+every string is limited and free of NUL characters, so no input reaches the database in a
+form it refuses: bad input is a 400, never a server error.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Any
+
+from ninja import Field, Schema
+from pydantic import AfterValidator, ConfigDict
+
+MAX_ID = 2**63 - 1  # the largest id a database integer column holds
+MAX_LIMIT = 200  # largest page of a listing
+DEFAULT_LIMIT = 50
+
+
+def _no_nul(value: Any) -> Any:
+    """Refuse NUL characters anywhere in a value: PostgreSQL cannot store them in text or
+    JSON, and they have no use in a workflow's data."""
+    if isinstance(value, str):
+        if "\x00" in value:
+            raise ValueError("NUL characters are not allowed")
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            _no_nul(key)
+            _no_nul(item)
+    elif isinstance(value, list):
+        for item in value:
+            _no_nul(item)
+    return value
+
+
+Text = Annotated[str, AfterValidator(_no_nul)]
+JsonValue = Annotated[Any, AfterValidator(_no_nul)]
+JsonObject = Annotated[dict[str, Any], AfterValidator(_no_nul)]
+Version = Annotated[int | None, Field(None, ge=0, le=MAX_ID)]
+
+
+class InputSchema(Schema):
+    """Request bodies refuse fields they do not know, so a typo is an error, not a no-op."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+class Message(Schema):
+    detail: str
+
+
+# --- scripts and LTMs ---------------------------------------------------------------------------
+
+
+class ScriptOut(Schema):
+    name: str
+    label: str
+    doc: str
+    blocking: bool
+    rerunnable: bool
+    checks_while_waiting: bool
+    input_fields: list[str]
+
+
+class LtmOut(Schema):
+    name: str
+    doc: str
+    states: list[str]
+    labels: list[str]
+
+
+# --- routines -----------------------------------------------------------------------------------
+
+
+class StepIn(InputSchema):
+    script: Text = Field(..., min_length=1, max_length=100, description="a registered script")
+    label: Text = Field("", max_length=200)
+    params: JsonObject = Field(default_factory=dict)
+
+
+class RoutineIn(InputSchema):
+    name: Text = Field(..., min_length=1, max_length=200)
+    description: Text = Field("", max_length=10_000)
+    steps: list[StepIn] = Field(..., min_length=1, max_length=500)
+
+
+class RoutineUpdate(RoutineIn):
+    version: Version = None
+
+
+class StepOut(Schema):
+    order: int
+    name: str
+    script: str
+    label: str
+    params: dict[str, Any]
+
+
+class RoutineOut(Schema):
+    id: int
+    name: str
+    description: str
+    owner: str | None
+    version: int
+    created: datetime
+    updated: datetime
+    steps: list[StepOut]
+
+
+# --- flows ------------------------------------------------------------------------------------
+
+
+class FlowStartIn(InputSchema):
+    routine: int = Field(..., ge=1, le=MAX_ID)
+    data: JsonObject = Field(default_factory=dict)
+
+
+class InputIn(InputSchema):
+    data: JsonValue = Field(..., description="the input the waiting step receives")
+    version: Version = None
+
+
+class MoveIn(InputSchema):
+    position: int = Field(..., ge=0, le=1_000_000, description="0-based step to run from")
+    reason: Text = Field("", max_length=500)
+    version: Version = None
+
+
+class ReasonIn(InputSchema):
+    reason: Text = Field("", max_length=500)
+    version: Version = None
+
+
+class VersionIn(InputSchema):
+    version: Version = None
+
+
+class EventOut(Schema):
+    seq: int
+    kind: str
+    actor: str | None
+    state: str
+    position: int
+    message: str
+    data: Any
+    created: datetime
+
+
+class FlowOut(Schema):
+    id: int
+    routine: int
+    routine_name: str
+    routine_version: int
+    owner: str
+    state: str
+    position: int
+    length: int
+    wait_reason: str
+    error: str
+    version: int
+    seq: int
+    created: datetime
+    updated: datetime
+    finished: datetime | None
+
+
+class FlowDetail(FlowOut):
+    steps: list[dict[str, Any]]
+    data: dict[str, Any]
+    results: list[Any]
+    traceback: str
+    events: list[EventOut]
+    events_truncated: bool
+
+
+class FlowPage(Schema):
+    count: int
+    limit: int
+    offset: int
+    items: list[FlowOut]
+
+
+class EventPage(Schema):
+    flow: int
+    since: int
+    seq: int = Field(..., description="the flow's latest sequence number")
+    more: bool = Field(..., description="true when more events follow the last one given")
+    events: list[EventOut]
+
+
+# --- tokens -----------------------------------------------------------------------------------
+
+
+class TokenIn(InputSchema):
+    name: Text = Field(..., min_length=1, max_length=100)
+
+
+class TokenOut(Schema):
+    id: int
+    name: str
+    prefix: str
+    created: datetime
+    last_used: datetime | None
+    revoked: bool
+
+
+class TokenCreated(TokenOut):
+    token: str = Field(..., description="the raw token: shown this once, store it now")
+
+
+class RoutinePage(Schema):
+    count: int
+    limit: int
+    offset: int
+    items: list[RoutineOut]
+
+
+# --- LTM runs ---------------------------------------------------------------------------------
+
+
+class LtmStartIn(InputSchema):
+    ltm: Text = Field(..., min_length=1, max_length=200, description="a registered LTM's name")
+    payload: JsonObject = Field(default_factory=dict, description="handed to the root's run()")
+
+
+class TransitionIn(InputSchema):
+    label: Text = Field(..., min_length=1, max_length=200)
+    payload: JsonObject = Field(default_factory=dict)
+    namespace: Text | None = Field(None, max_length=500)
+    params: list[JsonObject] | None = Field(
+        None, max_length=1000, description="one item per parameterised target instance"
+    )
+
+
+class LtmKillIn(InputSchema):
+    reason: Text = Field("", max_length=500)
+
+
+class LtmInstanceOut(Schema):
+    fqn: str
+    status: str
+    state: Any
+    params: Any
+    error: str
+
+
+class LtmEventOut(Schema):
+    seq: int
+    kind: str
+    fqn: str
+    actor: str | None
+    state: str
+    data: Any
+    created: datetime
+
+
+class LtmRunOut(Schema):
+    id: str
+    ltm: str
+    owner: str | None
+    state: str
+    error: str
+    version: int
+    seq: int
+    created: datetime
+    updated: datetime
+    finished: datetime | None
+
+
+class LtmRunDetail(LtmRunOut):
+    global_state: Any
+    instances: list[LtmInstanceOut]
+    events: list[LtmEventOut]
+    events_truncated: bool
+
+
+class LtmRunPage(Schema):
+    count: int
+    limit: int
+    offset: int
+    items: list[LtmRunOut]
+
+
+class LtmEventPage(Schema):
+    run: str
+    since: int
+    seq: int
+    more: bool
+    events: list[LtmEventOut]

@@ -1,0 +1,51 @@
+"""The palette: registered Task scripts and registered LTMs (read-only)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.http import HttpRequest
+from ninja import Router
+
+from engine.core import script as script_registry
+from engine.core.ltm import ltm_registry
+from studio.api.schemas import LtmOut, ScriptOut
+
+router = Router(tags=["scripts"])
+
+
+@router.get("/scripts", response=list[ScriptOut], summary="Registered Task scripts")
+def list_scripts(request: HttpRequest) -> list[dict[str, Any]]:
+    """Every script a routine step may name, in name order."""
+    known = script_registry.registry()
+    return [script_registry.describe(known[name]) for name in sorted(known)]
+
+
+def describe_ltm(cls: type) -> dict[str, Any]:
+    """An LTM class as the palette shows it: its states and every transition label of its
+    tree (a machine may name itself as a child, hence the `seen` set)."""
+    definition = cls.definition()  # type: ignore[attr-defined]
+    labels: set[str] = set()
+    seen: set[type] = set()
+    pending = [cls]
+    while pending:
+        current = pending.pop()
+        if current in seen:
+            continue
+        seen.add(current)
+        current_def = current.definition()  # type: ignore[attr-defined]
+        labels.update(transition.label for transition in current_def.transitions)
+        pending.extend(current_def.children.values())
+    return {
+        "name": cls.name,  # type: ignore[attr-defined]
+        "doc": (cls.__doc__ or "").strip(),
+        "states": list(definition.children),
+        "labels": sorted(labels),
+    }
+
+
+@router.get("/ltms", response=list[LtmOut], summary="Registered LTMs")
+def list_ltms(request: HttpRequest) -> list[dict[str, Any]]:
+    """Every LTM a run may be started from, in name order."""
+    known = ltm_registry()
+    return [describe_ltm(known[name]) for name in sorted(known)]

@@ -1,0 +1,121 @@
+"""The websocket consumer of live updates (`/ws/live/`).
+
+A browser asks to watch a flow (or an LTM run, or its dashboard); the consumer checks the user
+may see it, then forwards every event of it in sequence order. Channel layers may drop or
+reorder messages, so for every watched stream the consumer remembers the last sequence number
+it sent and fills any gap from the database before sending on: a client sees each event once,
+in order, and a client that reconnects with `since` gets what it missed.
+
+Protocol (JSON). Client: {"action": "watch_flow", "flow": 7, "since": 12} |
+{"action": "watch_ltm", "run": "…", "since": 3} | {"action": "watch_dashboard"} |
+{"action": "ping"}. Server: {"type": "event", "stream": "flow", "id": 7, "seq": 13,
+"event": {…}, "html": {element id: fragment}} | {"type": "row", …} | {"type": "error", …}.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from channels.db import database_sync_to_async
+from channels.generic.websocket import AsyncJsonWebsocketConsumer
+
+from studio import live, live_render
+
+Stream = tuple[str, Any]  # ("flow", id) or ("ltm", run id)
+
+
+class LiveConsumer(AsyncJsonWebsocketConsumer):
+    async def connect(self) -> None:
+        user = self.scope.get("user")
+        if user is None or not user.is_authenticated:
+            await self.close(code=4401)
+            return
+        self.user = user
+        self.sent: dict[Stream, int] = {}  # last sequence number sent per watched stream
+        self.rows: dict[Any, int] = {}  # last sequence number of each dashboard row sent
+        self.dashboard = False
+        await self.accept()
+        await self.send_json({"type": "hello", "user": user.get_username()})
+
+    async def receive_json(self, content: Any, **kwargs: Any) -> None:
+        if not isinstance(content, dict):
+            await self.send_json({"type": "error", "message": "send a JSON object"})
+            return
+        action = content.get("action")
+        if action == "watch_flow":
+            await self.watch(("flow", content.get("flow")), content.get("since"))
+        elif action == "watch_ltm":
+            await self.watch(("ltm", content.get("run")), content.get("since"))
+        elif action == "watch_dashboard":
+            await self.watch_dashboard()
+        elif action == "ping":
+            await self.send_json({"type": "pong"})
+        else:
+            await self.send_json({"type": "error", "message": f"unknown action {action!r}"})
+
+    async def watch(self, stream: Stream, since: Any) -> None:
+        kind, key = stream
+        key = live_render.parse_key(kind, key)
+        if key is None or not await database_sync_to_async(live_render.may_see)(
+            self.user, kind, key
+        ):
+            # The same answer for a missing and a foreign object: nothing is learnt.
+            await self.send_json({"type": "error", "stream": kind, "message": "not found"})
+            return
+        stream = (kind, key)
+        group = live.flow_group(key) if kind == "flow" else live.ltm_group(key)
+        await self.channel_layer.group_add(group, self.channel_name)
+        start = since if isinstance(since, int) and since >= 0 else 0
+        self.sent[stream] = start
+        await self.catch_up(stream)
+
+    async def watch_dashboard(self) -> None:
+        everything = await database_sync_to_async(live_render.sees_everything)(self.user)
+        group = live.ALL_FLOWS if everything else live.owner_group(self.user.pk)
+        await self.channel_layer.group_add(group, self.channel_name)
+        self.dashboard = True
+        await self.send_json({"type": "watching", "stream": "dashboard"})
+
+    async def catch_up(self, stream: Stream, until: int | None = None) -> None:
+        """Send the stored events after the last one sent (up to `until`)."""
+        kind, key = stream
+        events = await database_sync_to_async(live_render.events_since)(
+            kind, key, self.sent[stream], until
+        )
+        for event in events:
+            await self.send_event(stream, event)
+
+    async def send_event(self, stream: Stream, event: dict[str, Any]) -> None:
+        seq = event["seq"]
+        if seq <= self.sent.get(stream, 0):
+            return  # already sent (it came by two groups, or by catch-up first)
+        if seq > self.sent[stream] + 1:
+            await self.catch_up(stream, until=seq - 1)  # a message was lost on the way
+        self.sent[stream] = seq
+        kind, key = stream
+        html = await database_sync_to_async(live_render.fragments)(self.user, kind, key, event)
+        await self.send_json(
+            {"type": "event", "stream": kind, "id": key, "seq": seq, "event": event, "html": html}
+        )
+
+    async def live_event(self, message: dict[str, Any]) -> None:
+        """A committed engine event, from the channel layer."""
+        event = message["event"]
+        kind = "ltm" if event.get("type") == "ltm.event" else "flow"
+        key = event["run"] if kind == "ltm" else event["flow"]
+        stream = (kind, key)
+        if stream in self.sent:
+            await self.send_event(stream, event)
+        if self.dashboard and kind == "flow" and event["seq"] > self.rows.get(key, 0):
+            self.rows[key] = event["seq"]
+            html = await database_sync_to_async(live_render.row)(self.user, key)
+            await self.send_json(
+                {
+                    "type": "row",
+                    "stream": "flow",
+                    "id": key,
+                    "seq": event["seq"],
+                    "state": event.get("state"),
+                    "html": html,
+                }
+            )

@@ -1,0 +1,217 @@
+"""Forms of the studio: JSON fields that say what is wrong, the routine builder's steps, the
+input and override forms of a flow, and the LTM controls."""
+
+from __future__ import annotations
+
+import json
+import secrets
+from dataclasses import dataclass, field
+from typing import Any
+
+from django import forms
+
+from engine import routines
+from engine.core import script as scripts
+from engine.models import Routine
+
+
+class JSONTextField(forms.CharField):
+    """A textarea holding JSON; `object_only` requires a JSON object. Empty means `empty`."""
+
+    widget = forms.Textarea
+
+    def __init__(self, *, object_only: bool = False, empty: Any = None, **kwargs: Any) -> None:
+        self.object_only = object_only
+        self.empty = empty
+        kwargs.setdefault("widget", forms.Textarea(attrs={"rows": 4, "spellcheck": "false"}))
+        super().__init__(**kwargs)
+
+    def validate(self, value: Any) -> None:
+        # {} and [] are values here, not "empty": only missing text fails `required`.
+        if self.required and value is self.empty:
+            raise forms.ValidationError(self.error_messages["required"], code="required")
+
+    def to_python(self, value: Any) -> Any:
+        text = super().to_python(value)
+        if not text.strip():
+            return self.empty
+        return parse_json(text, object_only=self.object_only)
+
+
+def parse_json(text: str, *, object_only: bool = False) -> Any:
+    """`text` as JSON, or a `ValidationError` naming the line and column of the mistake."""
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise forms.ValidationError(
+            f"not valid JSON: {exc.msg} (line {exc.lineno}, column {exc.colno})"
+        ) from None
+    if object_only and not isinstance(value, dict):
+        raise forms.ValidationError('must be a JSON object, like {"key": "value"}')
+    return value
+
+
+class StartFlowForm(forms.Form):
+    initial_data = JSONTextField(
+        object_only=True,
+        empty={},
+        required=False,
+        label="Initial data (optional JSON object)",
+        help_text='For example {"name": "Ada", "email": "ada@example.com"}',
+    )
+
+
+class JSONInputForm(forms.Form):
+    """Input for a waiting step that declares no `input_fields`: any JSON value."""
+
+    input = JSONTextField(label="Input (JSON)", help_text='For example {"approved": true}')
+
+
+class FieldsInputForm(forms.Form):
+    """Input for a waiting step from its script's `input_fields`. Each value is read as JSON
+    when it parses (true, 42, "x", {...}) and kept as text otherwise."""
+
+    def __init__(self, *args: Any, fields: list[str], **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        for name in fields:
+            self.fields[name] = forms.CharField(label=name, required=False)
+
+    def input_value(self) -> dict[str, Any]:
+        value: dict[str, Any] = {}
+        for name in self.fields:
+            text = (self.cleaned_data.get(name) or "").strip()
+            try:
+                value[name] = json.loads(text) if text else None
+            except json.JSONDecodeError:
+                value[name] = text
+        return value
+
+
+class OverrideForm(forms.Form):
+    """An override's confirmation: the page's flow version, and a reason (required for the
+    destructive ones), and the target step of a move."""
+
+    version = forms.IntegerField(min_value=0, widget=forms.HiddenInput)
+    reason = forms.CharField(max_length=500, required=False, label="Reason")
+    position = forms.TypedChoiceField(coerce=int, required=False, label="Move to step")
+
+    def __init__(self, *args: Any, action: str, steps: list[dict[str, Any]], **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        self.action = action
+        if action in {"kill", "move"}:
+            self.fields["reason"].required = True
+        else:
+            self.fields["reason"].widget = forms.HiddenInput()
+        if action == "move":
+            self.fields["position"].required = True
+            self.fields["position"].choices = [
+                (index, f"{index + 1}. {step.get('name') or step.get('script')}")
+                for index, step in enumerate(steps)
+            ]
+        else:
+            del self.fields["position"]
+
+
+class FireTransitionForm(forms.Form):
+    label = forms.CharField(max_length=200, label="Transition label")
+    payload = JSONTextField(
+        object_only=True, required=False, empty={}, label="Payload (optional JSON object)"
+    )
+
+
+class StartLtmForm(forms.Form):
+    payload = JSONTextField(
+        object_only=True, required=False, empty={}, label="Start payload (optional JSON object)"
+    )
+
+
+# --- the routine builder --------------------------------------------------------------------
+
+
+@dataclass
+class StepDraft:
+    """One step of a routine being composed (as posted by the builder form)."""
+
+    script: str
+    label: str = ""
+    params_text: str = "{}"
+    key: str = field(default_factory=lambda: secrets.token_hex(4))
+    errors: list[str] = field(default_factory=list)
+    params: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def info(self) -> dict[str, Any] | None:
+        cls = scripts.registry().get(self.script)
+        return scripts.describe(cls) if cls else None
+
+
+def drafts_from_post(data: Any) -> list[StepDraft]:
+    """The builder's steps, in the order the form posted them."""
+    keys = data.getlist("step_key")
+    names = data.getlist("step_script")
+    labels = data.getlist("step_label")
+    params = data.getlist("step_params")
+    drafts = []
+    for index, name in enumerate(names):
+        drafts.append(
+            StepDraft(
+                script=name,
+                label=labels[index] if index < len(labels) else "",
+                params_text=params[index] if index < len(params) else "{}",
+                key=keys[index] if index < len(keys) and keys[index] else secrets.token_hex(4),
+            )
+        )
+    return drafts
+
+
+def drafts_from_routine(routine: Routine) -> list[StepDraft]:
+    return [
+        StepDraft(
+            script=step.task.script,
+            label=step.label,
+            params_text=json.dumps(step.params, indent=1) if step.params else "{}",
+        )
+        for step in routine.steps.select_related("task")
+    ]
+
+
+class RoutineForm(forms.Form):
+    name = forms.CharField(max_length=200, label="Routine name")
+    description = forms.CharField(required=False, widget=forms.Textarea(attrs={"rows": 2}))
+
+
+def validate_drafts(drafts: list[StepDraft]) -> bool:
+    """Fill each draft's `params` and `errors`; True when every step is valid."""
+    known = scripts.registry()
+    ok = True
+    for draft in drafts:
+        draft.errors = []
+        if draft.script not in known:
+            draft.errors.append(f"{draft.script!r} is not a registered Task script")
+        if len(draft.label) > 200:
+            draft.errors.append("the step name is longer than 200 characters")
+        try:
+            draft.params = parse_json(draft.params_text or "{}", object_only=True)
+        except forms.ValidationError as exc:
+            draft.errors.append("params " + "; ".join(exc.messages))
+        ok = ok and not draft.errors
+    return ok
+
+
+def save_routine(
+    routine: Routine | None,
+    name: str,
+    description: str,
+    drafts: list[StepDraft],
+    user: Any,
+    version: int | None = None,
+) -> Routine:
+    """Create the routine, or give an existing one a new version (steps replaced and
+    `version` bumped in one transaction by `engine.routines.update_routine`). Running flows
+    keep the steps they pinned; `version` guards against overwriting someone else's edit."""
+    steps = [{"script": d.script, "label": d.label, "params": d.params} for d in drafts]
+    if routine is None:
+        return routines.create_checked_routine(name, steps, user, description=description)
+    return routines.update_routine(
+        routine, name, steps, user, description=description, version=version
+    )

@@ -1,0 +1,27 @@
+"""The studio's pages (mounted at the site root by studio.urls)."""
+
+from django.urls import path
+
+from studio.views import flows, ltms, overrides, routines
+
+app_name = "studio"
+
+urlpatterns = [
+    path("", flows.dashboard, name="dashboard"),
+    path("waiting/", flows.waiting_for_me, name="waiting"),
+    path("flows/<int:pk>/", flows.flow_detail, name="flow_detail"),
+    path("flows/<int:pk>/live/", flows.flow_live, name="flow_live"),
+    path("flows/<int:pk>/input/", flows.push_input, name="flow_input"),
+    path("flows/<int:pk>/confirm/<str:action>/", overrides.confirm, name="flow_confirm"),
+    path("flows/<int:pk>/act/<str:action>/", overrides.act, name="flow_act"),
+    path("routines/", routines.routine_list, name="routine_list"),
+    path("routines/new/", routines.routine_builder, name="routine_new"),
+    path("routines/preview/", routines.routine_preview, name="routine_preview"),
+    path("routines/<int:pk>/edit/", routines.routine_builder, name="routine_edit"),
+    path("routines/<int:pk>/start/", routines.start_flow, name="routine_start"),
+    path("ltms/", ltms.ltm_list, name="ltm_list"),
+    path("ltms/<str:name>/", ltms.ltm_detail, name="ltm_detail"),
+    path("ltms/<str:name>/start/", ltms.ltm_start, name="ltm_start"),
+    path("ltm-runs/<uuid:pk>/", ltms.run_detail, name="ltm_run"),
+    path("ltm-runs/<uuid:pk>/act/<str:action>/", ltms.run_act, name="ltm_run_act"),
+]

@@ -1,0 +1,86 @@
+"""Playwright fixtures: Debian's Chromium driven headless, one browser per test.
+
+Playwright's sync API runs an event loop in the test thread, which makes Django refuse ORM
+calls there (SynchronousOnlyOperation); DJANGO_ALLOW_ASYNC_UNSAFE is set only while a browser
+fixture is alive and restored afterwards."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+CHROMIUM = Path("/usr/bin/chromium")
+SCREENSHOTS = Path(__file__).resolve().parent.parent.parent / "artifacts" / "screenshots"
+LAUNCH_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+    "--disable-quic",
+]
+
+
+def _require_chromium() -> None:
+    if CHROMIUM.exists():
+        return
+    if os.environ.get("CI") == "true":
+        pytest.fail(f"{CHROMIUM} is missing: CI must install Debian's chromium package")
+    pytest.skip(f"{CHROMIUM} is missing: install it with `apt-get install -y chromium`")
+
+
+@pytest.fixture
+def browser() -> Iterator[object]:
+    _require_chromium()
+    from playwright.sync_api import sync_playwright
+
+    saved = os.environ.get("DJANGO_ALLOW_ASYNC_UNSAFE")
+    os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = "true"
+    try:
+        with sync_playwright() as playwright:
+            chromium = playwright.chromium.launch(
+                executable_path=str(CHROMIUM), headless=True, args=LAUNCH_ARGS
+            )
+            try:
+                yield chromium
+            finally:
+                chromium.close()
+    finally:
+        if saved is None:
+            os.environ.pop("DJANGO_ALLOW_ASYNC_UNSAFE", None)
+        else:
+            os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = saved
+
+
+class Shots:
+    """Saves named screenshots of a page under artifacts/screenshots/."""
+
+    def __init__(self, prefix: str) -> None:
+        self.prefix = prefix
+        SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+
+    def __call__(self, page, name: str) -> None:
+        page.screenshot(path=str(SCREENSHOTS / f"{self.prefix}-{name}.png"), full_page=True)
+
+
+@pytest.fixture
+def shots(request) -> Shots:
+    return Shots(request.node.name.removeprefix("test_"))
+
+
+@pytest.fixture
+def csp_violations() -> list[str]:
+    """Console messages about the Content-Security-Policy (a test asserts there are none)."""
+    return []
+
+
+def watch_console(page, violations: list[str]) -> None:
+    def on_console(message) -> None:
+        if "Content Security Policy" in message.text or "Refused to" in message.text:
+            violations.append(message.text)
+
+    page.on("console", on_console)

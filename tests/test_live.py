@@ -1,0 +1,111 @@
+"""Live updates over real websockets, against a running daphne server with the engine's
+consumer (in the server process in embedded mode; 3 apart, on Redis, when scaled out)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+
+import pytest
+from websockets.exceptions import InvalidStatus
+
+from engine import api
+from engine.models import Flow, FlowEvent
+from tests.conftest import wait_until
+from tests.live_support import Studio, receive, scaled_out, session_cookie
+
+pytestmark = pytest.mark.consumer
+
+
+@pytest.fixture
+def studio(consumer, tmp_path) -> Iterator[Studio]:
+    """The studio server on the test database. In embedded mode the engine runs inside it,
+    so the separate consumer processes of the `consumer` fixture are stopped first."""
+    if not scaled_out():
+        consumer.stop()
+    server = Studio(consumer.env, tmp_path / "studio.log", with_consumer=not scaled_out())
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+def collect(ws, flow_id: int, until_kind: str, timeout: float = 60) -> list[dict]:
+    events: list[dict] = []
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        message = receive(ws, timeout=deadline - time.monotonic())
+        if message["type"] == "event" and message["id"] == flow_id:
+            events.append(message["event"])
+            if message["event"]["kind"] == until_kind:
+                return events
+    raise AssertionError(f"flow {flow_id} had no {until_kind} event: {events}")
+
+
+def stored_seqs(flow_id: int) -> list[int]:
+    return list(FlowEvent.objects.filter(flow_id=flow_id).order_by("seq").values_list("seq", flat=True))
+
+
+def test_watcher_receives_every_event_of_a_ten_step_flow_in_order(studio, user):
+    steps = ["t_wait"] + [{"script": "t_sleep", "params": {"sleep": 0.02}}] * 9
+    flow = api.start_flow(api.create_routine("ten", steps, owner=user), user)
+    assert wait_until(lambda: Flow.objects.get(pk=flow.pk).state == "waiting")
+    with studio.ws(session_cookie(user)) as ws:
+        assert receive(ws)["type"] == "hello"
+        ws.send('{"action": "watch_flow", "flow": %d, "since": 0}' % flow.pk)
+        before = collect(ws, flow.pk, "flow.waiting")
+        api.push_input(flow, {"answer": 1}, user)
+        after = collect(ws, flow.pk, "flow.complete")
+    seqs = [event["seq"] for event in before + after]
+    assert seqs == list(range(1, len(seqs) + 1)) == stored_seqs(flow.pk)
+    kinds = [event["kind"] for event in after]
+    assert kinds[0] == "input.pushed" and kinds.count("step.completed") == 10
+    assert after[-1]["kind"] == "flow.complete"
+
+
+def test_reconnecting_client_converges_to_the_database(studio, user):
+    steps = [{"script": "t_sleep", "params": {"sleep": 0.15}}] * 10
+    flow = api.start_flow(api.create_routine("slow", steps, owner=user), user)
+    seen: list[int] = []
+    with studio.ws(session_cookie(user)) as ws:
+        receive(ws)
+        ws.send('{"action": "watch_flow", "flow": %d, "since": 0}' % flow.pk)
+        while len(seen) < 4:
+            message = receive(ws)
+            if message["type"] == "event":
+                seen.append(message["seq"])
+    time.sleep(0.5)  # events go by while the client is away
+    with studio.ws(session_cookie(user)) as ws:
+        receive(ws)
+        ws.send('{"action": "watch_flow", "flow": %d, "since": %d}' % (flow.pk, seen[-1]))
+        rest = collect(ws, flow.pk, "flow.complete")
+    seqs = seen + [event["seq"] for event in rest]
+    assert seqs == stored_seqs(flow.pk)
+    flow.refresh_from_db()
+    assert rest[-1]["state"] == flow.state == "complete" and rest[-1]["position"] == flow.position
+
+
+def test_another_user_is_refused_the_flow(studio, user, other_user):
+    flow = api.start_flow(api.create_routine("w", ["t_wait"], owner=user), user)
+    assert wait_until(lambda: Flow.objects.get(pk=flow.pk).state == "waiting")
+    with studio.ws(session_cookie(other_user)) as ws:
+        receive(ws)
+        ws.send('{"action": "watch_flow", "flow": %d, "since": 0}' % flow.pk)
+        answer = receive(ws)
+        assert answer == {"type": "error", "stream": "flow", "message": "not found"}
+        ws.send('{"action": "watch_flow", "flow": 999999, "since": 0}')
+        assert receive(ws) == answer  # the same as for a flow that does not exist
+        api.push_input(flow, {"answer": 1}, user)
+        ws.send('{"action": "ping"}')
+        assert receive(ws) == {"type": "pong"}  # no event of the foreign flow came first
+
+
+def test_foreign_origin_and_anonymous_sockets_are_refused(studio, user):
+    with pytest.raises(InvalidStatus) as refused:
+        studio.ws(session_cookie(user), origin="http://evil.example")
+    assert refused.value.response.status_code == 403
+    with pytest.raises(InvalidStatus) as anonymous:
+        studio.ws(None)  # closed before it is accepted: the handshake itself is refused
+    assert anonymous.value.response.status_code == 403
+    with studio.ws(session_cookie(user)) as ws:  # the same server accepts a signed-in user
+        assert receive(ws)["type"] == "hello"
