@@ -51,8 +51,9 @@ def setup_env(mode: str) -> dict[str, str]:
     return env
 
 
-def prepare(env: dict[str, str], steps: int) -> tuple[int, str]:
-    """Migrate, create a user, its session and a parked flow; returns (flow id, cookie)."""
+def prepare(env: dict[str, str], steps: int) -> tuple[int, int, str]:
+    """Migrate, create a user, its session and a parked flow; returns (flow id, its last
+    sequence number, session cookie)."""
     code = f"""
 import django, json; django.setup()
 from django.core.management import call_command; call_command("migrate", verbosity=0)
@@ -62,17 +63,33 @@ from tests.live_support import session_cookie
 user = get_user_model().objects.create_user("bench")
 routine = api.create_routine("latency", ["t_wait"] + [{{"script": "t_sleep", "params": {{"sleep": 0.004}}}}] * {steps}, owner=user)
 flow = api.start_flow(routine, user)
-print(json.dumps([flow.pk, session_cookie(user)]))
+flow.refresh_from_db()
+print(json.dumps([flow.pk, flow.seq, session_cookie(user)]))
 """
-    prep_env = dict(env, HUEY_IMMEDIATE="1", FLOWSTUDIO_SCRIPT_MODULES="bench.workload,tests.catalog")
-    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=prep_env, check=True,
-                         capture_output=True, text=True).stdout
-    flow_id, cookie = json.loads(out.strip().splitlines()[-1])
-    return flow_id, cookie
+    prep_env = dict(
+        env, HUEY_IMMEDIATE="1", FLOWSTUDIO_SCRIPT_MODULES="bench.workload,tests.catalog"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=ROOT,
+        env=prep_env,
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout
+    return tuple(json.loads(out.strip().splitlines()[-1]))
 
 
-async def client(port: int, cookie: str, flow_id: int, latencies: list[float], want: int,
-                 ready: asyncio.Event, counter: list[int]) -> None:
+async def client(
+    port: int,
+    cookie: str,
+    flow_id: int,
+    seq: int,
+    latencies: list[float],
+    want: int,
+    ready: asyncio.Event,
+    counter: list[int],
+) -> None:
     import websockets
 
     async with websockets.connect(
@@ -81,7 +98,7 @@ async def client(port: int, cookie: str, flow_id: int, latencies: list[float], w
         max_size=None,
     ) as ws:
         await ws.recv()
-        await ws.send(json.dumps({"action": "watch_flow", "flow": flow_id, "since": 10**9}))
+        await ws.send(json.dumps({"action": "watch_flow", "flow": flow_id, "since": seq}))
         counter[0] += 1
         if counter[0] == counter[1]:
             ready.set()
@@ -99,17 +116,26 @@ async def client(port: int, cookie: str, flow_id: int, latencies: list[float], w
 def run_mode(mode: str, events: int, clients: int) -> tuple[float, float, int]:
     env = setup_env(mode)
     env["FLOWSTUDIO_SCRIPT_MODULES"] = "bench.workload,tests.catalog"
-    flow_id, cookie = prepare(env, events)
+    flow_id, seq, cookie = prepare(env, events)
     port = free_port()
     procs = []
     args = [sys.executable, "manage.py", "studio", "--port", str(port)]
     if mode == "redis":
         args.append("--no-consumer")
-        procs.append(subprocess.Popen([sys.executable, "manage.py", "run_engine", "-w", "2"],
-                                      cwd=ROOT, env=env, stdout=subprocess.DEVNULL,
-                                      stderr=subprocess.DEVNULL))
-    procs.append(subprocess.Popen(args, cwd=ROOT, env=env, stdout=subprocess.DEVNULL,
-                                  stderr=subprocess.DEVNULL))
+        procs.append(
+            subprocess.Popen(
+                [sys.executable, "manage.py", "run_engine", "-w", "2"],
+                cwd=ROOT,
+                env=env,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
+        )
+    procs.append(
+        subprocess.Popen(
+            args, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        )
+    )
     try:
         time.sleep(3)
         latencies: list[float] = []
@@ -118,8 +144,12 @@ def run_mode(mode: str, events: int, clients: int) -> tuple[float, float, int]:
             ready = asyncio.Event()
             counter = [0, clients]
             # events - 1 step results + input + running + complete ... collect `events` each
-            tasks = [asyncio.create_task(client(port, cookie, flow_id, latencies, events, ready,
-                                                counter)) for _ in range(clients)]
+            tasks = [
+                asyncio.create_task(
+                    client(port, cookie, flow_id, seq, latencies, events, ready, counter)
+                )
+                for _ in range(clients)
+            ]
             await asyncio.wait_for(ready.wait(), 60)
             push = f"""
 import django; django.setup()
@@ -127,8 +157,12 @@ from django.contrib.auth import get_user_model
 from engine import api
 api.push_input({flow_id}, {{"go": 1}}, get_user_model().objects.get(username="bench"))
 """
-            subprocess.run([sys.executable, "-c", push], cwd=ROOT, check=True,
-                           env=dict(env, HUEY_IMMEDIATE="0"))
+            subprocess.run(
+                [sys.executable, "-c", push],
+                cwd=ROOT,
+                check=True,
+                env=dict(env, HUEY_IMMEDIATE="0"),
+            )
             await asyncio.wait_for(asyncio.gather(*tasks), 600)
 
         asyncio.run(main())
@@ -151,8 +185,10 @@ def main() -> None:
     for mode in args.modes.split(","):
         for clients in (int(c) for c in args.clients.split(",")):
             median, p99, count = run_mode(mode, args.events, clients)
-            print(f"  {mode:9s} {clients:4d} client(s): median {median:6.1f} ms   "
-                  f"p99 {p99:6.1f} ms   ({count} deliveries)")
+            print(
+                f"  {mode:9s} {clients:4d} client(s): median {median:6.1f} ms   "
+                f"p99 {p99:6.1f} ms   ({count} deliveries)"
+            )
 
 
 if __name__ == "__main__":

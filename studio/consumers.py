@@ -93,7 +93,9 @@ class LiveConsumer(AsyncJsonWebsocketConsumer):
             await self.catch_up(stream, until=seq - 1)  # a message was lost on the way
         self.sent[stream] = seq
         kind, key = stream
-        html = await database_sync_to_async(live_render.fragments)(self.user, kind, key, event)
+        html = live_render.peek(self.user, kind, key, seq)
+        if html is None:
+            html = await database_sync_to_async(live_render.fragments)(self.user, kind, key, event)
         await self.send_json(
             {"type": "event", "stream": kind, "id": key, "seq": seq, "event": event, "html": html}
         )
@@ -108,7 +110,7 @@ class LiveConsumer(AsyncJsonWebsocketConsumer):
             await self.send_event(stream, event)
         if self.dashboard and kind == "flow" and event["seq"] > self.rows.get(key, 0):
             self.rows[key] = event["seq"]
-            html = await database_sync_to_async(live_render.row)(self.user, key)
+            html = await database_sync_to_async(live_render.row)(self.user, key, event["seq"])
             await self.send_json(
                 {
                     "type": "row",

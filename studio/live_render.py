@@ -3,6 +3,10 @@ HTML fragments it pushes — rendered from the same partial templates as the pag
 
 from __future__ import annotations
 
+import threading
+import uuid
+from collections import OrderedDict
+from types import SimpleNamespace
 from typing import Any
 
 from django.template.loader import render_to_string
@@ -17,8 +21,11 @@ def parse_key(kind: str, key: Any) -> Any:
             return int(key)
         except (TypeError, ValueError):
             return None
-    if kind == "ltm" and isinstance(key, str | int) and str(key):
-        return str(key)
+    if kind == "ltm":
+        try:
+            return str(uuid.UUID(str(key)))
+        except ValueError:
+            return None
     return None
 
 
@@ -59,35 +66,70 @@ def _ltm_event_dict(row: Any) -> dict[str, Any]:
     return {"type": "ltm.event", "run": str(row.run_id), "seq": row.seq, "kind": row.kind}
 
 
-# Fragment templates by stream kind: element id -> template. They are the pages' own partials.
-FLOW_FRAGMENTS: dict[str, str] = {}
-LTM_FRAGMENTS: dict[str, str] = {}
-ROW_TEMPLATE = ""
+# --- fragments -------------------------------------------------------------------------------
+# Rendered from the pages' own partial templates. Every watcher of a flow gets the same
+# fragment for the same event, so renders are cached per (stream, seq, staff or not): a
+# hundred watchers cost one render (and one graphviz run), not a hundred.
+
+_CACHE_SIZE = 512
+_cache: OrderedDict[tuple[Any, ...], Any] = OrderedDict()
+_cache_lock = threading.Lock()
+
+
+def _cached(key: tuple[Any, ...], render: Any) -> Any:
+    with _cache_lock:
+        if key in _cache:
+            _cache.move_to_end(key)
+            return _cache[key]
+    value = render()
+    with _cache_lock:
+        _cache[key] = value
+        while len(_cache) > _CACHE_SIZE:
+            _cache.popitem(last=False)
+    return value
+
+
+def peek(user: Any, kind: str, key: Any, seq: int) -> dict[str, str] | None:
+    """The cached fragments, without touching the database (safe in the event loop)."""
+    with _cache_lock:
+        return _cache.get((kind, key, seq, bool(user.is_staff)))
 
 
 def fragments(user: Any, kind: str, key: Any, event: dict[str, Any]) -> dict[str, str]:
     """The page fragments that show the stream's current state, by element id."""
-    templates = FLOW_FRAGMENTS if kind == "flow" else LTM_FRAGMENTS
-    if not templates:
-        return {}
-    context = flow_context(user, key) if kind == "flow" else ltm_context(user, key)
-    return {
-        element.format(id=key): render_to_string(template, context)
-        for element, template in templates.items()
-    }
+    staff = bool(user.is_staff)
+    if kind == "flow":
+        return _cached(("flow", key, event["seq"], staff), lambda: _flow_fragments(user, key))
+    return _cached(("ltm", key, event["seq"], staff), lambda: _ltm_fragments(user, key))
 
 
-def row(user: Any, flow_id: int) -> str:
-    if not ROW_TEMPLATE:
-        return ""
+def _flow_fragments(user: Any, flow_id: int) -> dict[str, str]:
+    from studio.views.flows import live_context
+
     flow = api.visible_flows(user).filter(pk=flow_id).first()
-    return render_to_string(ROW_TEMPLATE, {"flow": flow, "user": user}) if flow else ""
+    if flow is None:
+        return {}
+    context = live_context(SimpleNamespace(user=user), flow)
+    return {"flow-live": render_to_string("studio/partials/_flow_live.html", context)}
 
 
-def flow_context(user: Any, flow_id: int) -> dict[str, Any]:
-    flow = api.visible_flows(user).get(pk=flow_id)
-    return {"flow": flow, "user": user}
+def _ltm_fragments(user: Any, run_id: Any) -> dict[str, str]:
+    from studio.views.ltms import run_context
+
+    run = api.visible_ltm_runs(user).filter(pk=run_id).first()
+    if run is None:
+        return {}
+    html = render_to_string("studio/partials/_ltm_run_live.html", run_context(run))
+    return {"ltm-run-live": html}
 
 
-def ltm_context(user: Any, run_id: Any) -> dict[str, Any]:
-    return {"run": api.load_ltm(run_id), "user": user}
+def row(user: Any, flow_id: int, seq: int) -> str:
+    """The dashboard row of a flow (the same for everyone who may see it)."""
+    if not api.visible_flows(user).filter(pk=flow_id).exists():
+        return ""
+    return _cached(("row", flow_id, seq), lambda: _row(flow_id))
+
+
+def _row(flow_id: int) -> str:
+    flow = Flow.objects.select_related("routine", "owner").get(pk=flow_id)
+    return render_to_string("studio/partials/_flow_row.html", {"flow": flow})

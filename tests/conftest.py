@@ -141,6 +141,22 @@ def consumer(transactional_db, tmp_path) -> Iterator[Consumer]:
         HUEY.immediate = True
 
 
+@pytest.fixture
+def studio(consumer, tmp_path):
+    """The studio's daphne server (`manage.py studio`) on the test database. In embedded mode
+    the engine's consumer runs inside it, so the `consumer` fixture's processes are stopped
+    first; scaled out (REDIS_URL), they keep running beside it."""
+    from tests.live_support import Studio, scaled_out
+
+    if not scaled_out():
+        consumer.stop()
+    server = Studio(consumer.env, tmp_path / "studio.log", with_consumer=not scaled_out())
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
 def wait_until(predicate: Callable[[], bool], timeout: float = 60, every: float = 0.1) -> bool:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:

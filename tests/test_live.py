@@ -4,30 +4,15 @@ consumer (in the server process in embedded mode; 3 apart, on Redis, when scaled
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
-
 import pytest
 from websockets.exceptions import InvalidStatus
 
 from engine import api
 from engine.models import Flow, FlowEvent
 from tests.conftest import wait_until
-from tests.live_support import Studio, receive, scaled_out, session_cookie
+from tests.live_support import receive, session_cookie
 
 pytestmark = pytest.mark.consumer
-
-
-@pytest.fixture
-def studio(consumer, tmp_path) -> Iterator[Studio]:
-    """The studio server on the test database. In embedded mode the engine runs inside it,
-    so the separate consumer processes of the `consumer` fixture are stopped first."""
-    if not scaled_out():
-        consumer.stop()
-    server = Studio(consumer.env, tmp_path / "studio.log", with_consumer=not scaled_out())
-    try:
-        yield server
-    finally:
-        server.stop()
 
 
 def collect(ws, flow_id: int, until_kind: str, timeout: float = 60) -> list[dict]:

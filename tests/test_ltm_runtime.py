@@ -23,7 +23,7 @@ from engine.models import LtmAppend, LtmEvent, LtmExecution, LtmInstance, LtmRun
 from tests import ltm_catalog as catalog
 
 ROOT = Path(__file__).resolve().parent.parent
-pytestmark = pytest.mark.django_db(transaction=True)
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.bothmodes]
 
 
 # -- machines of this module ----------------------------------------------------------------

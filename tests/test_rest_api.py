@@ -315,3 +315,10 @@ def test_a_token_of_an_inactive_user_is_refused(user, token, client_for):
     user.is_active = False
     user.save()
     assert client_for(token).get("/api/flows").status_code == 401
+
+
+def test_actions_without_a_body(c, routine, user):
+    flow = api.start_flow(routine("t_wait"), user)
+    killed = c.generic("POST", f"/api/flows/{flow.pk}/kill")
+    assert (killed.status_code, killed.json()["state"]) == (200, "killed")
+    assert c.generic("POST", f"/api/flows/{flow.pk}/resume").json()["state"] == "waiting"

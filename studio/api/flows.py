@@ -113,30 +113,34 @@ def move_to(request: HttpRequest, payload: MoveIn, flow_id: int = FlowId) -> Any
 
 
 @router.post("/flows/{flow_id}/retry", response=FlowOut, summary="Retry a flow's step")
-def retry(request: HttpRequest, payload: VersionIn, flow_id: int = FlowId) -> Any:
+def retry(request: HttpRequest, payload: VersionIn | None = None, flow_id: int = FlowId) -> Any:
     """Perform a failed or killed flow's current step again."""
+    payload = payload or VersionIn()
     flow = get_visible(request, flow_id)
     return _acted(request, engine_api.retry(flow.pk, current_user(request), payload.version))
 
 
 @router.post("/flows/{flow_id}/skip", response=FlowOut, summary="Skip a flow's step")
-def skip(request: HttpRequest, payload: ReasonIn, flow_id: int = FlowId) -> Any:
+def skip(request: HttpRequest, payload: ReasonIn | None = None, flow_id: int = FlowId) -> Any:
     """Skip the current step (its result is null) and go on."""
+    payload = payload or ReasonIn()
     flow = get_visible(request, flow_id)
     user = current_user(request)
     return _acted(request, engine_api.skip(flow.pk, user, payload.reason, payload.version))
 
 
 @router.post("/flows/{flow_id}/kill", response=FlowOut, summary="Kill a flow")
-def kill(request: HttpRequest, payload: ReasonIn, flow_id: int = FlowId) -> Any:
+def kill(request: HttpRequest, payload: ReasonIn | None = None, flow_id: int = FlowId) -> Any:
     """End the flow as killed; 409 when it has already ended."""
+    payload = payload or ReasonIn()
     flow = get_visible(request, flow_id)
     user = current_user(request)
     return _acted(request, engine_api.kill_flow(flow.pk, user, payload.reason, payload.version))
 
 
 @router.post("/flows/{flow_id}/resume", response=FlowOut, summary="Resume a flow")
-def resume(request: HttpRequest, payload: VersionIn, flow_id: int = FlowId) -> Any:
+def resume(request: HttpRequest, payload: VersionIn | None = None, flow_id: int = FlowId) -> Any:
     """Run a waiting, killed or failed flow again from its current step."""
+    payload = payload or VersionIn()
     flow = get_visible(request, flow_id)
     return _acted(request, engine_api.resume(flow.pk, current_user(request), payload.version))

@@ -142,10 +142,11 @@ def retry(request: HttpRequest, run_id: uuid.UUID = RunId) -> Any:
 
 
 @router.post("/ltm-runs/{run_id}/kill", response=LtmRunDetail, summary="Kill an LTM run")
-def kill(request: HttpRequest, payload: LtmKillIn, run_id: uuid.UUID = RunId) -> Any:
+def kill(request: HttpRequest, payload: LtmKillIn | None = None, run_id: uuid.UUID = RunId) -> Any:
     """End the run as killed; 409 when it was killed already."""
     run = get_visible(request, run_id)
-    engine_api.kill_ltm(run.pk, current_user(request), payload.reason)
+    reason = payload.reason if payload else ""
+    engine_api.kill_ltm(run.pk, current_user(request), reason)
     return run_detail(get_visible(request, run_id))
 
 

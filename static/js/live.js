@@ -1,0 +1,128 @@
+/* Live updates: one websocket per page, to /ws/live/. The server pushes each event of the
+   flows (or LTM run) this page shows, in sequence order, with the page's fragments rendered
+   from the same templates as the page; this file only swaps them in by element id. It never
+   builds markup. The database is the truth: on a gap or a reconnection the page asks again
+   from the last sequence number it has, and converges. Without this file, the page polls. */
+(function () {
+  "use strict";
+
+  var body = document.body;
+  var flowEl = document.querySelector("[data-live-flow]");
+  var runEl = document.querySelector("[data-live-ltm]");
+  var dashboard = document.querySelector("[data-live-dashboard]");
+  var indicator = document.getElementById("live-indicator");
+  if (!flowEl && !runEl && !dashboard) { return; }
+
+  var socket = null;
+  var attempts = 0;
+  var pending = null;  // an update held back while the user types in the live area
+  var watched = flowEl ? { action: "watch_flow", flow: Number(flowEl.dataset.liveFlow),
+                           since: Number(flowEl.dataset.liveSeq || 0) }
+              : runEl ? { action: "watch_ltm", run: runEl.dataset.liveLtm,
+                          since: Number(runEl.dataset.liveSeq || 0) }
+              : null;
+
+  function setStatus(live) {
+    body.dataset.live = live ? "on" : "off";
+    if (indicator) {
+      indicator.textContent = live ? "Live" : "Offline";
+      indicator.className = "live-indicator " + (live ? "is-live" : "is-offline");
+      indicator.title = live ? "Updates arrive as they happen" : "Reconnecting; the page polls meanwhile";
+    }
+  }
+
+  function editing(area) {
+    var active = document.activeElement;
+    return area && active && area.contains(active) && /^(INPUT|TEXTAREA|SELECT)$/.test(active.tagName);
+  }
+
+  function swap(id, html) {
+    var old = document.getElementById(id);
+    if (!old) { return; }
+    if (editing(old)) { pending = { id: id, html: html }; return; }
+    var holder = document.createElement("template");
+    holder.innerHTML = html.trim();
+    var fresh = holder.content.firstElementChild;
+    if (!fresh) { return; }
+    // A confirmation the user has open survives the update (it carries its own version).
+    var confirm = old.querySelector("#flow-confirm");
+    var freshConfirm = fresh.querySelector("#flow-confirm");
+    if (confirm && freshConfirm && confirm.childElementCount) { freshConfirm.replaceWith(confirm); }
+    old.replaceWith(fresh);
+    if (window.htmx) { window.htmx.process(fresh); }
+  }
+
+  document.addEventListener("focusout", function () {
+    setTimeout(function () {
+      if (pending && !editing(document.getElementById(pending.id))) {
+        var update = pending; pending = null; swap(update.id, update.html);
+      }
+    }, 0);
+  });
+
+  // While the socket is up the page does not poll; while it is down, htmx polling goes on.
+  document.addEventListener("htmx:beforeRequest", function (event) {
+    var trigger = event.detail.elt && event.detail.elt.getAttribute("hx-trigger");
+    if (body.dataset.live === "on" && trigger && trigger.indexOf("every") === 0) {
+      event.preventDefault();
+    }
+  });
+
+  function onMessage(message) {
+    if (message.type === "event" && watched) {
+      if (message.seq > watched.since + 1) {  // a gap: ask for what is missing
+        send(watched);
+        return;
+      }
+      watched.since = Math.max(watched.since, message.seq);
+      Object.keys(message.html || {}).forEach(function (id) { swap(id, message.html[id]); });
+    } else if (message.type === "row" && dashboard) {
+      var row = document.getElementById("flow-" + message.id + "-row");
+      if (row) {
+        swap(row.id, message.html);
+      } else if (message.html && (document.getElementById("flow-table") || {}).dataset &&
+                 document.getElementById("flow-table").dataset.liveInsert === "true") {
+        var tbody = dashboard.querySelector("tbody");
+        if (tbody) {
+          var holder = document.createElement("template");
+          holder.innerHTML = message.html.trim();
+          var empty = dashboard.querySelector(".empty-state");
+          if (empty) { empty.remove(); }
+          var wrap = dashboard.querySelector(".table-wrap");
+          if (wrap) { wrap.hidden = false; }
+          var count = dashboard.querySelector(".count");
+          var total = count ? parseInt(count.textContent, 10) + 1 : NaN;
+          if (!isNaN(total)) { count.textContent = total + (total === 1 ? " flow" : " flows"); }
+          tbody.insertBefore(holder.content.firstElementChild, tbody.firstChild);
+        }
+      }
+    }
+  }
+
+  function send(payload) {
+    if (socket && socket.readyState === WebSocket.OPEN) { socket.send(JSON.stringify(payload)); }
+  }
+
+  function connect() {
+    var scheme = location.protocol === "https:" ? "wss://" : "ws://";
+    socket = new WebSocket(scheme + location.host + "/ws/live/");
+    socket.onopen = function () {
+      attempts = 0;
+      setStatus(true);
+      if (watched) { send(watched); }
+      if (dashboard) { send({ action: "watch_dashboard" }); }
+    };
+    socket.onmessage = function (event) {
+      try { onMessage(JSON.parse(event.data)); } catch (error) { /* ignore a bad frame */ }
+    };
+    socket.onclose = function () {
+      setStatus(false);
+      attempts += 1;
+      var delay = Math.min(10000, 500 * Math.pow(2, attempts - 1)) * (0.75 + Math.random() / 2);
+      setTimeout(connect, delay);
+    };
+  }
+
+  setStatus(false);
+  connect();
+})();
