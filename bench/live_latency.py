@@ -2,7 +2,8 @@
 websocket clients, in embedded mode (engine inside the daphne process, thread-safe in-memory
 channel layer) and in Redis mode (a separate consumer process, Redis channel layer).
 
-    .venv/bin/python bench/live_latency.py [--events 1000] [--clients 1,100] [--modes embedded,redis]
+    .venv/bin/python bench/live_latency.py [--flows 77] [--steps 10] [--clients 1,100]
+                                           [--modes embedded,redis]
 
 Each event's commit time is its `created` timestamp (taken just before the commit); arrival is
 the client's clock on the same machine. Prints median and p99 per mode and client count.
@@ -51,9 +52,9 @@ def setup_env(mode: str) -> dict[str, str]:
     return env
 
 
-def prepare(env: dict[str, str], steps: int) -> tuple[int, int, str]:
-    """Migrate, create a user, its session and a parked flow; returns (flow id, its last
-    sequence number, session cookie)."""
+def prepare(env: dict[str, str], flows: int, steps: int) -> tuple[list[list[int]], str]:
+    """Migrate, create a user, its session and `flows` flows parked on a waiting first step;
+    returns ([[flow id, its last sequence number], ...], session cookie)."""
     code = f"""
 import django, json; django.setup()
 from django.core.management import call_command; call_command("migrate", verbosity=0)
@@ -61,14 +62,12 @@ from django.contrib.auth import get_user_model
 from engine import api
 from tests.live_support import session_cookie
 user = get_user_model().objects.create_user("bench")
-routine = api.create_routine("latency", ["t_wait"] + [{{"script": "t_sleep", "params": {{"sleep": 0.004}}}}] * {steps}, owner=user)
-flow = api.start_flow(routine, user)
-flow.refresh_from_db()
-print(json.dumps([flow.pk, flow.seq, session_cookie(user)]))
+steps = ["t_wait"] + [{{"script": "t_sleep", "params": {{"sleep": 0.02}}}}] * {steps}
+routine = api.create_routine("latency", steps, owner=user)
+flows = [api.start_flow(routine, user) for _ in range({flows})]
+print(json.dumps([[[f.pk, f.seq] for f in flows], session_cookie(user)]))
 """
-    prep_env = dict(
-        env, HUEY_IMMEDIATE="1", FLOWSTUDIO_SCRIPT_MODULES="bench.workload,tests.catalog"
-    )
+    prep_env = dict(env, HUEY_IMMEDIATE="1")
     out = subprocess.run(
         [sys.executable, "-c", code],
         cwd=ROOT,
@@ -77,19 +76,21 @@ print(json.dumps([flow.pk, flow.seq, session_cookie(user)]))
         capture_output=True,
         text=True,
     ).stdout
-    return tuple(json.loads(out.strip().splitlines()[-1]))
+    watched, cookie = json.loads(out.strip().splitlines()[-1])
+    return watched, cookie
 
 
 async def client(
     port: int,
     cookie: str,
-    flow_id: int,
-    seq: int,
+    watched: list[list[int]],
     latencies: list[float],
-    want: int,
     ready: asyncio.Event,
     counter: list[int],
+    view: str,
 ) -> None:
+    """One browser's socket. `view` "flows": it watches every flow (as flow pages do) and
+    times each event; "dashboard": it watches the dashboard and times each row update."""
     import websockets
 
     async with websockets.connect(
@@ -98,25 +99,39 @@ async def client(
         max_size=None,
     ) as ws:
         await ws.recv()
-        await ws.send(json.dumps({"action": "watch_flow", "flow": flow_id, "since": seq}))
+        if view == "dashboard":
+            await ws.send(json.dumps({"action": "watch_dashboard"}))
+            expected = 1
+        else:
+            for flow_id, seq in watched:
+                message = {"action": "watch_flow", "flow": flow_id, "since": seq}
+                await ws.send(json.dumps(message))
+            expected = len(watched)
+        acknowledged = 0
+        while acknowledged < expected:  # subscribed (and caught up) before the clock runs
+            acknowledged += json.loads(await ws.recv()).get("type") == "watching"
         counter[0] += 1
         if counter[0] == counter[1]:
             ready.set()
-        got = 0
-        while got < want:
+        complete = 0
+        wanted = "row" if view == "dashboard" else "event"
+        while complete < len(watched):
             message = json.loads(await ws.recv())
             arrived = time.time()
-            if message.get("type") != "event":
+            if message.get("type") != wanted:
                 continue
-            created = datetime.fromisoformat(message["event"]["created"]).timestamp()
+            event = message if view == "dashboard" else message["event"]
+            created = datetime.fromisoformat(event["created"]).timestamp()
             latencies.append((arrived - created) * 1000)
-            got += 1
+            complete += event["kind"] == "flow.complete"
 
 
-def run_mode(mode: str, events: int, clients: int) -> tuple[float, float, int]:
+def run_mode(
+    mode: str, flows: int, steps: int, clients: int, interval: float, view: str
+) -> tuple[float, float, int]:
     env = setup_env(mode)
     env["FLOWSTUDIO_SCRIPT_MODULES"] = "bench.workload,tests.catalog"
-    flow_id, seq, cookie = prepare(env, events)
+    watched, cookie = prepare(env, flows, steps)
     port = free_port()
     procs = []
     args = [sys.executable, "manage.py", "studio", "--port", str(port)]
@@ -131,39 +146,35 @@ def run_mode(mode: str, events: int, clients: int) -> tuple[float, float, int]:
                 stderr=subprocess.DEVNULL,
             )
         )
-    procs.append(
-        subprocess.Popen(
-            args, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-        )
-    )
+    log = open(Path(env["FLOWSTUDIO_VAR_DIR"]) / "studio.log", "wb")  # noqa: SIM115
+    procs.append(subprocess.Popen(args, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT))
+    latencies: list[float] = []
     try:
         time.sleep(3)
-        latencies: list[float] = []
 
         async def main() -> None:
             ready = asyncio.Event()
             counter = [0, clients]
-            # events - 1 step results + input + running + complete ... collect `events` each
             tasks = [
-                asyncio.create_task(
-                    client(port, cookie, flow_id, seq, latencies, events, ready, counter)
-                )
+                asyncio.create_task(client(port, cookie, watched, latencies, ready, counter, view))
                 for _ in range(clients)
             ]
-            await asyncio.wait_for(ready.wait(), 60)
+            await asyncio.wait_for(ready.wait(), 120)
+            ids = [flow_id for flow_id, _ in watched]
             push = f"""
 import django; django.setup()
 from django.contrib.auth import get_user_model
 from engine import api
-api.push_input({flow_id}, {{"go": 1}}, get_user_model().objects.get(username="bench"))
+user = get_user_model().objects.get(username="bench")
+import time
+for flow_id in {ids}:
+    api.push_input(flow_id, {{"answer": 1}}, user)
+    time.sleep({interval})
 """
-            subprocess.run(
-                [sys.executable, "-c", push],
-                cwd=ROOT,
-                check=True,
-                env=dict(env, HUEY_IMMEDIATE="0"),
+            await asyncio.to_thread(
+                subprocess.run, [sys.executable, "-c", push], cwd=ROOT, check=True, env=env
             )
-            await asyncio.wait_for(asyncio.gather(*tasks), 600)
+            await asyncio.wait_for(asyncio.gather(*tasks), 900)
 
         asyncio.run(main())
     finally:
@@ -171,24 +182,38 @@ api.push_input({flow_id}, {{"go": 1}}, get_user_model().objects.get(username="be
             proc.terminate()
             proc.wait(10)
     latencies.sort()
-    p99 = latencies[int(len(latencies) * 0.99) - 1]
+    p99 = latencies[max(0, int(len(latencies) * 0.99) - 1)]
     return statistics.median(latencies), p99, len(latencies)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--events", type=int, default=1000)
+    parser.add_argument("--flows", type=int, default=77, help="flows watched by every client")
+    parser.add_argument("--steps", type=int, default=10)
+    parser.add_argument(
+        "--interval", type=float, default=0.5, help="seconds between starting two flows"
+    )
     parser.add_argument("--clients", default="1,100")
     parser.add_argument("--modes", default="embedded,redis")
+    parser.add_argument(
+        "--views", default="flows,dashboard", help="what each client watches: flows, dashboard"
+    )
     args = parser.parse_args()
-    print(f"commit-to-client latency over {args.events} events per client")
+    events = args.flows * (args.steps + 3)  # input, running, one per step, complete
+    print(
+        f"commit-to-client latency: {args.flows} flows x {args.steps} steps watched by each "
+        f"client, {events} events per client"
+    )
     for mode in args.modes.split(","):
-        for clients in (int(c) for c in args.clients.split(",")):
-            median, p99, count = run_mode(mode, args.events, clients)
-            print(
-                f"  {mode:9s} {clients:4d} client(s): median {median:6.1f} ms   "
-                f"p99 {p99:6.1f} ms   ({count} deliveries)"
-            )
+        for view in args.views.split(","):
+            for clients in (int(c) for c in args.clients.split(",")):
+                median, p99, count = run_mode(
+                    mode, args.flows, args.steps, clients, args.interval, view
+                )
+                print(
+                    f"  {mode:9s} {view:9s} {clients:4d} client(s): median {median:6.1f} ms   "
+                    f"p99 {p99:6.1f} ms   ({count} deliveries)"
+                )
 
 
 if __name__ == "__main__":

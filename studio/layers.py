@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from concurrent.futures import Future
 from typing import Any
 
@@ -23,6 +24,31 @@ class ThreadSafeInMemoryChannelLayer(InMemoryChannelLayer):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.loop: asyncio.AbstractEventLoop | None = None
+        self._cleaned = 0.0
+
+    def _clean_expired(self) -> None:
+        # The stock layer sweeps every channel and group membership on each send and
+        # receive: O(watchers x memberships) per event, which with a hundred watchers took
+        # seconds per event. Expiry is housekeeping: once a second is enough.
+        now = time.monotonic()
+        if now - self._cleaned >= 1.0:
+            self._cleaned = now
+            super()._clean_expired()
+
+    async def group_send(self, group: str, message: dict[str, Any]) -> None:
+        """Put the message on each member's queue directly: no task per member and no copy
+        per member (receivers treat messages as read-only)."""
+        self.require_valid_group_name(group)
+        self._clean_expired()
+        expires = time.time() + self.expiry
+        for channel in list(self.groups.get(group, {})):
+            queue = self.channels.setdefault(
+                channel, asyncio.Queue(maxsize=self.get_capacity(channel))
+            )
+            try:
+                queue.put_nowait((expires, message))
+            except asyncio.QueueFull:
+                pass  # at most once: the watcher catches up from the database
 
     def _remember_loop(self) -> None:
         self.loop = asyncio.get_running_loop()

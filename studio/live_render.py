@@ -59,6 +59,21 @@ def events_since(kind: str, key: Any, since: int, until: int | None = None) -> l
     return [_ltm_event_dict(row) for row in rows.order_by("seq")]
 
 
+def latest_seqs(streams: list[tuple[str, Any]]) -> dict[tuple[str, Any], int]:
+    """The last stored sequence number of each stream (two queries at most)."""
+    flows = [key for kind, key in streams if kind == "flow"]
+    runs = [key for kind, key in streams if kind == "ltm"]
+    latest: dict[tuple[str, Any], int] = {}
+    for pk, seq in Flow.objects.filter(pk__in=flows).values_list("pk", "seq"):
+        latest[("flow", pk)] = seq
+    if runs:
+        from engine.models import LtmRun
+
+        for pk, seq in LtmRun.objects.filter(pk__in=runs).values_list("pk", "seq"):
+            latest[("ltm", str(pk))] = seq
+    return latest
+
+
 def _ltm_event_dict(row: Any) -> dict[str, Any]:
     as_dict = getattr(row, "as_dict", None)
     if as_dict is not None:
@@ -123,10 +138,14 @@ def _ltm_fragments(user: Any, run_id: Any) -> dict[str, str]:
     return {"ltm-run-live": html}
 
 
-def row(user: Any, flow_id: int, seq: int) -> str:
-    """The dashboard row of a flow (the same for everyone who may see it)."""
-    if not api.visible_flows(user).filter(pk=flow_id).exists():
-        return ""
+def peek_row(flow_id: int, seq: int) -> str | None:
+    with _cache_lock:
+        return _cache.get(("row", flow_id, seq))
+
+
+def row(flow_id: int, seq: int) -> str:
+    """The dashboard row of a flow as of event `seq` (the same for everyone who sees it; the
+    caller's group membership is the permission)."""
     return _cached(("row", flow_id, seq), lambda: _row(flow_id))
 
 

@@ -163,13 +163,24 @@ if REDIS_URL:
     CHANNEL_LAYERS = {
         "default": {
             "BACKEND": "channels_redis.core.RedisChannelLayer",
-            "CONFIG": {"hosts": [REDIS_URL], "prefix": os.environ.get("HUEY_NAME", "flowstudio")},
+            "CONFIG": {
+                # redis-py caps a pool at 100 connections by default; a daphne process with
+                # a few hundred sockets needs more at once.
+                "hosts": [{"address": REDIS_URL, "max_connections": 2000}],
+                "prefix": os.environ.get("HUEY_NAME", "flowstudio"),
+                "capacity": 1000,
+            },
         }
     }
 else:
     # The embedded consumer runs in the server process; this layer reaches the server's loop
     # from its worker threads (see studio/layers.py).
-    CHANNEL_LAYERS = {"default": {"BACKEND": "studio.layers.ThreadSafeInMemoryChannelLayer"}}
+    CHANNEL_LAYERS = {
+        "default": {
+            "BACKEND": "studio.layers.ThreadSafeInMemoryChannelLayer",
+            "CONFIG": {"capacity": 1000},
+        }
+    }
 
 # --- Engine --------------------------------------------------------------------------------
 FLOWSTUDIO = {
@@ -213,6 +224,17 @@ STATIC_ROOT.mkdir(exist_ok=True)
 WHITENOISE_USE_FINDERS = True
 WHITENOISE_AUTOREFRESH = DEBUG
 
+# Behind HTTPS in production (DJANGO_SECURE=1): secure cookies, HSTS, redirect to HTTPS.
+SECURE = env_bool("DJANGO_SECURE", False)
+if SECURE:
+    SECURE_SSL_REDIRECT = env_bool("DJANGO_SSL_REDIRECT", True)
+    SESSION_COOKIE_SECURE = True
+    CSRF_COOKIE_SECURE = True
+    SECURE_HSTS_SECONDS = int(os.environ.get("DJANGO_HSTS_SECONDS", "31536000"))
+    SECURE_HSTS_INCLUDE_SUBDOMAINS = env_bool("DJANGO_HSTS_SUBDOMAINS", True)
+    SECURE_HSTS_PRELOAD = env_bool("DJANGO_HSTS_PRELOAD", True)
+    if env_bool("DJANGO_BEHIND_PROXY", False):
+        SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
 SESSION_COOKIE_HTTPONLY = True
 CSRF_COOKIE_HTTPONLY = False  # htmx reads it to send X-CSRFToken on unsafe requests
 X_FRAME_OPTIONS = "DENY"

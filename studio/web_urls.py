@@ -2,12 +2,14 @@
 
 from django.urls import path
 
-from studio.views import flows, ltms, overrides, routines
+from studio.views import flows, ltms, overrides, routines, tokens
 
 app_name = "studio"
 
 urlpatterns = [
     path("", flows.dashboard, name="dashboard"),
+    path("tokens/", tokens.token_list, name="tokens"),
+    path("tokens/<int:pk>/revoke/", tokens.token_revoke, name="token_revoke"),
     path("waiting/", flows.waiting_for_me, name="waiting"),
     path("flows/<int:pk>/", flows.flow_detail, name="flow_detail"),
     path("flows/<int:pk>/live/", flows.flow_live, name="flow_live"),

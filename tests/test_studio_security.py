@@ -121,3 +121,21 @@ def test_unsafe_requests_need_the_csrf_token(alices, user):
         url, {"version": flow.version, "reason": "x"}, HTTP_X_CSRFTOKEN=token, **HTMX
     )
     assert response.status_code == 200
+
+
+def test_api_tokens_page_creates_shows_once_and_revokes(client, user, other_user):
+    from studio.models import ApiToken
+
+    client.force_login(user)
+    page = client.post("/tokens/", {"name": "billing sync"})
+    assert page.status_code == 200
+    token = ApiToken.objects.get(user=user)
+    raw = page.context["raw"]
+    assert raw in page.content.decode() and ApiToken.authenticate(raw) == token
+    assert raw not in client.get("/tokens/").content.decode()  # shown once only
+    client.force_login(other_user)
+    assert client.post(f"/tokens/{token.pk}/revoke/").status_code == 404  # not theirs
+    client.force_login(user)
+    assert client.post(f"/tokens/{token.pk}/revoke/").status_code == 302
+    token.refresh_from_db()
+    assert token.revoked and ApiToken.authenticate(raw) is None

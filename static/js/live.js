@@ -75,6 +75,9 @@
         return;
       }
       watched.since = Math.max(watched.since, message.seq);
+    } else if (message.type === "fragments" && watched) {
+      if (message.seq < (watched.shown || 0)) { return; }  // an older render came late
+      watched.shown = message.seq;
       Object.keys(message.html || {}).forEach(function (id) { swap(id, message.html[id]); });
     } else if (message.type === "row" && dashboard) {
       var row = document.getElementById("flow-" + message.id + "-row");

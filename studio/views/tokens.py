@@ -1,0 +1,38 @@
+"""API tokens in the studio: a user lists, creates and revokes their own. A new token's secret
+is shown once, on the page that created it; only its hash is stored."""
+
+from __future__ import annotations
+
+from django.contrib.auth.decorators import login_required
+from django.http import Http404, HttpRequest, HttpResponse
+from django.shortcuts import redirect, render
+from django.views.decorators.http import require_http_methods, require_POST
+
+from studio.models import ApiToken
+
+
+def _page(request: HttpRequest, **extra: object) -> HttpResponse:
+    tokens = ApiToken.objects.filter(user=request.user).order_by("-created")
+    return render(request, "studio/tokens.html", {"tokens": tokens, **extra})
+
+
+@login_required
+@require_http_methods(["GET", "POST"])
+def token_list(request: HttpRequest) -> HttpResponse:
+    if request.method == "POST":
+        name = request.POST.get("name", "").strip()[:100]
+        if not name:
+            return _page(request, error="Give the token a name, e.g. the program that uses it.")
+        token, raw = ApiToken.issue(request.user, name)
+        return _page(request, created=token, raw=raw)
+    return _page(request)
+
+
+@login_required
+@require_POST
+def token_revoke(request: HttpRequest, pk: int) -> HttpResponse:
+    token = ApiToken.objects.filter(pk=pk, user=request.user).first()
+    if token is None:
+        raise Http404("no such token")
+    token.revoke()
+    return redirect("studio:tokens")

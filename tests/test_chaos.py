@@ -1,0 +1,75 @@
+"""Crash chaos: 200 flows x 10 steps on 3 consumer processes while one consumer after another
+is killed with SIGKILL and a new one started. Nothing may be lost, stuck or recorded twice."""
+
+from __future__ import annotations
+
+import random
+import time
+from collections import Counter
+
+import pytest
+
+from engine import api
+from engine.models import Flow, FlowEvent
+from tests.conftest import wait_until
+
+pytestmark = pytest.mark.consumer
+
+FLOWS = 200
+STEPS = [{"script": "t_sleep", "params": {"sleep": 0.01}}] * 4 + ["t_offloaded"]
+STEPS += [{"script": "t_sleep", "params": {"sleep": 0.01}}] * 4 + ["t_echo"]
+
+
+def unfinished(ids) -> int:
+    return (
+        Flow.objects.filter(pk__in=ids).exclude(state__in=["complete", "failed", "killed"]).count()
+    )
+
+
+def test_sigkill_chaos_on_three_consumers(consumer, user):
+    consumer.stop()
+    consumer.count = 3
+    consumer.start()
+    routine = api.create_routine("chaos", STEPS, owner=user)
+    once = api.create_routine(
+        "chaos once", ["t_echo", {"script": "t_once", "params": {"sleep": 1}}], owner=user
+    )
+    ids = [api.start_flow(routine, user).pk for _ in range(FLOWS)]
+    once_ids = [api.start_flow(once, user).pk for _ in range(5)]
+    rng = random.Random(7)
+    kills = 0
+    deadline = time.monotonic() + 600
+    while unfinished(ids + once_ids) and time.monotonic() < deadline and kills < 12:
+        time.sleep(rng.uniform(1.0, 2.5))
+        alive = consumer.alive()
+        if alive:
+            consumer.kill9(rng.choice(alive))
+            kills += 1
+            consumer.start_one()
+    assert wait_until(lambda: unfinished(ids + once_ids) == 0, timeout=300), consumer.logs()[-4000:]
+
+    states = Counter(Flow.objects.filter(pk__in=ids).values_list("state", flat=True))
+    assert states == {"complete": FLOWS}, states
+    recorded = Counter(
+        (flow_id, data["step"])
+        for flow_id, data in FlowEvent.objects.filter(
+            flow_id__in=ids, kind="step.completed"
+        ).values_list("flow_id", "data")
+    )
+    twice = {key: n for key, n in recorded.items() if n > 1}
+    assert not twice, f"steps recorded more than once: {twice}"
+    assert len(recorded) == FLOWS * len(STEPS), "a step's result is missing"
+    for flow in Flow.objects.filter(pk__in=ids):
+        assert len(flow.results) == len(STEPS) and None not in flow.results
+    requeued = FlowEvent.objects.filter(flow_id__in=ids, kind="flow.requeued").count()
+    # A step that must not run twice either completed, or stopped its flow as interrupted.
+    once_states = Counter(Flow.objects.filter(pk__in=once_ids).values_list("state", flat=True))
+    for flow in Flow.objects.filter(pk__in=once_ids, state="failed"):
+        assert flow.error.startswith("interrupted")
+    assert set(once_states) <= {"complete", "failed"}
+    print(
+        f"\nchaos: {kills} consumers killed with SIGKILL; {FLOWS} flows x {len(STEPS)} steps all "
+        f"complete, each step recorded once; {requeued} hand-overs by the sweep; "
+        f"must-not-rerun flows: {dict(once_states)}"
+    )
+    assert kills >= 3
