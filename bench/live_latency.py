@@ -207,9 +207,13 @@ def main() -> None:
     for mode in args.modes.split(","):
         for view in args.views.split(","):
             for clients in (int(c) for c in args.clients.split(",")):
-                median, p99, count = run_mode(
-                    mode, args.flows, args.steps, clients, args.interval, view
-                )
+                try:
+                    median, p99, count = run_mode(
+                        mode, args.flows, args.steps, clients, args.interval, view
+                    )
+                except Exception as exc:  # report the configuration that broke, go on
+                    print(f"  {mode:9s} {view:9s} {clients:4d} client(s): failed: {exc!r}")
+                    continue
                 print(
                     f"  {mode:9s} {view:9s} {clients:4d} client(s): median {median:6.1f} ms   "
                     f"p99 {p99:6.1f} ms   ({count} deliveries)"
