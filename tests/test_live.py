@@ -3,7 +3,9 @@ consumer (in the server process in embedded mode; 3 apart, on Redis, when scaled
 
 from __future__ import annotations
 
+import json
 import time
+
 import pytest
 from websockets.exceptions import InvalidStatus
 
@@ -13,6 +15,10 @@ from tests.conftest import wait_until
 from tests.live_support import receive, session_cookie
 
 pytestmark = pytest.mark.consumer
+
+
+def watch(flow_id: int, since: int) -> str:
+    return json.dumps({"action": "watch_flow", "flow": flow_id, "since": since})
 
 
 def collect(ws, flow_id: int, until_kind: str, timeout: float = 60) -> list[dict]:
@@ -28,7 +34,9 @@ def collect(ws, flow_id: int, until_kind: str, timeout: float = 60) -> list[dict
 
 
 def stored_seqs(flow_id: int) -> list[int]:
-    return list(FlowEvent.objects.filter(flow_id=flow_id).order_by("seq").values_list("seq", flat=True))
+    return list(
+        FlowEvent.objects.filter(flow_id=flow_id).order_by("seq").values_list("seq", flat=True)
+    )
 
 
 def test_watcher_receives_every_event_of_a_ten_step_flow_in_order(studio, user):
@@ -37,7 +45,7 @@ def test_watcher_receives_every_event_of_a_ten_step_flow_in_order(studio, user):
     assert wait_until(lambda: Flow.objects.get(pk=flow.pk).state == "waiting")
     with studio.ws(session_cookie(user)) as ws:
         assert receive(ws)["type"] == "hello"
-        ws.send('{"action": "watch_flow", "flow": %d, "since": 0}' % flow.pk)
+        ws.send(watch(flow.pk, 0))
         before = collect(ws, flow.pk, "flow.waiting")
         api.push_input(flow, {"answer": 1}, user)
         after = collect(ws, flow.pk, "flow.complete")
@@ -54,7 +62,7 @@ def test_reconnecting_client_converges_to_the_database(studio, user):
     seen: list[int] = []
     with studio.ws(session_cookie(user)) as ws:
         receive(ws)
-        ws.send('{"action": "watch_flow", "flow": %d, "since": 0}' % flow.pk)
+        ws.send(watch(flow.pk, 0))
         while len(seen) < 4:
             message = receive(ws)
             if message["type"] == "event":
@@ -62,7 +70,7 @@ def test_reconnecting_client_converges_to_the_database(studio, user):
     time.sleep(0.5)  # events go by while the client is away
     with studio.ws(session_cookie(user)) as ws:
         receive(ws)
-        ws.send('{"action": "watch_flow", "flow": %d, "since": %d}' % (flow.pk, seen[-1]))
+        ws.send(watch(flow.pk, seen[-1]))
         rest = collect(ws, flow.pk, "flow.complete")
     seqs = seen + [event["seq"] for event in rest]
     assert seqs == stored_seqs(flow.pk)
@@ -75,10 +83,10 @@ def test_another_user_is_refused_the_flow(studio, user, other_user):
     assert wait_until(lambda: Flow.objects.get(pk=flow.pk).state == "waiting")
     with studio.ws(session_cookie(other_user)) as ws:
         receive(ws)
-        ws.send('{"action": "watch_flow", "flow": %d, "since": 0}' % flow.pk)
+        ws.send(watch(flow.pk, 0))
         answer = receive(ws)
         assert answer == {"type": "error", "stream": "flow", "message": "not found"}
-        ws.send('{"action": "watch_flow", "flow": 999999, "since": 0}')
+        ws.send(watch(999999, 0))
         assert receive(ws) == answer  # the same as for a flow that does not exist
         api.push_input(flow, {"answer": 1}, user)
         ws.send('{"action": "ping"}')

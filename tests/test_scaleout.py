@@ -47,7 +47,17 @@ def test_engine_suite_on_postgresql_redis_and_three_consumers():
         TEST_CONSUMERS="3",
     )
     run = subprocess.run(
-        [sys.executable, "-m", "pytest", "-m", "consumer or bothmodes", "-q", "-p", "no:cacheprovider", "-s"],
+        [
+            sys.executable,
+            "-m",
+            "pytest",
+            "-m",
+            "consumer or bothmodes",
+            "-q",
+            "-p",
+            "no:cacheprovider",
+            "-s",
+        ],
         cwd=ROOT,
         env=env,
         capture_output=True,

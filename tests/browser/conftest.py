@@ -84,3 +84,12 @@ def watch_console(page, violations: list[str]) -> None:
             violations.append(message.text)
 
     page.on("console", on_console)
+
+
+def sign_in(page, base: str, username: str) -> None:
+    """Sign in through the login page (test users' password is "pw-" + username)."""
+    page.goto(f"{base}/accounts/login/")
+    page.fill("#id_username", username)
+    page.fill("#id_password", f"pw-{username}")
+    page.click("button[type=submit]")
+    page.wait_for_url(f"{base}/")

@@ -6,18 +6,10 @@ from __future__ import annotations
 import pytest
 
 from engine import api
-from tests.browser.conftest import watch_console
+from tests.browser.conftest import sign_in, watch_console
 
 pytestmark = [pytest.mark.browser, pytest.mark.consumer]
 WAIT = 60_000  # ms: a generous bound for the engine to act, not a speed check
-
-
-def sign_in(page, base: str, username: str) -> None:
-    page.goto(f"{base}/accounts/login/")
-    page.fill("#id_username", username)
-    page.fill("#id_password", f"pw-{username}")
-    page.click("button[type=submit]")
-    page.wait_for_url(f"{base}/")
 
 
 def test_dashboard_and_flow_page_update_live(browser, studio, user, shots, csp_violations):

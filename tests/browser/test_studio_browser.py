@@ -12,18 +12,10 @@ import pytest
 from engine import api
 from engine.models import Flow, Routine
 from engine.status import FlowState
-from tests.browser.conftest import watch_console
+from tests.browser.conftest import sign_in, watch_console
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 WAIT = 60_000  # ms: a generous bound for the engine consumer to act, not a speed check
-
-
-def _sign_in(page, base: str, username: str) -> None:
-    page.goto(f"{base}/accounts/login/")
-    page.fill("#id_username", username)
-    page.fill("#id_password", f"pw-{username}")
-    page.click("button[type=submit]")
-    page.wait_for_url(f"{base}/")
 
 
 def _steps(page) -> list[str]:
@@ -44,7 +36,7 @@ def test_studio_end_to_end(browser, live_server, consumer, user, shots, csp_viol
     base = live_server.url
     page = browser.new_page(viewport={"width": 1280, "height": 900})
     watch_console(page, csp_violations)
-    _sign_in(page, base, "alice")
+    sign_in(page, base, "alice")
     expect(page.locator(".empty")).to_contain_text("No flows yet")
     shots(page, "dashboard-empty")
 
@@ -166,7 +158,7 @@ def test_core_forms_work_without_javascript(browser, live_server, user, shots):
     base = live_server.url
     context = browser.new_context(java_script_enabled=False)
     page = context.new_page()
-    _sign_in(page, base, "alice")
+    sign_in(page, base, "alice")
     routine = api.create_routine("No JS", ["t_echo", "t_wait"], owner=user)
     page.goto(f"{base}/routines/{routine.pk}/start/")
     page.fill("#id_initial_data", "{}")

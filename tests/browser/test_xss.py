@@ -26,7 +26,7 @@ import pytest
 from engine import api
 from engine.models import Flow
 from engine.status import FlowState
-from tests.browser.conftest import watch_console
+from tests.browser.conftest import sign_in, watch_console
 from tests.conftest import wait_until
 
 pytestmark = [pytest.mark.browser, pytest.mark.consumer, pytest.mark.django_db(transaction=True)]
@@ -195,14 +195,6 @@ class Watch:
         return self.inspect(page, where)
 
 
-def _sign_in(page, base: str, username: str) -> None:
-    page.goto(f"{base}/accounts/login/")
-    page.fill("#id_username", username)
-    page.fill("#id_password", f"pw-{username}")
-    page.click("button[type=submit]")
-    page.wait_for_url(f"{base}/")
-
-
 def _raw_control(browser) -> set[int]:
     """Render each payload unescaped (no CSP, a blank page) in element text and in a quoted
     attribute: the payload indexes the checks then flag."""
@@ -270,7 +262,7 @@ def test_xss_payloads_render_as_text_everywhere(browser, studio, make_user, csp_
     watch = Watch(csp_violations)
     context = browser.new_context(viewport={"width": 1280, "height": 900})
     page = watch.page(context)
-    _sign_in(page, studio.origin, staff.username)
+    sign_in(page, studio.origin, staff.username)
     origin = studio.origin
     watch.visit(page, f"{origin}/waiting/", "waiting list")
 
