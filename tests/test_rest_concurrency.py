@@ -48,7 +48,6 @@ def push(base: str, token: str, flow_id: int, value: int) -> tuple[int, dict]:
         connection.close()
 
 
-@pytest.mark.bothmodes
 @pytest.mark.django_db(transaction=True)
 def test_500_concurrent_pushes_one_wins(wide_live_server, routine, user, settings):
     settings.FLOWSTUDIO = {**settings.FLOWSTUDIO, "API_RATE": "off"}

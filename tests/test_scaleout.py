@@ -46,23 +46,22 @@ def test_engine_suite_on_postgresql_redis_and_three_consumers():
         REDIS_URL=REDIS,
         TEST_CONSUMERS="3",
     )
-    run = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "pytest",
-            "-m",
-            "consumer or bothmodes",
-            "-q",
-            "-p",
-            "no:cacheprovider",
-            "-s",
-        ],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-    )
-    print(run.stdout[-6000:], run.stderr[-3000:])
-    assert run.returncode == 0, "the scale-out run failed (its output is above)"
-    assert " passed" in run.stdout and " failed" not in run.stdout
+    runs = [
+        # the engine's integration, crash and live tests
+        ["-m", "consumer or bothmodes"],
+        # 500 concurrent input pushes over HTTP, in a process of its own: its server threads
+        # each hold a PostgreSQL connection
+        ["tests/test_rest_concurrency.py"],
+    ]
+    for args in runs:
+        run = subprocess.run(
+            [sys.executable, "-m", "pytest", *args, "-q", "-p", "no:cacheprovider", "-s"],
+            cwd=ROOT,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=1200,  # a hang must fail the suite, not stall it
+        )
+        print(run.stdout[-6000:], run.stderr[-3000:])
+        assert run.returncode == 0, f"the scale-out run {args} failed (its output is above)"
+        assert " passed" in run.stdout and " failed" not in run.stdout
