@@ -164,3 +164,14 @@ def wait_until(predicate: Callable[[], bool], timeout: float = 60, every: float 
             return True
         time.sleep(every)
     return predicate()
+
+
+def pytest_sessionfinish(session, exitstatus) -> None:
+    """Remove this run's own runtime directory (tests/settings.py made it in the temp dir)."""
+    import shutil
+    import tempfile
+
+    var_dir = os.environ.get("FLOWSTUDIO_VAR_DIR", "")
+    name = Path(var_dir).name
+    if name.startswith("flowstudio-test-") and Path(var_dir).parent == Path(tempfile.gettempdir()):
+        shutil.rmtree(var_dir, ignore_errors=True)
