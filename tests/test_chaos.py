@@ -13,7 +13,7 @@ from engine import api
 from engine.models import Flow, FlowEvent
 from tests.conftest import wait_until
 
-pytestmark = pytest.mark.consumer
+pytestmark = [pytest.mark.consumer, pytest.mark.crash]
 
 FLOWS = 200
 STEPS = [{"script": "t_sleep", "params": {"sleep": 0.01}}] * 4 + ["t_offloaded"]

@@ -72,6 +72,7 @@ def test_wait_push_input_and_check_on_a_consumer(consumer, user, tmp_path):
     assert wait_until(lambda: Flow.objects.get(pk=checked.pk).state == "complete", timeout=30)
 
 
+@pytest.mark.crash
 def test_kill9_consumer_loses_no_flow_and_records_each_step_once(consumer, user):
     steps = [{"script": "t_sleep", "params": {"sleep": 0.04}}] * 8 + ["t_offloaded", "t_echo"]
     routine = api.create_routine("crash", steps, owner=user)
