@@ -90,7 +90,8 @@ async def client(
     view: str,
 ) -> None:
     """One browser's socket. `view` "flows": it watches every flow (as flow pages do) and
-    times each event; "dashboard": it watches the dashboard and times each row update."""
+    times each event; "page": it watches one flow (its index `counter[2]` picks which), as
+    one open flow page; "dashboard": it watches the dashboard and times each row update."""
     import websockets
 
     async with websockets.connect(
@@ -101,6 +102,12 @@ async def client(
         await ws.recv()
         if view == "dashboard":
             await ws.send(json.dumps({"action": "watch_dashboard"}))
+            expected = 1
+        elif view == "page":
+            watched = [watched[counter[2] % len(watched)]]
+            counter[2] += 1
+            flow_id, seq = watched[0]
+            await ws.send(json.dumps({"action": "watch_flow", "flow": flow_id, "since": seq}))
             expected = 1
         else:
             for flow_id, seq in watched:
@@ -154,7 +161,7 @@ def run_mode(
 
         async def main() -> None:
             ready = asyncio.Event()
-            counter = [0, clients]
+            counter = [0, clients, 0]
             tasks = [
                 asyncio.create_task(client(port, cookie, watched, latencies, ready, counter, view))
                 for _ in range(clients)
@@ -196,9 +203,20 @@ def main() -> None:
     parser.add_argument("--clients", default="1,100")
     parser.add_argument("--modes", default="embedded,redis")
     parser.add_argument(
-        "--views", default="flows,dashboard", help="what each client watches: flows, dashboard"
+        "--views",
+        default="flows,dashboard",
+        help="what each client watches: flows (all of them), page (one flow), dashboard",
+    )
+    parser.add_argument(
+        "--capacity",
+        action="store_true",
+        help="instead: raise the number of dashboard clients of one daphne process until "
+        "p99 reaches 250 ms, and print the largest that stayed under",
     )
     args = parser.parse_args()
+    if args.capacity:
+        capacity(args)
+        return
     events = args.flows * (args.steps + 3)  # input, running, one per step, complete
     print(
         f"commit-to-client latency: {args.flows} flows x {args.steps} steps watched by each "
@@ -218,6 +236,32 @@ def main() -> None:
                     f"  {mode:9s} {view:9s} {clients:4d} client(s): median {median:6.1f} ms   "
                     f"p99 {p99:6.1f} ms   ({count} deliveries)"
                 )
+
+
+def capacity(args: argparse.Namespace) -> None:
+    print(
+        f"clients of one daphne process watching the dashboard, {args.flows} flows x "
+        f"{args.steps} steps, p99 target 250 ms"
+    )
+    for mode in args.modes.split(","):
+        served = 0
+        for clients in (50, 100, 150, 200, 300, 400, 600, 800):
+            try:
+                median, p99, count = run_mode(
+                    mode, args.flows, args.steps, clients, args.interval, "dashboard"
+                )
+            except Exception as exc:
+                print(f"  {mode:9s} {clients:4d} clients: failed: {exc!r}")
+                break
+            print(
+                f"  {mode:9s} {clients:4d} clients: median {median:6.1f} ms   p99 {p99:6.1f} ms"
+                f"   ({count} deliveries)",
+                flush=True,
+            )
+            if p99 >= 250:
+                break
+            served = clients
+        print(f"  {mode}: one daphne process served {served} clients with p99 under 250 ms")
 
 
 if __name__ == "__main__":

@@ -16,6 +16,9 @@ fragment}} rendered for the newest event | {"type": "row", …} | {"type": "erro
 from __future__ import annotations
 
 import asyncio
+import json
+from collections import OrderedDict
+from collections.abc import Callable
 from typing import Any
 
 from channels.db import database_sync_to_async
@@ -26,6 +29,38 @@ from studio import live, live_render
 Stream = tuple[str, Any]  # ("flow", id) or ("ltm", run id)
 SYNC_SECONDS = 2.0
 RENDER_INTERVAL = 0.2
+
+# Every watcher of a stream gets the same frames: they are encoded and rendered once per
+# server process, not once per socket. Both live in the server's event loop (one thread).
+_FRAMES = 4096
+_frames: OrderedDict[tuple[Any, ...], str] = OrderedDict()
+_rendering: dict[tuple[Any, ...], asyncio.Future[Any]] = {}
+
+
+def frame(key: tuple[Any, ...], build: Callable[[], dict[str, Any]]) -> str:
+    """The JSON text of a message, encoded once for all the sockets that send it."""
+    text = _frames.get(key)
+    if text is None:
+        text = _frames[key] = json.dumps(build())
+        if len(_frames) > _FRAMES:
+            _frames.popitem(last=False)
+    return text
+
+
+async def shared_render(
+    key: tuple[Any, ...], peek: Callable[[], Any], render: Callable[[], Any]
+) -> Any:
+    """`render()` (in a database thread) once per key however many watchers ask at the same
+    time: the first starts it, the others await its result."""
+    value = peek()
+    if value is not None:
+        return value
+    task = _rendering.get(key)
+    if task is None:
+        task = asyncio.ensure_future(database_sync_to_async(render)())
+        _rendering[key] = task
+        task.add_done_callback(lambda _: _rendering.pop(key, None))
+    return await asyncio.shield(task)
 
 
 class LiveConsumer(AsyncJsonWebsocketConsumer):
@@ -130,9 +165,11 @@ class LiveConsumer(AsyncJsonWebsocketConsumer):
             await self.catch_up(stream, until=seq - 1)  # a message was lost on the way
         self.sent[stream] = seq
         kind, key = stream
-        await self.send_json(
-            {"type": "event", "stream": kind, "id": key, "seq": seq, "event": event}
+        text = frame(
+            ("event", kind, key, seq),
+            lambda: {"type": "event", "stream": kind, "id": key, "seq": seq, "event": event},
         )
+        await self.send(text_data=text)
         self.schedule_render(stream, event)
 
     def schedule_render(self, stream: Stream, event: dict[str, Any]) -> None:
@@ -149,16 +186,26 @@ class LiveConsumer(AsyncJsonWebsocketConsumer):
         try:
             rendered = 0
             while self.latest.get(stream) and self.latest[stream]["seq"] > rendered:
+                seq = self.latest[stream]["seq"]
                 event = self.latest[stream]
-                html = live_render.peek(self.user, kind, key, event["seq"])
-                if html is None:
-                    html = await database_sync_to_async(live_render.fragments)(
-                        self.user, kind, key, event
-                    )
-                rendered = event["seq"]
-                await self.send_json(
-                    {"type": "fragments", "stream": kind, "id": key, "seq": rendered, "html": html}
+                staff = bool(self.user.is_staff)
+                html = await shared_render(
+                    ("fragments", kind, key, seq, staff),
+                    lambda seq=seq: live_render.peek(self.user, kind, key, seq),
+                    lambda event=event: live_render.fragments(self.user, kind, key, event),
                 )
+                rendered = seq
+                text = frame(
+                    ("fragments", kind, key, seq, staff),
+                    lambda seq=seq, html=html: {
+                        "type": "fragments",
+                        "stream": kind,
+                        "id": key,
+                        "seq": seq,
+                        "html": html,
+                    },
+                )
+                await self.send(text_data=text)
                 # Fragments are snapshots: a few a second show every change, while a burst
                 # of events (or a hundred watchers) does not turn into a flood of renders.
                 await asyncio.sleep(RENDER_INTERVAL)
@@ -176,19 +223,25 @@ class LiveConsumer(AsyncJsonWebsocketConsumer):
         if self.dashboard and kind == "flow" and event["seq"] > self.rows.get(key, 0):
             # The group this socket joined is the permission: its owner's flows, or all of
             # them for staff. Rows are the same for every watcher: rendered once per event.
-            self.rows[key] = event["seq"]
-            html = live_render.peek_row(key, event["seq"])
-            if html is None:
-                html = await database_sync_to_async(live_render.row)(key, event["seq"])
-            await self.send_json(
-                {
+            seq = self.rows[key] = event["seq"]
+            html = await shared_render(
+                ("row", key, seq),
+                lambda: live_render.peek_row(key, seq),
+                lambda: live_render.row(key, seq),
+            )
+            if not html:
+                return  # the flow is gone
+            text = frame(
+                ("row", key, seq),
+                lambda: {
                     "type": "row",
                     "stream": "flow",
                     "id": key,
-                    "seq": event["seq"],
+                    "seq": seq,
                     "state": event.get("state"),
                     "kind": event.get("kind"),
                     "created": event.get("created"),
                     "html": html,
-                }
+                },
             )
+            await self.send(text_data=text)

@@ -8,10 +8,11 @@ event carries its flow's sequence number), so a lost message costs latency, neve
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import threading
 from typing import Any
 
-from asgiref.sync import async_to_sync
 from channels.layers import get_channel_layer
 
 logger = logging.getLogger(__name__)
@@ -43,18 +44,63 @@ def groups_for(event: dict[str, Any]) -> list[str]:
 
 
 def publish(events: list[dict[str, Any]]) -> None:
-    """The engine's event sink: send each event to its groups."""
+    """The engine's event sink: send each event to its groups. It never waits for the
+    channel layer: the engine's worker goes on with its next step at once."""
     layer = get_channel_layer()
     if layer is None:
         return
-    send_from_thread = getattr(layer, "send_from_thread", None)
+    # (a plain `getattr` would not do: the Redis pub/sub layer looks attributes up on its
+    # layer of the running event loop, and raises in a thread without one)
+    send_from_thread = getattr(type(layer), "send_from_thread", None)
     for event in events:
         message = {"type": "live.event", "event": event}
         for group in groups_for(event):
             if send_from_thread is not None:
-                send_from_thread(group, message)
+                send_from_thread(layer, group, message)  # the server's loop (embedded mode)
             else:
-                try:
-                    async_to_sync(layer.group_send)(group, message)
-                except Exception:
-                    logger.exception("live update to %s not sent", group)
+                _publisher.send(layer, group, message)
+
+
+class Publisher:
+    """Sends to the channel layer from a process without an event loop of its own (a
+    consumer process, scaled out): one loop thread per process keeps its Redis connection
+    open, and one sender drains the queue in order, so events leave in commit order and
+    a worker never waits on Redis. (`async_to_sync` would start a loop, a thread and a
+    connection per message.)"""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._queue: asyncio.Queue[tuple[Any, str, dict[str, Any]]] | None = None
+
+    def send(self, layer: Any, group: str, message: dict[str, Any]) -> None:
+        loop, queue = self._start()
+        loop.call_soon_threadsafe(queue.put_nowait, (layer, group, message))
+
+    def _start(self) -> tuple[asyncio.AbstractEventLoop, asyncio.Queue[Any]]:
+        with self._lock:
+            if self._loop is None or self._queue is None:
+                loop = asyncio.new_event_loop()
+                queue: asyncio.Queue[Any] = asyncio.Queue()
+                ready = threading.Event()
+
+                def run() -> None:
+                    asyncio.set_event_loop(loop)
+                    loop.call_soon(ready.set)
+                    loop.run_until_complete(self._drain(queue))
+
+                threading.Thread(target=run, name="flowstudio-live-publisher", daemon=True).start()
+                ready.wait(10)
+                self._loop, self._queue = loop, queue
+            return self._loop, self._queue
+
+    async def _drain(self, queue: asyncio.Queue[Any]) -> None:
+        while True:
+            layer, group, message = await queue.get()
+            try:
+                await layer.group_send(group, message)
+            except Exception:  # at most once: watchers catch up from the database
+                logger.exception("live update to %s not sent", group)
+
+
+_publisher = Publisher()

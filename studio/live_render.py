@@ -150,5 +150,7 @@ def row(flow_id: int, seq: int) -> str:
 
 
 def _row(flow_id: int) -> str:
-    flow = Flow.objects.select_related("routine", "owner").get(pk=flow_id)
+    flow = Flow.objects.select_related("routine", "owner").filter(pk=flow_id).first()
+    if flow is None:
+        return ""
     return render_to_string("studio/partials/_flow_row.html", {"flow": flow})

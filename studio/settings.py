@@ -162,13 +162,14 @@ else:
 if REDIS_URL:
     CHANNEL_LAYERS = {
         "default": {
-            "BACKEND": "channels_redis.core.RedisChannelLayer",
+            # Redis pub/sub: an event is published once per group and reaches each server
+            # process once, which hands it to its own watchers in memory. (The list-based
+            # RedisChannelLayer stores one copy per watching socket and pops them one by one:
+            # with a hundred watchers that was a hundred Redis round trips per event.)
+            "BACKEND": "channels_redis.pubsub.RedisPubSubChannelLayer",
             "CONFIG": {
-                # redis-py caps a pool at 100 connections by default; a daphne process with
-                # a few hundred sockets needs more at once.
-                "hosts": [{"address": REDIS_URL, "max_connections": 2000}],
-                "prefix": os.environ.get("HUEY_NAME", "flowstudio"),
-                "capacity": 1000,
+                "hosts": [REDIS_URL],
+                "prefix": os.environ.get("HUEY_NAME", "flowstudio") + ":live",
             },
         }
     }

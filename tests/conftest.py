@@ -175,3 +175,44 @@ def pytest_sessionfinish(session, exitstatus) -> None:
     name = Path(var_dir).name
     if name.startswith("flowstudio-test-") and Path(var_dir).parent == Path(tempfile.gettempdir()):
         shutil.rmtree(var_dir, ignore_errors=True)
+
+
+def stall_report(ids, consumer: Consumer | None = None) -> str:
+    """What an unfinished flow looks like, for a failing crash test's message: each unfinished
+    flow's row, whether its job is still queued, lock waits (PostgreSQL) and every consumer's
+    thread stacks."""
+    from django.utils import timezone
+
+    from engine.models import Flow, FlowEvent
+
+    now = timezone.now()
+    try:
+        queued = {task.id for task in HUEY.pending()}
+    except Exception as exc:  # noqa: BLE001  (a report must not hide the failure)
+        queued = {f"<pending() failed: {exc}>"}
+    lines = [f"now={now.isoformat()} queued jobs={len(queued)}"]
+    rows = Flow.objects.filter(pk__in=ids).exclude(state__in=["complete", "failed", "killed"])
+    for flow in rows[:20]:
+        last = list(
+            FlowEvent.objects.filter(flow=flow).order_by("-seq").values_list("seq", "kind")[:4]
+        )
+        lease = (flow.lease_until - now).total_seconds() if flow.lease_until else None
+        lines.append(
+            f"flow {flow.pk}: {flow.state} pos={flow.position} started={flow.started_position} "
+            f"v={flow.version} lease_in={lease} job={flow.job_id or '-'} "
+            f"queued={flow.job_id in queued} last_events={last}"
+        )
+    if connection.vendor == "postgresql":
+        with connection.cursor() as cursor:
+            cursor.execute(
+                "SELECT pid, state, wait_event_type, wait_event, left(query, 120), "
+                "now() - xact_start FROM pg_stat_activity WHERE datname = current_database() "
+                "AND pid <> pg_backend_pid()"
+            )
+            lines += [f"pg: {row}" for row in cursor.fetchall()]
+    if consumer is not None:
+        for process in consumer.alive():
+            process.send_signal(signal.SIGUSR1)
+        time.sleep(1)
+        lines.append(consumer.logs()[-12000:])
+    return "\n".join(lines)

@@ -46,7 +46,11 @@ class Studio:
             args.append("--no-consumer")
         self.log = log
         self.process = subprocess.Popen(
-            args, cwd=ROOT, env=env, stdout=open(log, "wb"), stderr=subprocess.STDOUT  # noqa: SIM115
+            args,
+            cwd=ROOT,
+            env=env,
+            stdout=open(log, "wb"),
+            stderr=subprocess.STDOUT,  # noqa: SIM115
         )
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:

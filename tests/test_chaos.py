@@ -11,7 +11,7 @@ import pytest
 
 from engine import api
 from engine.models import Flow, FlowEvent
-from tests.conftest import wait_until
+from tests.conftest import stall_report, wait_until
 
 pytestmark = [pytest.mark.consumer, pytest.mark.crash]
 
@@ -46,7 +46,9 @@ def test_sigkill_chaos_on_three_consumers(consumer, user):
             consumer.kill9(rng.choice(alive))
             kills += 1
             consumer.start_one()
-    assert wait_until(lambda: unfinished(ids + once_ids) == 0, timeout=300), consumer.logs()[-4000:]
+    assert wait_until(lambda: unfinished(ids + once_ids) == 0, timeout=300), stall_report(
+        ids + once_ids, consumer
+    )
 
     states = Counter(Flow.objects.filter(pk__in=ids).values_list("state", flat=True))
     assert states == {"complete": FLOWS}, states

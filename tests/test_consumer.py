@@ -9,7 +9,7 @@ import pytest
 
 from engine import api
 from engine.models import Flow, FlowEvent
-from tests.conftest import wait_until
+from tests.conftest import stall_report, wait_until
 
 pytestmark = pytest.mark.consumer
 
@@ -84,7 +84,7 @@ def test_kill9_consumer_loses_no_flow_and_records_each_step_once(consumer, user)
     running = Flow.objects.filter(pk__in=ids, state="running").count()
     done_before = Flow.objects.filter(pk__in=ids, state="complete").count()
     consumer.start()
-    assert wait_until(lambda: finished(ids), timeout=180), consumer.logs()[-3000:]
+    assert wait_until(lambda: finished(ids), timeout=180), stall_report(ids, consumer)
     flows = list(Flow.objects.filter(pk__in=ids))
     assert Counter(f.state for f in flows) == {"complete": 50}
     assert all(len(f.results) == 10 and None not in f.results for f in flows)

@@ -3,7 +3,9 @@ re-checks of waiting flows every few seconds)."""
 
 from __future__ import annotations
 
+import faulthandler
 import logging
+import signal
 
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
@@ -43,6 +45,8 @@ class Command(BaseCommand):
             consumer_options["workers"] = options["workers"]
         logging.getLogger("huey").setLevel(logging.WARNING)
         consumer = HUEY.create_consumer(**consumer_options)
+        # `kill -USR1 <pid>` prints every thread's stack to stderr: where a stuck worker is.
+        faulthandler.register(signal.SIGUSR1, all_threads=True)
         housekeeper = Housekeeper()
         housekeeper.start()
         self.stdout.write(
