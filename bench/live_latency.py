@@ -21,6 +21,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
 from datetime import datetime
 from pathlib import Path
 
@@ -52,9 +53,10 @@ def setup_env(mode: str) -> dict[str, str]:
     return env
 
 
-def prepare(env: dict[str, str], flows: int, steps: int) -> tuple[list[list[int]], str]:
-    """Migrate, create a user, its session and `flows` flows parked on a waiting first step;
-    returns ([[flow id, its last sequence number], ...], session cookie)."""
+def prepare(env: dict[str, str], flows: int, steps: int) -> tuple[list[list[int]], str, str]:
+    """Migrate, create a user, its session, an API token and `flows` flows parked on a
+    waiting first step; returns ([[flow id, its last sequence number], ...], session cookie,
+    token)."""
     code = f"""
 import django, json; django.setup()
 from django.core.management import call_command; call_command("migrate", verbosity=0)
@@ -65,7 +67,9 @@ user = get_user_model().objects.create_user("bench")
 steps = ["t_wait"] + [{{"script": "t_sleep", "params": {{"sleep": 0.02}}}}] * {steps}
 routine = api.create_routine("latency", steps, owner=user)
 flows = [api.start_flow(routine, user) for _ in range({flows})]
-print(json.dumps([[[f.pk, f.seq] for f in flows], session_cookie(user)]))
+from studio.models import ApiToken
+token = ApiToken.issue(user, "bench")[1]
+print(json.dumps([[[f.pk, f.seq] for f in flows], session_cookie(user), token]))
 """
     prep_env = dict(env, HUEY_IMMEDIATE="1")
     out = subprocess.run(
@@ -76,8 +80,8 @@ print(json.dumps([[[f.pk, f.seq] for f in flows], session_cookie(user)]))
         capture_output=True,
         text=True,
     ).stdout
-    watched, cookie = json.loads(out.strip().splitlines()[-1])
-    return watched, cookie
+    watched, cookie, token = json.loads(out.strip().splitlines()[-1])
+    return watched, cookie, token
 
 
 async def client(
@@ -133,12 +137,25 @@ async def client(
             complete += event["kind"] == "flow.complete"
 
 
+def push_inputs(port: int, token: str, ids: list[int], interval: float) -> None:
+    for flow_id in ids:
+        request = urllib.request.Request(
+            f"http://127.0.0.1:{port}/api/flows/{flow_id}/input",
+            data=json.dumps({"data": {"answer": 1}}).encode(),
+            headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"},
+            method="POST",
+        )
+        with urllib.request.urlopen(request, timeout=30) as response:
+            assert response.status == 200, response.status
+        time.sleep(interval)
+
+
 def run_mode(
     mode: str, flows: int, steps: int, clients: int, interval: float, view: str
 ) -> tuple[float, float, int]:
     env = setup_env(mode)
     env["FLOWSTUDIO_SCRIPT_MODULES"] = "bench.workload,tests.catalog"
-    watched, cookie = prepare(env, flows, steps)
+    watched, cookie, token = prepare(env, flows, steps)
     port = free_port()
     procs = []
     args = [sys.executable, "manage.py", "studio", "--port", str(port)]
@@ -167,20 +184,11 @@ def run_mode(
                 for _ in range(clients)
             ]
             await asyncio.wait_for(ready.wait(), 120)
+            # Input is pushed over the REST API, as a user's client would: the server
+            # commits it and publishes its event (in embedded mode a separate process could
+            # not reach the in-process channel layer).
             ids = [flow_id for flow_id, _ in watched]
-            push = f"""
-import django; django.setup()
-from django.contrib.auth import get_user_model
-from engine import api
-user = get_user_model().objects.get(username="bench")
-import time
-for flow_id in {ids}:
-    api.push_input(flow_id, {{"answer": 1}}, user)
-    time.sleep({interval})
-"""
-            await asyncio.to_thread(
-                subprocess.run, [sys.executable, "-c", push], cwd=ROOT, check=True, env=env
-            )
+            await asyncio.to_thread(push_inputs, port, token, ids, interval)
             await asyncio.wait_for(asyncio.gather(*tasks), 900)
 
         asyncio.run(main())

@@ -45,13 +45,10 @@ class Studio:
         if not with_consumer:
             args.append("--no-consumer")
         self.log = log
-        self.process = subprocess.Popen(
-            args,
-            cwd=ROOT,
-            env=env,
-            stdout=open(log, "wb"),
-            stderr=subprocess.STDOUT,  # noqa: SIM115
-        )
+        with open(log, "wb") as output:  # the child keeps its own copy of the file
+            self.process = subprocess.Popen(
+                args, cwd=ROOT, env=env, stdout=output, stderr=subprocess.STDOUT
+            )
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
             try:

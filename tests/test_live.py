@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import time
+from contextlib import ExitStack
 
 import pytest
 from websockets.exceptions import InvalidStatus
@@ -76,6 +77,47 @@ def test_reconnecting_client_converges_to_the_database(studio, user):
     assert seqs == stored_seqs(flow.pk)
     flow.refresh_from_db()
     assert rest[-1]["state"] == flow.state == "complete" and rest[-1]["position"] == flow.position
+
+
+def test_several_tabs_and_users_watching_one_flow_see_the_same(studio, user, make_user):
+    """Three tabs of the owner, a staff member and the owner's dashboard: every flow page gets
+    every event in order and ends on the fragments of the final state; the dashboard's last
+    row shows it complete. (Frames and renders are shared between watchers: this is what
+    must not change.)"""
+    staff = make_user("carol", is_staff=True)
+    steps = ["t_wait"] + [{"script": "t_sleep", "params": {"sleep": 0.02}}] * 5
+    flow = api.start_flow(api.create_routine("shared", steps, owner=user), user)
+    assert wait_until(lambda: Flow.objects.get(pk=flow.pk).state == "waiting")
+    cookies = [session_cookie(user)] * 3 + [session_cookie(staff)]
+    with ExitStack() as sockets:
+        pages = [sockets.enter_context(studio.ws(cookie)) for cookie in cookies]
+        dashboard = sockets.enter_context(studio.ws(session_cookie(user)))
+        for ws in pages:
+            assert receive(ws)["type"] == "hello"
+            ws.send(watch(flow.pk, 0))
+        assert receive(dashboard)["type"] == "hello"
+        dashboard.send('{"action": "watch_dashboard"}')
+        assert receive(dashboard)["type"] == "watching"
+        api.push_input(flow, {"answer": 1}, user)
+        assert wait_until(lambda: Flow.objects.get(pk=flow.pk).state == "complete")
+        final = stored_seqs(flow.pk)
+        for ws in pages:
+            seqs, last_fragments = [], None
+            while not (seqs and seqs[-1] == final[-1] and last_fragments == final[-1]):
+                message = receive(ws)
+                if message["type"] == "event":
+                    seqs.append(message["seq"])
+                elif message["type"] == "fragments":
+                    last_fragments = message["seq"]
+                    html = message["html"]["flow-live"]
+            assert seqs == final
+            version = Flow.objects.get(pk=flow.pk).version
+            assert f'data-version="{version}" data-state="complete"' in html
+        row = {}
+        while row.get("seq") != final[-1]:
+            row = receive(dashboard)
+        assert row["type"] == "row" and row["kind"] == "flow.complete"
+        assert f'id="flow-{flow.pk}-row"' in row["html"] and "complete" in row["html"]
 
 
 def test_another_user_is_refused_the_flow(studio, user, other_user):
