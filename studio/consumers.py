@@ -24,6 +24,7 @@ from typing import Any
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
 
+from engine.status import FINISHED
 from studio import live, live_render
 
 Stream = tuple[str, Any]  # ("flow", id) or ("ltm", run id)
@@ -72,6 +73,7 @@ class LiveConsumer(AsyncJsonWebsocketConsumer):
         self.user = user
         self.sent: dict[Stream, int] = {}  # last sequence number sent per watched stream
         self.rows: dict[Any, int] = {}  # last sequence number of each dashboard row sent
+        self.open_rows: set[int] = set()  # rows whose flow had not finished when last sent
         self.dashboard = False
         self.latest: dict[Stream, dict[str, Any]] = {}  # newest event per stream, to render
         self.rendering: set[Stream] = set()
@@ -85,16 +87,20 @@ class LiveConsumer(AsyncJsonWebsocketConsumer):
             syncing.cancel()
 
     async def sync_loop(self) -> None:
-        """Every few seconds, compare the watched streams with the database. A message lost
-        last (with nothing after it to reveal the gap) is found and sent this way."""
+        """Every few seconds, compare the watched streams, and the dashboard rows of flows
+        still under way, with the database. A message lost last (with nothing after it to
+        reveal the gap) is found and sent this way."""
         while True:
             await asyncio.sleep(SYNC_SECONDS)
-            if not self.sent:
-                continue
-            latest = await database_sync_to_async(live_render.latest_seqs)(list(self.sent))
-            for stream, seq in latest.items():
-                if seq > self.sent.get(stream, seq):
-                    await self.catch_up(stream)
+            if self.sent:
+                latest = await database_sync_to_async(live_render.latest_seqs)(list(self.sent))
+                for stream, seq in latest.items():
+                    if seq > self.sent.get(stream, seq):
+                        await self.catch_up(stream)
+            if self.open_rows:
+                known = {key: self.rows[key] for key in self.open_rows}
+                for event in await database_sync_to_async(live_render.newer_rows)(known):
+                    await self.send_row(event)
 
     async def dispatch(self, message: dict[str, Any]) -> None:
         # Channels closes stale database connections (a hop to a worker thread) before every
@@ -220,28 +226,39 @@ class LiveConsumer(AsyncJsonWebsocketConsumer):
         stream = (kind, key)
         if stream in self.sent:
             await self.send_event(stream, event)
-        if self.dashboard and kind == "flow" and event["seq"] > self.rows.get(key, 0):
-            # The group this socket joined is the permission: its owner's flows, or all of
-            # them for staff. Rows are the same for every watcher: rendered once per event.
-            seq = self.rows[key] = event["seq"]
-            html = await shared_render(
-                ("row", key, seq),
-                lambda: live_render.peek_row(key, seq),
-                lambda: live_render.row(key, seq),
-            )
-            if not html:
-                return  # the flow is gone
-            text = frame(
-                ("row", key, seq),
-                lambda: {
-                    "type": "row",
-                    "stream": "flow",
-                    "id": key,
-                    "seq": seq,
-                    "state": event.get("state"),
-                    "kind": event.get("kind"),
-                    "created": event.get("created"),
-                    "html": html,
-                },
-            )
-            await self.send(text_data=text)
+        if self.dashboard and kind == "flow":
+            await self.send_row(event)
+
+    async def send_row(self, event: dict[str, Any]) -> None:
+        """The dashboard row of the event's flow, if it is newer than the one sent. The group
+        this socket joined is the permission: its owner's flows, or all of them for staff.
+        Rows are the same for every watcher: rendered and encoded once per event."""
+        key, seq = event["flow"], event["seq"]
+        if seq <= self.rows.get(key, 0):
+            return
+        self.rows[key] = seq
+        if event.get("state") in FINISHED:
+            self.open_rows.discard(key)
+        else:
+            self.open_rows.add(key)
+        html = await shared_render(
+            ("row", key, seq),
+            lambda: live_render.peek_row(key, seq),
+            lambda: live_render.row(key, seq),
+        )
+        if not html:
+            return  # the flow is gone
+        text = frame(
+            ("row", key, seq),
+            lambda: {
+                "type": "row",
+                "stream": "flow",
+                "id": key,
+                "seq": seq,
+                "state": event.get("state"),
+                "kind": event.get("kind"),
+                "created": event.get("created"),
+                "html": html,
+            },
+        )
+        await self.send(text_data=text)

@@ -9,6 +9,7 @@ from collections import OrderedDict
 from types import SimpleNamespace
 from typing import Any
 
+from django.db.models import Q
 from django.template.loader import render_to_string
 
 from engine import api
@@ -72,6 +73,19 @@ def latest_seqs(streams: list[tuple[str, Any]]) -> dict[tuple[str, Any], int]:
         for pk, seq in LtmRun.objects.filter(pk__in=runs).values_list("pk", "seq"):
             latest[("ltm", str(pk))] = seq
     return latest
+
+
+def newer_rows(known: dict[int, int]) -> list[dict[str, Any]]:
+    """The last stored event of each dashboard row whose flow moved past the sequence number
+    `known` has for it (a row whose last message was lost)."""
+    seqs = Flow.objects.filter(pk__in=list(known)).values_list("pk", "seq")
+    moved = [(pk, seq) for pk, seq in seqs if seq > known[pk]]
+    if not moved:
+        return []
+    last = Q()
+    for pk, seq in moved:
+        last |= Q(flow_id=pk, seq=seq)
+    return [row.as_dict() for row in FlowEvent.objects.filter(last)]
 
 
 def _ltm_event_dict(row: Any) -> dict[str, Any]:

@@ -120,6 +120,29 @@ def test_several_tabs_and_users_watching_one_flow_see_the_same(studio, user, mak
         assert f'id="flow-{flow.pk}-row"' in row["html"] and "complete" in row["html"]
 
 
+def test_a_change_whose_message_is_lost_still_reaches_flow_pages_and_dashboards(studio, user):
+    """A kill committed by this test's process: in embedded mode its message reaches no
+    server (the in-process channel layer cannot cross processes), and nothing comes after it
+    to reveal the gap. The consumer's periodic check against the database finds it for the
+    flow page and for the dashboard row. (Scaled out, it simply arrives over Redis.)"""
+    with studio.ws(session_cookie(user)) as page, studio.ws(session_cookie(user)) as board:
+        assert receive(page)["type"] == receive(board)["type"] == "hello"
+        board.send('{"action": "watch_dashboard"}')
+        assert receive(board)["type"] == "watching"
+        flow = api.start_flow(api.create_routine("w", ["t_wait"], owner=user), user)
+        row = {}
+        while row.get("state") != "waiting":  # the server's own engine ran it: sent live
+            row = receive(board)
+        page.send(watch(flow.pk, 0))
+        collect(page, flow.pk, "flow.waiting")
+        api.kill_flow(flow, user, reason="lost on the way")
+        killed = collect(page, flow.pk, "manual.kill", timeout=15)
+        assert killed[-1]["seq"] == stored_seqs(flow.pk)[-1]
+        while row.get("state") != "killed":
+            row = receive(board, timeout=15)
+        assert row["type"] == "row" and row["id"] == flow.pk and "killed" in row["html"]
+
+
 def test_another_user_is_refused_the_flow(studio, user, other_user):
     flow = api.start_flow(api.create_routine("w", ["t_wait"], owner=user), user)
     assert wait_until(lambda: Flow.objects.get(pk=flow.pk).state == "waiting")
