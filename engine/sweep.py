@@ -27,7 +27,7 @@ def sweep(limit: int = 500) -> int:
     expired = Flow.objects.filter(
         state__in=[FlowState.PENDING, FlowState.RUNNING], lease_until__lt=now
     ).order_by("lease_until")[:limit]
-    moved = 0
+    moved = extended = 0
     queued_jobs: set[str] | None = None
     for flow in expired:
         if flow.state == FlowState.PENDING:
@@ -40,8 +40,13 @@ def sweep(limit: int = 500) -> int:
             if queued_jobs is None:
                 queued_jobs = _queued_job_ids()
             if flow.job_id in queued_jobs:
-                # Still waiting in the queue behind other work: not lost, only late.
-                write_flow(flow, {"lease_until": lease_until()}, expect_state=FlowState.RUNNING)
+                # Still waiting in the queue behind other work: not lost, only late. Only
+                # the lease moves: the job carries the flow's version and runs only if it
+                # is unchanged, so a version bump here would make it a no-op and hand the
+                # step on again and again while the backlog lasts.
+                extended += Flow.objects.filter(
+                    pk=flow.pk, version=flow.version, state=FlowState.RUNNING, job_id=flow.job_id
+                ).update(lease_until=lease_until())
                 continue
         if _interrupted_for_good(flow):
             changes = {
@@ -68,6 +73,8 @@ def sweep(limit: int = 500) -> int:
             moved += 1
     if moved:
         logger.warning("sweep handed on %d flow(s) whose lease expired", moved)
+    if extended:
+        logger.info("sweep extended %d lease(s) of job(s) still queued", extended)
     return moved
 
 
