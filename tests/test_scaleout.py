@@ -47,10 +47,8 @@ def test_engine_suite_on_postgresql_redis_and_three_consumers():
         TEST_CONSUMERS="3",
     )
     runs = [
-        # the engine's integration and live tests, and the LTM crash test. The flow crash
-        # tests (marked `crash`) stalled once here on a fresh machine, with flows left
-        # unfinished after the kills: they run in embedded mode until that is understood.
-        ["-m", "(consumer or bothmodes) and not crash"],
+        # the engine's integration, crash and live tests
+        ["-m", "consumer or bothmodes"],
         # 500 concurrent input pushes over HTTP, in a process of its own: its server threads
         # each hold a PostgreSQL connection
         ["tests/test_rest_concurrency.py"],
