@@ -9,12 +9,24 @@ import time
 from engine import Task, done, kill, result, wait
 
 
+def note_performed(task: Task) -> None:
+    """Crash tests count how often a step is *performed*, not only recorded: with
+    TEST_PERFORM_LOG set, the scripts they use append one line per perform() (an appending
+    write of one short line is atomic, so concurrent consumer processes do not interleave)."""
+    path = os.environ.get("TEST_PERFORM_LOG")
+    if path:
+        flow = getattr(task.flow, "pk", task.flow)
+        with open(path, "a", encoding="utf-8") as log:
+            log.write(f"{flow} {task.position} {task.name}\n")
+
+
 class Echo(Task):
     """Stores what it was given: params, position, earlier results count."""
 
     name = "t_echo"
 
     def perform(self):
+        note_performed(self)
         return {"position": self.position, "params": self.params, "seen": len(self.results)}
 
 
@@ -117,6 +129,7 @@ class Offloaded(Task):
     blocking = False
 
     def perform(self):
+        note_performed(self)
         time.sleep(float(self.params.get("sleep", 0)))
         return result(offloaded=self.position)
 
@@ -127,6 +140,7 @@ class Sleeper(Task):
     name = "t_sleep"
 
     def perform(self):
+        note_performed(self)
         time.sleep(float(self.params.get("sleep", 0.05)))
         return {"slept": self.position}
 
@@ -138,6 +152,7 @@ class OnlyOnce(Task):
     rerunnable = False
 
     def perform(self):
+        note_performed(self)
         time.sleep(float(self.params.get("sleep", 0)))
         return "once"
 

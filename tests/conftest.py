@@ -7,6 +7,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections import Counter
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -110,6 +111,16 @@ class Consumer:
                 process.kill()
                 process.wait(5)
 
+    def performed(self) -> Counter[tuple[int, int, str]]:
+        """How many times each (flow, position, script) was performed, by any process (see
+        `tests.catalog.note_performed`)."""
+        log = Path(self.env["TEST_PERFORM_LOG"])
+        lines = log.read_text().split() if log.exists() else []
+        return Counter(
+            (int(flow), int(position), name)
+            for flow, position, name in zip(lines[0::3], lines[1::3], lines[2::3])
+        )
+
     def logs(self) -> str:
         return "\n".join(p.read_text(errors="replace") for p in sorted(self.log_dir.glob("*.log")))
 
@@ -130,6 +141,7 @@ def consumer(transactional_db, tmp_path) -> Iterator[Consumer]:
         FLOW_QUEUE_GRACE_SECONDS="10",
         FLOW_RECHECK_SECONDS="0.5",
         PYTHONUNBUFFERED="1",
+        TEST_PERFORM_LOG=str(tmp_path / "performed.log"),
     )
     runner = Consumer(env, tmp_path)
     runner.start()

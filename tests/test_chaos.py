@@ -69,9 +69,21 @@ def test_sigkill_chaos_on_three_consumers(consumer, user):
     for flow in Flow.objects.filter(pk__in=once_ids, state="failed"):
         assert flow.error.startswith("interrupted")
     assert set(once_states) <= {"complete", "failed"}
+    # Performed, not only recorded: every step at least once, and again after a crash only
+    # where its script allows it.
+    performed = consumer.performed()
+    for flow_id in ids:
+        for position, step in enumerate(STEPS):
+            script = step if isinstance(step, str) else step["script"]
+            assert performed[(flow_id, position, script)] >= 1, (flow_id, position)
+    once_twice = {key: n for key, n in performed.items() if key[2] == "t_once" and n > 1}
+    assert not once_twice, f"a must-not-rerun step was performed again: {once_twice}"
+    assert all(performed[(flow_id, 1, "t_once")] == 1 for flow_id in once_ids)
+    again = sum(n - 1 for (flow_id, _, _), n in performed.items() if flow_id in set(ids))
     print(
         f"\nchaos: {kills} consumers killed with SIGKILL; {FLOWS} flows x {len(STEPS)} steps all "
-        f"complete, each step recorded once; {requeued} hand-overs by the sweep; "
-        f"must-not-rerun flows: {dict(once_states)}"
+        f"complete, each step recorded once; {requeued} hand-overs by the sweep; {again} "
+        f"rerunnable steps performed again after a crash; must-not-rerun flows: "
+        f"{dict(once_states)}, their step performed once each"
     )
     assert kills >= 3

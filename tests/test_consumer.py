@@ -110,6 +110,7 @@ def test_interrupted_step_that_must_not_rerun_fails_the_flow(consumer, user):
     flow.refresh_from_db()
     assert flow.error.startswith("interrupted") and flow.position == 1
     assert FlowEvent.objects.filter(flow=flow, kind="flow.interrupted").count() == 1
+    assert consumer.performed()[(flow.pk, 1, "t_once")] == 1  # not performed again
     # an operator skips it and the flow goes on
     api.skip(flow, user)
     assert wait_until(lambda: Flow.objects.get(pk=flow.pk).state == "complete")

@@ -36,6 +36,7 @@ def _require_chromium() -> None:
 @pytest.fixture
 def browser() -> Iterator[object]:
     _require_chromium()
+    from django.db import connections
     from playwright.sync_api import sync_playwright
 
     saved = os.environ.get("DJANGO_ALLOW_ASYNC_UNSAFE")
@@ -49,6 +50,10 @@ def browser() -> Iterator[object]:
                 yield chromium
             finally:
                 chromium.close()
+                # Django keeps its connections per async context while Playwright's loop
+                # runs: the test's queries had a connection of their own, closed here (it
+                # would otherwise stay open and keep the test database from being dropped)
+                connections.close_all()
     finally:
         if saved is None:
             os.environ.pop("DJANGO_ALLOW_ASYNC_UNSAFE", None)
