@@ -115,11 +115,9 @@ class Consumer:
         """How many times each (flow, position, script) was performed, by any process (see
         `tests.catalog.note_performed`)."""
         log = Path(self.env["TEST_PERFORM_LOG"])
-        lines = log.read_text().split() if log.exists() else []
-        return Counter(
-            (int(flow), int(position), name)
-            for flow, position, name in zip(lines[0::3], lines[1::3], lines[2::3])
-        )
+        lines = log.read_text().splitlines() if log.exists() else []
+        rows = (line.split() for line in lines)
+        return Counter((int(flow), int(position), name) for flow, position, name in rows)
 
     def logs(self) -> str:
         return "\n".join(p.read_text(errors="replace") for p in sorted(self.log_dir.glob("*.log")))
