@@ -226,6 +226,8 @@ def test_flow_page_shows_diagram_results_timeline_and_input(client_alice, user):
     assert 'id="flow-input"' in html and 'name="answer"' in html
     assert "<svg" in html and "need an answer" in html
     assert "flow.created" in html and "by alice" in html
+    # the completed step is named by its own number, not by where the flow went next
+    assert "step 1 done" in html and "at step 2" in html
 
 
 def test_push_input_completes_the_flow(client_alice, user):
