@@ -183,6 +183,18 @@ else:
         }
     }
 
+# --- Cache ---------------------------------------------------------------------------------
+if REDIS_URL:
+    # Shared by every server process: the API's rate limit counts a user's requests across all
+    # of them. (Embedded mode has one server process and keeps Django's local-memory cache.)
+    CACHES = {
+        "default": {
+            "BACKEND": "django.core.cache.backends.redis.RedisCache",
+            "LOCATION": REDIS_URL,
+            "KEY_PREFIX": os.environ.get("HUEY_NAME", "flowstudio"),
+        }
+    }
+
 # --- Engine --------------------------------------------------------------------------------
 FLOWSTUDIO = {
     # A running flow holds a lease; a lease that expires (its worker died) is swept and the

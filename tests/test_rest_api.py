@@ -4,24 +4,28 @@ tokens, and versions (of flows and routines)."""
 from __future__ import annotations
 
 import hashlib
+import os
+import subprocess
+import sys
+from types import SimpleNamespace
 
 import pytest
-from django.core.cache import cache
 from django.test import Client
 
 from engine import api
 from engine.models import FlowEvent, Routine
+from studio.api.throttling import UserRateThrottle
 from studio.models import ApiToken
+from tests.conftest import forget_rate_counts
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
 
 @pytest.fixture(autouse=True)
 def fresh_rate_counts():
-    # Rate counts live in the cache, keyed by user id; ids repeat after each flush.
-    cache.clear()
+    forget_rate_counts()
     yield
-    cache.clear()
+    forget_rate_counts()
 
 
 @pytest.fixture
@@ -322,3 +326,24 @@ def test_actions_without_a_body(c, routine, user):
     killed = c.generic("POST", f"/api/flows/{flow.pk}/kill")
     assert (killed.status_code, killed.json()["state"]) == (200, "killed")
     assert c.generic("POST", f"/api/flows/{flow.pk}/resume").json()["state"] == "waiting"
+
+
+@pytest.mark.bothmodes
+def test_rate_counts_are_shared_by_server_processes_when_scaled_out(user, settings):
+    """Scaled out, several server processes answer one user: the counts live in Redis, so a
+    request to another process is counted with the rest (a second process is refused)."""
+    if not os.environ.get("REDIS_URL"):
+        pytest.skip("embedded mode has one server process: its counts are in local memory")
+    settings.FLOWSTUDIO = {**settings.FLOWSTUDIO, "API_RATE": "3/hour"}
+    throttle, request = UserRateThrottle(), SimpleNamespace(auth=user)
+    assert [throttle.allow_request(request) for _ in range(3)] == [True, True, True]
+    other_process = (
+        "import django; django.setup(); from types import SimpleNamespace as S; "
+        "from studio.api.throttling import UserRateThrottle as T; "
+        f"print(T().allow_request(S(auth=S(pk={user.pk}))))"
+    )
+    env = dict(os.environ, FLOWSTUDIO_API_RATE="3/hour")
+    done = subprocess.run(
+        [sys.executable, "-c", other_process], env=env, capture_output=True, text=True, timeout=60
+    )
+    assert done.stdout.strip().splitlines()[-1:] == ["False"], done.stdout + done.stderr

@@ -10,13 +10,13 @@ from concurrent.futures import ThreadPoolExecutor
 from urllib.parse import urlsplit
 
 import pytest
-from django.core.cache import cache
 from django.core.servers.basehttp import ThreadedWSGIServer
 from pytest_django.live_server_helper import LiveServer
 
 from engine import api
 from engine.models import FlowEvent
 from studio.models import ApiToken
+from tests.conftest import forget_rate_counts
 
 PUSHES = 500
 THREADS = 64
@@ -51,7 +51,7 @@ def push(base: str, token: str, flow_id: int, value: int) -> tuple[int, dict]:
 @pytest.mark.django_db(transaction=True)
 def test_500_concurrent_pushes_one_wins(wide_live_server, routine, user, settings):
     settings.FLOWSTUDIO = {**settings.FLOWSTUDIO, "API_RATE": "off"}
-    cache.clear()
+    forget_rate_counts()
     flow = api.start_flow(routine("t_wait"), user)
     assert flow.state == "waiting"
     _, token = ApiToken.issue(user, "load")

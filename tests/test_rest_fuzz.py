@@ -8,7 +8,6 @@ from collections import Counter
 
 import pytest
 import schemathesis
-from django.core.cache import cache
 from django.middleware.csrf import CSRF_ALLOWED_CHARS, CSRF_SECRET_LENGTH
 from django.test import Client
 from django.utils.crypto import get_random_string
@@ -18,6 +17,7 @@ from hypothesis import settings as hypothesis_settings
 from engine import api
 from engine.core.ltm import ltm_registry
 from studio.models import ApiToken
+from tests.conftest import forget_rate_counts
 
 EXAMPLES_PER_OPERATION = 100
 MIN_REQUESTS = 2000
@@ -33,7 +33,7 @@ SERVER_ERRORS: list[str] = []
 def world(live_server, transactional_db, user, other_user, routine, settings):
     """A user with a token and a session, and flows in each state for the fuzzer to hit."""
     settings.FLOWSTUDIO = {**settings.FLOWSTUDIO, "API_RATE": "off"}
-    cache.clear()
+    forget_rate_counts()
     flows = [
         api.start_flow(routine("t_wait", "t_echo"), user),
         api.start_flow(routine("t_echo", "t_fail"), user),

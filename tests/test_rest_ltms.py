@@ -6,7 +6,6 @@ from __future__ import annotations
 import uuid
 
 import pytest
-from django.core.cache import cache
 from django.test import Client
 
 try:
@@ -16,15 +15,16 @@ except ImportError as exc:  # the LTM service is built separately
 
 from engine.models import LtmEvent
 from studio.models import ApiToken
+from tests.conftest import forget_rate_counts
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
 
 @pytest.fixture(autouse=True)
 def fresh_rate_counts():
-    cache.clear()
+    forget_rate_counts()
     yield
-    cache.clear()
+    forget_rate_counts()
 
 
 def bearer(user) -> Client:

@@ -12,7 +12,6 @@ from pathlib import Path
 
 import pytest
 from django.contrib.auth.models import Permission
-from django.core.cache import cache
 from django.middleware.csrf import CSRF_ALLOWED_CHARS, CSRF_SECRET_LENGTH
 from django.test import Client
 from django.utils.crypto import get_random_string
@@ -20,6 +19,7 @@ from django.utils.crypto import get_random_string
 from engine import api, codec
 from engine.models import Flow, FlowEvent, Routine
 from studio.models import ApiToken
+from tests.conftest import forget_rate_counts
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -28,9 +28,9 @@ MISSING = 987654
 
 @pytest.fixture(autouse=True)
 def fresh_rate_counts():
-    cache.clear()
+    forget_rate_counts()
     yield
-    cache.clear()
+    forget_rate_counts()
 
 
 def bearer(user) -> Client:

@@ -3,8 +3,10 @@
 Ninja's own throttles keep the request's history on the throttle object, which a threaded
 server shares between requests; this one keeps it in local variables and reads the rate on
 each call, so it is thread-safe and follows settings changed at run time. Counts live in
-Django's cache: per process with the default local-memory cache, shared when a shared cache
-(Redis) is configured.
+Django's cache: per process in embedded mode (one server process), in Redis when scaled out,
+so a user's requests are counted across every server process (the read-modify-write of a
+history is locked within a process only: processes racing may let a request or two more
+through, never fewer).
 """
 
 from __future__ import annotations
@@ -42,6 +44,11 @@ def configured_rate() -> tuple[int | None, int | None]:
     return parse_rate(str(rate))
 
 
+def rate_key(user_pk: object) -> str:
+    """The cache key of a user's recent requests."""
+    return f"flowstudio:api-rate:{user_pk}"
+
+
 class UserRateThrottle(BaseThrottle):
     """A sliding window of each user's recent requests."""
 
@@ -53,7 +60,7 @@ class UserRateThrottle(BaseThrottle):
         user = getattr(request, "auth", None)
         if count is None or seconds is None or user is None:
             return True
-        key = f"flowstudio:api-rate:{user.pk}"
+        key = rate_key(user.pk)
         now = time.time()
         with _lock:
             history = [stamp for stamp in cache.get(key, []) if stamp > now - seconds]
