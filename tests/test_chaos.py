@@ -78,8 +78,11 @@ def test_sigkill_chaos_on_three_consumers(consumer, user):
             assert performed[(flow_id, position, script)] >= 1, (flow_id, position)
     once_twice = {key: n for key, n in performed.items() if key[2] == "t_once" and n > 1}
     assert not once_twice, f"a must-not-rerun step was performed again: {once_twice}"
-    assert all(performed[(flow_id, 1, "t_once")] == 1 for flow_id in once_ids)
-    again = sum(n - 1 for (flow_id, _, _), n in performed.items() if flow_id in set(ids))
+    for flow in Flow.objects.filter(pk__in=once_ids, state="complete"):
+        assert performed[(flow.pk, 1, "t_once")] == 1, flow.pk
+    # (an interrupted one may have been killed between claiming the step and performing it)
+    chaos_ids = set(ids)
+    again = sum(n - 1 for (flow_id, _, _), n in performed.items() if flow_id in chaos_ids)
     print(
         f"\nchaos: {kills} consumers killed with SIGKILL; {FLOWS} flows x {len(STEPS)} steps all "
         f"complete, each step recorded once; {requeued} hand-overs by the sweep; {again} "
