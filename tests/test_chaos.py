@@ -87,6 +87,6 @@ def test_sigkill_chaos_on_three_consumers(consumer, user):
         f"\nchaos: {kills} consumers killed with SIGKILL; {FLOWS} flows x {len(STEPS)} steps all "
         f"complete, each step recorded once; {requeued} hand-overs by the sweep; {again} "
         f"rerunnable steps performed again after a crash; must-not-rerun flows: "
-        f"{dict(once_states)}, their step performed once each"
+        f"{dict(once_states)}, their step performed at most once"
     )
     assert kills >= 3
