@@ -178,6 +178,23 @@ def forget_rate_counts() -> None:
     cache.delete_many([rate_key(pk) for pk in range(1, 1000)])
 
 
+@pytest.fixture
+def fresh_rate_counts() -> Iterator[None]:
+    """API tests start and end with no rate counts."""
+    forget_rate_counts()
+    yield
+    forget_rate_counts()
+
+
+def bearer(user):
+    """A test client that authenticates with a new API token of `user`."""
+    from django.test import Client
+
+    from studio.models import ApiToken
+
+    return Client(headers={"Authorization": f"Bearer {ApiToken.issue(user, 't')[1]}"})
+
+
 def wait_until(predicate: Callable[[], bool], timeout: float = 60, every: float = 0.1) -> bool:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:

@@ -16,16 +16,8 @@ from engine import api
 from engine.models import FlowEvent, Routine
 from studio.api.throttling import UserRateThrottle
 from studio.models import ApiToken
-from tests.conftest import forget_rate_counts
 
-pytestmark = pytest.mark.django_db(transaction=True)
-
-
-@pytest.fixture(autouse=True)
-def fresh_rate_counts():
-    forget_rate_counts()
-    yield
-    forget_rate_counts()
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("fresh_rate_counts")]
 
 
 @pytest.fixture

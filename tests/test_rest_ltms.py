@@ -14,21 +14,9 @@ except ImportError as exc:  # the LTM service is built separately
     pytest.skip(f"the LTM service is not available yet: {exc}", allow_module_level=True)
 
 from engine.models import LtmEvent
-from studio.models import ApiToken
-from tests.conftest import forget_rate_counts
+from tests.conftest import bearer
 
-pytestmark = pytest.mark.django_db(transaction=True)
-
-
-@pytest.fixture(autouse=True)
-def fresh_rate_counts():
-    forget_rate_counts()
-    yield
-    forget_rate_counts()
-
-
-def bearer(user) -> Client:
-    return Client(headers={"Authorization": f"Bearer {ApiToken.issue(user, 't')[1]}"})
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("fresh_rate_counts")]
 
 
 def post(client: Client, url: str, body=None):

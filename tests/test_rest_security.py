@@ -19,22 +19,11 @@ from django.utils.crypto import get_random_string
 from engine import api, codec
 from engine.models import Flow, FlowEvent, Routine
 from studio.models import ApiToken
-from tests.conftest import forget_rate_counts
+from tests.conftest import bearer
 
-pytestmark = pytest.mark.django_db(transaction=True)
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("fresh_rate_counts")]
 
 MISSING = 987654
-
-
-@pytest.fixture(autouse=True)
-def fresh_rate_counts():
-    forget_rate_counts()
-    yield
-    forget_rate_counts()
-
-
-def bearer(user) -> Client:
-    return Client(headers={"Authorization": f"Bearer {ApiToken.issue(user, 't')[1]}"})
 
 
 def call(client: Client, method: str, url: str, body=None):
