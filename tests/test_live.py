@@ -4,6 +4,7 @@ consumer (in the server process in embedded mode; 3 apart, on Redis, when scaled
 from __future__ import annotations
 
 import json
+import re
 import time
 from contextlib import ExitStack
 
@@ -11,7 +12,7 @@ import pytest
 from websockets.exceptions import InvalidStatus
 
 from engine import api
-from engine.models import Flow, FlowEvent
+from engine.models import Flow, FlowEvent, LtmEvent, LtmRun
 from tests.conftest import wait_until
 from tests.live_support import receive, session_cookie
 
@@ -167,3 +168,67 @@ def test_foreign_origin_and_anonymous_sockets_are_refused(studio, user):
     assert anonymous.value.response.status_code == 403
     with studio.ws(session_cookie(user)) as ws:  # the same server accepts a signed-in user
         assert receive(ws)["type"] == "hello"
+
+
+def ltm_seqs(run_id) -> list[int]:
+    return list(
+        LtmEvent.objects.filter(run_id=run_id).order_by("seq").values_list("seq", flat=True)
+    )
+
+
+def follow_ltm(ws, run_id, timeout: float = 30) -> tuple[list[int], str]:
+    """Read an LTM run's stream until the client has every stored event and the run page's
+    live fragment for the last one; returns the event numbers received and that fragment."""
+    seqs: list[int] = []
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        message = receive(ws, timeout=deadline - time.monotonic())
+        if message.get("stream") != "ltm" or message.get("id") != str(run_id):
+            continue
+        if message["type"] == "event":
+            seqs.append(message["seq"])
+        elif (
+            message["type"] == "fragments"
+            and seqs
+            and message["seq"] == seqs[-1] == ltm_seqs(run_id)[-1]  # nothing newer stored
+        ):
+            return seqs, message["html"]["ltm-run-live"]
+    raise AssertionError(f"LTM run {run_id}: events {seqs}, stored {ltm_seqs(run_id)}")
+
+
+def state_row(html: str, fqn: str) -> str:
+    rows = re.findall(r"<tr id=\"ltm-state-\d+\">.*?</tr>", html, re.S)
+    return next(row for row in rows if f"<code>{fqn}</code>" in row)
+
+
+def node_fill(html: str, fqn: str) -> str:
+    """The fill colour of a state's node in the run's diagram."""
+    node = re.search(rf"<title>{re.escape(fqn)}</title>.*?fill=\"([^\"]+)\"", html, re.S)
+    assert node, f"no node {fqn} in the diagram"
+    return node.group(1)
+
+
+def test_an_ltm_run_page_follows_its_states_live(studio, user, other_user):
+    run_id = api.start_ltm("broadcast", user)
+    assert wait_until(lambda: LtmRun.objects.get(pk=run_id).state == "complete")
+    with studio.ws(session_cookie(other_user)) as ws:  # not theirs: refused, as flows are
+        receive(ws)
+        ws.send(json.dumps({"action": "watch_ltm", "run": str(run_id), "since": 0}))
+        assert receive(ws) == {"type": "error", "stream": "ltm", "message": "not found"}
+    with studio.ws(session_cookie(user)) as ws:
+        assert receive(ws)["type"] == "hello"
+        ws.send(json.dumps({"action": "watch_ltm", "run": str(run_id), "since": 0}))
+        before, html = follow_ltm(ws, run_id)
+        assert "state-active" in state_row(html, "broadcast.sub_c.waiting")
+        assert "<code>broadcast.sub_c.done</code>" not in html
+        active = node_fill(html, "broadcast.sub_c.waiting")
+        assert node_fill(html, "broadcast.sub_c.done") != active
+        # an operator fires sub_c's own "go": the open page shows the states change
+        api.fire_transition(run_id, "go", user, namespace="broadcast.sub_c")
+        after, html = follow_ltm(ws, run_id)
+    assert before + after == ltm_seqs(run_id)  # every event, once, in order
+    assert "state-completed" in state_row(html, "broadcast.sub_c.waiting")
+    assert "state-active" in state_row(html, "broadcast.sub_c.done")
+    # and the diagram is recoloured: the new state has the active colour, the old one not
+    assert node_fill(html, "broadcast.sub_c.done") == active
+    assert node_fill(html, "broadcast.sub_c.waiting") != active
