@@ -102,9 +102,27 @@ class Announce(LTM):
 
 
 class Broadcast(LTM):
-    # FIFO order: the sub-machines' waiting states are active before Announce runs.
+    # FIFO order: the sub-machines' waiting states are active before Announce runs. That
+    # holds with one worker only: with several, Announce may run while they are still queued,
+    # and its "go" moves nothing and fails (see ParkLtm for a machine without that race).
     init = [SubA, SubB, SubC, Kick]
     transitions = [{"from": Kick, "label": "kick", "to": Announce}]
+
+
+# -- a state that waits for an operator ----------------------------------------------------
+
+
+class Parked(LTM):
+    """Does nothing: it stays active until an operator fires 'release'."""
+
+
+class Released(LTM):
+    pass
+
+
+class ParkLtm(LTM):
+    init = [Parked]
+    transitions = [{"from": Parked, "label": "release", "to": Released}]
 
 
 # -- fork into parameterised workers, join when the shared list is full --------------------

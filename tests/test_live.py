@@ -209,8 +209,10 @@ def node_fill(html: str, fqn: str) -> str:
 
 
 def test_an_ltm_run_page_follows_its_states_live(studio, user, other_user):
-    run_id = api.start_ltm("broadcast", user)
-    assert wait_until(lambda: LtmRun.objects.get(pk=run_id).state == "complete")
+    run_id = api.start_ltm("park_ltm", user)
+    assert wait_until(lambda: LtmRun.objects.get(pk=run_id).state == "complete"), (
+        LtmRun.objects.get(pk=run_id).error
+    )
     with studio.ws(session_cookie(other_user)) as ws:  # not theirs: refused, as flows are
         receive(ws)
         ws.send(json.dumps({"action": "watch_ltm", "run": str(run_id), "since": 0}))
@@ -219,16 +221,16 @@ def test_an_ltm_run_page_follows_its_states_live(studio, user, other_user):
         assert receive(ws)["type"] == "hello"
         ws.send(json.dumps({"action": "watch_ltm", "run": str(run_id), "since": 0}))
         before, html = follow_ltm(ws, run_id)
-        assert "state-active" in state_row(html, "broadcast.sub_c.waiting")
-        assert "<code>broadcast.sub_c.done</code>" not in html
-        active = node_fill(html, "broadcast.sub_c.waiting")
-        assert node_fill(html, "broadcast.sub_c.done") != active
-        # an operator fires sub_c's own "go": the open page shows the states change
-        api.fire_transition(run_id, "go", user, namespace="broadcast.sub_c")
+        assert "state-active" in state_row(html, "park_ltm.parked")
+        assert "<code>park_ltm.released</code>" not in html
+        active = node_fill(html, "park_ltm.parked")
+        assert node_fill(html, "park_ltm.released") != active
+        # an operator fires "release": the open page shows the states change
+        api.fire_transition(run_id, "release", user)
         after, html = follow_ltm(ws, run_id)
     assert before + after == ltm_seqs(run_id)  # every event, once, in order
-    assert "state-completed" in state_row(html, "broadcast.sub_c.waiting")
-    assert "state-active" in state_row(html, "broadcast.sub_c.done")
+    assert "state-completed" in state_row(html, "park_ltm.parked")
+    assert "state-active" in state_row(html, "park_ltm.released")
     # and the diagram is recoloured: the new state has the active colour, the old one not
-    assert node_fill(html, "broadcast.sub_c.done") == active
-    assert node_fill(html, "broadcast.sub_c.waiting") != active
+    assert node_fill(html, "park_ltm.released") == active
+    assert node_fill(html, "park_ltm.parked") != active
