@@ -1,6 +1,6 @@
 from django.contrib import admin
 
-from engine.models import Flow, FlowEvent, Routine, RoutineStep, Task
+from engine.models import Flow, FlowEvent, Routine, RoutineStep, Task, Worker
 
 
 class RoutineStepInline(admin.TabularInline):
@@ -54,6 +54,20 @@ class FlowEventAdmin(admin.ModelAdmin):
     readonly_fields = [f.name for f in FlowEvent._meta.fields]
 
     def has_add_permission(self, request):
+        return False
+
+
+@admin.register(Worker)
+class WorkerAdmin(admin.ModelAdmin):
+    """The consumer processes that beat (a dead one's row goes once its work is handed on)."""
+
+    list_display = ("id", "host", "pid", "started", "beat")
+    readonly_fields = [f.name for f in Worker._meta.fields]
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
         return False
 
 

@@ -26,6 +26,7 @@ from django.utils import timezone
 from engine import ltm_store as store
 from engine.core.errors import FlowStateError
 from engine.core.ltm import LTM, Effects, Runtime, apply_records, execute, plan, plan_start
+from engine.liveness import worker_id
 from engine.models_ltm import (
     ExecutionStatus,
     LtmAppend,
@@ -179,6 +180,7 @@ def _claim(snap: store.Snapshot, execution_id: int) -> store.Write | None:
         "status": ExecutionStatus.CLAIMED,
         "attempts": execution.attempts + 1,
         "lease_until": _lease(),
+        "worker": worker_id(),
     }
     execution.status, execution.attempts = claim["status"], claim["attempts"]
     record = next(r for r in snap.records() if r.fqn == execution.fqn)
@@ -282,17 +284,40 @@ def sweep_ltm(limit: int = 500) -> int:
     return moved
 
 
-def _requeue(execution: LtmExecution, now: Any) -> store.Write | None:
+def hand_on_ltm_from(workers: list[str], limit: int = 5000) -> int:
+    """Hand on at once the claimed executions of workers that stopped beating (see
+    engine.liveness), whatever their leases say."""
+    now = timezone.now()
+    moved = 0
+    held = LtmExecution.objects.filter(status=ExecutionStatus.CLAIMED, worker__in=workers)
+    for execution in held.order_by("id")[:limit]:
+        requeue = lambda snap, e=execution: _requeue(e, now, dead=True)  # noqa: E731
+        if store.commit(execution.run_id, requeue):
+            moved += 1
+    if moved:
+        logger.warning("LTM hand-over of %d execution(s): their worker stopped", moved)
+    return moved
+
+
+def _requeue(execution: LtmExecution, now: Any, *, dead: bool = False) -> store.Write | None:
+    """Queue a claimed execution again: its lease expired, or (`dead`) the worker that
+    claimed it stopped beating."""
     current = LtmExecution.objects.filter(pk=execution.pk).first()
-    if (
-        current is None
-        or current.status != ExecutionStatus.CLAIMED
-        or current.lease_until is None
-        or current.lease_until >= now
-    ):
+    if current is None or current.status != ExecutionStatus.CLAIMED:
         return None
-    changes = {"status": ExecutionStatus.QUEUED, "lease_until": None, "dispatched_at": now}
-    data = {"execution": current.pk, "attempts": current.attempts, "reason": "lease expired"}
+    if dead:
+        if current.worker != execution.worker:
+            return None  # claimed again meanwhile, by a live worker
+    elif current.lease_until is None or current.lease_until >= now:
+        return None
+    changes = {
+        "status": ExecutionStatus.QUEUED,
+        "lease_until": None,
+        "dispatched_at": now,
+        "worker": "",
+    }
+    reason = "its worker stopped" if dead else "lease expired"
+    data = {"execution": current.pk, "attempts": current.attempts, "reason": reason}
     return store.Write(
         events=[{"kind": "execution.requeued", "fqn": current.fqn, "data": data}],
         execution_changes=[(current.pk, changes)],

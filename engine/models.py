@@ -9,6 +9,7 @@ from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.core.serializers.json import DjangoJSONEncoder
 from django.db import models
+from django.utils import timezone
 
 from engine import codec
 from engine.core import script as scripts
@@ -106,6 +107,8 @@ class Flow(models.Model):
     input = models.JSONField(null=True, blank=True, encoder=DjangoJSONEncoder)
     has_input = models.BooleanField(default=False)
     job_id = models.CharField(max_length=64, blank=True)  # the offloaded Huey task
+    # The consumer process that last took charge of the flow (see engine.liveness).
+    worker = models.CharField(max_length=100, blank=True, default="")
     # Compare-and-set counter: every write checks and bumps it, so no step commits twice.
     version = models.PositiveIntegerField(default=0)
     seq = models.PositiveIntegerField(default=0)  # last event's sequence number
@@ -183,6 +186,22 @@ class FlowEvent(models.Model):
             "data": self.data,
             "created": self.created.isoformat() if self.created else None,
         }
+
+
+class Worker(models.Model):
+    """A live consumer process, beating its row every few seconds (see engine.liveness)."""
+
+    id = models.CharField(max_length=100, primary_key=True)
+    host = models.CharField(max_length=200)
+    pid = models.PositiveIntegerField()
+    started = models.DateTimeField(auto_now_add=True)
+    beat = models.DateTimeField(default=timezone.now, db_index=True)
+
+    class Meta:
+        ordering = ["started"]
+
+    def __str__(self) -> str:
+        return f"worker {self.id}"
 
 
 from engine.models_ltm import LtmAppend, LtmEvent, LtmExecution, LtmInstance, LtmRun  # noqa: E402,F401

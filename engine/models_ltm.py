@@ -116,6 +116,7 @@ class LtmExecution(models.Model):
     )
     attempts = models.PositiveIntegerField(default=0)  # claims so far
     lease_until = models.DateTimeField(null=True, blank=True)
+    worker = models.CharField(max_length=100, blank=True, default="")  # who claimed it
     created = models.DateTimeField(auto_now_add=True)
     dispatched_at = models.DateTimeField(null=True, blank=True)
     finished = models.DateTimeField(null=True, blank=True)

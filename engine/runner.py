@@ -17,6 +17,7 @@ from engine import codec
 from engine.core import outcome as core
 from engine.core import script as scripts
 from engine.lease import holding
+from engine.liveness import worker_id
 from engine.models import Flow
 from engine.status import FINISHED, FlowState
 from engine.store import lease_until, load_flow, queue_deadline, write_flow
@@ -205,6 +206,20 @@ def offload(flow: Flow, cls: type[scripts.Task]) -> None:
         transaction.on_commit(lambda: huey.enqueue(job))
 
 
+def take_charge(flow: Flow) -> bool:
+    """Record that this process performs the flow's offloaded step, so that the flow is
+    handed on at once if this process dies. Like a lease renewal it leaves the version alone
+    (the job's own commit is checked against it). False if the flow changed meanwhile."""
+    me = worker_id()
+    if flow.worker == me:
+        return True
+    taken = Flow.objects.filter(pk=flow.pk, version=flow.version, state=FlowState.RUNNING)
+    if not taken.update(worker=me):
+        return False
+    flow.worker = me
+    return True
+
+
 def perform_offloaded(flow_id: int, version: int) -> bool:
     """Body of an offloaded job: perform the step and commit its outcome; a following
     non-blocking step is queued by the same commit. Returns True when the flow is left
@@ -212,6 +227,8 @@ def perform_offloaded(flow_id: int, version: int) -> bool:
     flow = load(flow_id)
     if flow is None or flow.version != version or flow.state != FlowState.RUNNING:
         return False  # killed, moved or swept meanwhile
+    if not take_charge(flow):
+        return False
     with holding(flow.pk):
         try:
             cls = script_for(flow)

@@ -15,6 +15,7 @@ from django.db import connections, router, transaction
 from django.utils import timezone
 
 from engine import events as engine_events
+from engine.liveness import worker_id
 from engine.models import Flow, FlowEvent
 
 EventSpec = tuple[str, dict[str, Any]]  # (kind, {"message":..., "data":..., "actor":...})
@@ -51,8 +52,12 @@ def write_flow(
     nothing is written and False returned. Events are published after the commit.
 
     This is the hot path of every step, so it speaks SQL directly: two statements, no query
-    compilation (the ORM's compiler cost three times the statements' own time)."""
+    compilation (the ORM's compiler cost three times the statements' own time).
+
+    The writing process takes charge of the flow (`worker`): if it dies while the flow is
+    pending or running, the others hand the flow on as soon as its heartbeat stops."""
     specs = list(events)
+    changes = {**changes, "worker": worker_id()}
     now = timezone.now()
     db = connections[router.db_for_write(Flow)]
     quote = db.ops.quote_name

@@ -9,6 +9,8 @@ hand-over is a compare-and-set.
 from __future__ import annotations
 
 import logging
+from datetime import datetime
+from typing import Any
 
 from django.utils import timezone
 
@@ -27,9 +29,22 @@ def sweep(limit: int = 500) -> int:
     expired = Flow.objects.filter(
         state__in=[FlowState.PENDING, FlowState.RUNNING], lease_until__lt=now
     ).order_by("lease_until")[:limit]
+    return _hand_on(expired, now, "lease expired")
+
+
+def hand_on_from(workers: list[str], limit: int = 5000) -> int:
+    """Hand on at once the pending and running flows of workers that stopped beating
+    (see engine.liveness), whatever their leases say."""
+    held = Flow.objects.filter(
+        state__in=[FlowState.PENDING, FlowState.RUNNING], worker__in=workers
+    ).order_by("id")[:limit]
+    return _hand_on(held, timezone.now(), "its worker stopped")
+
+
+def _hand_on(flows: Any, now: datetime, why: str) -> int:
     moved = extended = 0
     queued_jobs: set[str] | None = None
-    for flow in expired:
+    for flow in flows:
         if flow.state == FlowState.PENDING:
             # Its run_flow task was lost (or is still queued: claiming is idempotent).
             if write_flow(flow, {"lease_until": queue_deadline()}, expect_state=FlowState.PENDING):
@@ -41,12 +56,13 @@ def sweep(limit: int = 500) -> int:
                 queued_jobs = _queued_job_ids()
             if flow.job_id in queued_jobs:
                 # Still waiting in the queue behind other work: not lost, only late. Only
-                # the lease moves: the job carries the flow's version and runs only if it
-                # is unchanged, so a version bump here would make it a no-op and hand the
-                # step on again and again while the backlog lasts.
+                # the lease moves, and nobody is in charge until a worker takes the job: it
+                # carries the flow's version and runs only if it is unchanged, so a version
+                # bump here would make it a no-op and hand the step on again and again while
+                # the backlog lasts.
                 extended += Flow.objects.filter(
                     pk=flow.pk, version=flow.version, state=FlowState.RUNNING, job_id=flow.job_id
-                ).update(lease_until=lease_until())
+                ).update(lease_until=lease_until(), worker="")
                 continue
         if _interrupted_for_good(flow):
             changes = {
@@ -57,7 +73,7 @@ def sweep(limit: int = 500) -> int:
                 "job_id": "",
                 "finished": now,
             }
-            event = ("flow.interrupted", {"data": {"step": flow.position}})
+            event = ("flow.interrupted", {"data": {"step": flow.position, "why": why}})
             if write_flow(flow, changes, [event], expect_state=FlowState.RUNNING):
                 moved += 1
             continue
@@ -67,12 +83,12 @@ def sweep(limit: int = 500) -> int:
             "job_id": "",
             "started_position": None,
         }
-        event = ("flow.requeued", {"message": "lease expired; the step runs again"})
+        event = ("flow.requeued", {"message": f"{why}; the step runs again", "data": {"why": why}})
         if write_flow(flow, changes, [event], expect_state=FlowState.RUNNING):
             enqueue_run(flow.pk)
             moved += 1
     if moved:
-        logger.warning("sweep handed on %d flow(s) whose lease expired", moved)
+        logger.warning("sweep handed on %d flow(s): %s", moved, why)
     if extended:
         logger.info("sweep extended %d lease(s) of job(s) still queued", extended)
     return moved

@@ -200,6 +200,10 @@ FLOWSTUDIO = {
     # A running flow holds a lease; a lease that expires (its worker died) is swept and the
     # flow re-queued. Steps that take longer should declare `lease_seconds` on the script.
     "LEASE_SECONDS": float(os.environ.get("FLOW_LEASE_SECONDS", "60")),
+    # Each consumer process beats its row this often; one silent for WORKER_TIMEOUT_SECONDS
+    # is taken for dead and the flows and LTM executions it held are handed on at once.
+    "HEARTBEAT_SECONDS": float(os.environ.get("FLOW_HEARTBEAT_SECONDS", "1")),
+    "WORKER_TIMEOUT_SECONDS": float(os.environ.get("FLOW_WORKER_TIMEOUT_SECONDS", "5")),
     # A queued flow or offloaded job not started after this long is queued again.
     "QUEUE_GRACE_SECONDS": float(os.environ.get("FLOW_QUEUE_GRACE_SECONDS", "600")),
     # How often the consumer sweeps expired leases and re-checks waiting flows.

@@ -4,13 +4,15 @@ is killed with SIGKILL and a new one started. Nothing may be lost, stuck or reco
 from __future__ import annotations
 
 import random
+import statistics
 import time
 from collections import Counter
 
 import pytest
+from django.utils import timezone
 
 from engine import api
-from engine.models import Flow, FlowEvent
+from engine.models import Flow, FlowEvent, Worker
 from tests.conftest import stall_report, wait_until
 
 pytestmark = [pytest.mark.consumer, pytest.mark.crash]
@@ -29,6 +31,8 @@ def unfinished(ids) -> int:
 def test_sigkill_chaos_on_three_consumers(consumer, user):
     consumer.stop()
     consumer.count = 3
+    # The production lease: a killed consumer's work must be handed on by the heartbeat.
+    consumer.env["FLOW_LEASE_SECONDS"] = "60"
     consumer.start()
     routine = api.create_routine("chaos", STEPS, owner=user)
     once = api.create_routine(
@@ -38,12 +42,18 @@ def test_sigkill_chaos_on_three_consumers(consumer, user):
     once_ids = [api.start_flow(once, user).pk for _ in range(5)]
     rng = random.Random(7)
     kills = 0
+    held_at_kill: list[tuple[float, list[int]]] = []  # (when, flows the victim was running)
     deadline = time.monotonic() + 600
     while unfinished(ids + once_ids) and time.monotonic() < deadline and kills < 12:
         time.sleep(rng.uniform(1.0, 2.5))
         alive = consumer.alive()
         if alive:
-            consumer.kill9(rng.choice(alive))
+            victim = rng.choice(alive)
+            worker = Worker.objects.filter(pid=victim.pid).values_list("pk", flat=True).first()
+            consumer.kill9(victim)
+            killed = timezone.now()
+            held = Flow.objects.filter(worker=worker or "-", state="running")
+            held_at_kill.append((killed, list(held.values_list("pk", flat=True))))
             kills += 1
             consumer.start_one()
     assert wait_until(lambda: unfinished(ids + once_ids) == 0, timeout=300), stall_report(
@@ -64,6 +74,23 @@ def test_sigkill_chaos_on_three_consumers(consumer, user):
     for flow in Flow.objects.filter(pk__in=ids):
         assert len(flow.results) == len(STEPS) and None not in flow.results
     requeued = FlowEvent.objects.filter(flow_id__in=ids, kind="flow.requeued").count()
+    # Every hand-over came from a stopped heartbeat, none from a lease running out.
+    whys = Counter(
+        data.get("why")
+        for data in FlowEvent.objects.filter(
+            flow_id__in=ids + once_ids, kind__in=["flow.requeued", "flow.interrupted"]
+        ).values_list("data", flat=True)
+    )
+    assert set(whys) <= {"its worker stopped"}, whys
+    resumed = [
+        (
+            FlowEvent.objects.filter(flow_id=pk, created__gt=killed).order_by("seq")[0].created
+            - killed
+        ).total_seconds()
+        for killed, held in held_at_kill
+        for pk in held
+    ]
+    assert resumed, "no consumer was killed while running a step"
     # A step that must not run twice either completed, or stopped its flow as interrupted.
     once_states = Counter(Flow.objects.filter(pk__in=once_ids).values_list("state", flat=True))
     for flow in Flow.objects.filter(pk__in=once_ids, state="failed"):
@@ -87,6 +114,8 @@ def test_sigkill_chaos_on_three_consumers(consumer, user):
         f"\nchaos: {kills} consumers killed with SIGKILL; {FLOWS} flows x {len(STEPS)} steps all "
         f"complete, each step recorded once; {requeued} hand-overs by the sweep; {again} "
         f"rerunnable steps performed again after a crash; must-not-rerun flows: "
-        f"{dict(once_states)}, their step performed at most once"
+        f"{dict(once_states)}, their step performed at most once; kill to resume of the "
+        f"{len(resumed)} steps held by a killed consumer: median "
+        f"{statistics.median(resumed):.1f} s, max {max(resumed):.1f} s (lease 60 s)"
     )
     assert kills >= 3

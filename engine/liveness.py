@@ -1,0 +1,70 @@
+"""Which consumer processes are alive.
+
+Each consumer process (`manage.py run_engine`, or the studio's own in embedded mode) has a row
+in `Worker` and beats it every `HEARTBEAT_SECONDS`. Every write a process makes to a flow, and
+every LTM execution it claims, carries its worker id. A worker whose beat is older than
+`WORKER_TIMEOUT_SECONDS` is gone (killed, its machine lost): the housekeeping of any other
+live consumer expires the leases of the work it held, hands that work on at once and deletes
+its row. Leases stay as the fallback for work held by a process that never beat (inline runs).
+
+Beats and the timeout are measured on the database's clock, so consumers on machines whose
+clocks disagree still agree on who is alive.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import secrets
+import socket
+from datetime import timedelta
+
+from django.conf import settings
+from django.db.models.functions import Now
+
+from engine.models import Worker
+
+logger = logging.getLogger(__name__)
+
+_identity: tuple[int, str] | None = None
+
+
+def worker_id() -> str:
+    """This process's worker id: host, pid and a random tag (pids are reused)."""
+    global _identity
+    pid = os.getpid()
+    if _identity is None or _identity[0] != pid:
+        _identity = (pid, f"{socket.gethostname()[:60]}:{pid}:{secrets.token_hex(4)}")
+    return _identity[1]
+
+
+def heartbeat_seconds() -> float:
+    return float(settings.FLOWSTUDIO["HEARTBEAT_SECONDS"])
+
+
+def timeout() -> timedelta:
+    return timedelta(seconds=float(settings.FLOWSTUDIO["WORKER_TIMEOUT_SECONDS"]))
+
+
+def beat() -> None:
+    """Say this process is alive (registering it on its first beat, or again after another
+    consumer took it for dead during a long pause)."""
+    me = worker_id()
+    if not Worker.objects.filter(pk=me).update(beat=Now()):
+        Worker.objects.create(id=me, host=socket.gethostname()[:200], pid=os.getpid(), beat=Now())
+        logger.info("engine worker %s beating every %.1f s", me, heartbeat_seconds())
+
+
+def dead_workers() -> list[str]:
+    """Workers whose last beat is older than the timeout (this process excluded)."""
+    stale = Worker.objects.filter(beat__lt=Now() - timeout()).exclude(pk=worker_id())
+    return list(stale.values_list("pk", flat=True))
+
+
+def forget(worker: str) -> None:
+    Worker.objects.filter(pk=worker).delete()
+
+
+def stop() -> None:
+    """A clean stop: this process holds nothing any more."""
+    forget(worker_id())
