@@ -136,8 +136,10 @@ def test_a_step_held_by_a_killed_consumer_resumes_on_another_long_before_its_lea
     consumer.stop()
     consumer.env["FLOW_LEASE_SECONDS"] = "600"
     consumer.processes = []
-    doomed = consumer.start_one()
-    doomed_id = _worker_of(doomed.pid)
+    # Two consumers of two threads each, four flows whose step 1 takes a while: each
+    # consumer runs two of them at once.
+    doomed, survivor = consumer.start_one(), consumer.start_one()
+    doomed_id, survivor_id = _worker_of(doomed.pid), _worker_of(survivor.pid)
     steps = ["t_echo", {"script": script, "params": {"sleep": 3}}, "t_echo"]
     routine = api.create_routine("heartbeat", steps, owner=user)
     ids = [api.start_flow(routine, user).pk for _ in range(4)]
@@ -148,10 +150,8 @@ def test_a_step_held_by_a_killed_consumer_resumes_on_another_long_before_its_lea
         performed = consumer.performed()
         return [pk for pk in held.values_list("pk", flat=True) if (pk, 1, script) in performed]
 
-    survivor = consumer.start_one()  # up a moment later: the doomed one takes work first
     assert wait_until(lambda: bool(performed_by_doomed()))
     victims = performed_by_doomed()
-    survivor_id = _worker_of(survivor.pid)
     consumer.kill9(doomed)
     killed = timezone.now()
 
