@@ -15,12 +15,18 @@ import time
 from django.conf import settings
 from django.db import close_old_connections
 
+from engine import api, lease, liveness
+from engine.ltm_runner import hand_on_ltm_from, renew_leases, sweep_ltm
+from engine.orphans import OrphanWatch
+from engine.sweep import hand_on_from
+
 logger = logging.getLogger(__name__)
 
 
 class Housekeeper(threading.Thread):
     def __init__(self) -> None:
         super().__init__(name="flowstudio-housekeeper", daemon=True)
+        self.orphans = OrphanWatch()
         self.stopping = threading.Event()
         config = settings.FLOWSTUDIO
         self.heartbeat = float(config["HEARTBEAT_SECONDS"])
@@ -29,39 +35,34 @@ class Housekeeper(threading.Thread):
         # Leases are renewed a few times per lease period, so one missed round is harmless.
         self.renew_every = min(self.sweep_every, float(config["LEASE_SECONDS"]) / 4)
 
+        self.last: dict[str, float] = {}
+
+    def due(self, duty: str, every: float) -> bool:
+        if time.monotonic() - self.last.get(duty, float("-inf")) < every:
+            return False
+        self.last[duty] = time.monotonic()
+        return True
+
     def run(self) -> None:
-        last = {"renew": 0.0, "sweep": 0.0, "recheck": 0.0}
-
-        def due(duty: str, every: float) -> bool:
-            if time.monotonic() - last[duty] < every:
-                return False
-            last[duty] = time.monotonic()
-            return True
-
         while not self.stopping.is_set():
             close_old_connections()
             try:
-                self.tick(due)
+                self.tick()
             except Exception:
                 logger.exception("housekeeping failed; trying again shortly")
             finally:
                 close_old_connections()
             self.stopping.wait(self.heartbeat)
         try:
-            from engine import liveness
-
             liveness.stop()
         except Exception:
             logger.exception("could not sign this worker off; others will time it out")
         finally:
             close_old_connections()
 
-    def tick(self, due) -> None:  # type: ignore[no-untyped-def]
-        from engine import api, lease, liveness
-        from engine.ltm_runner import hand_on_ltm_from, renew_leases, sweep_ltm
-        from engine.sweep import hand_on_from
-
-        liveness.beat()
+    def tick(self) -> None:
+        """One round: beat, hand on the work of dead workers, and the duties now due."""
+        liveness.beat(lease.held())
         dead = liveness.dead_workers()
         if dead:
             logger.warning("worker(s) %s stopped beating: handing their work on", dead)
@@ -69,13 +70,14 @@ class Housekeeper(threading.Thread):
             hand_on_ltm_from(dead)
             for worker in dead:
                 liveness.forget(worker)
-        if due("renew", self.renew_every):
+        if self.due("renew", self.renew_every):
             lease.renew()
             renew_leases()
-        if due("sweep", self.sweep_every):
+        if self.due("sweep", self.sweep_every):
             api.sweep()
             sweep_ltm()
-        if due("recheck", self.recheck_every):
+            self.orphans.check()
+        if self.due("recheck", self.recheck_every):
             api.recheck_waiting()
 
     def stop(self) -> None:

@@ -46,12 +46,14 @@ def timeout() -> timedelta:
     return timedelta(seconds=float(settings.FLOWSTUDIO["WORKER_TIMEOUT_SECONDS"]))
 
 
-def beat() -> None:
-    """Say this process is alive (registering it on its first beat, or again after another
-    consumer took it for dead during a long pause)."""
+def beat(flows: list[int]) -> None:
+    """Say this process is alive and performs the steps of `flows` (registering it on its
+    first beat, or again after another consumer took it for dead during a long pause)."""
     me = worker_id()
-    if not Worker.objects.filter(pk=me).update(beat=Now()):
-        Worker.objects.create(id=me, host=socket.gethostname()[:200], pid=os.getpid(), beat=Now())
+    if not Worker.objects.filter(pk=me).update(beat=Now(), held=flows):
+        Worker.objects.create(
+            id=me, host=socket.gethostname()[:200], pid=os.getpid(), beat=Now(), held=flows
+        )
         logger.info("engine worker %s beating every %.1f s", me, heartbeat_seconds())
 
 

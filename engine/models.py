@@ -196,6 +196,8 @@ class Worker(models.Model):
     pid = models.PositiveIntegerField()
     started = models.DateTimeField(auto_now_add=True)
     beat = models.DateTimeField(default=timezone.now, db_index=True)
+    # Ids of the flows whose steps it performs, as of its last beat.
+    held = models.JSONField(default=list, blank=True)
 
     class Meta:
         ordering = ["started"]

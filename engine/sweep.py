@@ -41,6 +41,11 @@ def hand_on_from(workers: list[str], limit: int = 5000) -> int:
     return _hand_on(held, timezone.now(), "its worker stopped")
 
 
+def hand_on_flows(flows: Any, why: str) -> int:
+    """Hand these pending or running flows on again, as the sweep does."""
+    return _hand_on(flows, timezone.now(), why)
+
+
 def _hand_on(flows: Any, now: datetime, why: str) -> int:
     moved = extended = 0
     queued_jobs: set[str] | None = None
