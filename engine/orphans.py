@@ -48,11 +48,14 @@ class OrphanWatch:
         patience = liveness.timeout().total_seconds()
         lost = [key for key, mark in seen.items() if self._still(key, mark, now, patience)]
         self.suspects = {
-            key: self.suspects.get(key, (mark, now))
-            for key, mark in seen.items()
-            if key not in lost
+            key: self._since(key, mark, now) for key, mark in seen.items() if key not in lost
         }
         return sum(self._hand_on(key, seen[key]) for key in lost)
+
+    def _since(self, key: Key, mark: Any, now: float) -> tuple[Any, float]:
+        """Since when `key` looks lost with this mark (now, if it moved since)."""
+        earlier = self.suspects.get(key)
+        return earlier if earlier is not None and earlier[0] == mark else (mark, now)
 
     def _still(self, key: Key, mark: Any, now: float, patience: float) -> bool:
         earlier = self.suspects.get(key)

@@ -94,3 +94,14 @@ def test_a_queued_ltm_execution_taken_and_lost_is_sent_again(queue, user):  # no
     assert LtmRun.objects.get(pk=run_id).global_state == {"global_key": "global_value"}
     assert not LtmExecution.objects.filter(run_id=run_id, status="queued").exists()
     assert LtmExecution.objects.filter(run_id=run_id, status="done").count() >= 2
+
+
+def test_work_lost_again_after_it_moved_is_found_by_its_new_mark(queue, user):  # noqa: F811
+    flow = api.start_flow(api.create_routine("w", ["t_echo"], owner=user), user)
+    assert HUEY.dequeue() is not None
+    watch = OrphanWatch()
+    assert watch.check() == 0
+    api.kill_flow(flow, user)
+    api.retry(flow, user)  # pending again, with a new version, and its run lost again
+    assert HUEY.dequeue() is not None
+    assert twice(watch) == (0, 1)
