@@ -143,7 +143,8 @@ DATABASE_WEB_POOL_SIZE = 10
 
 def _connection_label() -> str:
     """`flowstudio <command> <pid>`: whose connection it is, in pg_stat_activity."""
-    program = Path(sys.argv[0]).name if sys.argv and sys.argv[0] else "python"
+    script = Path(sys.argv[0]) if sys.argv and sys.argv[0] else Path("python")
+    program = script.parent.name if script.name == "__main__.py" else script.name  # python -m
     if program == "manage.py" and len(sys.argv) > 1:
         program = sys.argv[1]
     return f"flowstudio {program.removesuffix('.py')} {os.getpid()}"[:63]

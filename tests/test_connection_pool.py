@@ -99,6 +99,8 @@ def test_200_simultaneous_pushes_stay_within_the_pools(pooled_studio, consumer, 
     )
     assert codes == {200: 1, 409: PUSHES - 1}, [body for status, body in answers if status >= 500]
     assert all("waiting" in body["detail"] for status, body in answers if status == 409)
+    # The server's connections were seen (each process names its own: see the settings).
+    assert any(re.match(r"flowstudio studio \d+$", name) for name in per_process), per_process
     assert sampler.max_total <= bound
     for name, count in per_process.items():
         if re.match(r"flowstudio studio \d+$", name):
