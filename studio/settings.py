@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import secrets
+import sys
 from pathlib import Path
 
 import dj_database_url
@@ -79,6 +80,7 @@ MIDDLEWARE = [
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "django_htmx.middleware.HtmxMiddleware",
     "csp.middleware.CSPMiddleware",
+    "studio.middleware.DatabaseBusyMiddleware",
 ]
 
 ROOT_URLCONF = "studio.urls"
@@ -110,7 +112,7 @@ SQLITE_OPTIONS = {
 
 DATABASE_URL = os.environ.get("DATABASE_URL", "")
 if DATABASE_URL:
-    DATABASES = {"default": dj_database_url.parse(DATABASE_URL, conn_max_age=60)}
+    DATABASES = {"default": dj_database_url.parse(DATABASE_URL, conn_max_age=0)}
 else:
     DATABASES = {
         "default": {
@@ -124,6 +126,40 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     # Django's default test database is in-memory with a shared cache, which locks whole
     # tables and ignores the busy timeout: two threads fail at once. Use a file.
     DATABASES["default"]["TEST"] = {"NAME": str(VAR_DIR / "test.sqlite3")}
+
+# PostgreSQL: each process takes its connections from a bounded pool (Django's psycopg pool).
+# Persistent per-thread connections (CONN_MAX_AGE) were not bounded: daphne runs each request
+# in a thread of its own, and every thread kept a connection, so 200 concurrent requests to
+# one server ran the database out of connections. With the pool a connection goes back to it
+# at the end of each request, task and housekeeping round (the pool needs CONN_MAX_AGE 0), and
+# a thread finding none free waits up to DATABASE_POOL_TIMEOUT seconds (then: 503).
+# DATABASE_POOL_SIZE is the most connections one process opens; unset, it follows the process
+# (engine/dbpool.py): DATABASE_WEB_POOL_SIZE for a web server, worker threads + 2 for an
+# engine consumer, their sum for `manage.py studio` with the consumer inside.
+DATABASE_POOL_SIZE = int(os.environ.get("DATABASE_POOL_SIZE") or 0) or None
+DATABASE_POOL_TIMEOUT = float(os.environ.get("DATABASE_POOL_TIMEOUT") or 30)
+DATABASE_WEB_POOL_SIZE = 10
+
+
+def _connection_label() -> str:
+    """`flowstudio <command> <pid>`: whose connection it is, in pg_stat_activity."""
+    script = Path(sys.argv[0]) if sys.argv and sys.argv[0] else Path("python")
+    program = script.parent.name if script.name == "__main__.py" else script.name  # python -m
+    if program == "manage.py" and len(sys.argv) > 1:
+        program = sys.argv[1]
+    return f"flowstudio {program.removesuffix('.py')} {os.getpid()}"[:63]
+
+
+POSTGRESQL_ENGINES = {"django.db.backends.postgresql", "django.contrib.gis.db.backends.postgis"}
+if DATABASES["default"]["ENGINE"] in POSTGRESQL_ENGINES:
+    DATABASES["default"]["CONN_MAX_AGE"] = 0
+    _options = DATABASES["default"].setdefault("OPTIONS", {})
+    _options.setdefault("application_name", _connection_label())  # unless the URL names one
+    _options["pool"] = {
+        "min_size": 1,
+        "max_size": DATABASE_POOL_SIZE or DATABASE_WEB_POOL_SIZE,
+        "timeout": DATABASE_POOL_TIMEOUT,
+    }
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 # --- Huey ----------------------------------------------------------------------------------

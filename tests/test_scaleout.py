@@ -1,8 +1,9 @@
 """The engine's integration and crash tests again, scaled out: PostgreSQL, Redis-backed Huey
 and 3 consumer processes — the same code, chosen by DATABASE_URL and REDIS_URL.
 
-It runs the `consumer` and `bothmodes` tests in a second pytest process with that environment. Where
-PostgreSQL or Redis is not running it skips with the reason; under CI=true it must run.
+It runs the `consumer` and `bothmodes` tests, and the modules named in `runs`, in further
+pytest processes with that environment. Where PostgreSQL or Redis is not running it skips with
+the reason; under CI=true it must run.
 """
 
 from __future__ import annotations
@@ -50,8 +51,11 @@ def test_engine_suite_on_postgresql_redis_and_three_consumers():
         # the engine's integration, crash and live tests
         ["-m", "consumer or bothmodes"],
         # 500 concurrent input pushes over HTTP, in a process of its own: its server threads
-        # each hold a PostgreSQL connection
+        # share this process's PostgreSQL connection pool
         ["tests/test_rest_concurrency.py"],
+        # every process within its connection pool: 200 simultaneous pushes to a daphne
+        # beside 3 consumers, pg_stat_activity sampled meanwhile; a full pool is a 503
+        ["tests/test_connection_pool.py"],
     ]
     for args in runs:
         run = subprocess.run(

@@ -6,7 +6,8 @@
   409  the object's state or version does not allow the call
   413  the body is larger than the configured limit
   429  too many requests (``Retry-After`` says when to come back)
-  503  the database is busy; try again
+  503  the database is busy, or no database connection became free in time; try again
+       (``Retry-After``)
 A failure the client did not cause is logged and answered with a plain 500.
 """
 
@@ -28,6 +29,7 @@ from django.http.multipartparser import MultiPartParserError
 from ninja import NinjaAPI
 from ninja.errors import AuthenticationError, HttpError, ValidationError
 
+from engine import dbpool
 from engine.core.errors import FlowStateError
 from engine.core.ltm_definition import InvalidTransition
 from engine.routines import RoutineStepError
@@ -129,8 +131,13 @@ def install(api: NinjaAPI) -> None:
 
     @api.exception_handler(OperationalError)
     def busy(request: HttpRequest, exc: OperationalError) -> HttpResponse:
-        logger.warning("API call hit a database error: %s", exc)
-        response = reply(request, 503, "The database is busy; try again")
+        if dbpool.is_pool_timeout(exc):
+            # Every connection of this process's pool stayed taken: one line, no traceback.
+            logger.warning("API call found no free database connection: %s", request.path)
+            response = reply(request, 503, dbpool.busy_message())
+        else:
+            logger.warning("API call hit a database error: %s", exc)
+            response = reply(request, 503, "The database is busy; try again")
         response["Retry-After"] = "1"
         return response
 

@@ -11,6 +11,7 @@ from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 from huey.contrib.djhuey import HUEY
 
+from engine import dbpool
 from engine.background import Housekeeper
 
 
@@ -44,6 +45,8 @@ class Command(BaseCommand):
         if options.get("workers"):
             consumer_options["workers"] = options["workers"]
         logging.getLogger("huey").setLevel(logging.WARNING)
+        # Before any thread connects: one connection per worker, housekeeping, a spare.
+        pool = dbpool.configure(web=False, workers=int(consumer_options.get("workers") or 1))
         consumer = HUEY.create_consumer(**consumer_options)
         # `kill -USR1 <pid>` prints every thread's stack to stderr: where a stuck worker is.
         faulthandler.register(signal.SIGUSR1, all_threads=True)
@@ -51,7 +54,7 @@ class Command(BaseCommand):
         housekeeper.start()
         self.stdout.write(
             f"engine consumer: {consumer_options.get('workers')} worker threads on "
-            f"{type(HUEY).__name__}",
+            f"{type(HUEY).__name__}" + (f", database pool of {pool}" if pool else ""),
         )
         self.stdout.flush()
         try:

@@ -7,6 +7,7 @@ from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 from huey.contrib.djhuey import HUEY
 
+from engine import dbpool
 from engine.background import Housekeeper
 
 
@@ -17,6 +18,13 @@ class Command(BaseCommand):
         parser.add_argument("--host", default="127.0.0.1")
         parser.add_argument("--port", type=int, default=8000)
         parser.add_argument(
+            "--backlog",
+            type=int,
+            default=1024,
+            help="connections the kernel holds before the server accepts them (Twisted's "
+            "default of 50 reset some of 200 simultaneous clients)",
+        )
+        parser.add_argument(
             "--no-consumer",
             action="store_true",
             help="serve only (scale-out mode: consumers run as their own processes)",
@@ -26,22 +34,28 @@ class Command(BaseCommand):
         from daphne.cli import CommandLineInterface
 
         consumer = housekeeper = None
+        consumer_options = settings.HUEY.get("consumer", {})
+        workers = 0 if options["no_consumer"] else int(consumer_options.get("workers") or 1)
+        # Before any thread connects: the web server's share plus the consumer's threads.
+        pool = dbpool.configure(web=True, workers=workers)
         if not options["no_consumer"]:
             if HUEY.immediate:
                 raise CommandError("HUEY_IMMEDIATE is set: unset it to run the studio.")
-            consumer = HUEY.create_consumer(**settings.HUEY.get("consumer", {}))
+            consumer = HUEY.create_consumer(**consumer_options)
             consumer.start()  # worker threads and scheduler, without taking over signals
             housekeeper = Housekeeper()
             housekeeper.start()
         self.stdout.write(
             f"Flow Studio on http://{options['host']}:{options['port']}/ "
-            f"({'with' if consumer else 'without'} the engine consumer in this process)"
+            f"({'with' if consumer else 'without'} the engine consumer in this process"
+            + (f"; database pool of {pool}" if pool else "")
+            + ")"
         )
         self.stdout.flush()
         try:
-            CommandLineInterface().run(
-                ["-b", options["host"], "-p", str(options["port"]), "studio.asgi:application"]
-            )
+            host = options["host"].strip("[]").replace(":", r"\:")  # as daphne's -b does
+            endpoint = f"tcp:port={options['port']}:interface={host}:backlog={options['backlog']}"
+            CommandLineInterface().run(["-e", endpoint, "studio.asgi:application"])
         finally:
             if housekeeper:
                 housekeeper.stop()

@@ -1,0 +1,27 @@
+"""A full database pool is a 503 on the studio's pages too (the REST API answers it itself,
+see studio/api/errors.py): a request that waited the pool's whole timeout for a connection is
+told to come back (`Retry-After`), logged in one line, not answered 500 with a traceback."""
+
+from __future__ import annotations
+
+import logging
+
+from django.db import OperationalError
+from django.http import HttpRequest, HttpResponse
+from django.utils.deprecation import MiddlewareMixin
+
+from engine import dbpool
+
+logger = logging.getLogger("studio")
+
+
+class DatabaseBusyMiddleware(MiddlewareMixin):
+    def process_exception(self, request: HttpRequest, exception: Exception) -> HttpResponse | None:
+        if not isinstance(exception, OperationalError) or not dbpool.is_pool_timeout(exception):
+            return None
+        logger.warning("no free database connection for %s %s", request.method, request.path)
+        response = HttpResponse(
+            dbpool.busy_message(), status=503, content_type="text/plain; charset=utf-8"
+        )
+        response["Retry-After"] = "1"
+        return response
