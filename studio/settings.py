@@ -224,6 +224,25 @@ LOGIN_URL = "login"
 LOGIN_REDIRECT_URL = "/"
 LOGOUT_REDIRECT_URL = "login"
 
+# --- E-mail --------------------------------------------------------------------------------
+# Only for password resets. With neither DJANGO_EMAIL_HOST (an SMTP server) nor
+# DJANGO_EMAIL_BACKEND (e.g. django.core.mail.backends.console.EmailBackend while developing)
+# e-mail is not configured: the password-reset pages answer 404 and the sign-in page offers
+# no "forgot your password?" link.
+EMAIL_HOST = os.environ.get("DJANGO_EMAIL_HOST", "").strip()
+_email_backend = os.environ.get("DJANGO_EMAIL_BACKEND", "").strip()
+if _email_backend:
+    EMAIL_BACKEND = _email_backend
+EMAIL_PORT = int(os.environ.get("DJANGO_EMAIL_PORT", "587"))
+EMAIL_HOST_USER = os.environ.get("DJANGO_EMAIL_USER", "")
+EMAIL_HOST_PASSWORD = os.environ.get("DJANGO_EMAIL_PASSWORD", "")
+EMAIL_USE_SSL = env_bool("DJANGO_EMAIL_SSL", False)  # implicit TLS (usually port 465)
+EMAIL_USE_TLS = env_bool("DJANGO_EMAIL_TLS", not EMAIL_USE_SSL)  # STARTTLS (port 587)
+EMAIL_TIMEOUT = 10  # seconds: a mail server that does not answer must not hang a request
+DEFAULT_FROM_EMAIL = os.environ.get("DJANGO_EMAIL_FROM", "flowstudio@localhost")
+# Password resets are offered only when they can be sent (studio/views/accounts.py).
+FLOWSTUDIO["PASSWORD_RESET"] = bool(EMAIL_HOST or _email_backend)
+
 LANGUAGE_CODE = "en-us"
 TIME_ZONE = "UTC"
 USE_I18N = True
