@@ -264,6 +264,7 @@ def assert_refused(response, field: str) -> None:
     assert [error["loc"][-1] for error in body["errors"]] == [field]
 
 
+@pytest.mark.django_db(transaction=True, reset_sequences=True)
 def test_start_flow_routine_must_be_a_strict_integer(c, routine):
     r = routine("t_echo")
     assert r.pk == 1  # so that true, "1" and 1.0 would name it if they were taken loosely
