@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import secrets
 import sys
+from datetime import timedelta
 from pathlib import Path
 
 import dj_database_url
@@ -57,6 +58,7 @@ INSTALLED_APPS = [
     "daphne",
     "django.contrib.admin",
     "django.contrib.auth",
+    "axes",  # throttled sign-ins (see "Sign-in throttling" below)
     "django.contrib.contenttypes",
     "django.contrib.sessions",
     "django.contrib.messages",
@@ -81,6 +83,8 @@ MIDDLEWARE = [
     "django_htmx.middleware.HtmxMiddleware",
     "csp.middleware.CSPMiddleware",
     "studio.middleware.DatabaseBusyMiddleware",
+    # Last, as django-axes asks: turns a refused sign-in into the lockout page (429).
+    "axes.middleware.AxesMiddleware",
 ]
 
 ROOT_URLCONF = "studio.urls"
@@ -260,9 +264,65 @@ AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
     {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
 ]
+# The axes backend first: it refuses a locked-out account or address before any password is
+# checked; it authenticates no one itself.
+AUTHENTICATION_BACKENDS = [
+    "axes.backends.AxesStandaloneBackend",
+    "django.contrib.auth.backends.ModelBackend",
+]
 LOGIN_URL = "login"
 LOGIN_REDIRECT_URL = "/"
 LOGOUT_REDIRECT_URL = "login"
+
+# --- Sign-in throttling (django-axes) ---------------------------------------------------------
+# After FLOWSTUDIO_LOGIN_FAILURES failed sign-ins for one username, or from one client address
+# (whatever the usernames), further sign-ins for it are refused — on the studio's page and the
+# admin's — for FLOWSTUDIO_LOGIN_LOCKOUT_MINUTES after the last failure, with a 429 page that
+# says when to try again. Failures count while each comes within that many minutes of the one
+# before. A successful sign-in forgets that account's failures from that address (only: an
+# attacker who signs in to an account of their own must not reset their count for others').
+# 0 failures switches throttling off. The state is in the database, so every server process
+# shares it. An administrator can lift a lockout early in the admin ("Access attempts") or
+# with `manage.py axes_reset_username NAME` / `axes_reset_ip ADDRESS`.
+LOGIN_FAILURES = int(os.environ.get("FLOWSTUDIO_LOGIN_FAILURES", "5"))
+LOGIN_LOCKOUT_MINUTES = float(os.environ.get("FLOWSTUDIO_LOGIN_LOCKOUT_MINUTES", "15"))
+AXES_ENABLED = LOGIN_FAILURES > 0
+AXES_FAILURE_LIMIT = max(LOGIN_FAILURES, 1)
+AXES_COOLOFF_TIME = timedelta(minutes=LOGIN_LOCKOUT_MINUTES)
+AXES_LOCKOUT_PARAMETERS = ["username", "ip_address"]  # either one locks
+AXES_HANDLER = "studio.login_throttle.LoginThrottleHandler"  # axes' database handler
+AXES_RESET_ON_SUCCESS = False  # the handler resets only the account's failures from its address
+# Tries while locked out are refused without being counted: the lockout ends when the page said.
+AXES_RESET_COOL_OFF_ON_FAILURE_DURING_LOCKOUT = False
+AXES_LOCKOUT_CALLABLE = "studio.login_throttle.lockout_response"
+AXES_CLIENT_IP_CALLABLE = "studio.login_throttle.client_ip"
+AXES_DISABLE_ACCESS_LOG = True  # failures are kept (until they expire); successes are not
+# Behind a reverse proxy (DJANGO_BEHIND_PROXY=1) the client's address is taken from
+# X-Forwarded-For, as appended by the FLOWSTUDIO_PROXY_COUNT proxies in front of the studio;
+# otherwise it is the connection's own address and X-Forwarded-For is never trusted.
+BEHIND_PROXY = env_bool("DJANGO_BEHIND_PROXY", False)
+FLOWSTUDIO["PROXY_COUNT"] = (
+    int(os.environ.get("FLOWSTUDIO_PROXY_COUNT", "1")) if BEHIND_PROXY else 0
+)
+
+# --- E-mail --------------------------------------------------------------------------------
+# Only for password resets. With neither DJANGO_EMAIL_HOST (an SMTP server) nor
+# DJANGO_EMAIL_BACKEND (e.g. django.core.mail.backends.console.EmailBackend while developing)
+# e-mail is not configured: the password-reset pages answer 404 and the sign-in page offers
+# no "forgot your password?" link.
+EMAIL_HOST = os.environ.get("DJANGO_EMAIL_HOST", "").strip()
+_email_backend = os.environ.get("DJANGO_EMAIL_BACKEND", "").strip()
+if _email_backend:
+    EMAIL_BACKEND = _email_backend
+EMAIL_PORT = int(os.environ.get("DJANGO_EMAIL_PORT", "587"))
+EMAIL_HOST_USER = os.environ.get("DJANGO_EMAIL_USER", "")
+EMAIL_HOST_PASSWORD = os.environ.get("DJANGO_EMAIL_PASSWORD", "")
+EMAIL_USE_SSL = env_bool("DJANGO_EMAIL_SSL", False)  # implicit TLS (usually port 465)
+EMAIL_USE_TLS = env_bool("DJANGO_EMAIL_TLS", not EMAIL_USE_SSL)  # STARTTLS (port 587)
+EMAIL_TIMEOUT = 10  # seconds: a mail server that does not answer must not hang a request
+DEFAULT_FROM_EMAIL = os.environ.get("DJANGO_EMAIL_FROM", "flowstudio@localhost")
+# Password resets are offered only when they can be sent (studio/views/accounts.py).
+FLOWSTUDIO["PASSWORD_RESET"] = bool(EMAIL_HOST or _email_backend)
 
 LANGUAGE_CODE = "en-us"
 TIME_ZONE = "UTC"
@@ -286,7 +346,7 @@ if SECURE:
     SECURE_HSTS_SECONDS = int(os.environ.get("DJANGO_HSTS_SECONDS", "31536000"))
     SECURE_HSTS_INCLUDE_SUBDOMAINS = env_bool("DJANGO_HSTS_SUBDOMAINS", True)
     SECURE_HSTS_PRELOAD = env_bool("DJANGO_HSTS_PRELOAD", True)
-    if env_bool("DJANGO_BEHIND_PROXY", False):
+    if BEHIND_PROXY:
         SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
 SESSION_COOKIE_HTTPONLY = True
 CSRF_COOKIE_HTTPONLY = False  # htmx reads it to send X-CSRFToken on unsafe requests
@@ -318,5 +378,7 @@ LOGGING = {
     "loggers": {
         "engine": {"handlers": ["console"], "level": os.environ.get("ENGINE_LOG_LEVEL", "INFO")},
         "huey": {"handlers": ["console"], "level": os.environ.get("HUEY_LOG_LEVEL", "WARNING")},
+        # Failed sign-ins and lockouts (usernames and addresses masked).
+        "axes": {"handlers": ["console"], "level": "WARNING", "propagate": False},
     },
 }

@@ -13,3 +13,7 @@ os.environ.setdefault("HUEY_NAME", f"flowstudio-test-{os.getpid()}")
 os.environ.setdefault("FLOWSTUDIO_SCRIPT_MODULES", "tests.catalog,tests.ltm_catalog")
 
 from studio.settings import *  # noqa: E402,F403
+
+# Sign-in throttling stays on in tests (its state is in the database, so each test starts
+# with none); only Django's test Client.login(), which passes no request, skips axes' check.
+AUTHENTICATION_BACKENDS = ["tests.backends.ClientLoginAxesBackend", *AUTHENTICATION_BACKENDS[1:]]  # noqa: F405

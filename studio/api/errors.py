@@ -51,6 +51,27 @@ def _field_errors(errors: list[dict[str, Any]]) -> list[dict[str, Any]]:
     ]
 
 
+def _field_name(loc: list[Any]) -> str:
+    """The field a client sent, as it wrote it: ``["body", "payload", "steps", 0, "script"]``
+    -> ``steps.0.script``, ``["query", "limit"]`` -> ``limit`` (the request part and ninja's
+    name of the body parameter are dropped)."""
+    parts = list(loc)
+    if parts and parts[0] == "body":
+        parts = parts[2:]
+    elif parts and parts[0] in {"query", "path", "header", "cookie", "form", "file"}:
+        parts = parts[1:]
+    return ".".join(str(part) for part in parts)
+
+
+def _summary(errors: list[dict[str, Any]]) -> str:
+    """``Invalid input: routine: Input should be a valid integer`` (one clause per field)."""
+    clauses = []
+    for error in errors:
+        name = _field_name(error["loc"])
+        clauses.append(f"{name}: {error['msg']}" if name else error["msg"])
+    return "Invalid input: " + "; ".join(clauses) if clauses else "Invalid input"
+
+
 def install(api: NinjaAPI) -> None:
     """Register the handlers on `api` (ninja picks the most specific class of an error)."""
 
@@ -59,8 +80,10 @@ def install(api: NinjaAPI) -> None:
 
     @api.exception_handler(ValidationError)
     def invalid(request: HttpRequest, exc: ValidationError) -> HttpResponse:
-        # Ninja answers 422 by default; this API says 400 for every kind of bad input.
-        return reply(request, 400, "Invalid input", errors=_field_errors(exc.errors))
+        # Ninja answers 422 by default; this API says 400 for every kind of bad input, and
+        # the detail names the fields (``errors`` has them one by one).
+        errors = _field_errors(exc.errors)
+        return reply(request, 400, _summary(errors), errors=errors)
 
     @api.exception_handler(RoutineStepError)
     def bad_step(request: HttpRequest, exc: RoutineStepError) -> HttpResponse:

@@ -2,7 +2,9 @@
 
 Every number a client sends is bounded (ids fit a database integer, pages are capped) and
 every string is limited and free of NUL characters, so no input reaches the database in a
-form it refuses: bad input is a 400, never a server error.
+form it refuses: bad input is a 400, never a server error. Integers in request bodies are
+strict: a JSON integer, never a boolean, a string of digits or a float (``true`` is not step
+1 and ``"6"`` is not routine 6).
 """
 
 from __future__ import annotations
@@ -37,7 +39,7 @@ def _no_nul(value: Any) -> Any:
 Text = Annotated[str, AfterValidator(_no_nul)]
 JsonValue = Annotated[Any, AfterValidator(_no_nul)]
 JsonObject = Annotated[dict[str, Any], AfterValidator(_no_nul)]
-Version = Annotated[int | None, Field(None, ge=0, le=MAX_ID)]
+Version = Annotated[int | None, Field(None, strict=True, ge=0, le=MAX_ID)]
 
 
 class InputSchema(Schema):
@@ -112,7 +114,7 @@ class RoutineOut(Schema):
 
 
 class FlowStartIn(InputSchema):
-    routine: int = Field(..., ge=1, le=MAX_ID)
+    routine: int = Field(..., strict=True, ge=1, le=MAX_ID)
     data: JsonObject = Field(default_factory=dict)
 
 
@@ -122,7 +124,9 @@ class InputIn(InputSchema):
 
 
 class MoveIn(InputSchema):
-    position: int = Field(..., ge=0, le=1_000_000, description="0-based step to run from")
+    position: int = Field(
+        ..., strict=True, ge=0, le=1_000_000, description="0-based step to run from"
+    )
     reason: Text = Field("", max_length=500)
     version: Version = None
 
