@@ -204,8 +204,22 @@ def wait_until(predicate: Callable[[], bool], timeout: float = 60, every: float 
     return predicate()
 
 
+def pytest_collection_finish(session) -> None:
+    """The scale-out pass, when collected, starts at once and runs beside the other tests."""
+    if any(item.nodeid.startswith("tests/test_scaleout.py") for item in session.items):
+        from tests.test_scaleout import scaleout_pass
+
+        scaleout_pass.start()
+
+
 def pytest_sessionfinish(session, exitstatus) -> None:
-    """Remove this run's own runtime directory (tests/settings.py made it in the temp dir)."""
+    """Stop a scale-out pass still running (the session ended early), and remove this run's
+    own runtime directory (tests/settings.py made it in the temp dir)."""
+    import sys
+
+    scaleout = sys.modules.get("tests.test_scaleout")
+    if scaleout is not None:
+        scaleout.scaleout_pass.stop()
     import shutil
     import tempfile
 

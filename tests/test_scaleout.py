@@ -9,9 +9,11 @@ the reason; under CI=true it must run.
 from __future__ import annotations
 
 import os
+import signal
 import socket
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import pytest
@@ -30,6 +32,87 @@ def unreachable() -> str | None:
     return None
 
 
+RUNS = [
+    # the engine's integration, crash and live tests
+    ["-m", "consumer or bothmodes"],
+    # 500 concurrent input pushes over HTTP, in a process of its own: its server threads
+    # share this process's PostgreSQL connection pool
+    ["tests/test_rest_concurrency.py"],
+    # every process within its connection pool: 200 simultaneous pushes to a daphne
+    # beside 3 consumers, pg_stat_activity sampled meanwhile; a full pool is a 503
+    ["tests/test_connection_pool.py"],
+]
+
+
+class ScaleOutPass:
+    """The scale-out runs, one after the other (they share one test database name), in a
+    thread of this session: started as soon as the tests are collected, so that they run
+    beside the embedded tests instead of after them (both mostly wait on processes)."""
+
+    def __init__(self) -> None:
+        self.results: list[tuple[list[str], subprocess.CompletedProcess[str]]] = []
+        self.thread: threading.Thread | None = None
+        self.process: subprocess.Popen[str] | None = None
+        self.stopping = False
+
+    def start(self) -> None:
+        if self.thread is None and unreachable() is None:
+            self.thread = threading.Thread(target=self._run, name="scale-out pass", daemon=True)
+            self.thread.start()
+
+    def _run(self) -> None:
+        env = {
+            key: value
+            for key, value in os.environ.items()
+            if key not in {"FLOWSTUDIO_VAR_DIR", "HUEY_NAME", "DATABASE_URL", "REDIS_URL"}
+        }
+        env.update(
+            DATABASE_URL=f"{PG}_{os.getpid()}",  # pytest-django creates and drops test_<name>
+            REDIS_URL=REDIS,
+            TEST_CONSUMERS="3",
+        )
+        for args in RUNS:
+            if self.stopping:
+                return
+            command = [sys.executable, "-m", "pytest", *args, "-q", "-p", "no:cacheprovider", "-s"]
+            self.process = subprocess.Popen(
+                command,
+                cwd=ROOT,
+                env=env,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+                start_new_session=True,  # so that stopping it stops its consumers too
+            )
+            try:
+                out, err = self.process.communicate(timeout=1200)  # a hang must fail the suite
+            except subprocess.TimeoutExpired:
+                self._kill()
+                out, err = self.process.communicate()
+                err += "\n(timed out after 1200 s)"
+            self.results.append(
+                (args, subprocess.CompletedProcess(command, self.process.returncode, out, err))
+            )
+
+    def stop(self) -> None:
+        """The session ends early: stop the run in progress."""
+        self.stopping = True
+        self._kill()
+
+    def _kill(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGKILL)
+
+    def wait(self) -> list[tuple[list[str], subprocess.CompletedProcess[str]]]:
+        self.start()
+        assert self.thread is not None
+        self.thread.join()
+        return self.results
+
+
+scaleout_pass = ScaleOutPass()
+
+
 @pytest.mark.scaleout
 def test_engine_suite_on_postgresql_redis_and_three_consumers():
     reason = unreachable()
@@ -37,35 +120,9 @@ def test_engine_suite_on_postgresql_redis_and_three_consumers():
         if os.environ.get("CI") == "true":
             pytest.fail(f"scale-out tests are required under CI: {reason}")
         pytest.skip(f"scale-out tests need PostgreSQL and Redis: {reason}")
-    env = {
-        key: value
-        for key, value in os.environ.items()
-        if key not in {"FLOWSTUDIO_VAR_DIR", "HUEY_NAME", "DATABASE_URL", "REDIS_URL"}
-    }
-    env.update(
-        DATABASE_URL=f"{PG}_{os.getpid()}",  # pytest-django creates and drops test_<name>
-        REDIS_URL=REDIS,
-        TEST_CONSUMERS="3",
-    )
-    runs = [
-        # the engine's integration, crash and live tests
-        ["-m", "consumer or bothmodes"],
-        # 500 concurrent input pushes over HTTP, in a process of its own: its server threads
-        # share this process's PostgreSQL connection pool
-        ["tests/test_rest_concurrency.py"],
-        # every process within its connection pool: 200 simultaneous pushes to a daphne
-        # beside 3 consumers, pg_stat_activity sampled meanwhile; a full pool is a 503
-        ["tests/test_connection_pool.py"],
-    ]
-    for args in runs:
-        run = subprocess.run(
-            [sys.executable, "-m", "pytest", *args, "-q", "-p", "no:cacheprovider", "-s"],
-            cwd=ROOT,
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=1200,  # a hang must fail the suite, not stall it
-        )
+    results = scaleout_pass.wait()
+    assert [args for args, _ in results] == RUNS
+    for args, run in results:
         print(run.stdout[-6000:], run.stderr[-3000:])
         assert run.returncode == 0, f"the scale-out run {args} failed (its output is above)"
         assert " passed" in run.stdout and " failed" not in run.stdout
