@@ -64,8 +64,10 @@ class Studio:
     def origin(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
-    def ws(self, cookie: str | None, origin: str | None = None):
-        headers = {"Origin": origin or self.origin}
+    def ws(self, cookie: str | None, origin: str | None = None, own_origin: bool = True):
+        """A websocket to the studio, with the session `cookie`, from `origin` (the studio's
+        own by default; none at all with `own_origin=False`)."""
+        headers = {"Origin": origin or self.origin} if origin or own_origin else {}
         if cookie:
             headers["Cookie"] = cookie
         return connect(f"ws://127.0.0.1:{self.port}/ws/live/", additional_headers=headers)
