@@ -15,16 +15,24 @@ from django.template.loader import render_to_string
 from engine import api
 from engine.models import Flow, FlowEvent
 
+MAX_ID = 2**63 - 1  # the largest database integer: ids and sequence numbers beyond are no one's
+
+
+def count(value: Any, least: int = 0) -> int | None:
+    """`value` if it is a JSON integer in [least, MAX_ID] (not a bool, a float, a string)."""
+    if isinstance(value, int) and not isinstance(value, bool) and least <= value <= MAX_ID:
+        return value
+    return None
+
 
 def parse_key(kind: str, key: Any) -> Any:
+    """A stream's key from a client: a flow's id (a positive integer) or an LTM run's id (a
+    UUID string); None for anything else."""
     if kind == "flow":
+        return count(key, least=1)
+    if kind == "ltm" and isinstance(key, str) and len(key) <= 64:
         try:
-            return int(key)
-        except (TypeError, ValueError):
-            return None
-    if kind == "ltm":
-        try:
-            return str(uuid.UUID(str(key)))
+            return str(uuid.UUID(key))
         except ValueError:
             return None
     return None
