@@ -7,10 +7,13 @@ it sent and fills any gap from the database before sending on: a client sees eac
 in order, and a client that reconnects with `since` gets what it missed.
 
 Protocol (JSON). Client: {"action": "watch_flow", "flow": 7, "since": 12} |
-{"action": "watch_ltm", "run": "…", "since": 3} | {"action": "watch_dashboard"} |
-{"action": "ping"}. Server: {"type": "event", "stream": "flow", "id": 7, "seq": 13,
-"event": {…}} at once, then {"type": "fragments", "id": 7, "seq": 13, "html": {element id:
-fragment}} rendered for the newest event | {"type": "row", …} | {"type": "error", …}.
+{"action": "watch_ltm", "run": "…", "since": 3} | {"action": "watch_dashboard", "rows":
+{"7": 12, …}, "after": 9} | {"action": "ping"}. On every (re)connection a page sends what it
+shows — the seq its flow or run shows as `since`, its dashboard rows' seqs and newest flow id —
+and the server sends what differs from the database. Server: {"type": "event", "stream":
+"flow", "id": 7, "seq": 13, "event": {…}} at once, then {"type": "fragments", "id": 7, "seq":
+13, "html": {element id: fragment}} rendered for the newest event | {"type": "row", …} |
+{"type": "watching", …} | {"type": "error", "message": …}.
 """
 
 from __future__ import annotations
@@ -153,7 +156,7 @@ class LiveConsumer(AsyncJsonWebsocketConsumer):
         elif action == "watch_ltm":
             await self.watch(("ltm", content.get("run")), content.get("since", 0))
         elif action == "watch_dashboard":
-            await self.watch_dashboard()
+            await self.watch_dashboard(content.get("rows"), content.get("after"))
         elif action == "ping":
             await self.send_json({"type": "pong"})
         else:  # (never echoed: it may be anything, of any size)
@@ -182,11 +185,39 @@ class LiveConsumer(AsyncJsonWebsocketConsumer):
             {"type": "watching", "stream": kind, "id": key, "seq": self.sent[stream]}
         )
 
-    async def watch_dashboard(self) -> None:
+    async def watch_dashboard(self, rows: Any, after: Any) -> None:
+        """Watch the rows of a dashboard. The page says what it shows — `rows`, its rows'
+        flow ids with the seq each row shows, and `after`, the newest flow id it knows if it
+        adds new flows as they come — and gets at once the rows that differ from the
+        database: a page that was offline (the server restarted, the network went away)
+        catches up on reconnecting, as a flow page does with `since`."""
+        shown = live_render.parse_rows(rows)
+        newest = None if after is None else live_render.count(after)
+        if shown is None:
+            await self.error(
+                f'invalid rows: {{"<flow id>": <seq>}}, at most {live_render.MAX_ROWS}',
+                "dashboard",
+            )
+            return
+        if after is not None and newest is None:
+            await self.error("invalid after: a flow id, 0 or more", "dashboard")
+            return
         everything = await database_sync_to_async(live_render.sees_everything)(self.user)
         group = live.ALL_FLOWS if everything else live.owner_group(self.user.pk)
         await self.channel_layer.group_add(group, self.channel_name)
         self.dashboard = True
+        if shown or newest is not None:
+            lacking, finished = await database_sync_to_async(live_render.dashboard_lacks)(
+                self.user, shown, newest
+            )
+            for key, done in finished.items():  # the rows it may see, as it shows them
+                self.rows[key] = shown[key]
+                if done:
+                    self.open_rows.discard(key)
+                else:
+                    self.open_rows.add(key)  # and the periodic check follows them from here
+            for event in lacking:
+                await self.send_row(event)
         await self.send_json({"type": "watching", "stream": "dashboard"})
 
     async def catch_up(self, stream: Stream, until: int | None = None) -> None:

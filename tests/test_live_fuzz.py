@@ -330,3 +330,21 @@ def test_wrong_types_and_ranges_are_refused(cookie, user, action, field):
     answers = converse(cookie, text({"action": action, **valid}))
     watching = [a for a in answers if a["type"] == "watching"]
     assert watching and watching[0]["stream"] == action.removeprefix("watch_"), answers
+
+
+def test_a_dashboard_says_what_it_shows_in_the_right_form(cookie, user):
+    flow = api.start_flow(api.create_routine("r", ["t_wait"], owner=user), user)
+    wrong_rows = ["7", [[flow.pk, 0]], LONG, True, {"7": "1"}, {"7": -1}, {"7": LONG}]
+    wrong_rows += [{"07": 1}, {"-7": 1}, {"0": 1}, {"7\x00": 1}, {"\ud800": 1}, {"1e3": 1}]
+    wrong_rows += [{str(2**63): 1}, {"٣": 1}, {str(n): 0 for n in range(1, 502)}]  # over 500
+    wrong_after = ["7", [7], {}, LONG, -1, 1.5, True, "\x00"]
+    frames = [text({"action": "watch_dashboard", "rows": rows}) for rows in wrong_rows]
+    frames += [text({"action": "watch_dashboard", "after": after}) for after in wrong_after]
+    answers = converse(cookie, *frames)
+    assert [a["message"].split(":")[0] for a in answers] == ["invalid rows"] * len(wrong_rows) + [
+        "invalid after"
+    ] * len(wrong_after), answers
+    # 500 rows of flows that are not there (or not theirs) are fine: they are no one's rows
+    many = {str(n): 0 for n in range(10**6, 10**6 + 500)}
+    answers = converse(cookie, text({"action": "watch_dashboard", "rows": many, "after": 0}))
+    assert [a["type"] for a in answers] == ["row", "watching"] and answers[0]["id"] == flow.pk
