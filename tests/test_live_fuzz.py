@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import re
 import uuid
+from contextlib import ExitStack
 
 import pytest
 from asgiref.sync import async_to_sync
@@ -111,13 +112,13 @@ CLOSING: list[tuple[bytes, set[int]]] = [
 ]
 
 
-def frames(fields: dict[str, object]) -> list[str]:
+def frames(fields: dict[str, object], values: list[object]) -> list[str]:
     """Every action with each of its fields malformed in every way, and wrong actions."""
-    out = [json.dumps({"action": value}) for value in VALUES]
+    out = [json.dumps({"action": value}) for value in values]
     for action, names in ACTIONS.items():
         out.append(json.dumps({"action": action}))
         for name in names:
-            for value in VALUES:
+            for value in values:
                 out.append(json.dumps({"action": action, **fields.get(action, {}), name: value}))
         out.append(json.dumps({"action": action, "extra": NESTED_LIST, **fields.get(action, {})}))
     return out + RAW
@@ -128,13 +129,14 @@ class Fuzz:
 
     def __init__(self, studio, cookie: str) -> None:
         self.studio, self.cookie = studio, cookie
+        self.sockets = ExitStack()  # every socket opened, closed at the end
         self.ws = None
         self.frames = self.errors = self.answers = 0
         self.closes: dict[int, int] = {}
         self.silent: list[str | bytes] = []  # frames answered by nothing
 
     def open(self) -> None:
-        self.ws = self.studio.ws(self.cookie)
+        self.ws = self.sockets.enter_context(self.studio.ws(self.cookie))
         assert receive(self.ws)["type"] == "hello"
 
     def send(self, frame: str | bytes) -> None:
@@ -169,8 +171,8 @@ class Fuzz:
         `codes`."""
         self.frames += 1
         self.open()
-        self.ws.send(data, text=True)
         with pytest.raises(ConnectionClosed) as closed:
+            self.ws.send(data, text=True)  # (the server may drop it while this one sends)
             while True:
                 receive(self.ws)
         received = closed.value.rcvd
@@ -205,23 +207,21 @@ def test_websocket_fuzz_gets_no_server_error(studio, user, other_user):
     mine = api.start_flow(api.create_routine("fuzz", ["t_wait"], owner=user), user)
     theirs = api.start_flow(api.create_routine("theirs", ["t_wait"], owner=other_user), other_user)
     assert wait_until(lambda: Flow.objects.get(pk=mine.pk).state == "waiting")
-    VALUES.extend([mine.pk, theirs.pk, {str(mine.pk): 0, str(theirs.pk): 0}])
+    values = [*VALUES, mine.pk, theirs.pk, {str(mine.pk): 0, str(theirs.pk): 0}]
     fields = {
         "watch_flow": {"flow": mine.pk, "since": 0},
-        "watch_ltm": {"run": str(uuid.uuid4()), "since": 0},
+        "watch_ltm": {"run": str(api.start_ltm("park_ltm", user)), "since": 0},
         "watch_dashboard": {"rows": {str(mine.pk): 0}, "after": 0},
     }
     fuzz = Fuzz(studio, session_cookie(user))
     try:
-        for frame in frames(fields) + BINARY:
+        for frame in frames(fields, values) + BINARY:
             fuzz.send(frame)
         for data, codes in CLOSING:
             fuzz.send_closing(data, codes)
         fuzz.send('{"action": "ping"}')  # the server still answers
     finally:
-        del VALUES[-3:]
-        if fuzz.ws is not None:
-            fuzz.ws.close()
+        fuzz.sockets.close()
     studio.stop()  # flush its log
     errors = server_errors(studio.log.read_text(errors="replace"))
     print(
