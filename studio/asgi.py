@@ -1,7 +1,8 @@
 """ASGI entry point: HTTP through Django, websockets through the live-updates consumer.
 
-Websockets require a signed-in session (AuthMiddlewareStack) and an Origin among
-ALLOWED_HOSTS (AllowedHostsOriginValidator): an anonymous or foreign-origin socket is refused.
+Websockets require their studio's own origin or a trusted one (studio.origin.OriginCheck:
+scheme, host and port must match) and a signed-in session (AuthMiddlewareStack): a
+foreign-origin or anonymous socket is refused.
 """
 
 import os
@@ -13,15 +14,13 @@ django_asgi_app = get_asgi_application()
 
 from channels.auth import AuthMiddlewareStack  # noqa: E402
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
-from channels.security.websocket import AllowedHostsOriginValidator  # noqa: E402
 
+from studio.origin import OriginCheck  # noqa: E402
 from studio.routing import websocket_urlpatterns  # noqa: E402
 
 application = ProtocolTypeRouter(
     {
         "http": django_asgi_app,
-        "websocket": AllowedHostsOriginValidator(
-            AuthMiddlewareStack(URLRouter(websocket_urlpatterns))
-        ),
+        "websocket": OriginCheck(AuthMiddlewareStack(URLRouter(websocket_urlpatterns))),
     }
 )

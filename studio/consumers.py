@@ -7,10 +7,13 @@ it sent and fills any gap from the database before sending on: a client sees eac
 in order, and a client that reconnects with `since` gets what it missed.
 
 Protocol (JSON). Client: {"action": "watch_flow", "flow": 7, "since": 12} |
-{"action": "watch_ltm", "run": "…", "since": 3} | {"action": "watch_dashboard"} |
-{"action": "ping"}. Server: {"type": "event", "stream": "flow", "id": 7, "seq": 13,
-"event": {…}} at once, then {"type": "fragments", "id": 7, "seq": 13, "html": {element id:
-fragment}} rendered for the newest event | {"type": "row", …} | {"type": "error", …}.
+{"action": "watch_ltm", "run": "…", "since": 3} | {"action": "watch_dashboard", "rows":
+{"7": 12, …}, "after": 9} | {"action": "ping"}. On every (re)connection a page sends what it
+shows — the seq its flow or run shows as `since`, its dashboard rows' seqs and newest flow id —
+and the server sends what differs from the database. Server: {"type": "event", "stream":
+"flow", "id": 7, "seq": 13, "event": {…}} at once, then {"type": "fragments", "id": 7, "seq":
+13, "html": {element id: fragment}} rendered for the newest event | {"type": "row", …} |
+{"type": "watching", …} | {"type": "error", "message": …}.
 """
 
 from __future__ import annotations
@@ -28,6 +31,10 @@ from engine.status import FINISHED
 from studio import live, live_render
 
 Stream = tuple[str, Any]  # ("flow", id) or ("ltm", run id)
+ACTIONS = ("watch_flow", "watch_ltm", "watch_dashboard", "ping")
+# The largest text frame read. The client's own are a few hundred bytes (a dashboard's rows
+# a few kilobytes); daphne refuses frames over 1 MiB itself (close 1009).
+MAX_FRAME = 64 * 1024
 SYNC_SECONDS = 2.0
 RENDER_INTERVAL = 0.2
 
@@ -112,46 +119,105 @@ class LiveConsumer(AsyncJsonWebsocketConsumer):
         else:
             await super().dispatch(message)
 
+    async def receive(self, text_data: str | None = None, bytes_data: Any = None) -> None:
+        """A client's frame. A mistake — a binary frame (the protocol is JSON text), a text
+        that is not JSON or too large, an unknown action, a field of the wrong type — is
+        answered with an error message, and the socket stays open: nothing a client sends
+        raises here, where it would close the socket with a server error (1011) and log a
+        traceback. (Autobahn, under daphne, closes a socket itself on a text frame that is
+        not UTF-8, 1007, and on one over daphne's 1 MiB, 1009; an application may close with
+        1000 or 3000-4999 only.)"""
+        if text_data is None:
+            await self.error("binary frames are not understood: send JSON text")
+            return
+        if len(text_data) > MAX_FRAME:
+            await self.error("message too large")
+            return
+        try:
+            content = json.loads(text_data)
+        except (ValueError, RecursionError):  # not JSON, or nested deeper than it decodes
+            await self.error("invalid JSON")
+            return
+        await self.receive_json(content)
+
+    async def error(self, message: str, stream: str | None = None) -> None:
+        answer = {"type": "error", "message": message}
+        if stream:
+            answer["stream"] = stream
+        await self.send_json(answer)
+
     async def receive_json(self, content: Any, **kwargs: Any) -> None:
         if not isinstance(content, dict):
-            await self.send_json({"type": "error", "message": "send a JSON object"})
+            await self.error("send a JSON object")
             return
         action = content.get("action")
         if action == "watch_flow":
-            await self.watch(("flow", content.get("flow")), content.get("since"))
+            await self.watch(("flow", content.get("flow")), content.get("since", 0))
         elif action == "watch_ltm":
-            await self.watch(("ltm", content.get("run")), content.get("since"))
+            await self.watch(("ltm", content.get("run")), content.get("since", 0))
         elif action == "watch_dashboard":
-            await self.watch_dashboard()
+            await self.watch_dashboard(content.get("rows"), content.get("after"))
         elif action == "ping":
             await self.send_json({"type": "pong"})
-        else:
-            await self.send_json({"type": "error", "message": f"unknown action {action!r}"})
+        else:  # (never echoed: it may be anything, of any size)
+            await self.error("unknown action: " + ", ".join(ACTIONS) + " are known")
 
     async def watch(self, stream: Stream, since: Any) -> None:
         kind, key = stream
         key = live_render.parse_key(kind, key)
-        if key is None or not await database_sync_to_async(live_render.may_see)(
-            self.user, kind, key
-        ):
+        start = live_render.count(0 if since is None else since)
+        if key is None:
+            await self.error(f"invalid {'flow' if kind == 'flow' else 'run'} id", kind)
+            return
+        if start is None:
+            await self.error("invalid since: a sequence number, 0 or more", kind)
+            return
+        if not await database_sync_to_async(live_render.may_see)(self.user, kind, key):
             # The same answer for a missing and a foreign object: nothing is learnt.
-            await self.send_json({"type": "error", "stream": kind, "message": "not found"})
+            await self.error("not found", kind)
             return
         stream = (kind, key)
         group = live.flow_group(key) if kind == "flow" else live.ltm_group(key)
         await self.channel_layer.group_add(group, self.channel_name)
-        start = since if isinstance(since, int) and since >= 0 else 0
         self.sent[stream] = start
         await self.catch_up(stream)
         await self.send_json(
             {"type": "watching", "stream": kind, "id": key, "seq": self.sent[stream]}
         )
 
-    async def watch_dashboard(self) -> None:
+    async def watch_dashboard(self, rows: Any, after: Any) -> None:
+        """Watch the rows of a dashboard. The page says what it shows — `rows`, its rows'
+        flow ids with the seq each row shows, and `after`, the newest flow id it knows if it
+        adds new flows as they come — and gets at once the rows that differ from the
+        database: a page that was offline (the server restarted, the network went away)
+        catches up on reconnecting, as a flow page does with `since`."""
+        shown = live_render.parse_rows(rows)
+        newest = None if after is None else live_render.count(after)
+        if shown is None:
+            await self.error(
+                f'invalid rows: {{"<flow id>": <seq>}}, at most {live_render.MAX_ROWS}',
+                "dashboard",
+            )
+            return
+        if after is not None and newest is None:
+            await self.error("invalid after: a flow id, 0 or more", "dashboard")
+            return
         everything = await database_sync_to_async(live_render.sees_everything)(self.user)
         group = live.ALL_FLOWS if everything else live.owner_group(self.user.pk)
         await self.channel_layer.group_add(group, self.channel_name)
         self.dashboard = True
+        if shown or newest is not None:
+            lacking, finished = await database_sync_to_async(live_render.dashboard_lacks)(
+                self.user, shown, newest
+            )
+            for key, done in finished.items():  # the rows it may see, as it shows them
+                self.rows[key] = shown[key]
+                if done:
+                    self.open_rows.discard(key)
+                else:
+                    self.open_rows.add(key)  # and the periodic check follows them from here
+            for event in lacking:
+                await self.send_row(event)
         await self.send_json({"type": "watching", "stream": "dashboard"})
 
     async def catch_up(self, stream: Stream, until: int | None = None) -> None:

@@ -3,6 +3,7 @@ HTML fragments it pushes — rendered from the same partial templates as the pag
 
 from __future__ import annotations
 
+import re
 import threading
 import uuid
 from collections import OrderedDict
@@ -14,20 +15,50 @@ from django.template.loader import render_to_string
 
 from engine import api
 from engine.models import Flow, FlowEvent
+from engine.status import FINISHED
+
+MAX_ID = 2**63 - 1  # the largest database integer: ids and sequence numbers beyond are no one's
+
+
+def count(value: Any, least: int = 0) -> int | None:
+    """`value` if it is a JSON integer in [least, MAX_ID] (not a bool, a float, a string)."""
+    if isinstance(value, int) and not isinstance(value, bool) and least <= value <= MAX_ID:
+        return value
+    return None
 
 
 def parse_key(kind: str, key: Any) -> Any:
+    """A stream's key from a client: a flow's id (a positive integer) or an LTM run's id (a
+    UUID string); None for anything else."""
     if kind == "flow":
+        return count(key, least=1)
+    if kind == "ltm" and isinstance(key, str) and len(key) <= 64:
         try:
-            return int(key)
-        except (TypeError, ValueError):
-            return None
-    if kind == "ltm":
-        try:
-            return str(uuid.UUID(str(key)))
+            return str(uuid.UUID(key))
         except ValueError:
             return None
     return None
+
+
+MAX_ROWS = 500  # dashboard rows a client may report at once (a page shows 50)
+_ROW_ID = re.compile(r"[1-9][0-9]{0,18}")
+
+
+def parse_rows(rows: Any) -> dict[int, int] | None:
+    """The dashboard rows a client shows, `{"<flow id>": <seq of the row>}`; None if that is
+    not what `rows` is (or it is more than MAX_ROWS of them)."""
+    if rows is None:
+        return {}
+    if not isinstance(rows, dict) or len(rows) > MAX_ROWS:
+        return None
+    shown: dict[int, int] = {}
+    for key, seq in rows.items():
+        flow = count(int(key), least=1) if _ROW_ID.fullmatch(key) else None
+        seq = count(seq)
+        if flow is None or seq is None:
+            return None
+        shown[flow] = seq
+    return shown
 
 
 def sees_everything(user: Any) -> bool:
@@ -79,13 +110,36 @@ def newer_rows(known: dict[int, int]) -> list[dict[str, Any]]:
     """The last stored event of each dashboard row whose flow moved past the sequence number
     `known` has for it (a row whose last message was lost)."""
     seqs = Flow.objects.filter(pk__in=list(known)).values_list("pk", "seq")
-    moved = [(pk, seq) for pk, seq in seqs if seq > known[pk]]
-    if not moved:
+    return last_events([(pk, seq) for pk, seq in seqs if seq > known[pk]])
+
+
+def last_events(flows: list[tuple[int, int]]) -> list[dict[str, Any]]:
+    """The events of these (flow, seq) pairs — each the last of its flow — in this order."""
+    if not flows:
         return []
     last = Q()
-    for pk, seq in moved:
+    for pk, seq in flows:
         last |= Q(flow_id=pk, seq=seq)
-    return [row.as_dict() for row in FlowEvent.objects.filter(last)]
+    found = {row.flow_id: row.as_dict() for row in FlowEvent.objects.filter(last)}
+    return [found[pk] for pk, _ in flows if pk in found]
+
+
+def dashboard_lacks(
+    user: Any, shown: dict[int, int], after: int | None, newest: int = 50
+) -> tuple[list[dict[str, Any]], dict[int, bool]]:
+    """What a dashboard lacks that shows the rows `shown` (flow id: the seq its row shows)
+    and, if it adds new flows as they come, every flow up to id `after`: the last event of
+    each shown row of `user`'s that moved since, then of the `newest` flows after `after`
+    (oldest first, so that each new row goes on top of the one before). Also, for each shown
+    row `user` may see, whether its flow has finished."""
+    visible = api.visible_flows(user).select_related(None)
+    rows = list(visible.filter(pk__in=list(shown)).values_list("pk", "seq", "state"))
+    finished = {pk: state in FINISHED for pk, seq, state in rows}
+    moved = [(pk, seq) for pk, seq, _ in rows if seq > shown[pk]]
+    if after is not None:
+        new = visible.filter(pk__gt=after, seq__gt=0).order_by("-pk").values_list("pk", "seq")
+        moved += [(pk, seq) for pk, seq in reversed(new[:newest]) if pk not in shown]
+    return last_events(moved), finished
 
 
 def _ltm_event_dict(row: Any) -> dict[str, Any]:

@@ -41,13 +41,21 @@ class Studio:
 
     def __init__(self, env: dict[str, str], log: Path, with_consumer: bool) -> None:
         self.port = free_port()
+        self.env, self.log, self.with_consumer = env, log, with_consumer
+        self.starts = 0
+        self.start()
+
+    def start(self) -> None:
+        """Start the server on its port (again, after `stop()`: a restart on the same port,
+        each run logging to its own file beside `log`)."""
         args = [sys.executable, "manage.py", "studio", "--port", str(self.port)]
-        if not with_consumer:
+        if not self.with_consumer:
             args.append("--no-consumer")
-        self.log = log
+        self.starts += 1
+        log = self.log if self.starts == 1 else self.log.with_suffix(f".{self.starts}.log")
         with open(log, "wb") as output:  # the child keeps its own copy of the file
             self.process = subprocess.Popen(
-                args, cwd=ROOT, env=env, stdout=output, stderr=subprocess.STDOUT
+                args, cwd=ROOT, env=self.env, stdout=output, stderr=subprocess.STDOUT
             )
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
@@ -64,8 +72,10 @@ class Studio:
     def origin(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
-    def ws(self, cookie: str | None, origin: str | None = None):
-        headers = {"Origin": origin or self.origin}
+    def ws(self, cookie: str | None, origin: str | None = None, own_origin: bool = True):
+        """A websocket to the studio, with the session `cookie`, from `origin` (the studio's
+        own by default; none at all with `own_origin=False`)."""
+        headers = {"Origin": origin or self.origin} if origin or own_origin else {}
         if cookie:
             headers["Cookie"] = cookie
         return connect(f"ws://127.0.0.1:{self.port}/ws/live/", additional_headers=headers)

@@ -144,6 +144,64 @@ def test_a_change_whose_message_is_lost_still_reaches_flow_pages_and_dashboards(
         assert row["type"] == "row" and row["id"] == flow.pk and "killed" in row["html"]
 
 
+def dashboard_until_watching(ws, payload: dict) -> list[dict]:
+    """Send `watch_dashboard` with what the page shows; the rows that came before the
+    server's "watching"."""
+    ws.send(json.dumps({"action": "watch_dashboard", **payload}))
+    rows = []
+    while (message := receive(ws))["type"] != "watching":
+        assert message["type"] == "row", message
+        rows.append(message)
+    return rows
+
+
+def test_a_dashboard_that_reconnects_gets_the_rows_that_changed(studio, user, other_user):
+    """A dashboard says what it shows — its rows' seqs and its newest flow — and gets at once
+    the rows that changed meanwhile and the flows started since, none of another user's,
+    none it has already."""
+    waiting = api.start_flow(api.create_routine("w", ["t_wait"], owner=user), user)
+    done = api.start_flow(api.create_routine("e", ["t_echo"], owner=user), user)
+    theirs = api.start_flow(api.create_routine("t", ["t_wait"], owner=other_user), other_user)
+    assert wait_until(lambda: Flow.objects.get(pk=waiting.pk).state == "waiting")
+    assert wait_until(lambda: Flow.objects.get(pk=done.pk).state == "complete")
+    assert wait_until(lambda: Flow.objects.get(pk=theirs.pk).state == "waiting")
+    shown = {str(f.pk): Flow.objects.get(pk=f.pk).seq for f in (waiting, done, theirs)}
+    # while the page is offline: one of its rows changes and a flow starts
+    api.kill_flow(waiting, user, reason="while away")
+    started = api.start_flow(api.create_routine("n", ["t_wait"], owner=user), user)
+    assert wait_until(lambda: Flow.objects.get(pk=started.pk).state == "waiting")
+    with studio.ws(session_cookie(user)) as ws:
+        assert receive(ws)["type"] == "hello"
+        rows = dashboard_until_watching(ws, {"rows": shown, "after": done.pk})
+        assert [row["id"] for row in rows] == [waiting.pk, started.pk]
+        assert rows[0]["state"] == "killed" and "Killed" in rows[0]["html"]
+        assert f'data-seq="{Flow.objects.get(pk=waiting.pk).seq}"' in rows[0]["html"]
+        assert rows[1]["state"] == "waiting" and f'id="flow-{started.pk}-row"' in rows[1]["html"]
+        # a page that shows it all gets nothing; one that adds no new flows, no new flows
+        now = {key: Flow.objects.get(pk=int(key)).seq for key in shown}
+        assert dashboard_until_watching(ws, {"rows": now, "after": started.pk}) == []
+        assert dashboard_until_watching(ws, {"rows": now}) == []
+    with studio.ws(session_cookie(other_user)) as ws:  # their dashboard: their flow only
+        receive(ws)
+        rows = dashboard_until_watching(ws, {"rows": dict.fromkeys(shown, 0), "after": 0})
+        assert [row["id"] for row in rows] == [theirs.pk]
+
+
+def test_the_rows_a_dashboard_shows_are_followed_even_if_a_message_is_lost(studio, user):
+    """Rows the page showed before it connected (rendered with the page, never sent over this
+    socket) are compared with the database too: a change whose message is lost reaches them.
+    (In embedded mode the kill committed by this test's process reaches no server.)"""
+    flow = api.start_flow(api.create_routine("w", ["t_wait"], owner=user), user)
+    assert wait_until(lambda: Flow.objects.get(pk=flow.pk).state == "waiting")
+    with studio.ws(session_cookie(user)) as ws:
+        receive(ws)
+        shown = {str(flow.pk): Flow.objects.get(pk=flow.pk).seq}
+        assert dashboard_until_watching(ws, {"rows": shown}) == []
+        api.kill_flow(flow, user, reason="lost on the way")
+        row = receive(ws, timeout=15)
+    assert row["type"] == "row" and row["id"] == flow.pk and row["state"] == "killed"
+
+
 def test_another_user_is_refused_the_flow(studio, user, other_user):
     flow = api.start_flow(api.create_routine("w", ["t_wait"], owner=user), user)
     assert wait_until(lambda: Flow.objects.get(pk=flow.pk).state == "waiting")

@@ -1,8 +1,10 @@
 /* Live updates: one websocket per page, to /ws/live/. The server pushes each event of the
    flows (or LTM run) this page shows, in sequence order, with the page's fragments rendered
    from the same templates as the page; this file only swaps them in by element id. It never
-   builds markup. The database is the truth: on a gap or a reconnection the page asks again
-   from the last sequence number it has, and converges. Without this file, the page polls. */
+   builds markup. The database is the truth: on every (re)connection the page says what it
+   shows — the sequence number its flow or run area was rendered at, each dashboard row's and
+   the newest flow on the dashboard — and the server sends what differs; on a gap the page asks
+   again from the last event it has. Without this file, the page polls. */
 (function () {
   "use strict";
 
@@ -16,11 +18,37 @@
   var socket = null;
   var attempts = 0;
   var pending = null;  // an update held back while the user types in the live area
-  var watched = flowEl ? { action: "watch_flow", flow: Number(flowEl.dataset.liveFlow),
-                           since: Number(flowEl.dataset.liveSeq || 0) }
-              : runEl ? { action: "watch_ltm", run: runEl.dataset.liveLtm,
-                          since: Number(runEl.dataset.liveSeq || 0) }
+  var MAX_ROWS = 500;  // dashboard rows reported at once (the server reads no more)
+  var watched = flowEl ? { action: "watch_flow", flow: Number(flowEl.dataset.liveFlow), since: 0 }
+              : runEl ? { action: "watch_ltm", run: runEl.dataset.liveLtm, since: 0 }
               : null;
+  var areaId = flowEl ? "flow-live" : "ltm-run-live";
+  var shown = 0;  // the sequence number of the newest fragments swapped in
+
+  // The sequence number the flow's (or run's) live area shows: it was rendered with it, in
+  // the page, a fragment pushed over the socket or a poll while offline.
+  function shownSeq() {
+    var area = document.getElementById(areaId);
+    var seq = Number(area ? area.dataset.seq : (flowEl || runEl).dataset.liveSeq);
+    return seq > 0 ? seq : 0;
+  }
+
+  // What the dashboard shows: each row's flow and sequence number, and, when it adds new
+  // flows as they come, the newest flow it has.
+  function dashboardShows() {
+    var payload = { action: "watch_dashboard", rows: {} };
+    var rows = dashboard.querySelectorAll("tr[data-flow]");
+    var newest = 0;
+    for (var i = 0; i < rows.length; i++) {
+      var id = Number(rows[i].dataset.flow);
+      if (!(id > 0)) { continue; }
+      newest = Math.max(newest, id);
+      if (i < MAX_ROWS) { payload.rows[id] = Number(rows[i].dataset.seq) || 0; }
+    }
+    var table = document.getElementById("flow-table");
+    if (table && table.dataset.liveInsert === "true") { payload.after = newest; }
+    return payload;
+  }
 
   function setStatus(live) {
     body.dataset.live = live ? "on" : "off";
@@ -76,8 +104,8 @@
       }
       watched.since = Math.max(watched.since, message.seq);
     } else if (message.type === "fragments" && watched) {
-      if (message.seq < (watched.shown || 0)) { return; }  // an older render came late
-      watched.shown = message.seq;
+      if (message.seq < shown) { return; }  // an older render came late
+      shown = message.seq;
       Object.keys(message.html || {}).forEach(function (id) { swap(id, message.html[id]); });
     } else if (message.type === "row" && dashboard) {
       var row = document.getElementById("flow-" + message.id + "-row");
@@ -112,8 +140,10 @@
     socket.onopen = function () {
       attempts = 0;
       setStatus(true);
-      if (watched) { send(watched); }
-      if (dashboard) { send({ action: "watch_dashboard" }); }
+      // Say what the page shows: the server answers with whatever changed meanwhile (while
+      // the server restarted, say), so the page converges without polling.
+      if (watched) { watched.since = shownSeq(); send(watched); }
+      if (dashboard) { send(dashboardShows()); }
     };
     socket.onmessage = function (event) {
       try { onMessage(JSON.parse(event.data)); } catch (error) { /* ignore a bad frame */ }
