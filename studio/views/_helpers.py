@@ -14,7 +14,6 @@ from django_htmx.http import reswap, retarget
 from engine import api, routines
 from engine.core import script as scripts
 from engine.core.graph import Graph, routine_graph
-from engine.core.ltm_definition import InvalidTransition
 from engine.diagram import DiagramUnavailable, render_graph
 from engine.models import Flow, Routine
 from engine.status import FINISHED, FlowState
@@ -69,7 +68,6 @@ ENGINE_ERRORS = (
     PermissionDenied,
     ValueError,
     ObjectDoesNotExist,
-    InvalidTransition,  # a transition the call cannot name (a parameterised target): 400
 )
 
 
