@@ -31,6 +31,8 @@ from studio.views._helpers import (
 )
 
 PAGE_SIZE = 50
+# The longest text a search can match (a wait reason); a longer query matches nothing.
+LONGEST_SEARCHED = Flow._meta.get_field("wait_reason").max_length
 # The dashboard never loads the big per-flow columns it does not show.
 _LIST_DEFER = ("data", "stored_results", "traceback", "input", "error")
 
@@ -58,8 +60,8 @@ def filtered_flows(user: Any, params: Any) -> tuple[Any, dict[str, Any]]:
         flows = flows.filter(routine_id=chosen["routine"])
     if chosen["owner"] is not None and api.can_see_all(user):
         flows = flows.filter(owner_id=chosen["owner"])
-    if (query := chosen["q"]) and jsonsafe.text_problem(query):
-        # Nothing stored holds a NUL character or a lone surrogate: no flow matches.
+    if (query := chosen["q"]) and (len(query) > LONGEST_SEARCHED or jsonsafe.text_problem(query)):
+        # Nothing stored is that long, or holds a NUL character or a lone surrogate.
         flows = flows.none()
     elif query:
         match = Q(routine__name__icontains=query) | Q(wait_reason__icontains=query)
