@@ -9,18 +9,17 @@ flow's state raises `FlowStateError` with a message the user can act on.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Sequence
 from typing import Any
 
 from django.core.exceptions import PermissionDenied
-from django.core.serializers.json import DjangoJSONEncoder
 from django.db import transaction
 from django.utils import timezone
 
 from engine import codec
 from engine.core import script as script_registry
 from engine.core.errors import FlowStateError, StaleFlowError
+from engine.jsonsafe import check_text, ensure_json
 from engine.models import Flow, Routine, RoutineStep, Task
 from engine.runner import enqueue_run, recheck
 from engine.status import FlowState
@@ -72,13 +71,6 @@ def _require(user: Any, flow: Flow) -> None:
         raise PermissionDenied("you may not act on this flow")
 
 
-def _check_json(value: Any, what: str) -> None:
-    try:
-        json.dumps(value, cls=DjangoJSONEncoder)
-    except (TypeError, ValueError) as exc:
-        raise ValueError(f"{what} must be JSON-serialisable: {exc}") from None
-
-
 # --- routines and flows ------------------------------------------------------------------------
 
 
@@ -93,6 +85,8 @@ def create_routine(
     a dict ``{"script": name, "label": ..., "params": {...}}``."""
     if not name or not str(name).strip():
         raise ValueError("a routine needs a name")
+    check_text(name, "name")
+    check_text(description, "description")
     steps = [item if isinstance(item, dict) else {"script": item} for item in scripts]
     if not steps:
         raise ValueError("a routine needs at least one step")
@@ -102,7 +96,8 @@ def create_routine(
             raise ValueError(
                 f"step {index + 1}: {step.get('script')!r} is not a registered Task script"
             )
-        _check_json(step.get("params") or {}, f"step {index + 1} params")
+        check_text(step.get("label", ""), f"step {index + 1} label")
+        ensure_json(step.get("params") or {}, f"step {index + 1} params")
     routine = Routine.objects.create(name=str(name).strip(), owner=owner, description=description)
     for order, step in enumerate(steps):
         cls = known[step["script"]]
@@ -126,7 +121,7 @@ def start_flow(routine: Routine | int, user: Any, data: dict[str, Any] | None = 
     data = {} if data is None else data
     if not isinstance(data, dict):
         raise ValueError("a flow's data must be a JSON object")
-    _check_json(data, "a flow's data")
+    ensure_json(data, "data")
     steps = routine.snapshot()
     if not steps:
         raise FlowStateError(f"routine {routine.name!r} has no steps; add one before starting it")
@@ -220,7 +215,7 @@ def _where(flow: Flow) -> str:
 def push_input(flow: Flow | int, data: Any, user: Any, version: int | None = None) -> Flow:
     """Give a WAITING flow the input its step waits for; the step is performed again and sees
     it as `self.input`."""
-    _check_json(data, "input")
+    ensure_json(data, "input")
 
     def build(flow: Flow) -> tuple[dict[str, Any], list[EventSpec], bool]:
         changes = {**_restart_changes(flow.position), "input": data, "has_input": True}
@@ -241,6 +236,7 @@ def move_to(
     flow: Flow | int, position: int, user: Any, reason: str = "", version: int | None = None
 ) -> Flow:
     """Move the flow to step `position` (0-based) and run it from there at once."""
+    check_text(reason, "reason")
     allowed = {
         FlowState.PENDING,
         FlowState.WAITING,
@@ -294,6 +290,7 @@ def retry(flow: Flow | int, user: Any, version: int | None = None) -> Flow:
 
 def skip(flow: Flow | int, user: Any, reason: str = "", version: int | None = None) -> Flow:
     """Skip the current step (its result is None) and go on with the next one."""
+    check_text(reason, "reason")
 
     def build(flow: Flow) -> tuple[dict[str, Any], list[EventSpec], bool]:
         results = list(flow.stored_results)
@@ -326,6 +323,7 @@ def skip(flow: Flow | int, user: Any, reason: str = "", version: int | None = No
 
 def kill_flow(flow: Flow | int, user: Any, reason: str = "", version: int | None = None) -> Flow:
     """End the flow as KILLED; a step still running has its outcome discarded."""
+    check_text(reason, "reason")
 
     def build(flow: Flow) -> tuple[dict[str, Any], list[EventSpec], bool]:
         changes = {

@@ -26,6 +26,7 @@ from django.utils import timezone
 from engine import ltm_store as store
 from engine.core.errors import FlowStateError
 from engine.core.ltm import LTM, Effects, Runtime, apply_records, execute, plan, plan_start
+from engine.jsonsafe import ensure_json
 from engine.liveness import worker_id
 from engine.models_ltm import (
     ExecutionStatus,
@@ -69,8 +70,8 @@ def create_run(root: LTM, payload: dict[str, Any], *, owner: Any = None) -> str:
     from engine.core.ltm import register
 
     register(type(root))  # workers find the class by name (a clash raises InvalidDefinition)
-    store.ensure_json(payload, "the start payload")
-    store.ensure_json(root._state, "the initial state")
+    ensure_json(payload, "payload")
+    ensure_json(root._state, "the initial state", max_depth=store.STORED_DEPTH)
     result = plan_start(root, payload)
     created = {"kind": "run.created", "fqn": root.fqn, "actor": owner, "data": {}}
     write = store.Write(result.records_changed, result.executions, [created, *result.events])
@@ -84,7 +85,7 @@ def append(execution: LtmExecution, target: str, key: str, value: Any, index: in
     """Append to the stored list `key` of `target` at once; a re-run of `execution`
     repeating call `index` finds it done and appends nothing. Bumps the run's version, so a
     planner that read the list before writes nothing over it."""
-    store.ensure_json(value, "an appended value")
+    ensure_json(value, "an appended value", max_depth=store.STORED_DEPTH)
     with transaction.atomic():
         # Takes the run's row lock (PostgreSQL; SQLite's IMMEDIATE transaction holds its
         # write lock already), ordering this append with every other write of the run.

@@ -19,6 +19,7 @@ from django.utils import timezone
 from engine import ltm_store as store
 from engine.core.errors import FlowStateError
 from engine.core.ltm import LTM, ltm_registry, plan_transition
+from engine.jsonsafe import check_text, ensure_json
 from engine.ltm_runner import DjangoRuntime
 from engine.models_ltm import ExecutionStatus, LtmExecution, LtmRun, LtmRunState, LtmStatus
 
@@ -73,7 +74,7 @@ def start_ltm(name: str, user: Any, payload: Mapping[str, Any] | None = None) ->
     payload = {} if payload is None else payload
     if not isinstance(payload, Mapping) or not all(isinstance(k, str) for k in payload):
         raise ValueError("an LTM's start payload must be a JSON object")
-    store.ensure_json(dict(payload), "the start payload")
+    ensure_json(dict(payload), "payload")
     root = known[name](runtime=DjangoRuntime(owner=user))
     return root.start(**payload)
 
@@ -88,9 +89,11 @@ def fire_transition(
 ) -> LtmRun:
     """Fire `label` as an operator in `namespace` (default: the root machine's), moving every
     active state that has it; `params` names parameterised targets."""
+    check_text(label, "label")
+    check_text(namespace, "namespace")
     run = _get_run(run_id, user)
     payload = dict(payload or {})
-    store.ensure_json(payload, "a transition's payload")
+    ensure_json(payload, "payload")
 
     def build(snap: store.Snapshot) -> store.Write:
         _refuse_killed(snap.run)
@@ -148,6 +151,7 @@ def retry_ltm(run_id: Any, user: Any) -> LtmRun:
 
 def kill_ltm(run_id: Any, user: Any, reason: str = "") -> LtmRun:
     """End a run as killed: nothing queued executes, a run() still executing is discarded."""
+    check_text(reason, "reason")
     run = _get_run(run_id, user)
 
     def build(snap: store.Snapshot) -> store.Write:

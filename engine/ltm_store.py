@@ -10,14 +10,12 @@ and `build` runs again on what is stored now. New executions go to the outbox
 
 from __future__ import annotations
 
-import json
 import threading
 from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from django.core.serializers.json import DjangoJSONEncoder
 from django.db import transaction
 from django.db.models import F
 from django.utils import timezone
@@ -25,6 +23,7 @@ from django.utils import timezone
 from engine import events as engine_events
 from engine.core.errors import StaleFlowError
 from engine.core.ltm import LTM, InstanceRecord, build_tree, ltm_registry
+from engine.jsonsafe import MAX_DEPTH, ensure_json
 from engine.models_ltm import (
     ExecutionStatus,
     LtmEvent,
@@ -37,14 +36,9 @@ from engine.models_ltm import (
 OPEN = (ExecutionStatus.QUEUED, ExecutionStatus.CLAIMED)
 FINISHED = (LtmRunState.COMPLETE, LtmRunState.FAILED, LtmRunState.KILLED)
 _ATTEMPTS = 50  # compare-and-set retries before giving up (each one re-plans, never re-runs)
-
-
-def ensure_json(value: Any, what: str) -> None:
-    """Raise ValueError unless `value` is storable as JSON (with Django's encoder)."""
-    try:
-        json.dumps(value, cls=DjangoJSONEncoder)
-    except (TypeError, ValueError) as exc:
-        raise ValueError(f"{what} must be JSON-serialisable: {exc}") from None
+# What a run writes wraps what it was given: an event holds a payload, a state an update of
+# it. Inputs are held to MAX_DEPTH; what is stored may be nested somewhat deeper.
+STORED_DEPTH = 2 * MAX_DEPTH
 
 
 def root_class(name: str) -> type[LTM]:
@@ -252,14 +246,17 @@ def event_dict(run: LtmRun, row: LtmEvent) -> dict[str, Any]:
 
 
 def check_json(write: Write) -> None:
-    """Raise ValueError naming the part of `write` that is not JSON."""
+    """Raise ValueError naming the part of `write` that no database would store alike (see
+    `engine.jsonsafe.ensure_json`)."""
+    depth = {"max_depth": STORED_DEPTH}
     for record in write.records:
-        ensure_json(record.state, f"the state of {record.fqn}")
-        ensure_json(record.params, f"the params of {record.fqn}")
+        ensure_json(record.state, f"the state of {record.fqn}", **depth)
+        ensure_json(record.params, f"the params of {record.fqn}", **depth)
     for fqn, payload in write.executions:
-        ensure_json(payload, f"the payload queued for {fqn}")
+        ensure_json(payload, f"the payload queued for {fqn}", **depth)
     for event in write.events:
-        ensure_json(event.get("data", {}), f"the {event['kind']} event of {event.get('fqn')}")
+        what = f"the {event['kind']} event of {event.get('fqn')}"
+        ensure_json(event.get("data", {}), what, **depth)
 
 
 # -- dispatch ------------------------------------------------------------------------------

@@ -17,6 +17,7 @@ from django.utils import timezone
 from engine.api import can_see_all, create_routine
 from engine.core import script as script_registry
 from engine.core.errors import StaleFlowError
+from engine.jsonsafe import check_text, ensure_json, text_problem
 from engine.models import Routine, RoutineStep, Task
 
 __all__ = [
@@ -77,6 +78,12 @@ def validate_steps(steps: Sequence[str | dict[str, Any]]) -> list[dict[str, Any]
         params = item.get("params") or {}
         if not isinstance(params, dict):
             raise RoutineStepError(index, "params", "params must be a JSON object")
+        if problem := text_problem(label):
+            raise RoutineStepError(index, "label", f"label: {problem}")
+        try:
+            ensure_json(params, "params")
+        except ValueError as exc:
+            raise RoutineStepError(index, "params", str(exc)) from None
         clean.append({"script": name, "label": label, "params": params})
     return clean
 
@@ -84,7 +91,7 @@ def validate_steps(steps: Sequence[str | dict[str, Any]]) -> list[dict[str, Any]
 def _clean_name(name: str) -> str:
     if not isinstance(name, str) or not name.strip():
         raise ValueError("a routine needs a name")
-    return name.strip()
+    return check_text(name.strip(), "name")
 
 
 def create_checked_routine(
@@ -111,6 +118,7 @@ def update_routine(
     if not can_edit_routine(user, routine):
         raise PermissionDenied("you may not edit this routine")
     name = _clean_name(name)
+    check_text(description, "description")
     clean = validate_steps(steps)
     known = script_registry.registry()
     changes: dict[str, Any] = {"name": name, "version": F("version") + 1, "updated": timezone.now()}

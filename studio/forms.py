@@ -10,9 +10,22 @@ from typing import Any
 
 from django import forms
 
-from engine import routines
+from engine import jsonsafe, routines
 from engine.core import script as scripts
 from engine.models import Routine
+
+
+def no_lone_surrogates(value: Any) -> None:
+    """A form validator for what Django's CharField does not refuse itself (it refuses NUL
+    characters): lone surrogates, which no database stores alike (see `engine.jsonsafe`)."""
+    if isinstance(value, str) and "\x00" not in value and (problem := jsonsafe.text_problem(value)):
+        raise forms.ValidationError(problem[:1].upper() + problem[1:] + ".", code="unstorable")
+
+
+class TextField(forms.CharField):
+    """A CharField for text that is stored: no NUL characters, no lone surrogates."""
+
+    default_validators = [no_lone_surrogates]
 
 
 class JSONTextField(forms.CharField):
@@ -39,13 +52,18 @@ class JSONTextField(forms.CharField):
 
 
 def parse_json(text: str, *, object_only: bool = False) -> Any:
-    """`text` as JSON, or a `ValidationError` naming the line and column of the mistake."""
+    """`text` as JSON, or a `ValidationError` naming the line and column of the mistake, or
+    what makes the value unstorable and where (nested too deeply, NUL characters, ...)."""
     try:
-        value = json.loads(text)
+        value = jsonsafe.loads(text)
     except json.JSONDecodeError as exc:
         raise forms.ValidationError(
             f"not valid JSON: {exc.msg} (line {exc.lineno}, column {exc.colno})"
         ) from None
+    except jsonsafe.NotJSON as exc:
+        raise forms.ValidationError(f"not valid JSON: {exc}") from None
+    except ValueError as exc:
+        raise forms.ValidationError(str(exc)) from None
     if object_only and not isinstance(value, dict):
         raise forms.ValidationError('must be a JSON object, like {"key": "value"}')
     return value
@@ -73,26 +91,33 @@ class FieldsInputForm(forms.Form):
 
     def __init__(self, *args: Any, fields: list[str], **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
+        self.value: dict[str, Any] = {}
         for name in fields:
-            self.fields[name] = forms.CharField(label=name, required=False)
+            self.fields[name] = TextField(label=name, required=False)
+
+    def clean(self) -> dict[str, Any]:
+        cleaned = super().clean()
+        self.value = {}
+        for name in self.fields:
+            text = (cleaned.get(name) or "").strip()
+            try:
+                self.value[name] = jsonsafe.loads(text, name) if text else None
+            except (json.JSONDecodeError, jsonsafe.NotJSON):
+                self.value[name] = text
+            except ValueError as exc:  # JSON, but not storable: nested too deeply, NUL...
+                self.add_error(name, str(exc))
+        return cleaned
 
     def input_value(self) -> dict[str, Any]:
-        value: dict[str, Any] = {}
-        for name in self.fields:
-            text = (self.cleaned_data.get(name) or "").strip()
-            try:
-                value[name] = json.loads(text) if text else None
-            except json.JSONDecodeError:
-                value[name] = text
-        return value
+        return self.value
 
 
 class OverrideForm(forms.Form):
     """An override's confirmation: the page's flow version, and a reason (required for the
     destructive ones), and the target step of a move."""
 
-    version = forms.IntegerField(min_value=0, widget=forms.HiddenInput)
-    reason = forms.CharField(max_length=500, required=False, label="Reason")
+    version = forms.IntegerField(min_value=0, max_value=jsonsafe.MAX_ID, widget=forms.HiddenInput)
+    reason = TextField(max_length=500, required=False, label="Reason")
     position = forms.TypedChoiceField(coerce=int, required=False, label="Move to step")
 
     def __init__(self, *args: Any, action: str, steps: list[dict[str, Any]], **kwargs: Any):
@@ -113,7 +138,7 @@ class OverrideForm(forms.Form):
 
 
 class FireTransitionForm(forms.Form):
-    label = forms.CharField(max_length=200, label="Transition label")
+    label = TextField(max_length=200, label="Transition label")
     payload = JSONTextField(
         object_only=True, required=False, empty={}, label="Payload (optional JSON object)"
     )
@@ -123,6 +148,14 @@ class StartLtmForm(forms.Form):
     payload = JSONTextField(
         object_only=True, required=False, empty={}, label="Start payload (optional JSON object)"
     )
+
+
+class KillLtmForm(forms.Form):
+    reason = TextField(max_length=500, required=False, label="Reason")
+
+
+class TokenForm(forms.Form):
+    name = TextField(max_length=100, label="Name")
 
 
 # --- the routine builder --------------------------------------------------------------------
@@ -176,8 +209,10 @@ def drafts_from_routine(routine: Routine) -> list[StepDraft]:
 
 
 class RoutineForm(forms.Form):
-    name = forms.CharField(max_length=200, label="Routine name")
-    description = forms.CharField(required=False, widget=forms.Textarea(attrs={"rows": 2}))
+    name = TextField(max_length=200, label="Routine name")
+    description = TextField(
+        max_length=10_000, required=False, widget=forms.Textarea(attrs={"rows": 2})
+    )
 
 
 def validate_drafts(drafts: list[StepDraft]) -> bool:
@@ -190,6 +225,8 @@ def validate_drafts(drafts: list[StepDraft]) -> bool:
             draft.errors.append(f"{draft.script!r} is not a registered Task script")
         if len(draft.label) > 200:
             draft.errors.append("the step name is longer than 200 characters")
+        elif problem := jsonsafe.text_problem(draft.label, "the step name"):
+            draft.errors.append(problem)
         try:
             draft.params = parse_json(draft.params_text or "{}", object_only=True)
         except forms.ValidationError as exc:

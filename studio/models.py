@@ -10,6 +10,8 @@ from django.conf import settings
 from django.db import models
 from django.utils import timezone
 
+from engine.jsonsafe import check_text
+
 TOKEN_PREFIX = "fs_"
 PREFIX_LENGTH = 8  # characters of the raw token kept in clear so a user can tell tokens apart
 # Writing `last_used` on every request would turn each read into a write; once a minute is
@@ -54,6 +56,7 @@ class ApiToken(models.Model):
     @classmethod
     def issue(cls, user: models.Model, name: str) -> tuple[ApiToken, str]:
         """Create a token for `user`; returns the record and the raw token (shown once)."""
+        check_text(name, "name")
         raw = TOKEN_PREFIX + secrets.token_urlsafe(32)
         token = cls.objects.create(
             user=user, name=name, prefix=raw[:PREFIX_LENGTH], hashed_key=hash_token(raw)

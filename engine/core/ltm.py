@@ -340,7 +340,7 @@ class LTM:
         root._buffer.appended[(self.fqn, key)] = copy.deepcopy(result)
         return result
 
-    def start(self, **payload: Any) -> str:
+    def start(self, /, **payload: Any) -> str:
         """Start this root machine once: its runtime queues its execution with `payload`.
         Returns the run id (also `self.id`)."""
         if self._parent is not None:

@@ -1,10 +1,10 @@
 """Request and response shapes of the REST API; the OpenAPI schema is derived from them.
 
 Every number a client sends is bounded (ids fit a database integer, pages are capped) and
-every string is limited and free of NUL characters, so no input reaches the database in a
-form it refuses: bad input is a 400, never a server error. Integers in request bodies are
-strict: a JSON integer, never a boolean, a string of digits or a float (``true`` is not step
-1 and ``"6"`` is not routine 6).
+every string is limited and free of NUL characters and lone surrogates, so no input reaches
+the database in a form it refuses: bad input is a 400, never a server error. Integers in
+request bodies are strict: a JSON integer, never a boolean, a string of digits or a float
+(``true`` is not step 1 and ``"6"`` is not routine 6).
 """
 
 from __future__ import annotations
@@ -15,24 +15,17 @@ from typing import Annotated, Any
 from ninja import Field, Schema
 from pydantic import AfterValidator, ConfigDict
 
+from engine.jsonsafe import ensure_json
+
 MAX_ID = 2**63 - 1  # the largest id a database integer column holds
 MAX_LIMIT = 200  # largest page of a listing
 DEFAULT_LIMIT = 50
 
 
 def _no_nul(value: Any) -> Any:
-    """Refuse NUL characters anywhere in a value: PostgreSQL cannot store them in text or
-    JSON, and they have no use in a workflow's data."""
-    if isinstance(value, str):
-        if "\x00" in value:
-            raise ValueError("NUL characters are not allowed")
-    elif isinstance(value, dict):
-        for key, item in value.items():
-            _no_nul(key)
-            _no_nul(item)
-    elif isinstance(value, list):
-        for item in value:
-            _no_nul(item)
+    """Refuse what no database stores alike (`engine.jsonsafe`): NUL characters and lone
+    surrogates in any string or key, NaN and Infinity, JSON nested too deeply."""
+    ensure_json(value)
     return value
 
 

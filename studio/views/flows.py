@@ -14,7 +14,7 @@ from django.shortcuts import redirect, render
 from django.views.decorators.http import require_GET, require_POST
 from django_htmx.http import reswap, retarget
 
-from engine import api
+from engine import api, jsonsafe
 from engine.core import script as scripts
 from engine.models import Flow
 from engine.status import ACTIVE, FlowState
@@ -31,12 +31,18 @@ from studio.views._helpers import (
 )
 
 PAGE_SIZE = 50
+# The longest text a search can match (a wait reason); a longer query matches nothing.
+LONGEST_SEARCHED = Flow._meta.get_field("wait_reason").max_length
 # The dashboard never loads the big per-flow columns it does not show.
 _LIST_DEFER = ("data", "stored_results", "traceback", "input", "error")
 
 
-def _int(value: str | None) -> int | None:
-    return int(value) if value and value.isdigit() else None
+def _id(value: str | None) -> int | None:
+    """An id filter from the query: None (no filter) unless it is a number; 0 or a number
+    too large for any id is -1, which no row has (the filter then matches nothing)."""
+    if not value or not (value.isascii() and value.isdigit()):
+        return None
+    return jsonsafe.parse_id(value) or -1
 
 
 def filtered_flows(user: Any, params: Any) -> tuple[Any, dict[str, Any]]:
@@ -44,21 +50,24 @@ def filtered_flows(user: Any, params: Any) -> tuple[Any, dict[str, Any]]:
     flows = api.visible_flows(user).defer(*_LIST_DEFER)
     chosen = {
         "state": params.get("state", ""),
-        "routine": _int(params.get("routine")),
-        "owner": _int(params.get("owner")),
+        "routine": _id(params.get("routine")),
+        "owner": _id(params.get("owner")),
         "q": params.get("q", "").strip(),
     }
     if chosen["state"] in FlowState.values:
         flows = flows.filter(state=chosen["state"])
-    if chosen["routine"]:
+    if chosen["routine"] is not None:
         flows = flows.filter(routine_id=chosen["routine"])
-    if chosen["owner"] and api.can_see_all(user):
+    if chosen["owner"] is not None and api.can_see_all(user):
         flows = flows.filter(owner_id=chosen["owner"])
-    if query := chosen["q"]:
+    if (query := chosen["q"]) and (len(query) > LONGEST_SEARCHED or jsonsafe.text_problem(query)):
+        # Nothing stored is that long, or holds a NUL character or a lone surrogate.
+        flows = flows.none()
+    elif query:
         match = Q(routine__name__icontains=query) | Q(wait_reason__icontains=query)
         match |= Q(owner__username__iexact=query)
-        if query.lstrip("#").isdigit():
-            match |= Q(pk=int(query.lstrip("#")))
+        if (number := jsonsafe.parse_id(query.lstrip("#"))) is not None:
+            match |= Q(pk=number)
         flows = flows.filter(match)
     return flows.order_by("-updated", "-id"), chosen
 
@@ -180,14 +189,16 @@ def push_input(request: HttpRequest, pk: int) -> HttpResponse:
     """Push input to a waiting flow (the version rendered in the page guards it)."""
     flow = get_flow(request.user, pk)
     form = input_form(flow, request.POST)
-    version = request.POST.get("version")
+    version = jsonsafe.parse_id(request.POST.get("version"))
     error: Exception | None = None
-    if form.is_valid() and version is not None and version.isdigit():
+    if version is None:
+        error = ValueError("The form has no valid flow version; reload the page and try again.")
+    elif form.is_valid():
         value = (
             form.input_value() if isinstance(form, FieldsInputForm) else form.cleaned_data["input"]
         )
         try:
-            api.push_input(flow, value, request.user, version=int(version))
+            api.push_input(flow, value, request.user, version=version)
         except ENGINE_ERRORS as exc:
             error = exc
         else:

@@ -13,7 +13,7 @@ from django.views.decorators.http import require_GET, require_POST
 from engine import api
 from engine.core.graph import ltm_graph
 from engine.core.ltm import ltm_registry
-from studio.forms import FireTransitionForm, StartLtmForm
+from studio.forms import FireTransitionForm, KillLtmForm, StartLtmForm
 from studio.views._helpers import ENGINE_ERRORS, diagram, error_fragment, error_status
 
 
@@ -128,11 +128,14 @@ def run_act(request: HttpRequest, pk: Any, action: str) -> HttpResponse:
     """fire (a transition by label with a JSON payload), retry (a failed state), kill."""
     run = _get_run(request.user, pk)
     svc = service()
-    form = FireTransitionForm(request.POST) if action == "fire" else None
-    error: Exception | None = None
     if action not in {"fire", "retry", "kill"}:
         raise Http404("no such action")
-    if form is None or form.is_valid():
+    form = FireTransitionForm(request.POST) if action == "fire" else None
+    kill_form = KillLtmForm(request.POST) if action == "kill" else None
+    error: Exception | None = None
+    if kill_form is not None and not kill_form.is_valid():
+        error = ValueError("Reason: " + " ".join(kill_form.errors["reason"]))
+    elif form is None or form.is_valid():
         try:
             if action == "fire":
                 data = form.cleaned_data
@@ -140,7 +143,8 @@ def run_act(request: HttpRequest, pk: Any, action: str) -> HttpResponse:
             elif action == "retry":
                 svc.retry_ltm(run.pk, request.user)
             else:
-                svc.kill_ltm(run.pk, request.user, reason=request.POST.get("reason", ""))
+                reason = kill_form.cleaned_data["reason"]
+                svc.kill_ltm(run.pk, request.user, reason=reason)
         except ENGINE_ERRORS as exc:
             error = exc
         else:

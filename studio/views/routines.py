@@ -12,7 +12,7 @@ from django.urls import reverse
 from django.views.decorators.http import require_http_methods, require_POST
 from django_htmx.http import push_url
 
-from engine import api, routines
+from engine import api, jsonsafe, routines
 from engine.core import script as scripts
 from engine.models import Routine
 from studio.forms import (
@@ -33,10 +33,6 @@ from studio.views._helpers import (
     steps_graph,
     visible_routines,
 )
-
-
-def _int(value: str | None) -> int | None:
-    return int(value) if value and value.isdigit() else None
 
 
 def palette() -> list[dict[str, Any]]:
@@ -109,8 +105,12 @@ def routine_builder(request: HttpRequest, pk: int | None = None) -> HttpResponse
         validate_drafts(drafts)
     else:
         valid = form.is_valid() & validate_drafts(drafts)
+        sent_version = request.POST.get("routine_version") or None
+        version = jsonsafe.parse_id(sent_version)
         if not drafts:
             extra["steps_error"] = "Add at least one step from the palette."
+        elif sent_version is not None and version is None:
+            extra["steps_error"] = "The form's routine version is not valid; reload the page."
         elif valid:
             try:
                 saved = save_routine(
@@ -119,7 +119,7 @@ def routine_builder(request: HttpRequest, pk: int | None = None) -> HttpResponse
                     form.cleaned_data["description"],
                     drafts,
                     request.user,
-                    version=_int(request.POST.get("routine_version")),
+                    version=version,
                 )
             except routines.StaleRoutineError as exc:
                 extra["steps_error"] = str(exc)

@@ -8,22 +8,27 @@ from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_http_methods, require_POST
 
+from studio.forms import TokenForm
 from studio.models import ApiToken
 
 
-def _page(request: HttpRequest, **extra: object) -> HttpResponse:
+def _page(request: HttpRequest, status: int = 200, **extra: object) -> HttpResponse:
     tokens = ApiToken.objects.filter(user=request.user).order_by("-created")
-    return render(request, "studio/tokens.html", {"tokens": tokens, **extra})
+    return render(request, "studio/tokens.html", {"tokens": tokens, **extra}, status=status)
 
 
 @login_required
 @require_http_methods(["GET", "POST"])
 def token_list(request: HttpRequest) -> HttpResponse:
     if request.method == "POST":
-        name = request.POST.get("name", "").strip()[:100]
-        if not name:
-            return _page(request, error="Give the token a name, e.g. the program that uses it.")
-        token, raw = ApiToken.issue(request.user, name)
+        form = TokenForm(request.POST)
+        if not form.is_valid():
+            if not form.data.get("name", "").strip():
+                error = "Give the token a name, e.g. the program that uses it."
+            else:
+                error = "Name: " + " ".join(form.errors["name"])
+            return _page(request, status=400, error=error)
+        token, raw = ApiToken.issue(request.user, form.cleaned_data["name"])
         return _page(request, created=token, raw=raw)
     return _page(request)
 
