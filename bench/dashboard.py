@@ -41,8 +41,8 @@ from django.test import Client  # noqa: E402
 from django.test.utils import CaptureQueriesContext  # noqa: E402
 
 from engine import api  # noqa: E402
+from engine.flows.status import FlowState  # noqa: E402
 from engine.models import Flow  # noqa: E402
-from engine.status import FlowState  # noqa: E402
 
 STATES = [s.value for s in FlowState]
 

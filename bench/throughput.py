@@ -42,10 +42,11 @@ from django.core.management import call_command  # noqa: E402
 from huey.contrib.djhuey import HUEY  # noqa: E402
 
 from bench import workload  # noqa: E402
-from engine import api, runner  # noqa: E402
+from engine import api  # noqa: E402
+from engine.flows import runner  # noqa: E402
+from engine.huey_tasks import run_flow_task  # noqa: E402
+from engine.leases import queue_deadline  # noqa: E402
 from engine.models import Flow  # noqa: E402
-from engine.store import queue_deadline  # noqa: E402
-from engine.tasks import run_flow_task  # noqa: E402
 
 
 def make_flows(routine, user, count: int) -> list[int]:

@@ -18,8 +18,7 @@ class EngineConfig(AppConfig):
         autodiscover_modules("ltms")
         for module in settings.FLOWSTUDIO.get("SCRIPT_MODULES", []):
             import_module(module)
-        from engine import tasks  # noqa: F401  (registers the Huey tasks and hooks)
-        from engine.ltm_registry import setup as setup_ltms
-
-        import_module("engine.ltm_tasks")  # registers the Huey task of LTM runs
-        setup_ltms()  # registers the root LTMs found above; the Django runtime as default
+        # Queued work leaves through engine.dispatch; Huey is plugged in here, at the edge.
+        import_module("engine.huey_tasks").install()
+        # The root LTMs found above, with the Django runtime as their default.
+        import_module("engine.ltm.registry").setup()

@@ -20,11 +20,30 @@ import socket
 from datetime import timedelta
 
 from django.conf import settings
+from django.db import models
 from django.db.models.functions import Now
-
-from engine.models import Worker
+from django.utils import timezone
 
 logger = logging.getLogger(__name__)
+
+
+class Worker(models.Model):
+    """A live consumer process, beating its row every few seconds (see engine.liveness)."""
+
+    id = models.CharField(max_length=100, primary_key=True)
+    host = models.CharField(max_length=200)
+    pid = models.PositiveIntegerField()
+    started = models.DateTimeField(auto_now_add=True)
+    beat = models.DateTimeField(default=timezone.now, db_index=True)
+    # Ids of the flows whose steps it performs, as of its last beat.
+    held = models.JSONField(default=list, blank=True)
+
+    class Meta:
+        ordering = ["started"]
+
+    def __str__(self) -> str:
+        return f"worker {self.id}"
+
 
 _identity: tuple[int, str] | None = None
 

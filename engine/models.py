@@ -1,209 +1,29 @@
-"""Records of the engine: Task (a named use of a registered script), Routine (ordered steps),
-Flow (a routine run for a user) and FlowEvent (its append-only history)."""
+"""The engine's models, for Django's model discovery: each slice defines its own (the flows
+slice in `engine.flows.models`, the LTM slice in `engine.ltm.models`, the consumers' heartbeat
+rows in `engine.liveness`). Import them from here."""
 
-from __future__ import annotations
+from engine.flows.models import (
+    Flow,
+    FlowEvent,
+    Routine,
+    RoutineStep,
+    Task,
+    validate_script_name,
+)
+from engine.liveness import Worker
+from engine.ltm.models import LtmAppend, LtmEvent, LtmExecution, LtmInstance, LtmRun
 
-from typing import Any
-
-from django.conf import settings
-from django.core.exceptions import ValidationError
-from django.core.serializers.json import DjangoJSONEncoder
-from django.db import models
-from django.utils import timezone
-
-from engine import codec
-from engine.core import script as scripts
-from engine.status import FlowState
-
-
-def validate_script_name(value: str) -> None:
-    if value not in scripts.registry():
-        raise ValidationError(
-            "%(value)s is not a registered Task script", params={"value": value}, code="unknown"
-        )
-
-
-class Task(models.Model):
-    """A friendly name for a registered script, with default params."""
-
-    name = models.CharField(max_length=200)
-    script = models.CharField(max_length=100, validators=[validate_script_name])
-    params = models.JSONField(default=dict, blank=True, encoder=DjangoJSONEncoder)
-    created = models.DateTimeField(auto_now_add=True)
-
-    class Meta:
-        ordering = ["name"]
-
-    def __str__(self) -> str:
-        return f"{self.name} ({self.script})"
-
-
-class Routine(models.Model):
-    """Ordered steps of Tasks. Each edit bumps `version`; flows pin their steps at start."""
-
-    name = models.CharField(max_length=200)
-    description = models.TextField(blank=True)
-    owner = models.ForeignKey(
-        settings.AUTH_USER_MODEL,
-        null=True,
-        blank=True,
-        on_delete=models.SET_NULL,
-        related_name="routines",
-    )
-    version = models.PositiveIntegerField(default=1)
-    created = models.DateTimeField(auto_now_add=True)
-    updated = models.DateTimeField(auto_now=True)
-
-    class Meta:
-        ordering = ["name", "id"]
-
-    def __str__(self) -> str:
-        return self.name
-
-    def snapshot(self) -> list[dict[str, Any]]:
-        """The steps as a flow pins them: name, script and merged params of each."""
-        return [step.snapshot() for step in self.steps.select_related("task")]
-
-
-class RoutineStep(models.Model):
-    routine = models.ForeignKey(Routine, on_delete=models.CASCADE, related_name="steps")
-    order = models.PositiveIntegerField()
-    task = models.ForeignKey(Task, on_delete=models.PROTECT, related_name="steps")
-    label = models.CharField(max_length=200, blank=True)
-    params = models.JSONField(default=dict, blank=True, encoder=DjangoJSONEncoder)
-
-    class Meta:
-        ordering = ["routine", "order", "id"]
-
-    def __str__(self) -> str:
-        return f"{self.routine} #{self.order}: {self.label or self.task.name}"
-
-    def snapshot(self) -> dict[str, Any]:
-        return {
-            "name": self.label or self.task.name,
-            "script": self.task.script,
-            "params": {**self.task.params, **self.params},
-        }
-
-
-class Flow(models.Model):
-    """A routine run for a user: its position, state, data and per-step results."""
-
-    routine = models.ForeignKey(Routine, on_delete=models.PROTECT, related_name="flows")
-    routine_version = models.PositiveIntegerField()
-    steps = models.JSONField(encoder=DjangoJSONEncoder)  # pinned at start
-    owner = models.ForeignKey(
-        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="flows"
-    )
-    state = models.CharField(max_length=16, choices=FlowState.choices, default=FlowState.PENDING)
-    position = models.PositiveIntegerField(default=0)
-    data = models.JSONField(default=dict, blank=True, encoder=DjangoJSONEncoder)
-    # Stored step results, one per position (None until performed); see engine.codec.
-    stored_results = models.JSONField(default=list, encoder=DjangoJSONEncoder)
-    wait_reason = models.CharField(max_length=500, blank=True)
-    error = models.TextField(blank=True)
-    traceback = models.TextField(blank=True)
-    # Input pushed while the current step waited, handed to its next perform().
-    input = models.JSONField(null=True, blank=True, encoder=DjangoJSONEncoder)
-    has_input = models.BooleanField(default=False)
-    job_id = models.CharField(max_length=64, blank=True)  # the offloaded Huey task
-    # The consumer process that last took charge of the flow (see engine.liveness).
-    worker = models.CharField(max_length=100, blank=True, default="")
-    # Compare-and-set counter: every write checks and bumps it, so no step commits twice.
-    version = models.PositiveIntegerField(default=0)
-    seq = models.PositiveIntegerField(default=0)  # last event's sequence number
-    lease_until = models.DateTimeField(null=True, blank=True)
-    # Position whose non-rerunnable step has begun (cleared when its outcome commits).
-    started_position = models.IntegerField(null=True, blank=True)
-    created = models.DateTimeField(auto_now_add=True)
-    updated = models.DateTimeField(auto_now=True)
-    finished = models.DateTimeField(null=True, blank=True)
-
-    class Meta:
-        ordering = ["-updated", "-id"]
-        indexes = [
-            models.Index(fields=["state", "lease_until"], name="flow_state_lease"),
-            models.Index(fields=["owner", "state"], name="flow_owner_state"),
-            models.Index(fields=["-updated", "-id"], name="flow_recent"),
-        ]
-        permissions = [("operate_flow", "Can see and override every user's flows")]
-
-    def __str__(self) -> str:
-        return f"Flow {self.pk} of {self.routine_id} ({self.state} at {self.position})"
-
-    @property
-    def results(self) -> list[Any]:
-        """Each step's latest result (None where not performed), decoded."""
-        stored = list(self.stored_results) + [None] * (len(self.steps) - len(self.stored_results))
-        return [codec.decode(item) for item in stored]
-
-    @property
-    def length(self) -> int:
-        return len(self.steps)
-
-    @property
-    def current_step(self) -> dict[str, Any] | None:
-        return self.steps[self.position] if self.position < len(self.steps) else None
-
-    @property
-    def offloaded(self) -> bool:
-        return self.state == FlowState.RUNNING and bool(self.job_id)
-
-
-class FlowEvent(models.Model):
-    """One entry of a flow's append-only history; `seq` numbers them per flow from 1."""
-
-    flow = models.ForeignKey(Flow, on_delete=models.CASCADE, related_name="events")
-    seq = models.PositiveIntegerField()
-    kind = models.CharField(max_length=40)
-    actor = models.ForeignKey(
-        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
-    )
-    state = models.CharField(max_length=16, choices=FlowState.choices)
-    position = models.PositiveIntegerField()
-    message = models.TextField(blank=True)
-    data = models.JSONField(default=dict, blank=True, encoder=DjangoJSONEncoder)
-    created = models.DateTimeField(auto_now_add=True)
-
-    class Meta:
-        ordering = ["flow", "seq"]
-        constraints = [
-            models.UniqueConstraint(fields=["flow", "seq"], name="flowevent_unique_seq"),
-        ]
-
-    def __str__(self) -> str:
-        return f"#{self.seq} {self.kind} ({self.flow_id})"
-
-    def as_dict(self) -> dict[str, Any]:
-        return {
-            "flow": self.flow_id,
-            "seq": self.seq,
-            "kind": self.kind,
-            "actor": self.actor_id,
-            "state": self.state,
-            "position": self.position,
-            "message": self.message,
-            "data": self.data,
-            "created": self.created.isoformat() if self.created else None,
-        }
-
-
-class Worker(models.Model):
-    """A live consumer process, beating its row every few seconds (see engine.liveness)."""
-
-    id = models.CharField(max_length=100, primary_key=True)
-    host = models.CharField(max_length=200)
-    pid = models.PositiveIntegerField()
-    started = models.DateTimeField(auto_now_add=True)
-    beat = models.DateTimeField(default=timezone.now, db_index=True)
-    # Ids of the flows whose steps it performs, as of its last beat.
-    held = models.JSONField(default=list, blank=True)
-
-    class Meta:
-        ordering = ["started"]
-
-    def __str__(self) -> str:
-        return f"worker {self.id}"
-
-
-from engine.models_ltm import LtmAppend, LtmEvent, LtmExecution, LtmInstance, LtmRun  # noqa: E402,F401
+__all__ = [
+    "Flow",
+    "FlowEvent",
+    "LtmAppend",
+    "LtmEvent",
+    "LtmExecution",
+    "LtmInstance",
+    "LtmRun",
+    "Routine",
+    "RoutineStep",
+    "Task",
+    "Worker",
+    "validate_script_name",
+]

@@ -19,15 +19,17 @@ from typing import Any
 from django.db.models.functions import Now
 from django.utils import timezone
 
-from engine import liveness, ltm_store
-from engine.ltm_tasks import execute_ltm_task
-from engine.models import Flow, LtmExecution, Worker
-from engine.models_ltm import ExecutionStatus
-from engine.runner import enqueue_run
-from engine.status import FlowState
-from engine.store import queue_deadline, write_flow
-from engine.sweep import hand_on_flows
-from engine.tasks import HUEY, run_flow_task
+from engine import dispatch, liveness
+from engine.flows.models import Flow
+from engine.flows.runner import enqueue_run
+from engine.flows.status import FlowState
+from engine.flows.store import write_flow
+from engine.flows.sweep import hand_on_flows
+from engine.leases import queue_deadline
+from engine.liveness import Worker
+from engine.ltm import store as ltm_store
+from engine.ltm.models import LtmExecution
+from engine.ltm.status import ExecutionStatus
 
 logger = logging.getLogger(__name__)
 
@@ -77,7 +79,7 @@ class OrphanWatch:
         )
         if not flows and not executions:
             return {}
-        queued = _queued()
+        queued = dispatch.queued()
         held = _held_by_live_workers()
         found: dict[Key, Any] = {}
         for pk, version, state, job_id in flows:
@@ -112,18 +114,6 @@ class OrphanWatch:
                 return 1
             return 0
         return hand_on_flows([flow], "its queued job was lost")
-
-
-def _queued() -> set[tuple[str, Any]]:
-    """What Huey's queue holds: runs of flows, offloaded jobs, LTM executions."""
-    queued: set[tuple[str, Any]] = set()
-    for task in HUEY.pending():
-        queued.add(("job", task.id))
-        if isinstance(task, run_flow_task.task_class):
-            queued.add(("run", task.args[0]))
-        elif isinstance(task, execute_ltm_task.task_class):
-            queued.add(("ltm", task.args[0]))
-    return queued
 
 
 def _held_by_live_workers() -> set[int]:

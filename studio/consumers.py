@@ -27,7 +27,7 @@ from typing import Any
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
 
-from engine.status import FINISHED
+from engine.flows.status import FINISHED
 from studio import live, live_render
 
 Stream = tuple[str, Any]  # ("flow", id) or ("ltm", run id)

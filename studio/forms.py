@@ -10,8 +10,9 @@ from typing import Any
 
 from django import forms
 
-from engine import jsonsafe, routines
+from engine import jsonsafe
 from engine.core import script as scripts
+from engine.flows import routines
 from engine.models import Routine
 
 

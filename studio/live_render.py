@@ -14,8 +14,8 @@ from django.db.models import Q
 from django.template.loader import render_to_string
 
 from engine import api
+from engine.flows.status import FINISHED
 from engine.models import Flow, FlowEvent
-from engine.status import FINISHED
 
 MAX_ID = 2**63 - 1  # the largest database integer: ids and sequence numbers beyond are no one's
 

@@ -229,7 +229,7 @@ def test_flow_pins_routine_steps(routine, user):
 
 
 def test_non_json_result_is_pickled_signed_and_tamper_checked(routine, user):
-    from engine.codec import TamperedResult
+    from engine.flows.codec import TamperedResult
 
     flow = api.start_flow(routine("t_object"), user)
     assert flow.results == [{1, 2, 3}]

@@ -12,9 +12,9 @@ from django.test import Client
 from django.urls import reverse
 
 from engine import api, jsonsafe
+from engine.flows.status import FlowState
+from engine.ltm.models import LtmRun
 from engine.models import Flow, FlowEvent, Routine
-from engine.models_ltm import LtmRun
-from engine.status import FlowState
 from studio.models import ApiToken
 from tests.conftest import bearer
 

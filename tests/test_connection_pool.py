@@ -21,7 +21,8 @@ import pytest
 from django.conf import settings
 from django.db import connection, connections
 
-from engine import api, dbpool, lease
+from engine import api, dbpool
+from engine.flows import lease
 from engine.models import Flow, FlowEvent
 from studio.models import ApiToken
 from tests.conftest import wait_until
@@ -183,8 +184,8 @@ def test_threads_give_their_connection_back_to_the_pool(routine, user, monkeypat
     from channels.db import database_sync_to_async
     from huey.contrib.djhuey import HUEY
 
-    from engine.background import Housekeeper
-    from engine.tasks import run_flow_task
+    from engine.housekeeping import Housekeeper
+    from engine.huey_tasks import run_flow_task
 
     flow = api.start_flow(routine("t_wait"), user)
     before = checked_out()

@@ -19,10 +19,10 @@ import pytest
 from django.test import Client
 
 from engine import api, diagram, jsonsafe
-from engine.ltm_store import STORED_DEPTH
+from engine.flows.status import FlowState
+from engine.ltm.models import LtmEvent, LtmInstance, LtmRun
+from engine.ltm.store import STORED_DEPTH
 from engine.models import Flow, FlowEvent, Routine, RoutineStep
-from engine.models_ltm import LtmEvent, LtmInstance, LtmRun
-from engine.status import FlowState
 from studio.models import ApiToken
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.bothmodes]

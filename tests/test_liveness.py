@@ -11,9 +11,9 @@ import pytest
 from django.utils import timezone
 
 from engine import api, liveness
-from engine.background import Housekeeper
+from engine.flows.status import FlowState
+from engine.housekeeping import Housekeeper
 from engine.models import Flow, FlowEvent, LtmEvent, LtmExecution, LtmRun, Worker
-from engine.status import FlowState
 from tests.conftest import wait_until
 
 

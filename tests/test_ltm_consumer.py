@@ -10,7 +10,7 @@ from itertools import combinations
 import pytest
 
 from engine import api
-from engine.ltm_registry import discover
+from engine.ltm.registry import discover
 from engine.models import LtmAppend, LtmEvent, LtmExecution, LtmInstance, LtmRun
 from tests.conftest import wait_until
 

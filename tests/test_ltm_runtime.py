@@ -17,8 +17,8 @@ from django.core.exceptions import PermissionDenied
 from engine import api
 from engine.core.errors import FlowStateError
 from engine.core.ltm import LTM, get_default_runtime, register, set_default_runtime, unregister
-from engine.ltm_registry import discover
-from engine.ltm_runner import DjangoRuntime
+from engine.ltm.executor import DjangoRuntime
+from engine.ltm.registry import discover
 from engine.models import LtmAppend, LtmEvent, LtmExecution, LtmInstance, LtmRun
 from tests import ltm_catalog as catalog
 

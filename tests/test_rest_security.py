@@ -16,7 +16,8 @@ from django.middleware.csrf import CSRF_ALLOWED_CHARS, CSRF_SECRET_LENGTH
 from django.test import Client
 from django.utils.crypto import get_random_string
 
-from engine import api, codec
+from engine import api
+from engine.flows import codec
 from engine.models import Flow, FlowEvent, Routine
 from studio.models import ApiToken
 from tests.conftest import bearer

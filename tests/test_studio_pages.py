@@ -9,9 +9,9 @@ import pytest
 from django.urls import reverse
 
 from engine import api
+from engine.flows.status import FlowState
+from engine.ltm.models import LtmRun
 from engine.models import Flow, Routine
-from engine.models_ltm import LtmRun
-from engine.status import FlowState
 
 pytestmark = pytest.mark.django_db(transaction=True)
 HTMX = {"HTTP_HX_REQUEST": "true"}

@@ -9,8 +9,8 @@ from django.test import Client
 from django.urls import reverse
 
 from engine import api
+from engine.flows.status import FlowState
 from engine.models import Flow, Routine
-from engine.status import FlowState
 
 pytestmark = pytest.mark.django_db(transaction=True)
 HTMX = {"HTTP_HX_REQUEST": "true"}

@@ -10,8 +10,8 @@ from django.utils import timezone
 from huey.contrib.djhuey import HUEY
 
 from engine import api
+from engine.flows.sweep import sweep
 from engine.models import Flow, FlowEvent
-from engine.sweep import sweep
 
 
 @pytest.fixture

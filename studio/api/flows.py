@@ -9,8 +9,8 @@ from django.http import Http404, HttpRequest
 from ninja import Path, Query, Router, Status
 
 from engine import api as engine_api
+from engine.flows.status import FlowState
 from engine.models import Flow
-from engine.status import FlowState
 from studio.api.auth import current_user
 from studio.api.present import flow_detail, flow_out
 from studio.api.routines import get_visible as get_visible_routine

@@ -7,7 +7,7 @@ from django.db.models import Prefetch
 from django.http import Http404, HttpRequest
 from ninja import Path, Query, Router, Status
 
-from engine import routines as routine_service
+from engine.flows import routines as routine_service
 from engine.models import Routine, RoutineStep
 from studio.api.auth import current_user
 from studio.api.present import routine_out

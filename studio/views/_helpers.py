@@ -11,12 +11,13 @@ from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import render
 from django_htmx.http import reswap, retarget
 
-from engine import api, routines
+from engine import api
 from engine.core import script as scripts
 from engine.core.graph import Graph, routine_graph
 from engine.diagram import DiagramUnavailable, render_graph
+from engine.flows import routines
+from engine.flows.status import FINISHED, FlowState
 from engine.models import Flow, Routine
-from engine.status import FINISHED, FlowState
 
 visible_routines = routines.visible_routines
 

@@ -16,8 +16,8 @@ from django_htmx.http import reswap, retarget
 
 from engine import api, jsonsafe
 from engine.core import script as scripts
+from engine.flows.status import ACTIVE, FlowState
 from engine.models import Flow
-from engine.status import ACTIVE, FlowState
 from studio.forms import FieldsInputForm, JSONInputForm
 from studio.views._helpers import (
     ENGINE_ERRORS,

@@ -12,8 +12,9 @@ from django.urls import reverse
 from django.views.decorators.http import require_http_methods, require_POST
 from django_htmx.http import push_url
 
-from engine import api, jsonsafe, routines
+from engine import api, jsonsafe
 from engine.core import script as scripts
+from engine.flows import routines
 from engine.models import Routine
 from studio.forms import (
     RoutineForm,

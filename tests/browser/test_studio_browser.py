@@ -10,8 +10,8 @@ import re
 import pytest
 
 from engine import api
+from engine.flows.status import FlowState
 from engine.models import Flow, Routine
-from engine.status import FlowState
 from tests.browser.conftest import sign_in, watch_console
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]

@@ -24,8 +24,8 @@ import time
 import pytest
 
 from engine import api
+from engine.flows.status import FlowState
 from engine.models import Flow
-from engine.status import FlowState
 from tests.browser.conftest import sign_in, watch_console
 from tests.conftest import wait_until
 

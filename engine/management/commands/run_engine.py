@@ -9,10 +9,9 @@ import signal
 
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
-from huey.contrib.djhuey import HUEY
 
-from engine import dbpool
-from engine.background import Housekeeper
+from engine import dbpool, huey_tasks
+from engine.housekeeping import Housekeeper
 
 
 class Command(BaseCommand):
@@ -27,7 +26,7 @@ class Command(BaseCommand):
         )
 
     def handle(self, *args, **options):
-        if HUEY.immediate:
+        if huey_tasks.immediate():
             raise CommandError(
                 "Huey is in immediate mode (HUEY_IMMEDIATE is set): tasks run inline and no "
                 "consumer is needed. Unset HUEY_IMMEDIATE to run a consumer."
@@ -41,20 +40,20 @@ class Command(BaseCommand):
                 "browser. Set REDIS_URL (and DATABASE_URL) to scale out with separate "
                 "consumers, or pass --no-live to run one without live updates."
             )
-        consumer_options = dict(settings.HUEY.get("consumer", {}))
-        if options.get("workers"):
-            consumer_options["workers"] = options["workers"]
+        workers = int(
+            options.get("workers") or settings.HUEY.get("consumer", {}).get("workers") or 1
+        )
         logging.getLogger("huey").setLevel(logging.WARNING)
         # Before any thread connects: one connection per worker, housekeeping, a spare.
-        pool = dbpool.configure(web=False, workers=int(consumer_options.get("workers") or 1))
-        consumer = HUEY.create_consumer(**consumer_options)
+        pool = dbpool.configure(web=False, workers=workers)
+        consumer = huey_tasks.create_consumer(workers)
         # `kill -USR1 <pid>` prints every thread's stack to stderr: where a stuck worker is.
         faulthandler.register(signal.SIGUSR1, all_threads=True)
         housekeeper = Housekeeper()
         housekeeper.start()
         self.stdout.write(
-            f"engine consumer: {consumer_options.get('workers')} worker threads on "
-            f"{type(HUEY).__name__}" + (f", database pool of {pool}" if pool else ""),
+            f"engine consumer: {workers} worker threads on {huey_tasks.queue_kind()}"
+            + (f", database pool of {pool}" if pool else ""),
         )
         self.stdout.flush()
         try:

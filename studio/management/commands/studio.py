@@ -5,10 +5,9 @@ from __future__ import annotations
 
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
-from huey.contrib.djhuey import HUEY
 
-from engine import dbpool
-from engine.background import Housekeeper
+from engine import dbpool, huey_tasks
+from engine.housekeeping import Housekeeper
 
 
 class Command(BaseCommand):
@@ -39,9 +38,9 @@ class Command(BaseCommand):
         # Before any thread connects: the web server's share plus the consumer's threads.
         pool = dbpool.configure(web=True, workers=workers)
         if not options["no_consumer"]:
-            if HUEY.immediate:
+            if huey_tasks.immediate():
                 raise CommandError("HUEY_IMMEDIATE is set: unset it to run the studio.")
-            consumer = HUEY.create_consumer(**consumer_options)
+            consumer = huey_tasks.create_consumer()
             consumer.start()  # worker threads and scheduler, without taking over signals
             housekeeper = Housekeeper()
             housekeeper.start()

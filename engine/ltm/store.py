@@ -20,21 +20,14 @@ from django.db import transaction
 from django.db.models import F
 from django.utils import timezone
 
+from engine import dispatch as queue
 from engine import events as engine_events
 from engine.core.errors import StaleFlowError
 from engine.core.ltm import LTM, InstanceRecord, build_tree, ltm_registry
 from engine.jsonsafe import MAX_DEPTH, ensure_json
-from engine.models_ltm import (
-    ExecutionStatus,
-    LtmEvent,
-    LtmExecution,
-    LtmInstance,
-    LtmRun,
-    LtmRunState,
-)
+from engine.ltm.models import LtmEvent, LtmExecution, LtmInstance, LtmRun
+from engine.ltm.status import FINISHED, OPEN, LtmRunState
 
-OPEN = (ExecutionStatus.QUEUED, ExecutionStatus.CLAIMED)
-FINISHED = (LtmRunState.COMPLETE, LtmRunState.FAILED, LtmRunState.KILLED)
 _ATTEMPTS = 50  # compare-and-set retries before giving up (each one re-plans, never re-runs)
 # What a run writes wraps what it was given: an event holds a payload, a state an update of
 # it. Inputs are held to MAX_DEPTH; what is stored may be nested somewhat deeper.
@@ -265,15 +258,13 @@ _local = threading.local()
 
 
 def dispatch(execution_ids: Iterable[int]) -> None:
-    """Send executions to Huey. In immediate mode they run inline, one after the other in
-    FIFO order from one loop (not nested inside each other's commit: a long chain of states
-    would otherwise exhaust the stack)."""
-    from engine.ltm_tasks import HUEY, execute_ltm_task
-
+    """Send executions to the queue (engine.dispatch). In immediate mode they run inline,
+    one after the other in FIFO order from one loop (not nested inside each other's commit:
+    a long chain of states would otherwise exhaust the stack)."""
     ids = list(execution_ids)
-    if not HUEY.immediate:
+    if not queue.immediate():
         for execution_id in ids:
-            execute_ltm_task(execution_id)
+            queue.execute_ltm(execution_id)
         return
     pending: deque[int] | None = getattr(_local, "pending", None)
     if pending is not None:
@@ -282,6 +273,6 @@ def dispatch(execution_ids: Iterable[int]) -> None:
     _local.pending = pending = deque(ids)
     try:
         while pending:
-            execute_ltm_task(pending.popleft())
+            queue.execute_ltm(pending.popleft())
     finally:
         _local.pending = None

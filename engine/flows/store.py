@@ -7,31 +7,16 @@ SQLite ignores row locks (`select_for_update` is a no-op there), so every write 
 from __future__ import annotations
 
 from collections.abc import Iterable
-from datetime import datetime, timedelta
 from typing import Any
 
-from django.conf import settings
 from django.db import connections, router, transaction
 from django.utils import timezone
 
 from engine import events as engine_events
+from engine.flows.models import Flow, FlowEvent
 from engine.liveness import worker_id
-from engine.models import Flow, FlowEvent
 
 EventSpec = tuple[str, dict[str, Any]]  # (kind, {"message":..., "data":..., "actor":...})
-
-
-def lease_until(seconds: float | None = None) -> datetime:
-    """Deadline of a worker's hold on a running step."""
-    base = float(settings.FLOWSTUDIO["LEASE_SECONDS"])
-    return timezone.now() + timedelta(seconds=max(base, seconds or 0))
-
-
-def queue_deadline() -> datetime:
-    """Deadline of work that waits in the queue (a pending flow, an offloaded job not yet
-    started). Queued tasks survive a consumer's death; this only catches one lost between
-    dequeue and claim, so it is long enough not to re-queue a mere backlog."""
-    return timezone.now() + timedelta(seconds=float(settings.FLOWSTUDIO["QUEUE_GRACE_SECONDS"]))
 
 
 _FLOW = Flow._meta

@@ -6,7 +6,7 @@ from typing import Any
 
 from django.contrib import admin
 
-from engine.models_ltm import LtmAppend, LtmEvent, LtmExecution, LtmInstance, LtmRun
+from engine.ltm.models import LtmAppend, LtmEvent, LtmExecution, LtmInstance, LtmRun
 
 
 class _ReadOnly(admin.ModelAdmin):

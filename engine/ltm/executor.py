@@ -12,23 +12,21 @@ dispatch the new executions. A worker that dies leaves a claimed row whose lease
 from __future__ import annotations
 
 import logging
-import threading
 import traceback
 from dataclasses import replace
-from datetime import timedelta
 from typing import Any
 
-from django.conf import settings
 from django.db import IntegrityError, transaction
 from django.db.models import F
 from django.utils import timezone
 
-from engine import ltm_store as store
 from engine.core.errors import FlowStateError
 from engine.core.ltm import LTM, Effects, Runtime, apply_records, execute, plan, plan_start
 from engine.jsonsafe import ensure_json, storable_text
+from engine.leases import Held, lease_until
 from engine.liveness import worker_id
-from engine.models_ltm import (
+from engine.ltm import store
+from engine.ltm.models import (
     ExecutionStatus,
     LtmAppend,
     LtmExecution,
@@ -37,7 +35,6 @@ from engine.models_ltm import (
     LtmRunState,
     LtmStatus,
 )
-from engine.store import lease_until
 
 logger = logging.getLogger(__name__)
 
@@ -122,8 +119,7 @@ def append(execution: LtmExecution, target: str, key: str, value: Any, index: in
 
 # -- one execution ---------------------------------------------------------------------------
 
-_held_lock = threading.Lock()
-_held: set[int] = set()  # executions this process is running: their leases are renewed
+executions = Held()  # executions this process is running: their leases are renewed
 
 
 def _lease() -> Any:
@@ -139,9 +135,7 @@ def execute_execution(execution_id: int) -> None:
     if claimed is None or claimed.outcome is None:
         return
     execution: LtmExecution = claimed.outcome
-    with _held_lock:
-        _held.add(execution.pk)
-    try:
+    with executions.hold(execution.pk):
         snap = store.read(execution.run_id)
         runtime = DjangoRuntime(owner=snap.run.owner, execution=execution)
         try:
@@ -152,9 +146,6 @@ def execute_execution(execution_id: int) -> None:
         if effects.error:
             effects = replace(effects, error=storable_text(effects.error))
         store.commit(execution.run_id, lambda snap: _finish(snap, execution, effects))
-    finally:
-        with _held_lock:
-            _held.discard(execution.pk)
 
 
 def _run_of(execution_id: int) -> Any:
@@ -244,86 +235,3 @@ def _finish(snap: store.Snapshot, execution: LtmExecution, effects: Effects) -> 
         last = effects.error.strip().splitlines()[-1]
         write.run_error = f"{execution.fqn} failed: {last}"
     return write
-
-
-# -- the sweep ---------------------------------------------------------------------------------
-
-
-def renew_leases() -> int:
-    """Extend the leases of the executions this process is running."""
-    with _held_lock:
-        ids = list(_held)
-    if not ids:
-        return 0
-    return LtmExecution.objects.filter(pk__in=ids, status=ExecutionStatus.CLAIMED).update(
-        lease_until=_lease()
-    )
-
-
-def sweep_ltm(limit: int = 500) -> int:
-    """Renew this process's leases, hand on claimed executions whose worker died (lease
-    expired) and re-send queued ones whose Huey task got lost. Returns how many."""
-    renew_leases()
-    now = timezone.now()
-    moved = 0
-    expired = LtmExecution.objects.filter(status=ExecutionStatus.CLAIMED, lease_until__lt=now)
-    for execution in expired.order_by("lease_until")[:limit]:
-        if store.commit(execution.run_id, lambda snap, e=execution: _requeue(e, now)):
-            moved += 1
-    grace = timedelta(seconds=float(settings.FLOWSTUDIO["QUEUE_GRACE_SECONDS"]))
-    lost = LtmExecution.objects.filter(
-        status=ExecutionStatus.QUEUED, dispatched_at__lt=now - grace
-    ).order_by("dispatched_at")[:limit]
-    for execution in lost:
-        # Still in Huey's queue, perhaps: a second task is harmless, the claim is a CAS.
-        resent = LtmExecution.objects.filter(
-            pk=execution.pk, status=ExecutionStatus.QUEUED, dispatched_at=execution.dispatched_at
-        ).update(dispatched_at=now)
-        if resent:
-            store.dispatch([execution.pk])
-            moved += 1
-    if moved:
-        logger.warning("LTM sweep handed on %d execution(s)", moved)
-    return moved
-
-
-def hand_on_ltm_from(workers: list[str], limit: int = 5000) -> int:
-    """Hand on at once the claimed executions of workers that stopped beating (see
-    engine.liveness), whatever their leases say."""
-    now = timezone.now()
-    moved = 0
-    held = LtmExecution.objects.filter(status=ExecutionStatus.CLAIMED, worker__in=workers)
-    for execution in held.order_by("id")[:limit]:
-        requeue = lambda snap, e=execution: _requeue(e, now, dead=True)  # noqa: E731
-        if store.commit(execution.run_id, requeue):
-            moved += 1
-    if moved:
-        logger.warning("LTM hand-over of %d execution(s): their worker stopped", moved)
-    return moved
-
-
-def _requeue(execution: LtmExecution, now: Any, *, dead: bool = False) -> store.Write | None:
-    """Queue a claimed execution again: its lease expired, or (`dead`) the worker that
-    claimed it stopped beating."""
-    current = LtmExecution.objects.filter(pk=execution.pk).first()
-    if current is None or current.status != ExecutionStatus.CLAIMED:
-        return None
-    if dead:
-        if current.worker != execution.worker:
-            return None  # claimed again meanwhile, by a live worker
-    elif current.lease_until is None or current.lease_until >= now:
-        return None
-    changes = {
-        "status": ExecutionStatus.QUEUED,
-        "lease_until": None,
-        "dispatched_at": now,
-        "worker": "",
-    }
-    reason = "its worker stopped" if dead else "lease expired"
-    data = {"execution": current.pk, "attempts": current.attempts, "reason": reason}
-    return store.Write(
-        events=[{"kind": "execution.requeued", "fqn": current.fqn, "data": data}],
-        execution_changes=[(current.pk, changes)],
-        redispatch=[current.pk],
-        run_state=LtmRunState.RUNNING,
-    )

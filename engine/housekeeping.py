@@ -15,10 +15,12 @@ import time
 from django.conf import settings
 from django.db import close_old_connections
 
-from engine import api, lease, liveness
-from engine.ltm_runner import hand_on_ltm_from, renew_leases, sweep_ltm
+from engine import liveness
+from engine.flows import lease
+from engine.flows.service import recheck_waiting
+from engine.flows.sweep import hand_on_from, sweep
+from engine.ltm.sweep import hand_on_ltm_from, renew_leases, sweep_ltm
 from engine.orphans import OrphanWatch
-from engine.sweep import hand_on_from
 
 logger = logging.getLogger(__name__)
 
@@ -74,11 +76,11 @@ class Housekeeper(threading.Thread):
             lease.renew()
             renew_leases()
         if self.due("sweep", self.sweep_every):
-            api.sweep()
+            sweep()
             sweep_ltm()
             self.orphans.check()
         if self.due("recheck", self.recheck_every):
-            api.recheck_waiting()
+            recheck_waiting()
 
     def stop(self) -> None:
         self.stopping.set()

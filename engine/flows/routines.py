@@ -1,5 +1,5 @@
-"""Service functions for routines beyond `engine.api.create_routine`: who may see and edit a
-routine, step validation that names the bad entry, and editing a routine into a new version.
+"""Routines: who may see and edit one, the one validator of their steps (naming the bad
+entry), creating one, and editing one into a new version.
 
 Flows pin their steps when they start, so a new version never changes a flow already running.
 """
@@ -14,17 +14,18 @@ from django.db import transaction
 from django.db.models import F, Q, QuerySet
 from django.utils import timezone
 
-from engine.api import can_see_all, create_routine
+from engine import access
 from engine.core import script as script_registry
 from engine.core.errors import StaleFlowError
+from engine.flows.models import Routine, RoutineStep, Task
 from engine.jsonsafe import check_text, ensure_json, text_problem
-from engine.models import Routine, RoutineStep, Task
 
 __all__ = [
     "RoutineStepError",
     "StaleRoutineError",
     "can_edit_routine",
     "create_checked_routine",
+    "create_routine",
     "update_routine",
     "validate_steps",
     "visible_routines",
@@ -48,16 +49,14 @@ def visible_routines(user: Any) -> QuerySet[Routine]:
     """The routines `user` may see: their own and ownerless (shared) ones, or all of them
     for staff and users who may operate every flow."""
     routines = Routine.objects.select_related("owner")
-    if can_see_all(user):
+    if access.is_operator(user):
         return routines
     return routines.filter(Q(owner_id=user.pk) | Q(owner__isnull=True))
 
 
 def can_edit_routine(user: Any, routine: Routine) -> bool:
     """Owners edit their routines; staff and operators edit any, including shared ones."""
-    if user is None or not user.is_authenticated:
-        return False
-    return (routine.owner_id is not None and routine.owner_id == user.pk) or can_see_all(user)
+    return access.may_act(user, routine.owner_id)
 
 
 def validate_steps(steps: Sequence[str | dict[str, Any]]) -> list[dict[str, Any]]:
@@ -94,6 +93,38 @@ def _clean_name(name: str) -> str:
     return check_text(name.strip(), "name")
 
 
+@transaction.atomic
+def create_routine(
+    name: str,
+    scripts: Sequence[str | dict[str, Any]],
+    owner: Any = None,
+    description: str = "",
+) -> Routine:
+    """A routine whose steps are the named registered scripts, in order (an item may also be
+    a dict ``{"script": name, "label": ..., "params": {...}}``); `owner` None makes it shared.
+    Steps are checked by `validate_steps`, the one validator of routine steps."""
+    name = _clean_name(name)
+    check_text(description, "description")
+    steps = validate_steps(scripts)
+    routine = Routine.objects.create(name=name, owner=owner, description=description)
+    _write_steps(routine.pk, steps)
+    return routine
+
+
+def _write_steps(routine_id: int, steps: list[dict[str, Any]]) -> None:
+    known = script_registry.registry()
+    for order, step in enumerate(steps):
+        cls = known[step["script"]]
+        task, _ = Task.objects.get_or_create(script=cls.name, name=cls.label, params={})
+        RoutineStep.objects.create(
+            routine_id=routine_id,
+            order=order,
+            task=task,
+            label=step["label"],
+            params=step["params"],
+        )
+
+
 def create_checked_routine(
     name: str, steps: Sequence[str | dict[str, Any]], owner: Any, description: str = ""
 ) -> Routine:
@@ -120,7 +151,6 @@ def update_routine(
     name = _clean_name(name)
     check_text(description, "description")
     clean = validate_steps(steps)
-    known = script_registry.registry()
     changes: dict[str, Any] = {"name": name, "version": F("version") + 1, "updated": timezone.now()}
     if description is not None:
         changes["description"] = description
@@ -133,15 +163,6 @@ def update_routine(
                 f"routine {routine.pk} changed since you loaded it; reload and try again"
             )
         RoutineStep.objects.filter(routine_id=routine.pk).delete()
-        for order, step in enumerate(clean):
-            cls = known[step["script"]]
-            task, _ = Task.objects.get_or_create(script=cls.name, name=cls.label, params={})
-            RoutineStep.objects.create(
-                routine_id=routine.pk,
-                order=order,
-                task=task,
-                label=step["label"],
-                params=step["params"],
-            )
+        _write_steps(routine.pk, clean)
     routine.refresh_from_db()
     return routine

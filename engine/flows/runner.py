@@ -10,28 +10,23 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from django.db import transaction
 from django.utils import timezone
 
-from engine import codec
+from engine import dispatch
 from engine.core import outcome as core
 from engine.core import script as scripts
+from engine.flows import codec
+from engine.flows.lease import holding
+from engine.flows.models import Flow
+from engine.flows.status import FINISHED, FlowState
+from engine.flows.store import load_flow, write_flow
 from engine.jsonsafe import storable_text
-from engine.lease import holding
+from engine.leases import lease_until, queue_deadline
 from engine.liveness import worker_id
-from engine.models import Flow
-from engine.status import FINISHED, FlowState
-from engine.store import lease_until, load_flow, queue_deadline, write_flow
 
 logger = logging.getLogger(__name__)
 
 _WAIT_REASON_LENGTH = Flow._meta.get_field("wait_reason").max_length
-
-
-def _tasks() -> Any:
-    from engine import tasks  # the Huey tasks call back into this module
-
-    return tasks
 
 
 def load(flow_id: int) -> Flow | None:
@@ -40,7 +35,7 @@ def load(flow_id: int) -> Flow | None:
 
 def enqueue_run(flow_id: int) -> None:
     """Queue `run_flow` once the current transaction (if any) commits."""
-    transaction.on_commit(lambda: _tasks().run_flow_task(flow_id))
+    dispatch.run_flow(flow_id)
 
 
 def script_for(flow: Flow) -> type[scripts.Task]:
@@ -123,8 +118,7 @@ def commit_outcome(
         )
         return None
     if job is not None:
-        huey = _tasks().HUEY
-        transaction.on_commit(lambda: huey.enqueue(job))
+        dispatch.perform_offloaded(flow.pk, flow.version, job)
     elif flow.state == FlowState.PENDING and not resume_by_hook:
         enqueue_run(flow.pk)
     return decision
@@ -136,21 +130,22 @@ def _plan_next(
     changes: dict[str, Any],
     events: list[tuple[str, dict[str, Any]]],
     in_loop: bool,
-) -> Any:
-    """Fill in how the flow continues at `position`; returns the offloaded job to queue."""
+) -> str | None:
+    """Fill in how the flow continues at `position`; returns the id of the offloaded job to
+    queue (it runs on the version the write is about to make)."""
     try:
         cls = scripts.get_script(flow.steps[position]["script"])
     except LookupError:
         cls = None  # the runner fails the flow on it with a clear error
     if cls is not None and not cls.blocking:
-        job = _tasks().perform_offloaded_task.s(flow.pk, flow.version + 1)
-        changes.update(job_id=job.id, lease_until=lease_until(cls.lease_seconds))
+        job = dispatch.new_job_id()
+        changes.update(job_id=job, lease_until=lease_until(cls.lease_seconds))
         completed = [spec for kind, spec in events if kind == "step.completed"]
         if completed:
             # One event says both (a row less per offloaded step, which is the hot path).
-            completed[0]["data"]["offloaded"] = {"step": position, "job": job.id}
+            completed[0]["data"]["offloaded"] = {"step": position, "job": job}
         else:
-            events.append(("step.offloaded", {"data": {"step": position, "job": job.id}}))
+            events.append(("step.offloaded", {"data": {"step": position, "job": job}}))
         return job
     if in_loop:
         changes["lease_until"] = lease_until()
@@ -177,8 +172,7 @@ def run_flow(flow_id: int) -> None:
     if not write_flow(flow, claim, events, expect_state=FlowState.PENDING):
         return
     if job is not None:
-        huey = _tasks().HUEY
-        transaction.on_commit(lambda: huey.enqueue(job))
+        dispatch.perform_offloaded(flow.pk, flow.version, job)
         return
     with holding(flow.pk):
         while flow.state == FlowState.RUNNING and not flow.job_id:
@@ -205,12 +199,11 @@ def mark_started(flow: Flow, cls: type[scripts.Task]) -> bool:
 
 def offload(flow: Flow, cls: type[scripts.Task]) -> None:
     """Hand the current (non-blocking) step to its own Huey task."""
-    job = _tasks().perform_offloaded_task.s(flow.pk, flow.version + 1)
-    changes = {"job_id": job.id, "lease_until": lease_until(cls.lease_seconds)}
-    event = ("step.offloaded", {"data": {"step": flow.position, "job": job.id}})
+    job = dispatch.new_job_id()
+    changes = {"job_id": job, "lease_until": lease_until(cls.lease_seconds)}
+    event = ("step.offloaded", {"data": {"step": flow.position, "job": job}})
     if write_flow(flow, changes, [event], expect_state=FlowState.RUNNING):
-        huey = _tasks().HUEY
-        transaction.on_commit(lambda: huey.enqueue(job))
+        dispatch.perform_offloaded(flow.pk, flow.version, job)
 
 
 def take_charge(flow: Flow) -> bool:

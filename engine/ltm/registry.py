@@ -54,7 +54,7 @@ def discover() -> list[type[LTM]]:
 def setup() -> None:
     """At app start-up: register the roots, and make `MyLtm().start()` store its run in the
     database and execute it on Huey."""
-    from engine.ltm_runner import DjangoRuntime
+    from engine.ltm.executor import DjangoRuntime
 
     discover()
     set_default_runtime(DjangoRuntime())

@@ -14,11 +14,13 @@ from typing import Any
 
 from django.utils import timezone
 
+from engine import dispatch
 from engine.core import script as scripts
-from engine.models import Flow
-from engine.runner import enqueue_run
-from engine.status import FlowState
-from engine.store import lease_until, queue_deadline, write_flow
+from engine.flows.models import Flow
+from engine.flows.runner import enqueue_run
+from engine.flows.status import FlowState
+from engine.flows.store import write_flow
+from engine.leases import lease_until, queue_deadline
 
 logger = logging.getLogger(__name__)
 
@@ -100,9 +102,7 @@ def _hand_on(flows: Any, now: datetime, why: str) -> int:
 
 
 def _queued_job_ids() -> set[str]:
-    from engine.tasks import HUEY
-
-    return {task.id for task in HUEY.pending()}
+    return {key for kind, key in dispatch.queued() if kind == "job"}
 
 
 def _interrupted_for_good(flow: Flow) -> bool:

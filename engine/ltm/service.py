@@ -16,12 +16,14 @@ from django.core.exceptions import PermissionDenied, ValidationError
 from django.db.models import QuerySet
 from django.utils import timezone
 
-from engine import ltm_store as store
+from engine import access
 from engine.core.errors import FlowStateError
 from engine.core.ltm import LTM, ltm_registry, plan_transition
 from engine.jsonsafe import check_text, ensure_json
-from engine.ltm_runner import DjangoRuntime
-from engine.models_ltm import ExecutionStatus, LtmExecution, LtmRun, LtmRunState, LtmStatus
+from engine.ltm import store
+from engine.ltm.executor import DjangoRuntime
+from engine.ltm.models import LtmExecution, LtmRun
+from engine.ltm.status import OPEN, ExecutionStatus, LtmRunState, LtmStatus
 
 __all__ = [
     "can_operate_ltm",
@@ -34,23 +36,15 @@ __all__ = [
 ]
 
 
-def _sees_all(user: Any) -> bool:
-    return bool(user and (user.is_staff or user.has_perm("engine.operate_flow")))
-
-
 def can_operate_ltm(user: Any, run: LtmRun) -> bool:
-    """Whether `user` may see and act on `run`."""
-    if user is None or not user.is_authenticated:
-        return False
-    return (run.owner_id is not None and run.owner_id == user.pk) or _sees_all(user)
+    """Whether `user` may see and act on `run` (runs started from code have no owner:
+    operators only)."""
+    return access.may_act(user, run.owner_id)
 
 
 def visible_ltm_runs(user: Any) -> QuerySet[LtmRun]:
     """The LTM runs `user` may see."""
-    runs = LtmRun.objects.select_related("owner")
-    if user is None or not user.is_authenticated:
-        return runs.none()
-    return runs if _sees_all(user) else runs.filter(owner_id=user.pk)
+    return access.visible(user, LtmRun.objects.select_related("owner"))
 
 
 def _get_run(run_id: Any, user: Any, *, check: bool = True) -> LtmRun:
@@ -58,8 +52,8 @@ def _get_run(run_id: Any, user: Any, *, check: bool = True) -> LtmRun:
         run = LtmRun.objects.select_related("owner").get(pk=run_id)
     except (ValueError, ValidationError):
         raise LtmRun.DoesNotExist(f"LTM run {run_id!r} does not exist") from None
-    if check and not can_operate_ltm(user, run):
-        raise PermissionDenied("you may not act on this LTM run")
+    if check:
+        access.require(user, run.owner_id, "LTM run")
     return run
 
 
@@ -157,7 +151,7 @@ def kill_ltm(run_id: Any, user: Any, reason: str = "") -> LtmRun:
     def build(snap: store.Snapshot) -> store.Write:
         _refuse_killed(snap.run)
         stale = {"status": ExecutionStatus.STALE, "finished": timezone.now(), "lease_until": None}
-        open_ids = LtmExecution.objects.filter(run=snap.run, status__in=store.OPEN)
+        open_ids = LtmExecution.objects.filter(run=snap.run, status__in=OPEN)
         data = {"reason": reason, "was": snap.run.state}
         return store.Write(
             events=[{"kind": "manual.kill", "fqn": "", "actor": user, "data": data}],

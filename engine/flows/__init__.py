@@ -1,0 +1,1 @@
+"""The flows slice: routines of Task scripts run as flows."""

@@ -1,0 +1,314 @@
+"""The flows slice's service: start a flow, push input to a waiting one, and the operator's
+overrides (move, retry, skip, kill, resume). `engine.api` is the door to these.
+
+Every action checks that the user may act on the flow (`engine.access`), that the flow's
+state is in the action's row of `engine.flows.status.ACTIONS`, and writes with a
+compare-and-set plus an event naming the acting user; a flow that is to run again is queued
+once the write commits. A call that does not fit the flow's state raises `FlowStateError`
+with a message the user can act on.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from django.core.exceptions import PermissionDenied
+from django.db import transaction
+from django.db.models import QuerySet
+from django.utils import timezone
+
+from engine import access
+from engine.core import script as script_registry
+from engine.core.errors import FlowStateError, StaleFlowError
+from engine.flows import codec
+from engine.flows.models import Flow, Routine
+from engine.flows.runner import enqueue_run, recheck
+from engine.flows.status import ACTIONS, FlowState, actions_for
+from engine.flows.store import EventSpec, write_flow
+from engine.jsonsafe import check_text, ensure_json
+from engine.leases import queue_deadline
+
+_ATTEMPTS = 5  # re-reads when another writer slipped in between read and write
+
+
+def can_operate(user: Any, flow: Flow) -> bool:
+    """Whether `user` may see and act on `flow`."""
+    return access.may_act(user, flow.owner_id)
+
+
+def visible_flows(user: Any) -> QuerySet[Flow]:
+    """The flows `user` may see."""
+    return access.visible(user, Flow.objects.select_related("routine", "owner"))
+
+
+def available_actions(flow: Flow, user: Any) -> list[str]:
+    """The overrides `user` may take on `flow` now: exactly those the service accepts."""
+    return actions_for(flow.state) if can_operate(user, flow) else []
+
+
+def start_flow(routine: Routine | int, user: Any, data: dict[str, Any] | None = None) -> Flow:
+    """Start `routine` for `user`. The flow pins the routine's steps as they are now."""
+    if user is None or not user.is_authenticated:
+        raise PermissionDenied("sign in to start a flow")
+    if not isinstance(routine, Routine):
+        routine = Routine.objects.get(pk=routine)
+    data = {} if data is None else data
+    if not isinstance(data, dict):
+        raise ValueError("a flow's data must be a JSON object")
+    ensure_json(data, "data")
+    steps = routine.snapshot()
+    if not steps:
+        raise FlowStateError(f"routine {routine.name!r} has no steps; add one before starting it")
+    known = script_registry.registry()
+    missing = [step["script"] for step in steps if step["script"] not in known]
+    if missing:
+        raise FlowStateError(f"routine {routine.name!r} uses unregistered scripts: {missing}")
+    with transaction.atomic():
+        flow = Flow.objects.create(
+            routine=routine,
+            routine_version=routine.version,
+            steps=steps,
+            owner=user,
+            data=data,
+            lease_until=queue_deadline(),
+        )
+        created = ("flow.created", {"actor": user, "data": {"routine": routine.name}})
+        write_flow(flow, {}, [created])
+        enqueue_run(flow.pk)
+    flow.refresh_from_db()
+    return flow
+
+
+# --- actions -----------------------------------------------------------------------------------
+
+Build = Callable[[Flow], tuple[dict[str, Any], list[EventSpec], bool]]
+
+
+def _act(
+    flow_ref: Flow | int,
+    user: Any,
+    allowed: frozenset[str],
+    refuse: Callable[[Flow], str],
+    build: Build,
+    version: int | None = None,
+) -> Flow:
+    """Read the flow, check access and state, write `build(flow)` with a compare-and-set.
+
+    `version` (the version the caller saw, e.g. on its page) makes a changed flow an error
+    (`StaleFlowError`) instead of re-reading it."""
+    flow_id = flow_ref.pk if isinstance(flow_ref, Flow) else int(flow_ref)
+    for _ in range(_ATTEMPTS):
+        flow = Flow.objects.select_related("owner").filter(pk=flow_id).first()
+        if flow is None:
+            raise Flow.DoesNotExist(f"flow {flow_id} does not exist")
+        access.require(user, flow.owner_id, "flow")
+        if version is not None and flow.version != version:
+            raise StaleFlowError(
+                f"flow {flow_id} changed since you loaded it (it is now {flow.state} at step "
+                f"{flow.position + 1}); reload and try again"
+            )
+        if flow.state not in allowed:
+            raise FlowStateError(refuse(flow))
+        changes, events, requeue = build(flow)
+        with transaction.atomic():
+            if write_flow(flow, changes, events, expect_state=flow.state):
+                if requeue:
+                    enqueue_run(flow.pk)
+                break
+        if version is not None:
+            raise StaleFlowError(f"flow {flow_id} changed while you acted; reload and try again")
+    else:
+        raise StaleFlowError(f"flow {flow_id} keeps changing; try again")
+    flow.refresh_from_db()
+    if isinstance(flow_ref, Flow):
+        flow_ref.refresh_from_db()
+    return flow
+
+
+def _restart_changes(position: int) -> dict[str, Any]:
+    """Fields of a flow that is to (re)run from `position` at once."""
+    return {
+        "state": FlowState.PENDING,
+        "position": position,
+        "wait_reason": "",
+        "error": "",
+        "traceback": "",
+        "input": None,
+        "has_input": False,
+        "job_id": "",
+        "started_position": None,
+        "finished": None,
+        "lease_until": queue_deadline(),
+    }
+
+
+def _where(flow: Flow) -> str:
+    return f"flow {flow.pk} is {flow.state} at step {flow.position + 1} of {flow.length}"
+
+
+def push_input(flow: Flow | int, data: Any, user: Any, version: int | None = None) -> Flow:
+    """Give a WAITING flow the input its step waits for; the step is performed again and sees
+    it as `self.input`."""
+    ensure_json(data, "input")
+
+    def build(flow: Flow) -> tuple[dict[str, Any], list[EventSpec], bool]:
+        changes = {**_restart_changes(flow.position), "input": data, "has_input": True}
+        event = ("input.pushed", {"actor": user, "data": {"step": flow.position, "input": data}})
+        return changes, [event], True
+
+    return _act(
+        flow,
+        user,
+        ACTIONS["input"],
+        lambda f: f"{_where(f)}; input can only be pushed to a waiting flow",
+        build,
+        version,
+    )
+
+
+def move_to(
+    flow: Flow | int, position: int, user: Any, reason: str = "", version: int | None = None
+) -> Flow:
+    """Move the flow to step `position` (0-based) and run it from there at once."""
+    check_text(reason, "reason")
+
+    def build(flow: Flow) -> tuple[dict[str, Any], list[EventSpec], bool]:
+        if not isinstance(position, int) or not 0 <= position < flow.length:
+            raise FlowStateError(
+                f"position {position} is out of range: this flow has steps 0 to {flow.length - 1}"
+            )
+        data = {"from": flow.position, "to": position, "reason": reason}
+        return (
+            _restart_changes(position),
+            [("manual.move", {"actor": user, "data": data, "message": reason})],
+            True,
+        )
+
+    return _act(
+        flow,
+        user,
+        ACTIONS["move"],
+        lambda f: f"{_where(f)}; a step is running: wait for it or kill the flow first",
+        build,
+        version,
+    )
+
+
+def retry(flow: Flow | int, user: Any, version: int | None = None) -> Flow:
+    """Perform a failed (or killed) flow's current step again."""
+
+    def build(flow: Flow) -> tuple[dict[str, Any], list[EventSpec], bool]:
+        data = {"step": flow.position, "error": flow.error}
+        return (
+            _restart_changes(flow.position),
+            [("manual.retry", {"actor": user, "data": data})],
+            True,
+        )
+
+    return _act(
+        flow,
+        user,
+        ACTIONS["retry"],
+        lambda f: f"{_where(f)}; only a failed or killed flow can be retried",
+        build,
+        version,
+    )
+
+
+def skip(flow: Flow | int, user: Any, reason: str = "", version: int | None = None) -> Flow:
+    """Skip the current step (its result is None) and go on with the next one."""
+    check_text(reason, "reason")
+
+    def build(flow: Flow) -> tuple[dict[str, Any], list[EventSpec], bool]:
+        results = list(flow.stored_results)
+        results.extend([None] * (flow.position + 1 - len(results)))
+        results[flow.position] = None
+        event = ("manual.skip", {"actor": user, "message": reason, "data": {"step": flow.position}})
+        if flow.position + 1 >= flow.length:
+            changes = {
+                **_restart_changes(flow.position),
+                "state": FlowState.COMPLETE,
+                "lease_until": None,
+                "finished": timezone.now(),
+                "stored_results": results,
+            }
+            return changes, [event, ("flow.complete", {"data": {"step": flow.position}})], False
+        return {**_restart_changes(flow.position + 1), "stored_results": results}, [event], True
+
+    return _act(
+        flow,
+        user,
+        ACTIONS["skip"],
+        lambda f: (
+            f"{_where(f)}; a running step cannot be skipped, and a complete flow has "
+            "nothing left to skip"
+        ),
+        build,
+        version,
+    )
+
+
+def kill_flow(flow: Flow | int, user: Any, reason: str = "", version: int | None = None) -> Flow:
+    """End the flow as KILLED; a step still running has its outcome discarded."""
+    check_text(reason, "reason")
+
+    def build(flow: Flow) -> tuple[dict[str, Any], list[EventSpec], bool]:
+        changes = {
+            "state": FlowState.KILLED,
+            "error": reason or f"killed by {user}",
+            "wait_reason": "",
+            "lease_until": None,
+            "job_id": "",
+            "finished": timezone.now(),
+        }
+        data = {"step": flow.position, "reason": reason}
+        return changes, [("manual.kill", {"actor": user, "message": reason, "data": data})], False
+
+    return _act(
+        flow,
+        user,
+        ACTIONS["kill"],
+        lambda f: f"{_where(f)}; it has already ended",
+        build,
+        version,
+    )
+
+
+def resume(flow: Flow | int, user: Any, version: int | None = None) -> Flow:
+    """Run a waiting, killed or failed flow again from its current step (a waiting step is
+    performed again without input)."""
+
+    def build(flow: Flow) -> tuple[dict[str, Any], list[EventSpec], bool]:
+        data = {"step": flow.position, "was": flow.state}
+        return (
+            _restart_changes(flow.position),
+            [("manual.resume", {"actor": user, "data": data})],
+            True,
+        )
+
+    return _act(
+        flow,
+        user,
+        ACTIONS["resume"],
+        lambda f: f"{_where(f)}; only a waiting, killed or failed flow can be resumed",
+        build,
+        version,
+    )
+
+
+def recheck_waiting(limit: int = 1000) -> int:
+    """Call `check()` (or `pickup()`) of every waiting step that defines one; the flows whose
+    check no longer waits move on. Returns how many moved."""
+    moved = 0
+    waiting = Flow.objects.select_related("owner").filter(state=FlowState.WAITING)
+    for flow in waiting.order_by("updated")[:limit]:
+        if recheck(flow):
+            moved += 1
+    return moved
+
+
+def results_for_display(flow: Flow) -> list[Any]:
+    """Step results as the studio shows them (pickled values as their repr)."""
+    stored = list(flow.stored_results) + [None] * (flow.length - len(flow.stored_results))
+    return [codec.display(item) for item in stored]

@@ -1,0 +1,47 @@
+"""Flow states, and which action fits which state: one small module (the pure core uses the
+same strings). `engine.flows.service` refuses an action whose state is not in its row, and the
+studio's pages offer exactly the actions of a flow's row."""
+
+from __future__ import annotations
+
+from django.db import models
+
+from engine.core import outcome
+
+
+class FlowState(models.TextChoices):
+    PENDING = outcome.PENDING, "Pending"
+    RUNNING = outcome.RUNNING, "Running"
+    WAITING = outcome.WAITING, "Waiting"
+    COMPLETE = outcome.COMPLETE, "Complete"
+    KILLED = outcome.KILLED, "Killed"
+    FAILED = outcome.FAILED, "Failed"
+
+
+FINISHED = frozenset({FlowState.COMPLETE, FlowState.KILLED, FlowState.FAILED})
+ACTIVE = frozenset({FlowState.PENDING, FlowState.RUNNING, FlowState.WAITING})
+
+# The states each action accepts (operator overrides, and input to a waiting step).
+ACTIONS: dict[str, frozenset[str]] = {
+    "input": frozenset({FlowState.WAITING}),
+    "move": frozenset(
+        {
+            FlowState.PENDING,
+            FlowState.WAITING,
+            FlowState.COMPLETE,
+            FlowState.KILLED,
+            FlowState.FAILED,
+        }
+    ),
+    "retry": frozenset({FlowState.FAILED, FlowState.KILLED}),
+    "skip": frozenset({FlowState.WAITING, FlowState.FAILED, FlowState.KILLED, FlowState.PENDING}),
+    "kill": frozenset({FlowState.PENDING, FlowState.RUNNING, FlowState.WAITING, FlowState.FAILED}),
+    "resume": frozenset({FlowState.WAITING, FlowState.KILLED, FlowState.FAILED}),
+}
+# The overrides an operator is offered on a flow's page, in this order.
+OVERRIDES = ("move", "retry", "skip", "kill", "resume")
+
+
+def actions_for(state: str) -> list[str]:
+    """The overrides that fit a flow in `state`."""
+    return [action for action in OVERRIDES if state in ACTIONS[action]]

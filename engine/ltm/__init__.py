@@ -1,0 +1,1 @@
+"""The LTM slice: runs of Labeled Transition Models."""
