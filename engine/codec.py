@@ -15,6 +15,8 @@ from typing import Any
 from django.core import signing
 from django.core.serializers.json import DjangoJSONEncoder
 
+from engine import jsonsafe
+
 PICKLE_KEY = "__flowstudio_pickle__"
 _SALT = "engine.codec.result"
 
@@ -24,17 +26,31 @@ class TamperedResult(ValueError):
 
 
 def encode(value: Any) -> Any:
-    """A JSON-storable form of `value`."""
+    """A JSON-storable form of `value`: itself when it is JSON that every database stores
+    alike, else pickled (signed) with its repr to show."""
     try:
-        return json.loads(json.dumps(value, cls=DjangoJSONEncoder))
+        stored = json.loads(json.dumps(value, cls=DjangoJSONEncoder))
+        jsonsafe.ensure_json(stored, "the result")
+        return stored
     except (TypeError, ValueError):
-        pass
+        pass  # not JSON, or JSON PostgreSQL refuses (NUL, a lone surrogate, NaN, too deep)
+    except RecursionError:
+        return {"repr": "<a value nested too deeply to store>", "unstorable": "RecursionError"}
     try:
         raw = pickle.dumps(value)
     except Exception as exc:  # an unpicklable value: keep what can be shown of it
-        return {"repr": repr(value), "unstorable": f"{type(exc).__name__}: {exc}"}
+        problem = jsonsafe.storable_text(f"{type(exc).__name__}: {exc}")
+        return {"repr": _shown(value), "unstorable": problem}
     token = signing.Signer(salt=_SALT).sign(base64.b64encode(raw).decode("ascii"))
-    return {PICKLE_KEY: token, "repr": repr(value)}
+    return {PICKLE_KEY: token, "repr": _shown(value)}
+
+
+def _shown(value: Any) -> str:
+    """repr() of `value` (which escapes NUL characters and surrogates), or a placeholder."""
+    try:
+        return repr(value)
+    except Exception as exc:  # a failing __repr__, or a value nested too deeply
+        return f"<{type(value).__name__}: repr() failed with {type(exc).__name__}>"
 
 
 def is_pickled(stored: Any) -> bool:

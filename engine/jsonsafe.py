@@ -28,6 +28,7 @@ __all__ = [
     "ensure_json",
     "loads",
     "parse_id",
+    "storable_text",
     "text_problem",
 ]
 
@@ -59,6 +60,20 @@ def text_problem(text: str, what: str = "text") -> str | None:
     if not text.isascii() and _SURROGATE.search(text):
         return f"{what} must not contain lone surrogates (U+D800 to U+DFFF)"
     return None
+
+
+def storable_text(text: str, limit: int | None = None) -> str:
+    """`text` as every database stores it: NUL characters and lone surrogates written as
+    escapes (`\\x00`, `\\ud800`), cut to `limit` characters. For text the engine records
+    but nobody typed (a script's error, traceback or wait reason), which must be kept, not
+    refused."""
+    if "\x00" in text:
+        text = text.replace("\x00", "\\x00")
+    if not text.isascii() and _SURROGATE.search(text):
+        text = _SURROGATE.sub(lambda m: f"\\u{ord(m.group()):04x}", text)
+    if limit is not None and len(text) > limit:
+        text = text[: limit - 1] + "…"
+    return text
 
 
 def check_text(value: Any, where: str) -> Any:

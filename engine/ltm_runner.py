@@ -26,7 +26,7 @@ from django.utils import timezone
 from engine import ltm_store as store
 from engine.core.errors import FlowStateError
 from engine.core.ltm import LTM, Effects, Runtime, apply_records, execute, plan, plan_start
-from engine.jsonsafe import ensure_json
+from engine.jsonsafe import ensure_json, storable_text
 from engine.liveness import worker_id
 from engine.models_ltm import (
     ExecutionStatus,
@@ -149,6 +149,8 @@ def execute_execution(execution_id: int) -> None:
             effects = execute(tree.find(execution.fqn), execution.payload)
         except Exception:  # the stored tree does not fit its class any more
             effects = Effects(error=traceback.format_exc())
+        if effects.error:
+            effects = replace(effects, error=storable_text(effects.error))
         store.commit(execution.run_id, lambda snap: _finish(snap, execution, effects))
     finally:
         with _held_lock:

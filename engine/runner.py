@@ -16,6 +16,7 @@ from django.utils import timezone
 from engine import codec
 from engine.core import outcome as core
 from engine.core import script as scripts
+from engine.jsonsafe import storable_text
 from engine.lease import holding
 from engine.liveness import worker_id
 from engine.models import Flow
@@ -23,6 +24,8 @@ from engine.status import FINISHED, FlowState
 from engine.store import lease_until, load_flow, queue_deadline, write_flow
 
 logger = logging.getLogger(__name__)
+
+_WAIT_REASON_LENGTH = Flow._meta.get_field("wait_reason").max_length
 
 
 def _tasks() -> Any:
@@ -80,12 +83,16 @@ def commit_outcome(
     changed meanwhile: the outcome is then discarded, never recorded twice."""
     performed = flow.position
     decision = core.decide(performed, flow.length, result)
+    # A script's own words, stored as every database can (NUL characters escaped, the
+    # reason cut to its column).
+    wait_reason = storable_text(decision.wait_reason, _WAIT_REASON_LENGTH)
+    error = storable_text(decision.error)
     changes: dict[str, Any] = {
         "state": decision.state,
         "position": decision.position,
-        "wait_reason": decision.wait_reason,
-        "error": decision.error,
-        "traceback": decision.traceback,
+        "wait_reason": wait_reason,
+        "error": error,
+        "traceback": storable_text(decision.traceback),
         "input": None,
         "has_input": False,
         "job_id": "",
@@ -105,7 +112,7 @@ def commit_outcome(
             ("step.completed", {"data": {"step": performed, "result": codec.display(stored)}})
         )
     if decision.event and decision.event != "step.completed":
-        message = decision.wait_reason or decision.error
+        message = wait_reason or error
         events.append((decision.event, {"message": message, "data": {"step": performed}}))
     job = None
     if decision.state == FlowState.RUNNING:

@@ -164,3 +164,25 @@ class ReturnsObject(Task):
 
     def perform(self):
         return {1, 2, 3}
+
+
+class NastyOutput(Task):
+    """Returns, raises or waits with what no database stores alike (`params["how"]`)."""
+
+    name = "t_nasty"
+    TEXT = "a\x00b\ud800c"
+
+    def perform(self):
+        how = self.params.get("how", "return")
+        if how == "raise":
+            raise ValueError(self.TEXT)
+        if how == "wait" and self.input is None:
+            return wait(reason=self.TEXT * 300)
+        if how == "deep":
+            nested: list = []
+            for _ in range(5000):
+                nested = [nested]
+            return nested
+        if how == "nan":
+            return {"x": float("nan")}
+        return {"text": self.TEXT, "input": self.input}

@@ -63,6 +63,15 @@ class FailingLtm(LTM):
     transitions = [{"from": Explode, "label": "blown", "to": Aftermath}]
 
 
+class NulRaiser(LTM):
+    """Raises with text PostgreSQL cannot store as it is."""
+
+    name = "nul_raiser"
+
+    def run(self, **payload: Any) -> None:
+        raise ValueError("a\x00b")
+
+
 # -- one label, two machines: a transition in the 'global' namespace -----------------------
 
 
