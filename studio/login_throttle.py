@@ -19,9 +19,12 @@ from axes.handlers.proxy import AxesProxyHandler
 from axes.helpers import get_cool_off, get_failure_limit
 from axes.models import AccessAttempt
 from django.conf import settings
+from django.contrib.auth import get_user_model
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import render
 from django.utils import timezone
+
+from engine.jsonsafe import storable_text
 
 LOCKOUT_TEMPLATE = "registration/locked_out.html"
 
@@ -32,6 +35,16 @@ def _address(value: str | None) -> str | None:
         return str(ipaddress.ip_address((value or "").strip()))
     except ValueError:
         return None
+
+
+def client_username(request: HttpRequest, credentials: dict[str, Any] | None = None) -> str:
+    """The username a sign-in tried, as the throttle counts and stores it: cut to the longest
+    username there can be, NUL characters and surrogates escaped (what is typed there is
+    stored even when it names no account, and PostgreSQL refuses both)."""
+    source = credentials if credentials else getattr(request, "POST", {})
+    value = source.get("username") or ""
+    limit = get_user_model()._meta.get_field(get_user_model().USERNAME_FIELD).max_length or 150
+    return storable_text(str(value), limit)
 
 
 def client_ip(request: HttpRequest) -> str | None:

@@ -296,6 +296,7 @@ AXES_RESET_ON_SUCCESS = False  # the handler resets only the account's failures 
 AXES_RESET_COOL_OFF_ON_FAILURE_DURING_LOCKOUT = False
 AXES_LOCKOUT_CALLABLE = "studio.login_throttle.lockout_response"
 AXES_CLIENT_IP_CALLABLE = "studio.login_throttle.client_ip"
+AXES_USERNAME_CALLABLE = "studio.login_throttle.client_username"
 AXES_DISABLE_ACCESS_LOG = True  # failures are kept (until they expire); successes are not
 # Behind a reverse proxy (DJANGO_BEHIND_PROXY=1) the client's address is taken from
 # X-Forwarded-For, as appended by the FLOWSTUDIO_PROXY_COUNT proxies in front of the studio;

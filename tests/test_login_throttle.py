@@ -14,6 +14,7 @@ from datetime import timedelta
 import pytest
 import time_machine
 from asgiref.sync import async_to_sync
+from axes.models import AccessAttempt
 from django.conf import settings
 from django.test import AsyncClient, Client
 from django.urls import reverse
@@ -275,3 +276,16 @@ def test_the_settings_come_from_the_environment(tmp_path):
     two = settings_in_a_fresh_process(tmp_path, DJANGO_BEHIND_PROXY="1", FLOWSTUDIO_PROXY_COUNT="2")
     assert two.endswith(" 2")
     assert settings_in_a_fresh_process(tmp_path, FLOWSTUDIO_LOGIN_FAILURES="0").startswith("False")
+
+
+def test_a_username_no_account_can_have_is_counted_and_stored_safely():
+    """What is typed as a username is stored (cut and escaped) even when it names no account:
+    a very long one, or one with NUL characters, answers 200 (or 429), never a server error,
+    on PostgreSQL as on SQLite, and still counts towards the lock."""
+    long_name, nul_name = "x" * 10_000, "mallory\x00"
+    assert all(r.status_code == 200 for r in fail(2, long_name))
+    assert all(r.status_code == 200 for r in fail(2, nul_name, THERE))
+    assert_locked(fail(limit() - 2, long_name)[-1])
+    # (the form refuses a NUL before any sign-in is tried: nothing to count)
+    stored = set(AccessAttempt.objects.values_list("username", flat=True))
+    assert stored == {"x" * 149 + "…"}
