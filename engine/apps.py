@@ -1,8 +1,9 @@
 from importlib import import_module
 
 from django.apps import AppConfig
-from django.conf import settings
 from django.utils.module_loading import autodiscover_modules
+
+from engine import config
 
 
 class EngineConfig(AppConfig):
@@ -16,7 +17,7 @@ class EngineConfig(AppConfig):
         # complete at start-up, in the server and in every consumer process alike.
         autodiscover_modules("scripts")
         autodiscover_modules("ltms")
-        for module in settings.FLOWSTUDIO.get("SCRIPT_MODULES", []):
+        for module in config.script_modules():
             import_module(module)
         # Queued work leaves through engine.dispatch; Huey is plugged in here, at the edge.
         import_module("engine.huey_tasks").install()

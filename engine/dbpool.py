@@ -62,19 +62,20 @@ def configure(*, web: bool, workers: int = 0) -> int | None:
         )
     if options.get("max_size") != size:
         connection.close()
-        connection.close_pool()  # made anew, with the new size, at the next connection
+        connection.close_pool()  # type: ignore[attr-defined]  # made anew, with the new size, at the next connection
         options["max_size"] = size
         options["min_size"] = min(options.get("min_size", 1), size)
     return size
 
 
-def is_pool_timeout(exc: BaseException) -> bool:
+def is_pool_timeout(error: BaseException) -> bool:
     """Whether a database error means no pooled connection became free in time."""
     try:
         from psycopg_pool import PoolTimeout
     except ImportError:  # pragma: no cover  (installed with the project)
         return False
     seen: set[int] = set()
+    exc: BaseException | None = error
     while exc is not None and id(exc) not in seen:
         if isinstance(exc, PoolTimeout):
             return True

@@ -20,7 +20,10 @@ Queued = tuple[str, Any]
 
 
 class Backend(Protocol):
-    immediate: bool  # work runs inline, at once (tests; Huey's immediate mode)
+    @property
+    def immediate(self) -> bool:
+        """Whether work runs inline, at once (tests; Huey's immediate mode)."""
+        ...
 
     def run_flow(self, flow_id: int) -> None: ...
 

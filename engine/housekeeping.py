@@ -12,10 +12,9 @@ import logging
 import threading
 import time
 
-from django.conf import settings
 from django.db import close_old_connections
 
-from engine import liveness
+from engine import config, liveness
 from engine.flows import lease
 from engine.flows.service import recheck_waiting
 from engine.flows.sweep import hand_on_from, sweep
@@ -30,13 +29,11 @@ class Housekeeper(threading.Thread):
         super().__init__(name="flowstudio-housekeeper", daemon=True)
         self.orphans = OrphanWatch()
         self.stopping = threading.Event()
-        config = settings.FLOWSTUDIO
-        self.heartbeat = float(config["HEARTBEAT_SECONDS"])
-        self.sweep_every = float(config["SWEEP_SECONDS"])
-        self.recheck_every = float(config["RECHECK_SECONDS"])
+        self.heartbeat = config.seconds("HEARTBEAT_SECONDS")
+        self.sweep_every = config.seconds("SWEEP_SECONDS")
+        self.recheck_every = config.seconds("RECHECK_SECONDS")
         # Leases are renewed a few times per lease period, so one missed round is harmless.
-        self.renew_every = min(self.sweep_every, float(config["LEASE_SECONDS"]) / 4)
-
+        self.renew_every = min(self.sweep_every, config.seconds("LEASE_SECONDS") / 4)
         self.last: dict[str, float] = {}
 
     def due(self, duty: str, every: float) -> bool:

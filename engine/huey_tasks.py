@@ -9,11 +9,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from django.conf import settings
 from huey import crontab
 from huey.contrib.djhuey import HUEY, db_periodic_task, db_task
 
-from engine import dispatch
+from engine import config, dispatch
 from engine.flows import runner, sweep
 from engine.flows.service import recheck_waiting
 from engine.ltm import executor
@@ -96,7 +95,7 @@ def queue_kind() -> str:
 def create_consumer(workers: int | None = None) -> Any:
     """A Huey consumer of the engine's queue with the configured options (`run_engine`, or
     inside `manage.py studio`); `workers` overrides the number of worker threads."""
-    options = dict(settings.HUEY.get("consumer", {}))
+    options = config.consumer_options()
     if workers:
         options["workers"] = workers
     return HUEY.create_consumer(**options)

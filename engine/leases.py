@@ -9,13 +9,14 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import datetime, timedelta
 
-from django.conf import settings
 from django.utils import timezone
+
+from engine import config
 
 
 def lease_until(seconds: float | None = None) -> datetime:
     """Deadline of a worker's hold on running work."""
-    base = float(settings.FLOWSTUDIO["LEASE_SECONDS"])
+    base = config.seconds("LEASE_SECONDS")
     return timezone.now() + timedelta(seconds=max(base, seconds or 0))
 
 
@@ -24,7 +25,7 @@ def queue_deadline() -> datetime:
     started). Queued tasks survive a consumer's death; this only catches one lost between
     dequeue and claim that nothing else caught, so it is long enough not to re-queue a mere
     backlog."""
-    return timezone.now() + timedelta(seconds=float(settings.FLOWSTUDIO["QUEUE_GRACE_SECONDS"]))
+    return timezone.now() + timedelta(seconds=config.seconds("QUEUE_GRACE_SECONDS"))
 
 
 class Held:

@@ -19,10 +19,11 @@ import secrets
 import socket
 from datetime import timedelta
 
-from django.conf import settings
 from django.db import models
 from django.db.models.functions import Now
 from django.utils import timezone
+
+from engine import config
 
 logger = logging.getLogger(__name__)
 
@@ -58,11 +59,11 @@ def worker_id() -> str:
 
 
 def heartbeat_seconds() -> float:
-    return float(settings.FLOWSTUDIO["HEARTBEAT_SECONDS"])
+    return config.seconds("HEARTBEAT_SECONDS")
 
 
 def timeout() -> timedelta:
-    return timedelta(seconds=float(settings.FLOWSTUDIO["WORKER_TIMEOUT_SECONDS"]))
+    return timedelta(seconds=config.seconds("WORKER_TIMEOUT_SECONDS"))
 
 
 def beat(flows: list[int]) -> None:

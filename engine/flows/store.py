@@ -7,9 +7,10 @@ SQLite ignores row locks (`select_for_update` is a no-op there), so every write 
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import Any
+from typing import Any, cast
 
 from django.db import connections, router, transaction
+from django.db.models import Field, Model
 from django.utils import timezone
 
 from engine import events as engine_events
@@ -17,6 +18,15 @@ from engine.flows.models import Flow, FlowEvent
 from engine.liveness import worker_id
 
 EventSpec = tuple[str, dict[str, Any]]  # (kind, {"message":..., "data":..., "actor":...})
+
+
+def _column(meta: Any, name: str) -> Field[Any, Any]:
+    """A concrete field (a column) of a model, by name."""
+    return cast("Field[Any, Any]", meta.get_field(name))
+
+
+def _owner_model() -> type[Model]:
+    return cast("type[Model]", _FLOW.get_field("owner").related_model)
 
 
 _FLOW = Flow._meta
@@ -48,11 +58,11 @@ def write_flow(
     quote = db.ops.quote_name
     sets, params = [], []
     for name, value in changes.items():
-        field = _FLOW.get_field(name)
+        field = _column(_FLOW, name)
         sets.append(f"{quote(field.column)} = %s")
         params.append(field.get_db_prep_save(value, db))
     sets += ["version = version + 1", "seq = seq + %s", "updated = %s"]
-    params += [len(specs), _FLOW.get_field("updated").get_db_prep_save(now, db)]
+    params += [len(specs), _column(_FLOW, "updated").get_db_prep_save(now, db)]
     where = "id = %s AND version = %s"
     params += [flow.pk, flow.version]
     if expect_state is not None:
@@ -91,7 +101,7 @@ def write_flow(
 
 
 def _insert_events(db: Any, cursor: Any, rows: list[FlowEvent]) -> None:
-    fields = [_EVENT.get_field(name) for name in _EVENT_FIELDS]
+    fields = [_column(_EVENT, name) for name in _EVENT_FIELDS]
     columns = ", ".join(db.ops.quote_name(field.column) for field in fields)
     marks = ", ".join(["%s"] * len(fields))
     insert = f"INSERT INTO {db.ops.quote_name(_EVENT.db_table)} ({columns}) VALUES ({marks})"
@@ -123,7 +133,7 @@ class _Loader:
     def query(self, db: Any) -> str:
         if db.vendor not in self.sql:
             quote = db.ops.quote_name
-            user_meta = _FLOW.get_field("owner").related_model._meta
+            user_meta = _owner_model()._meta
             flow_cols = [f"f.{quote(field.column)}" for field in _FLOW.concrete_fields]
             user_cols = [f"u.{quote(field.column)}" for field in user_meta.concrete_fields]
             self.sql[db.vendor] = (

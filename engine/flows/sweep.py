@@ -19,7 +19,7 @@ from engine.core import script as scripts
 from engine.flows.models import Flow
 from engine.flows.runner import enqueue_run
 from engine.flows.status import FlowState
-from engine.flows.store import write_flow
+from engine.flows.store import EventSpec, write_flow
 from engine.leases import lease_until, queue_deadline
 
 logger = logging.getLogger(__name__)
@@ -80,8 +80,8 @@ def _hand_on(flows: Any, now: datetime, why: str) -> int:
                 "job_id": "",
                 "finished": now,
             }
-            event = ("flow.interrupted", {"data": {"step": flow.position, "why": why}})
-            if write_flow(flow, changes, [event], expect_state=FlowState.RUNNING):
+            stopped: EventSpec = ("flow.interrupted", {"data": {"step": flow.position, "why": why}})
+            if write_flow(flow, changes, [stopped], expect_state=FlowState.RUNNING):
                 moved += 1
             continue
         changes = {
@@ -90,8 +90,11 @@ def _hand_on(flows: Any, now: datetime, why: str) -> int:
             "job_id": "",
             "started_position": None,
         }
-        event = ("flow.requeued", {"message": f"{why}; the step runs again", "data": {"why": why}})
-        if write_flow(flow, changes, [event], expect_state=FlowState.RUNNING):
+        requeued: EventSpec = (
+            "flow.requeued",
+            {"message": f"{why}; the step runs again", "data": {"why": why}},
+        )
+        if write_flow(flow, changes, [requeued], expect_state=FlowState.RUNNING):
             enqueue_run(flow.pk)
             moved += 1
     if moved:

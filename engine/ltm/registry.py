@@ -13,15 +13,15 @@ from collections.abc import Iterable
 from types import ModuleType
 
 from django.apps import apps
-from django.conf import settings
 
+from engine import config
 from engine.core.ltm import LTM, register, root_classes, set_default_runtime
 
 
 def discovery_modules() -> list[ModuleType]:
     """The imported `ltms` modules of installed apps, and the configured script modules."""
-    names = [f"{config.name}.ltms" for config in apps.get_app_configs()]
-    names += list(settings.FLOWSTUDIO.get("SCRIPT_MODULES", []))
+    names = [f"{app.name}.ltms" for app in apps.get_app_configs()]
+    names += config.script_modules()
     return [sys.modules[name] for name in names if name in sys.modules]
 
 

@@ -5,12 +5,13 @@ beating, and send again queued ones whose task got lost."""
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
 
-from django.conf import settings
 from django.utils import timezone
 
+from engine import config
 from engine.leases import lease_until
 from engine.ltm import store
 from engine.ltm.executor import executions
@@ -38,9 +39,9 @@ def sweep_ltm(limit: int = 500) -> int:
     moved = 0
     expired = LtmExecution.objects.filter(status=ExecutionStatus.CLAIMED, lease_until__lt=now)
     for execution in expired.order_by("lease_until")[:limit]:
-        if store.commit(execution.run_id, lambda snap, e=execution: _requeue(e, now)):
+        if store.commit(execution.run_id, _requeuer(execution, now)):
             moved += 1
-    grace = timedelta(seconds=float(settings.FLOWSTUDIO["QUEUE_GRACE_SECONDS"]))
+    grace = timedelta(seconds=config.seconds("QUEUE_GRACE_SECONDS"))
     lost = LtmExecution.objects.filter(
         status=ExecutionStatus.QUEUED, dispatched_at__lt=now - grace
     ).order_by("dispatched_at")[:limit]
@@ -64,12 +65,17 @@ def hand_on_ltm_from(workers: list[str], limit: int = 5000) -> int:
     moved = 0
     held = LtmExecution.objects.filter(status=ExecutionStatus.CLAIMED, worker__in=workers)
     for execution in held.order_by("id")[:limit]:
-        requeue = lambda snap, e=execution: _requeue(e, now, dead=True)  # noqa: E731
-        if store.commit(execution.run_id, requeue):
+        if store.commit(execution.run_id, _requeuer(execution, now, dead=True)):
             moved += 1
     if moved:
         logger.warning("LTM hand-over of %d execution(s): their worker stopped", moved)
     return moved
+
+
+def _requeuer(
+    execution: LtmExecution, now: Any, *, dead: bool = False
+) -> Callable[[store.Snapshot], store.Write | None]:
+    return lambda snap: _requeue(execution, now, dead=dead)
 
 
 def _requeue(execution: LtmExecution, now: Any, *, dead: bool = False) -> store.Write | None:

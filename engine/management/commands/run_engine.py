@@ -10,7 +10,7 @@ import signal
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 
-from engine import dbpool, huey_tasks
+from engine import config, dbpool, huey_tasks
 from engine.housekeeping import Housekeeper
 
 
@@ -40,9 +40,7 @@ class Command(BaseCommand):
                 "browser. Set REDIS_URL (and DATABASE_URL) to scale out with separate "
                 "consumers, or pass --no-live to run one without live updates."
             )
-        workers = int(
-            options.get("workers") or settings.HUEY.get("consumer", {}).get("workers") or 1
-        )
+        workers = int(options.get("workers") or config.consumer_options().get("workers") or 1)
         logging.getLogger("huey").setLevel(logging.WARNING)
         # Before any thread connects: one connection per worker, housekeeping, a spare.
         pool = dbpool.configure(web=False, workers=workers)
