@@ -13,6 +13,7 @@ from django.db import models
 from engine.core import script as scripts
 from engine.flows import codec
 from engine.flows.status import FlowState
+from engine.history import EventRow
 
 
 def validate_script_name(value: str) -> None:
@@ -149,20 +150,15 @@ class Flow(models.Model):
         return self.state == FlowState.RUNNING and bool(self.job_id)
 
 
-class FlowEvent(models.Model):
+class FlowEvent(EventRow):
     """One entry of a flow's append-only history; `seq` numbers them per flow from 1."""
 
     flow = models.ForeignKey(Flow, on_delete=models.CASCADE, related_name="events")
-    seq = models.PositiveIntegerField()
-    kind = models.CharField(max_length=40)
-    actor = models.ForeignKey(
-        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
-    )
     state = models.CharField(max_length=16, choices=FlowState.choices)
     position = models.PositiveIntegerField()
     message = models.TextField(blank=True)
-    data = models.JSONField(default=dict, blank=True, encoder=DjangoJSONEncoder)
-    created = models.DateTimeField(auto_now_add=True)
+
+    feed_type = "flow.event"
 
     class Meta:
         ordering = ["flow", "seq"]
@@ -173,15 +169,5 @@ class FlowEvent(models.Model):
     def __str__(self) -> str:
         return f"#{self.seq} {self.kind} ({self.flow_id})"
 
-    def as_dict(self) -> dict[str, Any]:
-        return {
-            "flow": self.flow_id,
-            "seq": self.seq,
-            "kind": self.kind,
-            "actor": self.actor_id,
-            "state": self.state,
-            "position": self.position,
-            "message": self.message,
-            "data": self.data,
-            "created": self.created.isoformat() if self.created else None,
-        }
+    def subject(self) -> dict[str, Any]:
+        return {"flow": self.flow_id, "position": self.position, "message": self.message}

@@ -115,9 +115,7 @@ def _insert_events(db: Any, cursor: Any, rows: list[FlowEvent]) -> None:
 
 
 def _event_dict(flow: Flow, row: FlowEvent) -> dict[str, Any]:
-    event = row.as_dict()
-    event.update(type="flow.event", owner=flow.owner_id, version=flow.version)
-    return event
+    return row.feed(owner=flow.owner_id, version=flow.version)
 
 
 # --- reading -----------------------------------------------------------------------------------

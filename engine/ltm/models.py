@@ -14,6 +14,7 @@ from django.conf import settings
 from django.core.serializers.json import DjangoJSONEncoder
 from django.db import models
 
+from engine.history import EventRow
 from engine.ltm.status import ExecutionStatus, LtmRunState, LtmStatus
 
 
@@ -134,19 +135,14 @@ class LtmAppend(models.Model):
         return f"append #{self.call_index} of {self.fqn} to {self.target}.{self.key}"
 
 
-class LtmEvent(models.Model):
+class LtmEvent(EventRow):
     """One entry of a run's history; `seq` numbers them per run from 1."""
 
     run = models.ForeignKey(LtmRun, on_delete=models.CASCADE, related_name="events")
-    seq = models.PositiveIntegerField()
-    kind = models.CharField(max_length=40)
     fqn = models.CharField(max_length=500, blank=True)
-    actor = models.ForeignKey(
-        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
-    )
     state = models.CharField(max_length=16, choices=LtmRunState.choices)  # the run's, after it
-    data = models.JSONField(default=dict, blank=True, encoder=DjangoJSONEncoder)
-    created = models.DateTimeField(auto_now_add=True)
+
+    feed_type = "ltm.event"
 
     class Meta:
         ordering = ["run", "seq"]
@@ -157,14 +153,5 @@ class LtmEvent(models.Model):
     def __str__(self) -> str:
         return f"#{self.seq} {self.kind} {self.fqn}"
 
-    def as_dict(self) -> dict[str, Any]:
-        return {
-            "run": str(self.run_id),
-            "seq": self.seq,
-            "kind": self.kind,
-            "fqn": self.fqn,
-            "actor": self.actor_id,
-            "state": self.state,
-            "data": self.data,
-            "created": self.created.isoformat() if self.created else None,
-        }
+    def subject(self) -> dict[str, Any]:
+        return {"run": str(self.run_id), "fqn": self.fqn}

@@ -233,9 +233,7 @@ def add_event(run: LtmRun, kind: str, fqn: str, data: dict[str, Any]) -> LtmEven
 
 def event_dict(run: LtmRun, row: LtmEvent) -> dict[str, Any]:
     """An event as the live feed carries it."""
-    event = row.as_dict()
-    event.update(type="ltm.event", owner=run.owner_id, name=run.name, version=run.version)
-    return event
+    return row.feed(owner=run.owner_id, version=run.version, name=run.name)
 
 
 def check_json(write: Write) -> None:
