@@ -187,7 +187,7 @@ def fragments(user: Any, kind: str, key: Any, event: dict[str, Any]) -> dict[str
 
 
 def _flow_fragments(user: Any, flow_id: int) -> dict[str, str]:
-    from studio.views.flows import live_context
+    from studio.web.views.flows import live_context
 
     flow = api.visible_flows(user).filter(pk=flow_id).first()
     if flow is None:
@@ -197,7 +197,7 @@ def _flow_fragments(user: Any, flow_id: int) -> dict[str, str]:
 
 
 def _ltm_fragments(user: Any, run_id: Any) -> dict[str, str]:
-    from studio.views.ltms import run_context
+    from studio.web.views.ltms import run_context
 
     run = api.visible_ltm_runs(user).filter(pk=run_id).first()
     if run is None:

@@ -18,8 +18,8 @@ from engine import api, jsonsafe
 from engine.core import script as scripts
 from engine.models import Flow
 from engine.status import ACTIVE, FlowState
-from studio.forms import FieldsInputForm, JSONInputForm
-from studio.views._helpers import (
+from studio.web.forms import FieldsInputForm, JSONInputForm
+from studio.web.http import (
     ENGINE_ERRORS,
     diagram,
     error_fragment,

@@ -13,8 +13,8 @@ from django.views.decorators.http import require_GET, require_POST
 from engine import api
 from engine.core.graph import ltm_graph
 from engine.core.ltm import ltm_registry
-from studio.forms import FireTransitionForm, KillLtmForm, StartLtmForm
-from studio.views._helpers import ENGINE_ERRORS, diagram, error_fragment, error_status
+from studio.web.forms import FireTransitionForm, KillLtmForm, StartLtmForm
+from studio.web.http import ENGINE_ERRORS, diagram, error_fragment, error_status
 
 
 def service() -> Any:

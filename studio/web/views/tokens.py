@@ -8,8 +8,8 @@ from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_http_methods, require_POST
 
-from studio.forms import TokenForm
 from studio.models import ApiToken
+from studio.web.forms import TokenForm
 
 
 def _page(request: HttpRequest, status: int = 200, **extra: object) -> HttpResponse:

@@ -13,9 +13,9 @@ from django_htmx.http import reswap, retarget
 
 from engine import api
 from engine.models import Flow
-from studio.forms import OverrideForm
-from studio.views._helpers import ENGINE_ERRORS, error_fragment, error_status, get_flow
-from studio.views.flows import live_context
+from studio.web.forms import OverrideForm
+from studio.web.http import ENGINE_ERRORS, error_fragment, error_status, get_flow
+from studio.web.views.flows import live_context
 
 ACTIONS = {
     "move": "Move to a step",

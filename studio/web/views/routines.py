@@ -15,7 +15,7 @@ from django_htmx.http import push_url
 from engine import api, jsonsafe, routines
 from engine.core import script as scripts
 from engine.models import Routine
-from studio.forms import (
+from studio.web.forms import (
     RoutineForm,
     StartFlowForm,
     StepDraft,
@@ -24,7 +24,7 @@ from studio.forms import (
     save_routine,
     validate_drafts,
 )
-from studio.views._helpers import (
+from studio.web.http import (
     ENGINE_ERRORS,
     diagram,
     error_status,

@@ -28,7 +28,8 @@ from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
 
 from engine.status import FINISHED
-from studio import live, live_render
+from studio.live import publisher as live
+from studio.live import reads as live_render
 
 Stream = tuple[str, Any]  # ("flow", id) or ("ltm", run id)
 ACTIONS = ("watch_flow", "watch_ltm", "watch_dashboard", "ping")
