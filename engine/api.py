@@ -394,3 +394,142 @@ from engine.ltm_service import (  # noqa: E402,F401  (LTM runs: start, fire, ret
     start_ltm,
     visible_ltm_runs,
 )
+
+# --- for the studio's pages ---
+# Thin doors over what the engine already has, so that the studio (its pages, live updates
+# and REST API) imports no engine module but this one, `engine.models` and `engine` itself.
+# (Beside these, it uses `FlowState`, `check_text`, `ensure_json` and the errors imported above.)
+# isort: split
+
+from engine import dbpool as _dbpool  # noqa: E402
+from engine import diagram as _diagram  # noqa: E402
+from engine.core import graph as _graph  # noqa: E402
+from engine.core import ltm as _ltm  # noqa: E402
+from engine.diagram import DiagramUnavailable  # noqa: E402,F401  (no Graphviz: a notice)
+from engine.jsonsafe import MAX_ID, NotJSON, parse_id, text_problem  # noqa: E402,F401
+from engine.jsonsafe import loads as load_json  # noqa: E402,F401
+from engine.status import ACTIVE, FINISHED  # noqa: E402,F401
+
+
+def scripts() -> dict[str, dict[str, Any]]:
+    """Every registered Task script by name, as the palette shows it (label, doc, blocking,
+    input fields, ...)."""
+    return {name: script_registry.describe(cls) for name, cls in script_registry.registry().items()}
+
+
+def script(name: str) -> dict[str, Any] | None:
+    """What the palette shows of the script registered as `name`; None if there is none."""
+    cls = script_registry.registry().get(name)
+    return script_registry.describe(cls) if cls is not None else None
+
+
+def ltm_roots() -> dict[str, Any]:
+    """The registered root LTM classes by name: the LTMs a run may be started from."""
+    return _ltm.ltm_registry()
+
+
+def routine_diagram(
+    steps: Sequence[tuple[str, str]],
+    current: int | None = None,
+    states: Sequence[str | None] | None = None,
+    title: str = "routine",
+) -> str:
+    """The SVG diagram of a routine's `(label, script)` steps, `current` highlighted and each
+    step coloured by its status in `states`; a script's box shows whether it blocks (one not
+    registered is drawn as blocking). Raises `DiagramUnavailable` without Graphviz."""
+    known = script_registry.registry()
+    drawn = [
+        (label, script, getattr(known.get(script), "blocking", True)) for label, script in steps
+    ]
+    return _diagram.render_graph(_graph.routine_graph(drawn, current, states, title=title))
+
+
+def ltm_diagram(target: Any) -> str:
+    """The SVG diagram of an LTM class (its definition) or of a run's tree as `load_ltm`
+    returns it (coloured by status). Raises `DiagramUnavailable` without Graphviz."""
+    return _diagram.render_graph(_graph.ltm_graph(target))
+
+
+def available_actions(flow: Flow, user: Any) -> list[str]:
+    """What `user` may do to `flow` as it is now: "input" (`push_input`) and the overrides
+    "move", "retry", "skip", "kill", "resume" (`move_to`, `retry`, `skip`, `kill_flow`,
+    `resume`) whose state check above lets the flow's state through; nothing for a user who
+    may not act on the flow. (The calls check again: the flow may change in between.)"""
+    if not can_operate(user, flow):
+        return []
+    # The states each call above lets through (tests/test_studio_pages.py checks they agree).
+    fits = {
+        "input": {FlowState.WAITING},
+        "move": {
+            FlowState.PENDING,
+            FlowState.WAITING,
+            FlowState.COMPLETE,
+            FlowState.KILLED,
+            FlowState.FAILED,
+        },
+        "retry": {FlowState.FAILED, FlowState.KILLED},
+        "skip": {FlowState.WAITING, FlowState.FAILED, FlowState.KILLED, FlowState.PENDING},
+        "kill": {FlowState.PENDING, FlowState.RUNNING, FlowState.WAITING, FlowState.FAILED},
+        "resume": {FlowState.WAITING, FlowState.KILLED, FlowState.FAILED},
+    }
+    return [action for action, states in fits.items() if flow.state in states]
+
+
+def visible_routines(user: Any) -> Any:
+    """The routines `user` may see (`engine.routines.visible_routines`)."""
+    from engine import routines  # engine.routines builds on this module
+
+    return routines.visible_routines(user)
+
+
+def can_edit_routine(user: Any, routine: Routine) -> bool:
+    from engine import routines
+
+    return routines.can_edit_routine(user, routine)
+
+
+def create_checked_routine(
+    name: str, steps: Sequence[str | dict[str, Any]], owner: Any, description: str = ""
+) -> Routine:
+    """`create_routine` after a validation that names the bad step and field
+    (`RoutineStepError`)."""
+    from engine import routines
+
+    return routines.create_checked_routine(name, steps, owner, description)
+
+
+def update_routine(
+    routine: Routine,
+    name: str,
+    steps: Sequence[str | dict[str, Any]],
+    user: Any,
+    description: str | None = None,
+    version: int | None = None,
+) -> Routine:
+    """Replace the routine's name and steps as its next version (`StaleRoutineError` when
+    `version` is not the routine's any more)."""
+    from engine import routines
+
+    return routines.update_routine(
+        routine, name, steps, user, description=description, version=version
+    )
+
+
+def __getattr__(name: str) -> Any:
+    # The routine service's errors, `RoutineStepError` and `StaleRoutineError` (a
+    # `StaleFlowError`), loaded when first asked for: engine.routines imports this module.
+    if name in {"RoutineStepError", "StaleRoutineError"}:
+        from engine import routines
+
+        return getattr(routines, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def is_pool_timeout(exc: BaseException) -> bool:
+    """Whether a database error means no connection of this process's pool became free."""
+    return _dbpool.is_pool_timeout(exc)
+
+
+def busy_message() -> str:
+    """What a caller is told when no database connection became free in time."""
+    return _dbpool.busy_message()
