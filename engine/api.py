@@ -10,8 +10,17 @@ message the user can act on.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from typing import Any
+
+from engine import dbpool as _dbpool
+from engine import diagram as _diagram
 from engine.access import is_operator as can_see_all
+from engine.core import graph as _graph
+from engine.core import ltm as _ltm
+from engine.core import script as script_registry
 from engine.core.errors import FlowStateError, StaleFlowError
+from engine.diagram import DiagramUnavailable
 from engine.flows.routines import (
     RoutineStepError,
     StaleRoutineError,
@@ -36,8 +45,10 @@ from engine.flows.service import (
     start_flow,
     visible_flows,
 )
-from engine.flows.status import ACTIONS, FINISHED, FlowState
+from engine.flows.status import ACTIONS, ACTIVE, FINISHED, FlowState
 from engine.flows.sweep import sweep
+from engine.jsonsafe import MAX_ID, NotJSON, check_text, ensure_json, parse_id, text_problem
+from engine.jsonsafe import loads as load_json
 from engine.ltm.service import (
     can_operate_ltm,
     fire_transition,
@@ -50,6 +61,22 @@ from engine.ltm.service import (
 
 __all__ = [
     "ACTIONS",
+    "ACTIVE",
+    "MAX_ID",
+    "DiagramUnavailable",
+    "NotJSON",
+    "busy_message",
+    "check_text",
+    "ensure_json",
+    "is_pool_timeout",
+    "load_json",
+    "ltm_diagram",
+    "ltm_roots",
+    "parse_id",
+    "routine_diagram",
+    "script",
+    "scripts",
+    "text_problem",
     "FINISHED",
     "FlowState",
     "FlowStateError",
@@ -84,3 +111,57 @@ __all__ = [
     "visible_ltm_runs",
     "visible_routines",
 ]
+
+
+# --- for the studio's pages -------------------------------------------------------------------
+# Thin doors over what the engine already has, so that the studio (its pages, live updates and
+# REST API) imports no engine module but this one, `engine.models` and `engine` itself.
+
+
+def scripts() -> dict[str, dict[str, Any]]:
+    """Every registered Task script by name, as the palette shows it (label, doc, blocking,
+    input fields, ...)."""
+    return {name: script_registry.describe(cls) for name, cls in script_registry.registry().items()}
+
+
+def script(name: str) -> dict[str, Any] | None:
+    """What the palette shows of the script registered as `name`; None if there is none."""
+    cls = script_registry.registry().get(name)
+    return script_registry.describe(cls) if cls is not None else None
+
+
+def ltm_roots() -> dict[str, Any]:
+    """The registered root LTM classes by name: the LTMs a run may be started from."""
+    return _ltm.ltm_registry()
+
+
+def routine_diagram(
+    steps: Sequence[tuple[str, str]],
+    current: int | None = None,
+    states: Sequence[str | None] | None = None,
+    title: str = "routine",
+) -> str:
+    """The SVG diagram of a routine's `(label, script)` steps, `current` highlighted and each
+    step coloured by its status in `states`; a script's box shows whether it blocks (one not
+    registered is drawn as blocking). Raises `DiagramUnavailable` without Graphviz."""
+    known = script_registry.registry()
+    drawn = [
+        (label, script, getattr(known.get(script), "blocking", True)) for label, script in steps
+    ]
+    return _diagram.render_graph(_graph.routine_graph(drawn, current, states, title=title))
+
+
+def ltm_diagram(target: Any) -> str:
+    """The SVG diagram of an LTM class (its definition) or of a run's tree as `load_ltm`
+    returns it (coloured by status). Raises `DiagramUnavailable` without Graphviz."""
+    return _diagram.render_graph(_graph.ltm_graph(target))
+
+
+def is_pool_timeout(exc: BaseException) -> bool:
+    """Whether a database error means no connection of this process's pool became free."""
+    return _dbpool.is_pool_timeout(exc)
+
+
+def busy_message() -> str:
+    """What a caller is told when no database connection became free in time."""
+    return _dbpool.busy_message()

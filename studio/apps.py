@@ -8,7 +8,7 @@ class StudioConfig(AppConfig):
 
     def ready(self) -> None:
         from engine import events
-        from studio import live
+        from studio.live.publisher import publish
 
         # The one place where engine events leave for the browser.
-        events.connect(live.publish)
+        events.connect(publish)

@@ -10,18 +10,18 @@ from django.db import OperationalError
 from django.http import HttpRequest, HttpResponse
 from django.utils.deprecation import MiddlewareMixin
 
-from engine import dbpool
+from engine import api
 
 logger = logging.getLogger("studio")
 
 
 class DatabaseBusyMiddleware(MiddlewareMixin):
     def process_exception(self, request: HttpRequest, exception: Exception) -> HttpResponse | None:
-        if not isinstance(exception, OperationalError) or not dbpool.is_pool_timeout(exception):
+        if not isinstance(exception, OperationalError) or not api.is_pool_timeout(exception):
             return None
         logger.warning("no free database connection for %s %s", request.method, request.path)
         response = HttpResponse(
-            dbpool.busy_message(), status=503, content_type="text/plain; charset=utf-8"
+            api.busy_message(), status=503, content_type="text/plain; charset=utf-8"
         )
         response["Retry-After"] = "1"
         return response

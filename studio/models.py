@@ -10,7 +10,7 @@ from django.conf import settings
 from django.db import models
 from django.utils import timezone
 
-from engine.jsonsafe import check_text
+from engine.api import check_text
 
 TOKEN_PREFIX = "fs_"
 PREFIX_LENGTH = 8  # characters of the raw token kept in clear so a user can tell tokens apart

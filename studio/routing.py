@@ -1,6 +1,6 @@
 from django.urls import path
 
-from studio.consumers import LiveConsumer
+from studio.live.consumer import LiveConsumer
 
 websocket_urlpatterns = [
     path("ws/live/", LiveConsumer.as_asgi()),

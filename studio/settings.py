@@ -215,10 +215,10 @@ if REDIS_URL:
     }
 else:
     # The embedded consumer runs in the server process; this layer reaches the server's loop
-    # from its worker threads (see studio/layers.py).
+    # from its worker threads (see studio/live/layers.py).
     CHANNEL_LAYERS = {
         "default": {
-            "BACKEND": "studio.layers.ThreadSafeInMemoryChannelLayer",
+            "BACKEND": "studio.live.layers.ThreadSafeInMemoryChannelLayer",
             "CONFIG": {"capacity": 1000},
         }
     }
@@ -290,13 +290,13 @@ AXES_ENABLED = LOGIN_FAILURES > 0
 AXES_FAILURE_LIMIT = max(LOGIN_FAILURES, 1)
 AXES_COOLOFF_TIME = timedelta(minutes=LOGIN_LOCKOUT_MINUTES)
 AXES_LOCKOUT_PARAMETERS = ["username", "ip_address"]  # either one locks
-AXES_HANDLER = "studio.login_throttle.LoginThrottleHandler"  # axes' database handler
+AXES_HANDLER = "studio.web.login_throttle.LoginThrottleHandler"  # axes' database handler
 AXES_RESET_ON_SUCCESS = False  # the handler resets only the account's failures from its address
 # Tries while locked out are refused without being counted: the lockout ends when the page said.
 AXES_RESET_COOL_OFF_ON_FAILURE_DURING_LOCKOUT = False
-AXES_LOCKOUT_CALLABLE = "studio.login_throttle.lockout_response"
-AXES_CLIENT_IP_CALLABLE = "studio.login_throttle.client_ip"
-AXES_USERNAME_CALLABLE = "studio.login_throttle.client_username"
+AXES_LOCKOUT_CALLABLE = "studio.web.login_throttle.lockout_response"
+AXES_CLIENT_IP_CALLABLE = "studio.web.login_throttle.client_ip"
+AXES_USERNAME_CALLABLE = "studio.web.login_throttle.client_username"
 AXES_DISABLE_ACCESS_LOG = True  # failures are kept (until they expire); successes are not
 # Behind a reverse proxy (DJANGO_BEHIND_PROXY=1) the client's address is taken from
 # X-Forwarded-For, as appended by the FLOWSTUDIO_PROXY_COUNT proxies in front of the studio;
@@ -322,7 +322,7 @@ EMAIL_USE_SSL = env_bool("DJANGO_EMAIL_SSL", False)  # implicit TLS (usually por
 EMAIL_USE_TLS = env_bool("DJANGO_EMAIL_TLS", not EMAIL_USE_SSL)  # STARTTLS (port 587)
 EMAIL_TIMEOUT = 10  # seconds: a mail server that does not answer must not hang a request
 DEFAULT_FROM_EMAIL = os.environ.get("DJANGO_EMAIL_FROM", "flowstudio@localhost")
-# Password resets are offered only when they can be sent (studio/views/accounts.py).
+# Password resets are offered only when they can be sent (studio/web/views/accounts.py).
 FLOWSTUDIO["PASSWORD_RESET"] = bool(EMAIL_HOST or _email_backend)
 
 LANGUAGE_CODE = "en-us"

@@ -5,7 +5,7 @@ from studio.api.urls import api
 
 urlpatterns = [
     path("admin/", admin.site.urls),
-    path("accounts/", include("studio.account_urls")),
+    path("accounts/", include("studio.web.account_urls")),
     path("api/", api.urls),
-    path("", include("studio.web_urls")),
+    path("", include("studio.web.urls")),
 ]

@@ -184,7 +184,7 @@ class Fuzz:
 
 def is_ping(frame: str | bytes) -> bool:
     """Whether the server takes `frame` for a ping (a JSON text it reads)."""
-    from studio.consumers import MAX_FRAME
+    from studio.live.consumer import MAX_FRAME
 
     if not isinstance(frame, str) or len(frame) > MAX_FRAME:
         return False

@@ -364,6 +364,46 @@ def test_move_back_a_step_and_resume_and_skip(client_alice, user):
     assert redirect.status_code == 302
 
 
+# Each action the studio may offer, called as the engine's service API is.
+ENGINE_CALLS = {
+    "input": lambda flow, user: api.push_input(flow.pk, {"approved": True}, user),
+    "move": lambda flow, user: api.move_to(flow.pk, 0, user, reason="test"),
+    "retry": lambda flow, user: api.retry(flow.pk, user),
+    "skip": lambda flow, user: api.skip(flow.pk, user),
+    "kill": lambda flow, user: api.kill_flow(flow.pk, user, reason="test"),
+    "resume": lambda flow, user: api.resume(flow.pk, user),
+}
+
+
+def _flow_in(user, state):
+    flow = _flow(user, "t_echo", "t_wait", "t_echo")
+    Flow.objects.filter(pk=flow.pk).update(state=state)
+    flow.refresh_from_db()
+    return flow
+
+
+@pytest.mark.parametrize("state", FlowState.values)
+def test_offered_actions_are_the_ones_the_engine_accepts(client_alice, user, other_user, state):
+    """`engine.api.available_actions` says which actions fit a state; the engine's own
+    checks agree, and the flow's page offers exactly those."""
+    for action, call in ENGINE_CALLS.items():
+        flow = _flow_in(user, state)
+        offered = api.available_actions(flow, user)
+        assert api.available_actions(flow, other_user) == []
+        try:
+            call(flow, user)
+        except api.FlowStateError as exc:
+            assert action not in offered, f"{action} offered to a {state} flow: {exc}"
+        else:
+            assert action in offered, f"{action} accepted for a {state} flow, not offered"
+    flow = _flow_in(user, state)
+    offered = api.available_actions(flow, user)
+    html = client_alice.get(reverse("studio:flow_detail", args=[flow.pk])).content.decode()
+    for action in ENGINE_CALLS:
+        shown = ('id="flow-input"' if action == "input" else f'id="override-{action}"') in html
+        assert shown == (action in offered), (state, action)
+
+
 def test_pretty_json_output_is_indented(client_alice, user):
     flow = _flow(user, "t_result_fields")
     html = client_alice.get(reverse("studio:flow_detail", args=[flow.pk])).content.decode()

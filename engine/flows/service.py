@@ -43,7 +43,10 @@ def visible_flows(user: Any) -> QuerySet[Flow]:
 
 
 def available_actions(flow: Flow, user: Any) -> list[str]:
-    """The overrides `user` may take on `flow` now: exactly those the service accepts."""
+    """What `user` may do to `flow` as it is now: "input" (`push_input`) and the overrides
+    "move", "retry", "skip", "kill", "resume" that the flow's state admits: exactly what the
+    calls below accept (they check again: the flow may change in between). Nothing for a user
+    who may not act on the flow."""
     return actions_for(flow.state) if can_operate(user, flow) else []
 
 

@@ -43,5 +43,5 @@ OVERRIDES = ("move", "retry", "skip", "kill", "resume")
 
 
 def actions_for(state: str) -> list[str]:
-    """The overrides that fit a flow in `state`."""
-    return [action for action in OVERRIDES if state in ACTIONS[action]]
+    """The actions that fit a flow in `state` ("input" first, then the overrides)."""
+    return [action for action, states in ACTIONS.items() if state in states]

@@ -2,5 +2,5 @@
 schema at /api/openapi.json, interactive docs at /api/docs. See docs/api.md.
 
 Endpoints are thin: they check who may see an object, call `engine.api` (or
-`engine.routines`), and shape the answer; `studio.api.errors` says what each failure means.
+`engine.api`), and shape the answer; `studio.api.errors` says what each failure means.
 """

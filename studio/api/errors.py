@@ -29,10 +29,8 @@ from django.http.multipartparser import MultiPartParserError
 from ninja import NinjaAPI
 from ninja.errors import AuthenticationError, HttpError, ValidationError
 
-from engine import dbpool
-from engine.core.errors import FlowStateError
-from engine.core.ltm_definition import InvalidTransition
-from engine.flows.routines import RoutineStepError
+from engine import FlowStateError, InvalidTransition
+from engine import api as engine_api
 
 logger = logging.getLogger("studio.api")
 
@@ -85,8 +83,8 @@ def install(api: NinjaAPI) -> None:
         errors = _field_errors(exc.errors)
         return reply(request, 400, _summary(errors), errors=errors)
 
-    @api.exception_handler(RoutineStepError)
-    def bad_step(request: HttpRequest, exc: RoutineStepError) -> HttpResponse:
+    @api.exception_handler(engine_api.RoutineStepError)
+    def bad_step(request: HttpRequest, exc: Any) -> HttpResponse:
         # The same place ninja names for a field of the body (parameter `payload`).
         loc = ["body", "payload", "steps", exc.index, exc.field]
         errors = [{"loc": loc, "msg": str(exc), "type": "value_error"}]
@@ -154,10 +152,10 @@ def install(api: NinjaAPI) -> None:
 
     @api.exception_handler(OperationalError)
     def busy(request: HttpRequest, exc: OperationalError) -> HttpResponse:
-        if dbpool.is_pool_timeout(exc):
+        if engine_api.is_pool_timeout(exc):
             # Every connection of this process's pool stayed taken: one line, no traceback.
             logger.warning("API call found no free database connection: %s", request.path)
-            response = reply(request, 503, dbpool.busy_message())
+            response = reply(request, 503, engine_api.busy_message())
         else:
             logger.warning("API call hit a database error: %s", exc)
             response = reply(request, 503, "The database is busy; try again")

@@ -9,7 +9,6 @@ from django.http import Http404, HttpRequest
 from ninja import Path, Query, Router, Status
 
 from engine import api as engine_api
-from engine.flows.status import FlowState
 from engine.models import Flow
 from studio.api.auth import current_user
 from studio.api.present import flow_detail, flow_out
@@ -31,7 +30,7 @@ from studio.api.schemas import (
 
 router = Router(tags=["flows"])
 
-StateName = Literal[tuple(FlowState.values)]  # type: ignore[valid-type]
+StateName = Literal[tuple(engine_api.FlowState.values)]  # type: ignore[valid-type]
 FlowId = Path(..., ge=1, le=MAX_ID)
 OwnerQuery = Query(None, max_length=150, description="username (staff)")
 SearchQuery = Query(None, max_length=200, description="in routine name and wait reason")

@@ -7,7 +7,7 @@ from django.db.models import Prefetch
 from django.http import Http404, HttpRequest
 from ninja import Path, Query, Router, Status
 
-from engine.flows import routines as routine_service
+from engine import api as engine_api
 from engine.models import Routine, RoutineStep
 from studio.api.auth import current_user
 from studio.api.present import routine_out
@@ -27,7 +27,7 @@ _STEPS = Prefetch("steps", queryset=RoutineStep.objects.select_related("task"))
 
 
 def visible(request: HttpRequest) -> Any:
-    return routine_service.visible_routines(current_user(request)).prefetch_related(_STEPS)
+    return engine_api.visible_routines(current_user(request)).prefetch_related(_STEPS)
 
 
 def get_visible(request: HttpRequest, routine_id: int) -> Routine:
@@ -63,7 +63,7 @@ def get_routine(request: HttpRequest, routine_id: int = Path(..., ge=1, le=MAX_I
 @router.post("/routines", response={201: RoutineOut}, summary="Create a routine")
 def create_routine(request: HttpRequest, payload: RoutineIn) -> Status[Any]:
     """Steps name registered scripts only; an unknown name is a 400 naming the step."""
-    routine = routine_service.create_checked_routine(
+    routine = engine_api.create_checked_routine(
         payload.name,
         [step.model_dump() for step in payload.steps],
         current_user(request),
@@ -79,7 +79,7 @@ def update_routine(
     """Replace name, description and steps as the next version. Send the `version` you
     edited to get a 409 instead of overwriting someone else's change."""
     routine = get_visible(request, routine_id)
-    routine_service.update_routine(
+    engine_api.update_routine(
         routine,
         payload.name,
         [step.model_dump() for step in payload.steps],

@@ -15,7 +15,7 @@ from typing import Annotated, Any
 from ninja import Field, Schema
 from pydantic import AfterValidator, ConfigDict
 
-from engine.jsonsafe import ensure_json
+from engine.api import ensure_json
 
 MAX_ID = 2**63 - 1  # the largest id a database integer column holds
 MAX_LIMIT = 200  # largest page of a listing

@@ -7,8 +7,7 @@ from typing import Any
 from django.http import HttpRequest
 from ninja import Router
 
-from engine.core import script as script_registry
-from engine.core.ltm import ltm_registry
+from engine import api as engine_api
 from studio.api.schemas import LtmOut, ScriptOut
 
 router = Router(tags=["scripts"])
@@ -17,8 +16,8 @@ router = Router(tags=["scripts"])
 @router.get("/scripts", response=list[ScriptOut], summary="Registered Task scripts")
 def list_scripts(request: HttpRequest) -> list[dict[str, Any]]:
     """Every script a routine step may name, in name order."""
-    known = script_registry.registry()
-    return [script_registry.describe(known[name]) for name in sorted(known)]
+    known = engine_api.scripts()
+    return [known[name] for name in sorted(known)]
 
 
 def describe_ltm(cls: type) -> dict[str, Any]:
@@ -47,5 +46,5 @@ def describe_ltm(cls: type) -> dict[str, Any]:
 @router.get("/ltms", response=list[LtmOut], summary="Registered LTMs")
 def list_ltms(request: HttpRequest) -> list[dict[str, Any]]:
     """Every LTM a run may be started from, in name order."""
-    known = ltm_registry()
+    known = engine_api.ltm_roots()
     return [describe_ltm(known[name]) for name in sorted(known)]

@@ -4,22 +4,24 @@ is shown once, on the page that created it; only its hash is stored."""
 from __future__ import annotations
 
 from django.contrib.auth.decorators import login_required
-from django.http import Http404, HttpRequest, HttpResponse
+from django.http import Http404, HttpResponse
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_http_methods, require_POST
 
-from studio.forms import TokenForm
 from studio.models import ApiToken
+from studio.web import pages
+from studio.web.forms import TokenForm
+from studio.web.http import HtmxHttpRequest
 
 
-def _page(request: HttpRequest, status: int = 200, **extra: object) -> HttpResponse:
-    tokens = ApiToken.objects.filter(user=request.user).order_by("-created")
-    return render(request, "studio/tokens.html", {"tokens": tokens, **extra}, status=status)
+def _page(request: HtmxHttpRequest, status: int = 200, **extra: object) -> HttpResponse:
+    context = pages.tokens(request.user, **extra)
+    return render(request, "studio/tokens.html", context, status=status)
 
 
 @login_required
 @require_http_methods(["GET", "POST"])
-def token_list(request: HttpRequest) -> HttpResponse:
+def token_list(request: HtmxHttpRequest) -> HttpResponse:
     if request.method == "POST":
         form = TokenForm(request.POST)
         if not form.is_valid():
@@ -35,7 +37,7 @@ def token_list(request: HttpRequest) -> HttpResponse:
 
 @login_required
 @require_POST
-def token_revoke(request: HttpRequest, pk: int) -> HttpResponse:
+def token_revoke(request: HtmxHttpRequest, pk: int) -> HttpResponse:
     token = ApiToken.objects.filter(pk=pk, user=request.user).first()
     if token is None:
         raise Http404("no such token")

@@ -10,7 +10,9 @@ from typing import Any
 
 from django.conf import settings
 from django.contrib.auth import views as auth_views
-from django.http import Http404, HttpRequest, HttpResponse
+from django.http import Http404, HttpResponse
+
+from studio.web.http import HtmxHttpRequest
 
 
 def password_reset_enabled() -> bool:
@@ -23,7 +25,7 @@ def requires_email(view: Callable[..., HttpResponse]) -> Callable[..., HttpRespo
     URLs need not change with the settings)."""
 
     @wraps(view)
-    def guarded(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
+    def guarded(request: HtmxHttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
         if not password_reset_enabled():
             raise Http404("Password reset is not available: e-mail is not configured")
         return view(request, *args, **kwargs)

@@ -6,95 +6,42 @@ from typing import Any
 
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import PermissionDenied
-from django.http import HttpRequest, HttpResponse
+from django.http import HttpResponse
 from django.shortcuts import redirect, render
 from django.urls import reverse
 from django.views.decorators.http import require_http_methods, require_POST
 from django_htmx.http import push_url
 
-from engine import api, jsonsafe
-from engine.core import script as scripts
-from engine.flows import routines
-from engine.models import Routine
-from studio.forms import (
+from engine import api
+from studio.web import pages
+from studio.web.forms import (
     RoutineForm,
     StartFlowForm,
-    StepDraft,
     drafts_from_post,
     drafts_from_routine,
     save_routine,
     validate_drafts,
 )
-from studio.views._helpers import (
-    ENGINE_ERRORS,
-    diagram,
-    error_status,
-    get_routine,
-    page_or_partial,
-    steps_graph,
-    visible_routines,
-)
-
-
-def palette() -> list[dict[str, Any]]:
-    """The registered Task scripts as the builder's palette shows them, by label."""
-    infos = [scripts.describe(cls) for cls in scripts.registry().values()]
-    return sorted(infos, key=lambda info: (info["label"].lower(), info["name"]))
+from studio.web.http import ENGINE_ERRORS, HtmxHttpRequest, error_status, page_or_partial
 
 
 @login_required
-def routine_list(request: HttpRequest) -> HttpResponse:
-    routines = visible_routines(request.user).prefetch_related("steps__task")
-    return render(request, "studio/routine_list.html", {"routines": routines})
-
-
-def _apply_op(op: str, drafts: list[StepDraft]) -> list[StepDraft]:
-    """The builder's steps after one edit: `add:<script>`, `up:<key>`, `down:<key>`,
-    `remove:<key>`. Anything else leaves them as they are."""
-    verb, _, arg = op.partition(":")
-    if verb == "add" and arg:
-        return [*drafts, StepDraft(script=arg)]
-    keys = [d.key for d in drafts]
-    if arg not in keys:
-        return drafts
-    index = keys.index(arg)
-    if verb == "remove":
-        return drafts[:index] + drafts[index + 1 :]
-    other = index - 1 if verb == "up" else index + 1 if verb == "down" else -1
-    if 0 <= other < len(drafts):
-        drafts = list(drafts)
-        drafts[index], drafts[other] = drafts[other], drafts[index]
-    return drafts
-
-
-def _builder_context(
-    routine: Routine | None, form: RoutineForm, drafts: list[StepDraft], **extra: Any
-) -> dict[str, Any]:
-    title = (form.data.get("name") if form.is_bound else form.initial.get("name")) or "new routine"
-    preview = diagram(steps_graph(title, [(d.label, d.script) for d in drafts])) if drafts else {}
-    return {
-        "routine": routine,
-        "form": form,
-        "drafts": drafts,
-        "palette": palette(),
-        "preview": preview,
-        "has_flows": bool(routine and routine.flows.exists()),
-        **extra,
-    }
+def routine_list(request: HtmxHttpRequest) -> HttpResponse:
+    return render(request, "studio/routine_list.html", pages.routine_list(request.user))
 
 
 @login_required
 @require_http_methods(["GET", "POST"])
-def routine_builder(request: HttpRequest, pk: int | None = None) -> HttpResponse:
+def routine_builder(request: HtmxHttpRequest, pk: int | None = None) -> HttpResponse:
     """Compose a routine. Every button posts the whole form (so it works without JS); htmx
     swaps the builder in place. `op=save` validates everything and saves atomically."""
-    routine = get_routine(request.user, pk) if pk is not None else None
-    if routine is not None and not routines.can_edit_routine(request.user, routine):
+    routine = pages.get_routine(request.user, pk) if pk is not None else None
+    if routine is not None and not api.can_edit_routine(request.user, routine):
         raise PermissionDenied("only its owner or staff may edit this routine")
     if request.method == "GET":
         initial = {"name": routine.name, "description": routine.description} if routine else {}
         drafts = drafts_from_routine(routine) if routine else []
-        context = _builder_context(routine, RoutineForm(initial=initial), drafts)
+        context = pages.builder(routine, RoutineForm(initial=initial), drafts)
         return render(request, "studio/routine_builder.html", context)
     form = RoutineForm(request.POST)
     drafts = drafts_from_post(request.POST)
@@ -102,12 +49,12 @@ def routine_builder(request: HttpRequest, pk: int | None = None) -> HttpResponse
     status = 200
     extra: dict[str, Any] = {}
     if op != "save":
-        drafts = _apply_op(op, drafts)
+        drafts = pages.apply_op(op, drafts)
         validate_drafts(drafts)
     else:
         valid = form.is_valid() & validate_drafts(drafts)
         sent_version = request.POST.get("routine_version") or None
-        version = jsonsafe.parse_id(sent_version)
+        version = api.parse_id(sent_version)
         if not drafts:
             extra["steps_error"] = "Add at least one step from the palette."
         elif sent_version is not None and version is None:
@@ -122,7 +69,7 @@ def routine_builder(request: HttpRequest, pk: int | None = None) -> HttpResponse
                     request.user,
                     version=version,
                 )
-            except routines.StaleRoutineError as exc:
+            except api.StaleRoutineError as exc:
                 extra["steps_error"] = str(exc)
                 status = 409
             except (ValueError, PermissionDenied) as exc:
@@ -132,13 +79,13 @@ def routine_builder(request: HttpRequest, pk: int | None = None) -> HttpResponse
                 if not request.htmx:
                     return redirect(url)
                 form = RoutineForm(initial={"name": saved.name, "description": saved.description})
-                context = _builder_context(
+                context = pages.builder(
                     saved, form, drafts_from_routine(saved), saved_version=saved.version
                 )
                 response = render(request, "studio/partials/_routine_builder.html", context)
                 return push_url(response, url)
         status = status if status != 200 else 400
-    context = _builder_context(routine, form, drafts, **extra)
+    context = pages.builder(routine, form, drafts, **extra)
     return page_or_partial(
         request,
         "studio/routine_builder.html",
@@ -150,19 +97,17 @@ def routine_builder(request: HttpRequest, pk: int | None = None) -> HttpResponse
 
 @login_required
 @require_POST
-def routine_preview(request: HttpRequest) -> HttpResponse:
+def routine_preview(request: HtmxHttpRequest) -> HttpResponse:
     """The builder's diagram for the steps as they are in the form now."""
-    drafts = drafts_from_post(request.POST)
-    title = request.POST.get("name") or "new routine"
-    preview = diagram(steps_graph(title, [(d.label, d.script) for d in drafts])) if drafts else {}
-    return render(request, "studio/partials/_routine_preview.html", {"preview": preview})
+    context = pages.routine_preview(request.POST.get("name", ""), drafts_from_post(request.POST))
+    return render(request, "studio/partials/_routine_preview.html", context)
 
 
 @login_required
 @require_http_methods(["GET", "POST"])
-def start_flow(request: HttpRequest, pk: int) -> HttpResponse:
+def start_flow(request: HtmxHttpRequest, pk: int) -> HttpResponse:
     """Start a flow of a routine, with optional initial data (a JSON object)."""
-    routine = get_routine(request.user, pk)
+    routine = pages.get_routine(request.user, pk)
     form = StartFlowForm(request.POST or None)
     context: dict[str, Any] = {"routine": routine, "form": form}
     status = 200

@@ -1,23 +1,19 @@
-"""What the live consumer reads from the database: permission checks, stored events, and the
-HTML fragments it pushes — rendered from the same partial templates as the pages."""
+"""What the live consumer reads: the values a client sends (stream keys, sequence numbers,
+dashboard rows), and from the database who may watch what, the stored events and what a
+dashboard lacks."""
 
 from __future__ import annotations
 
 import re
-import threading
 import uuid
-from collections import OrderedDict
-from types import SimpleNamespace
 from typing import Any
 
 from django.db.models import Q
-from django.template.loader import render_to_string
 
 from engine import api
-from engine.flows.status import FINISHED
-from engine.models import Flow, FlowEvent
+from engine.models import Flow, FlowEvent, LtmEvent, LtmRun
 
-MAX_ID = 2**63 - 1  # the largest database integer: ids and sequence numbers beyond are no one's
+MAX_ID = api.MAX_ID  # the largest database integer: ids and sequence numbers beyond are no one's
 
 
 def count(value: Any, least: int = 0) -> int | None:
@@ -69,8 +65,7 @@ def may_see(user: Any, kind: str, key: Any) -> bool:
     if kind == "flow":
         flow = Flow.objects.filter(pk=key).only("id", "owner_id").first()
         return flow is not None and api.can_operate(user, flow)
-    visible = getattr(api, "visible_ltm_runs", None)
-    return visible is not None and visible(user).filter(pk=key).exists()
+    return api.visible_ltm_runs(user).filter(pk=key).exists()
 
 
 def events_since(kind: str, key: Any, since: int, until: int | None = None) -> list[dict[str, Any]]:
@@ -83,12 +78,10 @@ def events_since(kind: str, key: Any, since: int, until: int | None = None) -> l
             {**row.as_dict(), "type": "flow.event", "owner": flow.owner_id}
             for row in rows.order_by("seq")
         ]
-    from engine.models import LtmEvent  # the LTM models
-
     rows = LtmEvent.objects.filter(run_id=key, seq__gt=since)
     if until is not None:
         rows = rows.filter(seq__lte=until)
-    return [_ltm_event_dict(row) for row in rows.order_by("seq")]
+    return [{**row.as_dict(), "type": "ltm.event"} for row in rows.order_by("seq")]
 
 
 def latest_seqs(streams: list[tuple[str, Any]]) -> dict[tuple[str, Any], int]:
@@ -99,8 +92,6 @@ def latest_seqs(streams: list[tuple[str, Any]]) -> dict[tuple[str, Any], int]:
     for pk, seq in Flow.objects.filter(pk__in=flows).values_list("pk", "seq"):
         latest[("flow", pk)] = seq
     if runs:
-        from engine.models import LtmRun
-
         for pk, seq in LtmRun.objects.filter(pk__in=runs).values_list("pk", "seq"):
             latest[("ltm", str(pk))] = seq
     return latest
@@ -134,91 +125,9 @@ def dashboard_lacks(
     row `user` may see, whether its flow has finished."""
     visible = api.visible_flows(user).select_related(None)
     rows = list(visible.filter(pk__in=list(shown)).values_list("pk", "seq", "state"))
-    finished = {pk: state in FINISHED for pk, seq, state in rows}
+    finished = {pk: state in api.FINISHED for pk, seq, state in rows}
     moved = [(pk, seq) for pk, seq, _ in rows if seq > shown[pk]]
     if after is not None:
         new = visible.filter(pk__gt=after, seq__gt=0).order_by("-pk").values_list("pk", "seq")
         moved += [(pk, seq) for pk, seq in reversed(new[:newest]) if pk not in shown]
     return last_events(moved), finished
-
-
-def _ltm_event_dict(row: Any) -> dict[str, Any]:
-    as_dict = getattr(row, "as_dict", None)
-    if as_dict is not None:
-        return {**as_dict(), "type": "ltm.event", "run": str(row.run_id)}
-    return {"type": "ltm.event", "run": str(row.run_id), "seq": row.seq, "kind": row.kind}
-
-
-# --- fragments -------------------------------------------------------------------------------
-# Rendered from the pages' own partial templates. Every watcher of a flow gets the same
-# fragment for the same event, so renders are cached per (stream, seq, staff or not): a
-# hundred watchers cost one render (and one graphviz run), not a hundred.
-
-_CACHE_SIZE = 512
-_cache: OrderedDict[tuple[Any, ...], Any] = OrderedDict()
-_cache_lock = threading.Lock()
-
-
-def _cached(key: tuple[Any, ...], render: Any) -> Any:
-    with _cache_lock:
-        if key in _cache:
-            _cache.move_to_end(key)
-            return _cache[key]
-    value = render()
-    with _cache_lock:
-        _cache[key] = value
-        while len(_cache) > _CACHE_SIZE:
-            _cache.popitem(last=False)
-    return value
-
-
-def peek(user: Any, kind: str, key: Any, seq: int) -> dict[str, str] | None:
-    """The cached fragments, without touching the database (safe in the event loop)."""
-    with _cache_lock:
-        return _cache.get((kind, key, seq, bool(user.is_staff)))
-
-
-def fragments(user: Any, kind: str, key: Any, event: dict[str, Any]) -> dict[str, str]:
-    """The page fragments that show the stream's current state, by element id."""
-    staff = bool(user.is_staff)
-    if kind == "flow":
-        return _cached(("flow", key, event["seq"], staff), lambda: _flow_fragments(user, key))
-    return _cached(("ltm", key, event["seq"], staff), lambda: _ltm_fragments(user, key))
-
-
-def _flow_fragments(user: Any, flow_id: int) -> dict[str, str]:
-    from studio.views.flows import live_context
-
-    flow = api.visible_flows(user).filter(pk=flow_id).first()
-    if flow is None:
-        return {}
-    context = live_context(SimpleNamespace(user=user), flow)
-    return {"flow-live": render_to_string("studio/partials/_flow_live.html", context)}
-
-
-def _ltm_fragments(user: Any, run_id: Any) -> dict[str, str]:
-    from studio.views.ltms import run_context
-
-    run = api.visible_ltm_runs(user).filter(pk=run_id).first()
-    if run is None:
-        return {}
-    html = render_to_string("studio/partials/_ltm_run_live.html", run_context(run))
-    return {"ltm-run-live": html}
-
-
-def peek_row(flow_id: int, seq: int) -> str | None:
-    with _cache_lock:
-        return _cache.get(("row", flow_id, seq))
-
-
-def row(flow_id: int, seq: int) -> str:
-    """The dashboard row of a flow as of event `seq` (the same for everyone who sees it; the
-    caller's group membership is the permission)."""
-    return _cached(("row", flow_id, seq), lambda: _row(flow_id))
-
-
-def _row(flow_id: int) -> str:
-    flow = Flow.objects.select_related("routine", "owner").filter(pk=flow_id).first()
-    if flow is None:
-        return ""
-    return render_to_string("studio/partials/_flow_row.html", {"flow": flow})

@@ -10,16 +10,14 @@ from typing import Any
 
 from django import forms
 
-from engine import jsonsafe
-from engine.core import script as scripts
-from engine.flows import routines
+from engine import api
 from engine.models import Routine
 
 
 def no_lone_surrogates(value: Any) -> None:
     """A form validator for what Django's CharField does not refuse itself (it refuses NUL
-    characters): lone surrogates, which no database stores alike (see `engine.jsonsafe`)."""
-    if isinstance(value, str) and "\x00" not in value and (problem := jsonsafe.text_problem(value)):
+    characters): lone surrogates, which no database stores alike (see `engine.api.text_problem`)."""
+    if isinstance(value, str) and "\x00" not in value and (problem := api.text_problem(value)):
         raise forms.ValidationError(problem[:1].upper() + problem[1:] + ".", code="unstorable")
 
 
@@ -56,12 +54,12 @@ def parse_json(text: str, *, object_only: bool = False) -> Any:
     """`text` as JSON, or a `ValidationError` naming the line and column of the mistake, or
     what makes the value unstorable and where (nested too deeply, NUL characters, ...)."""
     try:
-        value = jsonsafe.loads(text)
+        value = api.load_json(text)
     except json.JSONDecodeError as exc:
         raise forms.ValidationError(
             f"not valid JSON: {exc.msg} (line {exc.lineno}, column {exc.colno})"
         ) from None
-    except jsonsafe.NotJSON as exc:
+    except api.NotJSON as exc:
         raise forms.ValidationError(f"not valid JSON: {exc}") from None
     except ValueError as exc:
         raise forms.ValidationError(str(exc)) from None
@@ -102,8 +100,8 @@ class FieldsInputForm(forms.Form):
         for name in self.fields:
             text = (cleaned.get(name) or "").strip()
             try:
-                self.value[name] = jsonsafe.loads(text, name) if text else None
-            except (json.JSONDecodeError, jsonsafe.NotJSON):
+                self.value[name] = api.load_json(text, name) if text else None
+            except (json.JSONDecodeError, api.NotJSON):
                 self.value[name] = text
             except ValueError as exc:  # JSON, but not storable: nested too deeply, NUL...
                 self.add_error(name, str(exc))
@@ -117,7 +115,7 @@ class OverrideForm(forms.Form):
     """An override's confirmation: the page's flow version, and a reason (required for the
     destructive ones), and the target step of a move."""
 
-    version = forms.IntegerField(min_value=0, max_value=jsonsafe.MAX_ID, widget=forms.HiddenInput)
+    version = forms.IntegerField(min_value=0, max_value=api.MAX_ID, widget=forms.HiddenInput)
     reason = TextField(max_length=500, required=False, label="Reason")
     position = forms.TypedChoiceField(coerce=int, required=False, label="Move to step")
 
@@ -175,8 +173,7 @@ class StepDraft:
 
     @property
     def info(self) -> dict[str, Any] | None:
-        cls = scripts.registry().get(self.script)
-        return scripts.describe(cls) if cls else None
+        return api.script(self.script)
 
 
 def drafts_from_post(data: Any) -> list[StepDraft]:
@@ -218,7 +215,7 @@ class RoutineForm(forms.Form):
 
 def validate_drafts(drafts: list[StepDraft]) -> bool:
     """Fill each draft's `params` and `errors`; True when every step is valid."""
-    known = scripts.registry()
+    known = api.scripts()
     ok = True
     for draft in drafts:
         draft.errors = []
@@ -226,7 +223,7 @@ def validate_drafts(drafts: list[StepDraft]) -> bool:
             draft.errors.append(f"{draft.script!r} is not a registered Task script")
         if len(draft.label) > 200:
             draft.errors.append("the step name is longer than 200 characters")
-        elif problem := jsonsafe.text_problem(draft.label, "the step name"):
+        elif problem := api.text_problem(draft.label, "the step name"):
             draft.errors.append(problem)
         try:
             draft.params = parse_json(draft.params_text or "{}", object_only=True)
@@ -245,11 +242,9 @@ def save_routine(
     version: int | None = None,
 ) -> Routine:
     """Create the routine, or give an existing one a new version (steps replaced and
-    `version` bumped in one transaction by `engine.routines.update_routine`). Running flows
+    `version` bumped in one transaction by `engine.api.update_routine`). Running flows
     keep the steps they pinned; `version` guards against overwriting someone else's edit."""
     steps = [{"script": d.script, "label": d.label, "params": d.params} for d in drafts]
     if routine is None:
-        return routines.create_checked_routine(name, steps, user, description=description)
-    return routines.update_routine(
-        routine, name, steps, user, description=description, version=version
-    )
+        return api.create_checked_routine(name, steps, user, description=description)
+    return api.update_routine(routine, name, steps, user, description=description, version=version)

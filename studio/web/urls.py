@@ -2,7 +2,7 @@
 
 from django.urls import path
 
-from studio.views import flows, ltms, overrides, routines, tokens
+from studio.web.views import flows, ltms, overrides, routines, tokens
 
 app_name = "studio"
 

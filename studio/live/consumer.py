@@ -27,8 +27,8 @@ from typing import Any
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
 
-from engine.flows.status import FINISHED
-from studio import live, live_render
+from engine import api
+from studio.live import fragments, publisher, reads
 
 Stream = tuple[str, Any]  # ("flow", id) or ("ltm", run id)
 ACTIONS = ("watch_flow", "watch_ltm", "watch_dashboard", "ping")
@@ -100,13 +100,13 @@ class LiveConsumer(AsyncJsonWebsocketConsumer):
         while True:
             await asyncio.sleep(SYNC_SECONDS)
             if self.sent:
-                latest = await database_sync_to_async(live_render.latest_seqs)(list(self.sent))
+                latest = await database_sync_to_async(reads.latest_seqs)(list(self.sent))
                 for stream, seq in latest.items():
                     if seq > self.sent.get(stream, seq):
                         await self.catch_up(stream)
             if self.open_rows:
                 known = {key: self.rows[key] for key in self.open_rows}
-                for event in await database_sync_to_async(live_render.newer_rows)(known):
+                for event in await database_sync_to_async(reads.newer_rows)(known):
                     await self.send_row(event)
 
     async def dispatch(self, message: dict[str, Any]) -> None:
@@ -164,20 +164,20 @@ class LiveConsumer(AsyncJsonWebsocketConsumer):
 
     async def watch(self, stream: Stream, since: Any) -> None:
         kind, key = stream
-        key = live_render.parse_key(kind, key)
-        start = live_render.count(0 if since is None else since)
+        key = reads.parse_key(kind, key)
+        start = reads.count(0 if since is None else since)
         if key is None:
             await self.error(f"invalid {'flow' if kind == 'flow' else 'run'} id", kind)
             return
         if start is None:
             await self.error("invalid since: a sequence number, 0 or more", kind)
             return
-        if not await database_sync_to_async(live_render.may_see)(self.user, kind, key):
+        if not await database_sync_to_async(reads.may_see)(self.user, kind, key):
             # The same answer for a missing and a foreign object: nothing is learnt.
             await self.error("not found", kind)
             return
         stream = (kind, key)
-        group = live.flow_group(key) if kind == "flow" else live.ltm_group(key)
+        group = publisher.flow_group(key) if kind == "flow" else publisher.ltm_group(key)
         await self.channel_layer.group_add(group, self.channel_name)
         self.sent[stream] = start
         await self.catch_up(stream)
@@ -191,23 +191,23 @@ class LiveConsumer(AsyncJsonWebsocketConsumer):
         adds new flows as they come — and gets at once the rows that differ from the
         database: a page that was offline (the server restarted, the network went away)
         catches up on reconnecting, as a flow page does with `since`."""
-        shown = live_render.parse_rows(rows)
-        newest = None if after is None else live_render.count(after)
+        shown = reads.parse_rows(rows)
+        newest = None if after is None else reads.count(after)
         if shown is None:
             await self.error(
-                f'invalid rows: {{"<flow id>": <seq>}}, at most {live_render.MAX_ROWS}',
+                f'invalid rows: {{"<flow id>": <seq>}}, at most {reads.MAX_ROWS}',
                 "dashboard",
             )
             return
         if after is not None and newest is None:
             await self.error("invalid after: a flow id, 0 or more", "dashboard")
             return
-        everything = await database_sync_to_async(live_render.sees_everything)(self.user)
-        group = live.ALL_FLOWS if everything else live.owner_group(self.user.pk)
+        everything = await database_sync_to_async(reads.sees_everything)(self.user)
+        group = publisher.ALL_FLOWS if everything else publisher.owner_group(self.user.pk)
         await self.channel_layer.group_add(group, self.channel_name)
         self.dashboard = True
         if shown or newest is not None:
-            lacking, finished = await database_sync_to_async(live_render.dashboard_lacks)(
+            lacking, finished = await database_sync_to_async(reads.dashboard_lacks)(
                 self.user, shown, newest
             )
             for key, done in finished.items():  # the rows it may see, as it shows them
@@ -223,7 +223,7 @@ class LiveConsumer(AsyncJsonWebsocketConsumer):
     async def catch_up(self, stream: Stream, until: int | None = None) -> None:
         """Send the stored events after the last one sent (up to `until`)."""
         kind, key = stream
-        events = await database_sync_to_async(live_render.events_since)(
+        events = await database_sync_to_async(reads.events_since)(
             kind, key, self.sent[stream], until
         )
         for event in events:
@@ -263,8 +263,8 @@ class LiveConsumer(AsyncJsonWebsocketConsumer):
                 staff = bool(self.user.is_staff)
                 html = await shared_render(
                     ("fragments", kind, key, seq, staff),
-                    lambda seq=seq: live_render.peek(self.user, kind, key, seq),
-                    lambda event=event: live_render.fragments(self.user, kind, key, event),
+                    lambda seq=seq: fragments.peek(self.user, kind, key, seq),
+                    lambda event=event: fragments.fragments(self.user, kind, key, event),
                 )
                 rendered = seq
                 text = frame(
@@ -303,14 +303,14 @@ class LiveConsumer(AsyncJsonWebsocketConsumer):
         if seq <= self.rows.get(key, 0):
             return
         self.rows[key] = seq
-        if event.get("state") in FINISHED:
+        if event.get("state") in api.FINISHED:
             self.open_rows.discard(key)
         else:
             self.open_rows.add(key)
         html = await shared_render(
             ("row", key, seq),
-            lambda: live_render.peek_row(key, seq),
-            lambda: live_render.row(key, seq),
+            lambda: fragments.peek_row(key, seq),
+            lambda: fragments.row(key, seq),
         )
         if not html:
             return  # the flow is gone

@@ -4,7 +4,7 @@ names Django's auth views and templates expect (mounted at /accounts/ by studio.
 from django.contrib.auth import views as auth_views
 from django.urls import path
 
-from studio.views.accounts import LoginView, requires_email
+from studio.web.views.accounts import LoginView, requires_email
 
 urlpatterns = [
     path("login/", LoginView.as_view(), name="login"),

@@ -1,1 +1,0 @@
-"""The studio's pages, one module per page group (routines, flows, flow overrides, LTMs)."""

@@ -1,0 +1,430 @@
+"""What each page of the studio shows, computed from the signed-in user and plain arguments
+(never a request): the views render these contexts with the pages' templates, and the live
+updates render the pages' own partial templates (`FLOW_LIVE`, `LTM_RUN_LIVE`, `FLOW_ROW`)
+from the same functions. Everything here reaches the engine through `engine.api`."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from django.contrib.auth import get_user_model
+from django.core.paginator import Paginator
+from django.db.models import Q
+from django.http import Http404, QueryDict
+
+from engine import api
+from engine.models import Flow, LtmRun, Routine
+from studio.models import ApiToken
+from studio.web.forms import (
+    FieldsInputForm,
+    FireTransitionForm,
+    JSONInputForm,
+    OverrideForm,
+    RoutineForm,
+    StepDraft,
+)
+
+# The partial templates the live updates push, each the live area of its page.
+FLOW_LIVE = "studio/partials/_flow_live.html"
+LTM_RUN_LIVE = "studio/partials/_ltm_run_live.html"
+FLOW_ROW = "studio/partials/_flow_row.html"
+
+
+# --- records a user may see ------------------------------------------------------------------
+
+
+def visible_flow(user: Any, pk: int) -> Flow | None:
+    return api.visible_flows(user).filter(pk=pk).first()
+
+
+def get_flow(user: Any, pk: int) -> Flow:
+    """A flow `user` may see; 404 otherwise (a foreign one is not revealed)."""
+    flow = visible_flow(user, pk)
+    if flow is None:
+        raise Http404("no such flow")
+    return flow
+
+
+def get_routine(user: Any, pk: int) -> Routine:
+    """A routine `user` may see; 404 otherwise (a foreign one is not revealed)."""
+    routine = api.visible_routines(user).filter(pk=pk).first()
+    if routine is None:
+        raise Http404("no such routine")
+    return routine
+
+
+def visible_run(user: Any, pk: Any) -> LtmRun | None:
+    return api.visible_ltm_runs(user).filter(pk=pk).first()
+
+
+def get_run(user: Any, pk: Any) -> LtmRun:
+    """An LTM run `user` may see; 404 otherwise."""
+    run = visible_run(user, pk)
+    if run is None:
+        raise Http404("no such LTM run")
+    return run
+
+
+# --- diagrams --------------------------------------------------------------------------------
+
+
+def diagram(draw: Callable[[], str]) -> dict[str, str]:
+    """{"svg": ...} or {"error": ...} for a template's diagram area."""
+    try:
+        return {"svg": draw()}
+    except api.DiagramUnavailable as exc:
+        return {"error": str(exc)}
+
+
+def step_states(flow: Flow) -> list[str | None]:
+    """The status each step of `flow` is drawn with."""
+    states: list[str | None] = []
+    for index in range(flow.length):
+        complete = flow.state == api.FlowState.COMPLETE and index == flow.position
+        if index < flow.position or complete:
+            states.append("complete")
+        elif index == flow.position:
+            states.append(str(flow.state))
+        else:
+            states.append(None)
+    return states
+
+
+def flow_diagram(flow: Flow) -> dict[str, str]:
+    """The flow's routine drawn with the current step highlighted and each step's status."""
+    steps = [(s.get("name") or s["script"], s["script"]) for s in flow.steps]
+    ended = flow.state in api.FINISHED and flow.state != api.FlowState.FAILED
+    current = None if ended else flow.position
+    return diagram(
+        lambda: api.routine_diagram(steps, current, step_states(flow), title=flow.routine.name)
+    )
+
+
+def steps_diagram(title: str, drafts: list[StepDraft]) -> dict[str, str]:
+    """The builder's preview of the steps being composed (nothing without steps)."""
+    if not drafts:
+        return {}
+    known = api.scripts()
+    steps = [(d.label or known.get(d.script, {}).get("label", d.script), d.script) for d in drafts]
+    return diagram(lambda: api.routine_diagram(steps, title=title))
+
+
+# --- the dashboard and "waiting for me" ------------------------------------------------------
+
+PAGE_SIZE = 50
+# The longest text a search can match (a wait reason); a longer query matches nothing.
+LONGEST_SEARCHED = Flow._meta.get_field("wait_reason").max_length
+# The dashboard never loads the big per-flow columns it does not show.
+_LIST_DEFER = ("data", "stored_results", "traceback", "input", "error")
+
+
+def _id(value: str | None) -> int | None:
+    """An id filter from the query: None (no filter) unless it is a number; 0 or a number
+    too large for any id is -1, which no row has (the filter then matches nothing)."""
+    if not value or not (value.isascii() and value.isdigit()):
+        return None
+    return api.parse_id(value) or -1
+
+
+def filtered_flows(user: Any, params: Any) -> tuple[Any, dict[str, Any]]:
+    """The flows `user` may see narrowed by the dashboard's query parameters."""
+    flows = api.visible_flows(user).defer(*_LIST_DEFER)
+    chosen = {
+        "state": params.get("state", ""),
+        "routine": _id(params.get("routine")),
+        "owner": _id(params.get("owner")),
+        "q": params.get("q", "").strip(),
+    }
+    if chosen["state"] in api.FlowState.values:
+        flows = flows.filter(state=chosen["state"])
+    if chosen["routine"] is not None:
+        flows = flows.filter(routine_id=chosen["routine"])
+    if chosen["owner"] is not None and api.can_see_all(user):
+        flows = flows.filter(owner_id=chosen["owner"])
+    if (query := chosen["q"]) and (len(query) > LONGEST_SEARCHED or api.text_problem(query)):
+        # Nothing stored is that long, or holds a NUL character or a lone surrogate.
+        flows = flows.none()
+    elif query:
+        match = Q(routine__name__icontains=query) | Q(wait_reason__icontains=query)
+        match |= Q(owner__username__iexact=query)
+        if (number := api.parse_id(query.lstrip("#"))) is not None:
+            match |= Q(pk=number)
+        flows = flows.filter(match)
+    return flows.order_by("-updated", "-id"), chosen
+
+
+def dashboard(user: Any, params: QueryDict, *, waiting: bool = False) -> dict[str, Any]:
+    """The flows dashboard (`waiting`: "waiting for me", the user's own flows that wait for
+    input) for the query parameters `params`: filters, search and page, fifty rows a page."""
+    flows, chosen = filtered_flows(user, params)
+    if waiting:
+        flows = flows.filter(owner_id=user.pk, state=api.FlowState.WAITING)
+    query = params.copy()
+    query.pop("page", None)
+    context = {
+        "title": "Waiting for me" if waiting else "Flows",
+        "page": Paginator(flows, PAGE_SIZE).get_page(params.get("page")),
+        "chosen": chosen,
+        "query": query.urlencode(),
+        "states": api.FlowState.choices,
+        "routines": api.visible_routines(user).select_related(None).only("id", "name"),
+        "owners": (
+            get_user_model().objects.only("id", "username").order_by("username")[:200]
+            if api.can_see_all(user)
+            else []
+        ),
+    }
+    if waiting:
+        context["waiting_view"] = True
+    return context
+
+
+def flow_row(flow_id: int) -> dict[str, Any] | None:
+    """A dashboard row (`FLOW_ROW`), the same for everyone who sees the flow; None if the flow
+    is gone."""
+    flow = Flow.objects.select_related("routine", "owner").filter(pk=flow_id).first()
+    return None if flow is None else {"flow": flow}
+
+
+# --- a flow's page ---------------------------------------------------------------------------
+
+
+def input_form_for(flow: Flow, data: Any = None) -> FieldsInputForm | JSONInputForm:
+    """The form that pushes input to `flow`'s waiting step: its script's `input_fields`, or
+    one JSON textarea."""
+    step = flow.current_step or {}
+    info = api.script(step.get("script", ""))
+    fields = list(info["input_fields"]) if info is not None else []
+    if fields:
+        return FieldsInputForm(data, fields=fields)
+    return JSONInputForm(data)
+
+
+def flow_live(user: Any, flow: Flow, *, input_form: Any = None, **extra: Any) -> dict[str, Any]:
+    """A flow page's live area (`FLOW_LIVE`; the page shows it too): status, diagram, step
+    results, timeline, the input form while the flow waits and the overrides that fit its
+    state. `input_form` replaces the fresh input form (one with the user's errors)."""
+    events = flow.events.select_related("actor").order_by("-seq")[:200]
+    results = api.results_for_display(flow)
+    rows = [
+        {"index": i, "step": step, "result": results[i], "done": i < len(flow.stored_results)}
+        for i, step in enumerate(flow.steps)
+    ]
+    actions = api.available_actions(flow, user)
+    if input_form is None and "input" in actions:
+        input_form = input_form_for(flow)
+    return {
+        "flow": flow,
+        "rows": rows,
+        "events": events,
+        "polling": flow.state in api.ACTIVE,
+        "is_staff": user.is_staff,
+        "diagram": flow_diagram(flow),
+        "input_form": input_form,
+        "actions": [action for action in actions if action in OVERRIDES],
+        **extra,
+    }
+
+
+# --- a flow's manual overrides ---------------------------------------------------------------
+
+OVERRIDES = {
+    "move": "Move to a step",
+    "retry": "Retry the current step",
+    "skip": "Skip the current step",
+    "kill": "Kill the flow",
+    "resume": "Resume the flow",
+}
+
+
+def override(action: str) -> str:
+    """`action` if it names an override; 404 otherwise."""
+    if action not in OVERRIDES:
+        raise Http404("no such action")
+    return action
+
+
+def _step_name(flow: Flow, index: int) -> str:
+    if 0 <= index < flow.length:
+        step = flow.steps[index]
+        return f"step {index + 1} ({step.get('name') or step.get('script')})"
+    return f"step {index + 1}"
+
+
+def preview(flow: Flow, action: str) -> str:
+    """What the action will do to this flow, in words."""
+    here = _step_name(flow, flow.position)
+    subject = here[:1].upper() + here[1:]  # sentence-initial
+    if action == "move":
+        return (
+            f"The flow is {flow.state} at {here}. It will run again from the step you pick, "
+            "at once; work already done by other steps is not undone."
+        )
+    if action == "retry":
+        return f"{subject} will be performed again (the flow is {flow.state})."
+    if action == "skip":
+        after = (
+            "the flow completes"
+            if flow.position + 1 >= flow.length
+            else f"the flow goes on with {_step_name(flow, flow.position + 1)}"
+        )
+        return f"{subject} is skipped (its result becomes empty) and {after}."
+    if action == "kill":
+        return (
+            f"The flow ends as KILLED at {here}; a step still running has its outcome "
+            "discarded. You can resume or retry it later."
+        )
+    return f"{subject} will be performed again (a waiting step without new input)."
+
+
+def confirm(
+    flow: Flow,
+    action: str,
+    form: OverrideForm | None = None,
+    *,
+    version: str | None = None,
+    **extra: Any,
+) -> dict[str, Any]:
+    """The confirmation of an override: what it will do, and its form (for the flow
+    `version` the user's page showed; a bound `form` with the user's errors instead)."""
+    if form is None:
+        initial = {
+            "version": str(flow.version) if version is None else version,
+            "position": max(flow.position - 1, 0),
+        }
+        form = OverrideForm(initial=initial, action=action, steps=flow.steps)
+    return {
+        "flow": flow,
+        "action": action,
+        "title": OVERRIDES[action],
+        "preview": preview(flow, action),
+        "form": form,
+        "destructive": action in {"kill", "move"},
+        **extra,
+    }
+
+
+# --- routines --------------------------------------------------------------------------------
+
+
+def routine_list(user: Any) -> dict[str, Any]:
+    return {"routines": api.visible_routines(user).prefetch_related("steps__task")}
+
+
+def palette() -> list[dict[str, Any]]:
+    """The registered Task scripts as the builder's palette shows them, by label."""
+    infos = list(api.scripts().values())
+    return sorted(infos, key=lambda info: (info["label"].lower(), info["name"]))
+
+
+def apply_op(op: str, drafts: list[StepDraft]) -> list[StepDraft]:
+    """The builder's steps after one edit: `add:<script>`, `up:<key>`, `down:<key>`,
+    `remove:<key>`. Anything else leaves them as they are."""
+    verb, _, arg = op.partition(":")
+    if verb == "add" and arg:
+        return [*drafts, StepDraft(script=arg)]
+    keys = [d.key for d in drafts]
+    if arg not in keys:
+        return drafts
+    index = keys.index(arg)
+    if verb == "remove":
+        return drafts[:index] + drafts[index + 1 :]
+    other = index - 1 if verb == "up" else index + 1 if verb == "down" else -1
+    if 0 <= other < len(drafts):
+        drafts = list(drafts)
+        drafts[index], drafts[other] = drafts[other], drafts[index]
+    return drafts
+
+
+def builder(
+    routine: Routine | None, form: RoutineForm, drafts: list[StepDraft], **extra: Any
+) -> dict[str, Any]:
+    """The routine builder: the form, the steps being composed, the palette, the preview."""
+    title = (form.data.get("name") if form.is_bound else form.initial.get("name")) or "new routine"
+    return {
+        "routine": routine,
+        "form": form,
+        "drafts": drafts,
+        "palette": palette(),
+        "preview": steps_diagram(title, drafts),
+        "has_flows": bool(routine and routine.flows.exists()),
+        **extra,
+    }
+
+
+def routine_preview(title: str, drafts: list[StepDraft]) -> dict[str, Any]:
+    """The builder's diagram alone, for the steps as they are in the form now."""
+    return {"preview": steps_diagram(title or "new routine", drafts)}
+
+
+# --- LTMs ------------------------------------------------------------------------------------
+
+RECENT_RUNS = 20
+RUNS_OF_AN_LTM = 50
+
+
+def _ltm_class(name: str) -> Any:
+    cls = api.ltm_roots().get(name)
+    if cls is None:
+        raise Http404("no such LTM")
+    return cls
+
+
+def require_ltm(name: str) -> str:
+    """`name` if an LTM is registered under it; 404 otherwise."""
+    _ltm_class(name)
+    return name
+
+
+def ltm_list(user: Any) -> dict[str, Any]:
+    """Every registered LTM with its diagram, and the user's recent runs."""
+    ltms = [
+        {
+            "name": name,
+            "doc": (cls.__doc__ or "").strip(),
+            "diagram": diagram(lambda cls=cls: api.ltm_diagram(cls)),
+        }
+        for name, cls in sorted(api.ltm_roots().items())
+    ]
+    return {"ltms": ltms, "runs": api.visible_ltm_runs(user)[:RECENT_RUNS]}
+
+
+def ltm_detail(user: Any, name: str) -> dict[str, Any]:
+    """One LTM: its diagram and the user's runs of it (404 for an unknown name)."""
+    cls = _ltm_class(name)
+    return {
+        "name": name,
+        "doc": (cls.__doc__ or "").strip(),
+        "diagram": diagram(lambda: api.ltm_diagram(cls)),
+        "runs": api.visible_ltm_runs(user).filter(name=name)[:RUNS_OF_AN_LTM],
+    }
+
+
+def ltm_run_live(
+    run: LtmRun, *, fire_form: FireTransitionForm | None = None, **extra: Any
+) -> dict[str, Any]:
+    """An LTM run page's live area (`LTM_RUN_LIVE`; the page shows it too): the diagram
+    coloured by status, global and per-state state, the event log and the controls.
+    `fire_form` replaces the fresh form (one with the user's errors)."""
+    try:
+        graph = diagram(lambda: api.ltm_diagram(api.load_ltm(run.pk)))
+    except Exception as exc:  # a run whose tree cannot be loaded still shows its records
+        graph = {"error": f"the run's tree could not be loaded: {exc}"}
+    return {
+        "run": run,
+        "diagram": graph,
+        "instances": run.instances.order_by("fqn"),
+        "events": run.events.select_related("actor").order_by("-seq")[:200],
+        "fire_form": fire_form or FireTransitionForm(),
+        "polling": run.state in {"pending", "running"},
+        **extra,
+    }
+
+
+# --- API tokens ------------------------------------------------------------------------------
+
+
+def tokens(user: Any, **extra: Any) -> dict[str, Any]:
+    """The user's API tokens, newest first (`created` and `raw`: the one just made)."""
+    return {"tokens": ApiToken.objects.filter(user=user).order_by("-created"), **extra}
