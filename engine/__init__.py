@@ -8,8 +8,8 @@ The public API for script and machine authors; importing it needs no Django sett
 from typing import Any
 
 from engine.core.errors import FlowStateError
-from engine.core.script import Task
-from engine.core.signals import done, kill, result, wait
+from engine.core.flows.script import Task
+from engine.core.flows.signals import done, kill, result, wait
 
 __all__ = ["LTM", "FlowStateError", "InvalidTransition", "Task", "done", "kill", "result", "wait"]
 

@@ -17,8 +17,8 @@ from django.db import transaction
 from django.utils import timezone
 
 from engine import codec
-from engine.core import script as script_registry
 from engine.core.errors import FlowStateError, StaleFlowError
+from engine.core.flows import script as script_registry
 from engine.jsonsafe import check_text, ensure_json
 from engine.models import Flow, Routine, RoutineStep, Task
 from engine.runner import enqueue_run, recheck

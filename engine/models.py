@@ -12,7 +12,7 @@ from django.db import models
 from django.utils import timezone
 
 from engine import codec
-from engine.core import script as scripts
+from engine.core.flows import script as scripts
 from engine.status import FlowState
 
 

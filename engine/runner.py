@@ -14,8 +14,8 @@ from django.db import transaction
 from django.utils import timezone
 
 from engine import codec
-from engine.core import outcome as core
-from engine.core import script as scripts
+from engine.core.flows import outcome as core
+from engine.core.flows import script as scripts
 from engine.lease import holding
 from engine.liveness import worker_id
 from engine.models import Flow

@@ -2,7 +2,7 @@
 
 from django.db import models
 
-from engine.core import outcome
+from engine.core.flows import outcome
 
 
 class FlowState(models.TextChoices):

@@ -14,7 +14,7 @@ from typing import Any
 
 from django.utils import timezone
 
-from engine.core import script as scripts
+from engine.core.flows import script as scripts
 from engine.models import Flow
 from engine.runner import enqueue_run
 from engine.status import FlowState

@@ -11,7 +11,7 @@ from typing import Any
 from django import forms
 
 from engine import jsonsafe, routines
-from engine.core import script as scripts
+from engine.core.flows import script as scripts
 from engine.models import Routine
 
 

@@ -7,7 +7,7 @@ from typing import Any
 from django.http import HttpRequest
 from ninja import Router
 
-from engine.core import script as script_registry
+from engine.core.flows import script as script_registry
 from engine.core.ltm import ltm_registry
 from studio.api.schemas import LtmOut, ScriptOut
 

@@ -12,7 +12,7 @@ from django.shortcuts import render
 from django_htmx.http import reswap, retarget
 
 from engine import api, routines
-from engine.core import script as scripts
+from engine.core.flows import script as scripts
 from engine.core.graph import Graph, routine_graph
 from engine.diagram import DiagramUnavailable, render_graph
 from engine.models import Flow, Routine

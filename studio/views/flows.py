@@ -15,7 +15,7 @@ from django.views.decorators.http import require_GET, require_POST
 from django_htmx.http import reswap, retarget
 
 from engine import api, jsonsafe
-from engine.core import script as scripts
+from engine.core.flows import script as scripts
 from engine.models import Flow
 from engine.status import ACTIVE, FlowState
 from studio.forms import FieldsInputForm, JSONInputForm

@@ -13,7 +13,7 @@ from django.views.decorators.http import require_http_methods, require_POST
 from django_htmx.http import push_url
 
 from engine import api, jsonsafe, routines
-from engine.core import script as scripts
+from engine.core.flows import script as scripts
 from engine.models import Routine
 from studio.forms import (
     RoutineForm,
