@@ -31,7 +31,7 @@ from ninja.errors import AuthenticationError, HttpError, ValidationError
 
 from engine import dbpool
 from engine.core.errors import FlowStateError
-from engine.core.ltm_definition import InvalidTransition
+from engine.core.ltm.definition import InvalidTransition
 from engine.routines import RoutineStepError
 
 logger = logging.getLogger("studio.api")

@@ -8,7 +8,7 @@ from django.http import HttpRequest
 from ninja import Router
 
 from engine.core.flows import script as script_registry
-from engine.core.ltm import ltm_registry
+from engine.core.ltm.registry import ltm_registry
 from studio.api.schemas import LtmOut, ScriptOut
 
 router = Router(tags=["scripts"])

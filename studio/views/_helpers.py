@@ -13,7 +13,8 @@ from django_htmx.http import reswap, retarget
 
 from engine import api, routines
 from engine.core.flows import script as scripts
-from engine.core.graph import Graph, routine_graph
+from engine.core.graph.extract import routine_graph
+from engine.core.graph.model import Graph
 from engine.diagram import DiagramUnavailable, render_graph
 from engine.models import Flow, Routine
 from engine.status import FINISHED, FlowState

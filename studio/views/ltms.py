@@ -11,8 +11,8 @@ from django.shortcuts import redirect, render
 from django.views.decorators.http import require_GET, require_POST
 
 from engine import api
-from engine.core.graph import ltm_graph
-from engine.core.ltm import ltm_registry
+from engine.core.graph.extract import ltm_graph
+from engine.core.ltm.registry import ltm_registry
 from studio.forms import FireTransitionForm, KillLtmForm, StartLtmForm
 from studio.views._helpers import ENGINE_ERRORS, diagram, error_fragment, error_status
 
@@ -98,7 +98,7 @@ def _get_run(user: Any, pk: Any) -> Any:
 def run_context(run: Any, **extra: Any) -> dict[str, Any]:
     svc = service()
     try:
-        graph = diagram(ltm_graph(svc.load_ltm(run.pk)))
+        graph = diagram(svc.load_ltm(run.pk).graph())
     except Exception as exc:  # a run whose tree cannot be loaded still shows its records
         graph = {"error": f"the run's tree could not be loaded: {exc}"}
     return {
