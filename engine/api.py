@@ -16,10 +16,11 @@ from typing import Any
 from engine import dbpool as _dbpool
 from engine import diagram as _diagram
 from engine.access import is_operator as can_see_all
-from engine.core import graph as _graph
-from engine.core import ltm as _ltm
-from engine.core import script as script_registry
 from engine.core.errors import FlowStateError, StaleFlowError
+from engine.core.flows import script as script_registry
+from engine.core.graph.extract import ltm_graph, routine_graph
+from engine.core.ltm.registry import ltm_registry
+from engine.core.ltm.view import RunView
 from engine.diagram import DiagramUnavailable
 from engine.flows.routines import (
     RoutineStepError,
@@ -132,7 +133,7 @@ def script(name: str) -> dict[str, Any] | None:
 
 def ltm_roots() -> dict[str, Any]:
     """The registered root LTM classes by name: the LTMs a run may be started from."""
-    return _ltm.ltm_registry()
+    return ltm_registry()
 
 
 def routine_diagram(
@@ -148,13 +149,14 @@ def routine_diagram(
     drawn = [
         (label, script, getattr(known.get(script), "blocking", True)) for label, script in steps
     ]
-    return _diagram.render_graph(_graph.routine_graph(drawn, current, states, title=title))
+    return _diagram.render_graph(routine_graph(drawn, current, states, title=title))
 
 
 def ltm_diagram(target: Any) -> str:
-    """The SVG diagram of an LTM class (its definition) or of a run's tree as `load_ltm`
-    returns it (coloured by status). Raises `DiagramUnavailable` without Graphviz."""
-    return _diagram.render_graph(_graph.ltm_graph(target))
+    """The SVG diagram of an LTM class (its definition) or of a run as `load_ltm` returns it
+    (coloured by status). Raises `DiagramUnavailable` without Graphviz."""
+    graph = target.graph() if isinstance(target, RunView) else ltm_graph(target)
+    return _diagram.render_graph(graph)
 
 
 def is_pool_timeout(exc: BaseException) -> bool:

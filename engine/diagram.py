@@ -11,7 +11,8 @@ import shutil
 import subprocess
 from functools import lru_cache
 
-from engine.core import graph as graphs
+from engine.core.graph.dot import to_dot
+from engine.core.graph.model import Graph
 
 __all__ = ["DiagramUnavailable", "render_graph", "render_svg"]
 
@@ -32,9 +33,9 @@ def render_svg(dot_text: str) -> str:
     return _render(dot_text)
 
 
-def render_graph(graph: graphs.Graph) -> str:
-    """The SVG of a `engine.core.graph.Graph` (its DOT text escapes every label)."""
-    return render_svg(graphs.to_dot(graph))
+def render_graph(graph: Graph) -> str:
+    """The SVG of a `engine.core.graph.model.Graph` (its DOT text escapes every label)."""
+    return render_svg(to_dot(graph))
 
 
 @lru_cache(maxsize=256)

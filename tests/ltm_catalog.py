@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from engine.core.ltm import LTM
+from engine import LTM
 
 # -- the seed README's example, its `label:` typo fixed ------------------------------------
 

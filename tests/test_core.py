@@ -8,14 +8,14 @@ import sys
 import pytest
 
 from engine import Task, done, kill, result, wait
-from engine.core import outcome as core
-from engine.core.script import ScriptDefinitionError, describe, get_script, registry
+from engine.core.flows import outcome as core
+from engine.core.flows.script import ScriptDefinitionError, describe, get_script, registry
 
 
 def test_public_api_imports_without_django():
     code = (
         "import sys; from engine import Task, result, wait, kill, done;"
-        "import engine.core.outcome, engine.core.script, engine.core.signals;"
+        "import engine.core.flows.outcome, engine.core.flows.script, engine.core.flows.signals;"
         "bad=[m for m in sys.modules if m.split('.')[0] in ('django','huey','channels')];"
         "assert not bad, bad"
     )

@@ -7,8 +7,11 @@ import subprocess
 
 import pytest
 
-from engine.core.graph import Cluster, Edge, Graph, Node, quote, routine_graph, to_dot
-from engine.core.ltm import LTM, InMemoryRuntime
+from engine.core.graph.dot import quote, to_dot
+from engine.core.graph.extract import routine_graph
+from engine.core.graph.model import Cluster, Edge, Graph, Node
+from engine.core.ltm.node import LTM
+from engine.core.ltm.runtime import InMemoryRuntime
 from tests import ltm_catalog as catalog
 
 

@@ -3,6 +3,7 @@ seams (execute / plan / records) the persistence layer builds on. No Django invo
 
 from __future__ import annotations
 
+import copy
 import subprocess
 import sys
 import warnings
@@ -11,26 +12,12 @@ from typing import Any
 
 import pytest
 
-from engine.core.ltm import (
-    LTM,
-    Effects,
-    InMemoryRuntime,
-    InstanceRecord,
-    InvalidDefinition,
-    InvalidTransition,
-    LTMDefinitionWarning,
-    TransitionCall,
-    build_tree,
-    dump_tree,
-    execute,
-    ltm_registry,
-    plan,
-    plan_transition,
-    register,
-    root_classes,
-    set_default_runtime,
-    unregister,
-)
+from engine.core.ltm.definition import InvalidDefinition, InvalidTransition, LTMDefinitionWarning
+from engine.core.ltm.node import LTM
+from engine.core.ltm.planner import plan, plan_transition
+from engine.core.ltm.records import Effects, InstanceRecord, TransitionCall
+from engine.core.ltm.registry import ltm_registry, register, root_classes, unregister
+from engine.core.ltm.runtime import InMemoryRuntime, set_default_runtime
 from tests import ltm_catalog as catalog
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -153,10 +140,10 @@ def test_a_run_that_raises_changes_nothing_and_records_the_error() -> None:
 
 
 def test_execute_rolls_back_in_memory_changes_when_run_raises() -> None:
-    tree = build_tree(catalog.FailingLtm, [], run_id="r1")
+    tree = catalog.FailingLtm.from_records([], run_id="r1")
     explode = tree.child("explode")
 
-    effects = execute(explode, {})
+    effects = explode.execute({})
 
     assert effects.updates == [] and effects.transitions == []
     assert effects.error is not None and "boom" in effects.error
@@ -350,13 +337,13 @@ def test_transition_outside_run_is_refused() -> None:
 # -- the seams: records, execute, plan ----------------------------------------------------
 
 
-def test_records_round_trip_through_build_tree() -> None:
+def test_records_round_trip_through_from_records() -> None:
     root, runtime = run(catalog.FanOut, size=3)
-    records = dump_tree(root)
+    records = root.records()
 
-    rebuilt = build_tree(catalog.FanOut, records, {"size": 99}, run_id="run-x")
+    rebuilt = catalog.FanOut.from_records(records, {"size": 99}, run_id="run-x")
 
-    assert dump_tree(rebuilt)[1:] == records[1:]
+    assert rebuilt.records()[1:] == records[1:]
     assert rebuilt.state == {"size": 99} and rebuilt.id == "run-x"
     work = next(r for r in records if r.name == "work_2")
     assert work == InstanceRecord(
@@ -374,16 +361,21 @@ def test_records_round_trip_through_build_tree() -> None:
 def test_records_that_do_not_fit_the_definition_are_refused() -> None:
     bad = InstanceRecord("my_ltm.ghost", "ghost", "ghost", "active")
     with pytest.raises(ValueError, match="does not fit"):
-        build_tree(catalog.MyLtm, [bad])
+        catalog.MyLtm.from_records([bad])
+    with pytest.raises(ValueError, match="does not fit"):
+        plan(catalog.MyLtm, [bad], "my_ltm", Effects())
 
 
 def test_execute_then_plan_is_what_a_worker_does() -> None:
-    tree = build_tree(catalog.MyLtm, [], run_id="r1")
-    tree._status = "active"  # as if its own execution were planned already
+    records = [  # as if the root's own execution were planned already
+        InstanceRecord("my_ltm", "my_ltm", "my_ltm", "active"),
+        InstanceRecord("my_ltm.my_state", "my_state", "my_state", "queued"),
+    ]
+    tree = catalog.MyLtm.from_records(records, run_id="r1")
     state = tree.child("my_state")
-    state._status = "queued"
+    assert tree.status == "active" and state.status == "queued"
 
-    effects = execute(state, {})
+    effects = state.execute({})
     assert tree.state == {} and state.status == "queued"  # execute left the tree as it was
     assert effects == Effects(
         updates=[
@@ -393,8 +385,10 @@ def test_execute_then_plan_is_what_a_worker_does() -> None:
         transitions=[TransitionCall("my_ltm.my_state", "my_transition", {}, None, "my_ltm")],
     )
 
-    result = plan(tree, "my_ltm.my_state", effects)
+    given = copy.deepcopy(records)
+    result = plan(catalog.MyLtm, records, "my_ltm.my_state", effects)
 
+    assert records == given  # the planner changes nothing it is given
     assert {r.fqn: r.status for r in result.records_changed} == {
         "my_ltm": "active",
         "my_ltm.my_state": "completed",
@@ -413,9 +407,7 @@ def test_execute_then_plan_is_what_a_worker_does() -> None:
 
 
 def test_plan_records_a_failed_execution() -> None:
-    tree = build_tree(catalog.MyLtm, [], run_id="r1")
-
-    result = plan(tree, "my_ltm.my_state", Effects(error="Traceback: boom"))
+    result = plan(catalog.MyLtm, [], "my_ltm.my_state", Effects(error="Traceback: boom"))
 
     (record,) = result.records_changed
     assert record.status == "failed" and record.error == "Traceback: boom"
@@ -427,24 +419,25 @@ def test_plan_records_a_failed_execution() -> None:
     }
 
 
-def test_plan_transition_needs_params_for_parameterised_targets() -> None:
-    tree = build_tree(catalog.FanOut, [], run_id="r1")
-    split = tree.find("fan_out.batch.split")
-    split._status = "active"
+SPLIT_ACTIVE = [InstanceRecord("fan_out.batch.split", "split", "split", "active")]
 
-    without = plan_transition(tree, "split", namespace="fan_out.batch")
+
+def test_plan_transition_needs_params_for_parameterised_targets() -> None:
+    without = plan_transition(catalog.FanOut, SPLIT_ACTIVE, "split", namespace="fan_out.batch")
     assert "needs params" in without.events[0]["data"]["reason"]
 
-    result = plan_transition(tree, "split", params=[{"n": 7}], namespace="fan_out.batch")
+    result = plan_transition(
+        catalog.FanOut, SPLIT_ACTIVE, "split", params=[{"n": 7}], namespace="fan_out.batch"
+    )
     assert result.executions == [("fan_out.batch.work_7", {})]
-    assert tree.find("fan_out.batch.work_7").params == {"n": 7}
+    work = {r.fqn: r for r in result.records_changed}["fan_out.batch.work_7"]
+    assert work.params == {"n": 7}
 
 
 def test_params_that_make_a_bad_name_are_refused() -> None:
-    tree = build_tree(catalog.FanOut, [], run_id="r1")
-    tree.find("fan_out.batch.split")._status = "active"
-
-    result = plan_transition(tree, "split", params=[{"n": "a.b"}], namespace="fan_out.batch")
+    result = plan_transition(
+        catalog.FanOut, SPLIT_ACTIVE, "split", params=[{"n": "a.b"}], namespace="fan_out.batch"
+    )
     assert result.skipped_transitions and result.executions == []
 
 
@@ -472,6 +465,12 @@ def test_names_default_to_the_snake_cased_class_name() -> None:
 def test_bad_names_are_refused(name: str) -> None:
     with pytest.raises(InvalidDefinition, match="Culprit: name"):
         type("Culprit", (LTM,), {"name": name})
+
+
+@pytest.mark.parametrize("method", ["execute", "records", "apply_records"])
+def test_a_state_may_not_define_what_the_engine_calls(method: str) -> None:
+    with pytest.raises(InvalidDefinition, match=f"Culprit: {method} belong to the engine"):
+        type("Culprit", (LTM,), {method: lambda self: None})
 
 
 def test_placeholders_are_allowed_in_names() -> None:
@@ -600,14 +599,18 @@ def test_root_classes_are_the_ones_no_other_names_as_a_child() -> None:
 
 def test_the_core_imports_no_django_huey_or_channels() -> None:
     code = (
-        "import importlib, sys\n"
-        "for name in ('engine.core.ltm', 'engine.core.ltm_plan', 'engine.core.ltm_runtime',"
-        " 'engine.core.graph'):\n"
+        "import importlib, pkgutil, sys\n"
+        "import engine.core\n"
+        "names = [m.name for m in pkgutil.walk_packages(engine.core.__path__, 'engine.core.')]\n"
+        "for name in names:\n"
         "    importlib.import_module(name)\n"
-        "bad = [m for m in sys.modules if m.startswith(('django', 'huey', 'channels'))]\n"
+        "assert 'engine.core.ltm.node' in names and 'engine.core.graph.dot' in names, names\n"
+        "bad = [m for m in sys.modules if m.split('.')[0] in ('django', 'huey', 'channels')]\n"
         "assert not bad, bad\n"
+        "print(len(names))\n"
     )
     done = subprocess.run(
         [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=False
     )
     assert done.returncode == 0, done.stderr
+    assert int(done.stdout) >= 15  # every module of the core, subpackages included

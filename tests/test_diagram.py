@@ -8,7 +8,8 @@ import shutil
 import pytest
 
 from engine import diagram
-from engine.core.graph import routine_graph, to_dot
+from engine.core.graph.dot import to_dot
+from engine.core.graph.extract import routine_graph
 
 needs_dot = pytest.mark.skipif(shutil.which("dot") is None, reason="Graphviz `dot` not installed")
 EVIL = 'evil" ]; x [label="pwned"]; </script><script>alert(1)</script>\\'

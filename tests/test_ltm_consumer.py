@@ -39,7 +39,7 @@ def test_a_fork_of_eight_joined_when_the_list_is_full_loses_nothing_20_times(con
             n * 10 for n in range(8)
         ]
         assert root.state["total"] == 280
-        assert root.instances["fan_out.batch.collect"]._status == "active"
+        assert root.instances["fan_out.batch.collect"].status == "active"
         collects = LtmExecution.objects.filter(run_id=run_id, fqn="fan_out.batch.collect")
         assert [e.status for e in collects] == ["done"]
         assert LtmAppend.objects.filter(execution__run_id=run_id).count() == 8
@@ -84,8 +84,8 @@ def test_updates_and_transitions_are_invisible_until_run_returns(consumer, user,
     root = api.load_ltm(run_id)
     assert root.state["gate"] == "passed"
     assert root.instances["gate_ltm.gate"].state == {"inside": True}
-    assert root.instances["gate_ltm.gate"]._status == "completed"
-    assert root.instances["gate_ltm.opened"]._status == "active"
+    assert root.instances["gate_ltm.gate"].status == "completed"
+    assert root.instances["gate_ltm.opened"].status == "active"
 
 
 def test_kill9_mid_fork_then_a_new_consumer_completes_the_run_appending_each_once(consumer, user):

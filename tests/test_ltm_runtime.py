@@ -16,7 +16,9 @@ from django.core.exceptions import PermissionDenied
 
 from engine import api
 from engine.core.errors import FlowStateError
-from engine.core.ltm import LTM, get_default_runtime, register, set_default_runtime, unregister
+from engine.core.ltm.node import LTM
+from engine.core.ltm.registry import register, unregister
+from engine.core.ltm.runtime import get_default_runtime, set_default_runtime
 from engine.ltm.executor import DjangoRuntime
 from engine.ltm.registry import discover
 from engine.models import LtmAppend, LtmEvent, LtmExecution, LtmInstance, LtmRun
@@ -144,7 +146,7 @@ def django_runtime():
 
 
 def statuses(run_id: str) -> dict[str, str]:
-    return {fqn: i._status for fqn, i in api.load_ltm(run_id).instances.items()}
+    return {fqn: i.status for fqn, i in api.load_ltm(run_id).instances.items()}
 
 
 def kinds(run_id: str, fqn: str | None = None) -> list[str]:
@@ -161,7 +163,7 @@ def test_seed_example_through_django(user, capsys):
     assert capsys.readouterr().out.splitlines() == ["state_value", "global_value", "end"]
     root = api.load_ltm(run_id)
     assert root.state == {"global_key": "global_value"}
-    assert root._status == "active"
+    assert root.status == "active"
     assert root.instances["my_ltm.my_state"].state == {"internal_state_key": "state_value"}
     assert statuses(run_id) == {
         "my_ltm": "active",
@@ -191,7 +193,8 @@ def test_my_ltm_start_from_code_runs_under_django(capsys, make_user):
 def test_app_start_up_installs_the_django_runtime_and_registers_roots():
     code = (
         "import django; django.setup()\n"
-        "from engine.core.ltm import get_default_runtime, ltm_registry\n"
+        "from engine.core.ltm.registry import ltm_registry\n"
+        "from engine.core.ltm.runtime import get_default_runtime\n"
         "print(type(get_default_runtime()).__name__)\n"
         "print(sorted(ltm_registry()))\n"
     )
@@ -239,7 +242,7 @@ def test_a_raise_writes_nothing_records_the_error_and_the_state_can_be_retried(u
 
     root = api.load_ltm(run_id)
     flaky = root.instances["flaky_ltm.flaky"]
-    assert flaky._status == "failed" and flaky.state == {}
+    assert flaky.status == "failed" and flaky.state == {}
     assert "RuntimeError: flaky" in (flaky.error or "")
     assert root.instances["flaky_ltm.fine"].state == {"fine": True}  # the other branch ran
     run = root.run
@@ -250,7 +253,7 @@ def test_a_raise_writes_nothing_records_the_error_and_the_state_can_be_retried(u
     api.retry_ltm(run_id, user)
 
     root = api.load_ltm(run_id)
-    assert root.instances["flaky_ltm.flaky"]._status == "active"
+    assert root.instances["flaky_ltm.flaky"].status == "active"
     assert root.instances["flaky_ltm.flaky"].state == {"tried": True, "payload": {}}
     assert root.run.state == "complete" and root.run.error == ""
     retry = LtmEvent.objects.get(run_id=run_id, kind="manual.retry")
@@ -264,7 +267,7 @@ def test_a_catalog_failure_discards_updates_and_transitions(user):
 
     root = api.load_ltm(run_id)
     assert root.state == {} and "failing_ltm.aftermath" not in root.instances
-    assert root.instances["failing_ltm.explode"]._status == "failed"
+    assert root.instances["failing_ltm.explode"].status == "failed"
     assert kinds(run_id, "failing_ltm.explode") == ["status", "status", "status", "error"]
     changes = LtmEvent.objects.filter(run_id=run_id, kind="status", fqn="failing_ltm.explode")
     assert [e.data["to"] for e in changes] == ["queued", "active", "failed"]
@@ -274,7 +277,7 @@ def test_a_state_that_is_not_json_fails_its_execution_clearly(user):
     run_id = api.start_ltm("not_json_ltm", user)
 
     state = api.load_ltm(run_id).instances["not_json_ltm.not_json"]
-    assert state._status == "failed" and state.state == {}
+    assert state.status == "failed" and state.state == {}
     assert "the state of not_json_ltm.not_json must be JSON-serialisable" in (state.error or "")
 
 
@@ -319,9 +322,9 @@ def test_sub_machines_nested_three_deep(user):
 
     root = api.load_ltm(run_id)
     assert root.state == {"reached": "deep.level1.level2.level2_done"}
-    assert root.instances["deep.level1.level2.level3"]._status == "completed"
-    assert root.instances["deep.level1.level2.level3.leaf"]._status == "completed"
-    assert root.instances["deep.level1"]._status == "active"
+    assert root.instances["deep.level1.level2.level3"].status == "completed"
+    assert root.instances["deep.level1.level2.level3.leaf"].status == "completed"
+    assert root.instances["deep.level1"].status == "active"
 
 
 def test_parameterised_instances_fork_and_join(user):
@@ -329,7 +332,7 @@ def test_parameterised_instances_fork_and_join(user):
 
     root = api.load_ltm(run_id)
     work = root.instances["fan_out.batch.work_3"]
-    assert work.params == {"n": 3} and work._status == "completed"
+    assert work.params == {"n": 3} and work.status == "completed"
     assert sorted(root.instances["fan_out.batch"].state["results"]) == [n * 10 for n in range(8)]
     assert root.state["total"] == 280
     assert LtmInstance.objects.get(run_id=run_id, fqn="fan_out.batch.work_7").params == {"n": 7}
@@ -411,6 +414,45 @@ def test_starting_is_for_signed_in_users_and_known_names(user):
     assert not LtmRun.objects.exists()
 
 
+def test_a_loaded_run_is_a_read_only_view(user):
+    run_id = api.start_ltm("fan_out", user, {"size": 2})
+
+    view = api.load_ltm(run_id)
+
+    assert view.run.id == run_id and view.run.name == "fan_out" and view.run.state == "complete"
+    assert view.run.owner == user and view.id == run_id
+    assert view.status == "active" and view.state["total"] == 10
+    assert list(view.instances)[:2] == ["fan_out", "fan_out.batch"]  # parents first
+    work = view.instances["fan_out.batch.work_1"]
+    assert (work.name, work.status, work.params, work.error) == (
+        "work_1",
+        "completed",
+        {"n": 1},
+        None,
+    )
+    assert callable(catalog.FanOut.run) and not hasattr(view, "transition")
+    for change in (
+        lambda: setattr(view, "run", None),
+        lambda: setattr(view.run, "state", "killed"),
+        lambda: setattr(work, "status", "queued"),
+    ):
+        with pytest.raises(AttributeError):  # FrozenInstanceError
+            change()
+    for change in (
+        lambda: view.state.__setitem__("total", 0),
+        lambda: work.params.__setitem__("n", 9),
+        lambda: view.instances.__setitem__("fan_out.x", work),
+        lambda: view.instances.pop("fan_out.batch"),
+    ):
+        with pytest.raises((TypeError, AttributeError)):
+            change()
+    view.instances["fan_out.batch"].state["results"].append("mine")  # a copy of what is stored
+    batch = LtmInstance.objects.get(run_id=run_id, fqn="fan_out.batch")
+    assert sorted(api.load_ltm(run_id).instances["fan_out.batch"].state["results"]) == [0, 10]
+    assert sorted(batch.state["results"]) == [0, 10]
+    assert api.load_ltm(run_id).state == LtmRun.objects.get(pk=run_id).global_state
+
+
 # -- history and diagrams ------------------------------------------------------------------------
 
 
@@ -481,8 +523,8 @@ def test_the_demo_order_process_forks_joins_ships_and_waits_for_confirmation(use
     root = api.load_ltm(run_id)
     assert sorted(root.state["checks"]) == ["fraud", "payment", "stock"]
     assert root.state["tracking"] == "TRK-A-1"
-    assert root.instances["order_process.ship"]._status == "completed"
-    assert root.instances["order_process.await_confirmation"]._status == "active"
+    assert root.instances["order_process.ship"].status == "completed"
+    assert root.instances["order_process.await_confirmation"].status == "active"
 
     api.fire_transition(run_id, "confirm", user, {"by": "courier"})
 

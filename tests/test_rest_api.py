@@ -64,7 +64,7 @@ def test_scripts_lists_the_registry(c):
 
 
 def test_ltms_lists_registered_machines(c):
-    from engine.core.ltm import ltm_registry
+    from engine.core.ltm.registry import ltm_registry
 
     names = [item["name"] for item in c.get("/api/ltms").json()]
     assert names == sorted(ltm_registry())

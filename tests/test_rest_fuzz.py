@@ -15,7 +15,7 @@ from hypothesis import HealthCheck
 from hypothesis import settings as hypothesis_settings
 
 from engine import api
-from engine.core.ltm import ltm_registry
+from engine.core.ltm.registry import ltm_registry
 from studio.models import ApiToken
 from tests.conftest import forget_rate_counts
 

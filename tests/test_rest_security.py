@@ -151,7 +151,7 @@ def test_token_calls_need_no_csrf(user):
         "os.system",
         "subprocess.run",
         "tests.catalog.Echo",
-        "engine.core.script.Task",
+        "engine.core.flows.script.Task",
         "__import__('os').system('touch pwned')",
         "T_ECHO",
         "",

@@ -10,7 +10,7 @@ from django.core.exceptions import ValidationError
 from django.core.serializers.json import DjangoJSONEncoder
 from django.db import models
 
-from engine.core import script as scripts
+from engine.core.flows import script as scripts
 from engine.flows import codec
 from engine.flows.status import FlowState
 from engine.history import EventRow

@@ -15,8 +15,8 @@ from django.db.models import F, Q, QuerySet
 from django.utils import timezone
 
 from engine import access
-from engine.core import script as script_registry
 from engine.core.errors import StaleFlowError
+from engine.core.flows import script as script_registry
 from engine.flows.models import Routine, RoutineStep, Task
 from engine.jsonsafe import check_text, ensure_json, text_problem
 

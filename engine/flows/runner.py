@@ -13,8 +13,8 @@ from typing import Any
 from django.utils import timezone
 
 from engine import dispatch
-from engine.core import outcome as core
-from engine.core import script as scripts
+from engine.core.flows import outcome as core
+from engine.core.flows import script as scripts
 from engine.flows import codec
 from engine.flows.lease import holding
 from engine.flows.models import Flow

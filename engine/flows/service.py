@@ -19,8 +19,8 @@ from django.db.models import QuerySet
 from django.utils import timezone
 
 from engine import access
-from engine.core import script as script_registry
 from engine.core.errors import FlowStateError, StaleFlowError
+from engine.core.flows import script as script_registry
 from engine.flows import codec
 from engine.flows.models import Flow, Routine
 from engine.flows.runner import enqueue_run, recheck

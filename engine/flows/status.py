@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from django.db import models
 
-from engine.core import outcome
+from engine.core.flows import outcome
 
 
 class FlowState(models.TextChoices):

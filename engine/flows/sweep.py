@@ -15,7 +15,7 @@ from typing import Any
 from django.utils import timezone
 
 from engine import dispatch
-from engine.core import script as scripts
+from engine.core.flows import script as scripts
 from engine.flows.models import Flow
 from engine.flows.runner import enqueue_run
 from engine.flows.status import FlowState

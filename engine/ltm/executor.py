@@ -21,7 +21,10 @@ from django.db.models import F
 from django.utils import timezone
 
 from engine.core.errors import FlowStateError
-from engine.core.ltm import LTM, Effects, Runtime, apply_records, execute, plan, plan_start
+from engine.core.ltm.node import LTM
+from engine.core.ltm.planner import plan, plan_start
+from engine.core.ltm.records import Effects
+from engine.core.ltm.runtime import Runtime
 from engine.jsonsafe import ensure_json, storable_text
 from engine.leases import Held, lease_until
 from engine.liveness import worker_id
@@ -50,8 +53,7 @@ class DjangoRuntime(Runtime):
     def start(self, root: LTM, payload: dict[str, Any]) -> str:
         run_id = create_run(root, payload, owner=self.owner)
         snap = store.read(run_id)  # in immediate mode everything has run by now
-        apply_records(root, snap.records())
-        root._state = dict(snap.run.global_state)
+        root.apply_records(snap.records())  # the root's record holds the global state
         return run_id
 
     def atomic_state_append(
@@ -64,16 +66,17 @@ class DjangoRuntime(Runtime):
 
 def create_run(root: LTM, payload: dict[str, Any], *, owner: Any = None) -> str:
     """Store a new run of the unstarted tree `root` and queue its root's execution."""
-    from engine.core.ltm import register
+    from engine.core.ltm.registry import register
 
     register(type(root))  # workers find the class by name (a clash raises InvalidDefinition)
     ensure_json(payload, "payload")
-    ensure_json(root._state, "the initial state", max_depth=store.STORED_DEPTH)
-    result = plan_start(root, payload)
+    initial = dict(root.state)
+    ensure_json(initial, "the initial state", max_depth=store.STORED_DEPTH)
+    result = plan_start(type(root), root.records(), payload)
     created = {"kind": "run.created", "fqn": root.fqn, "actor": owner, "data": {}}
     write = store.Write(result.records_changed, result.executions, [created, *result.events])
     with transaction.atomic():
-        run = LtmRun.objects.create(name=type(root).name, owner=owner, global_state=root._state)
+        run = LtmRun.objects.create(name=type(root).name, owner=owner, global_state=initial)
         store.apply(store.Snapshot(run, {}), write)
     return str(run.pk)
 
@@ -140,7 +143,7 @@ def execute_execution(execution_id: int) -> None:
         runtime = DjangoRuntime(owner=snap.run.owner, execution=execution)
         try:
             tree = snap.tree(runtime=runtime)
-            effects = execute(tree.find(execution.fqn), execution.payload)
+            effects = tree.find(execution.fqn).execute(execution.payload)
         except Exception:  # the stored tree does not fit its class any more
             effects = Effects(error=traceback.format_exc())
         if effects.error:
@@ -221,13 +224,14 @@ def _finish(snap: store.Snapshot, execution: LtmExecution, effects: Effects) -> 
         data = {"reason": "the state was queued again while this execution ran"}
         discarded = {"kind": "execution.discarded", "fqn": execution.fqn, "data": data}
         return store.Write(events=[discarded], execution_changes=[(execution.pk, stale)])
-    result = plan(snap.tree(), execution.fqn, effects)
+    machine = store.root_class(snap.run.name)
+    result = plan(machine, snap.records(), execution.fqn, effects)
     write = store.Write(result.records_changed, result.executions, result.events)
     try:
         store.check_json(write)
     except ValueError as exc:
         effects = Effects(error=f"{type(exc).__name__}: {exc}")
-        result = plan(snap.tree(), execution.fqn, effects)
+        result = plan(machine, snap.records(), execution.fqn, effects)
         write = store.Write(result.records_changed, result.executions, result.events)
     status = ExecutionStatus.FAILED if effects.error else ExecutionStatus.DONE
     write.execution_changes = [(execution.pk, {"status": status, "finished": now})]

@@ -15,7 +15,9 @@ from types import ModuleType
 from django.apps import apps
 
 from engine import config
-from engine.core.ltm import LTM, register, root_classes, set_default_runtime
+from engine.core.ltm.node import LTM
+from engine.core.ltm.registry import register, root_classes
+from engine.core.ltm.runtime import set_default_runtime
 
 
 def discovery_modules() -> list[ModuleType]:

@@ -10,6 +10,7 @@ that does not fit the run's state raises `FlowStateError`.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
+from dataclasses import replace
 from typing import Any
 
 from django.core.exceptions import PermissionDenied, ValidationError
@@ -18,7 +19,10 @@ from django.utils import timezone
 
 from engine import access
 from engine.core.errors import FlowStateError
-from engine.core.ltm import LTM, ltm_registry, plan_transition
+from engine.core.ltm.node import LTM
+from engine.core.ltm.planner import plan_transition
+from engine.core.ltm.registry import ltm_registry
+from engine.core.ltm.view import RunRecord, RunView
 from engine.jsonsafe import check_text, ensure_json
 from engine.ltm import store
 from engine.ltm.executor import DjangoRuntime
@@ -91,7 +95,8 @@ def fire_transition(
 
     def build(snap: store.Snapshot) -> store.Write:
         _refuse_killed(snap.run)
-        result = plan_transition(snap.tree(), label, payload, params, namespace)
+        machine = store.root_class(snap.run.name)
+        result = plan_transition(machine, snap.records(), label, payload, params, namespace)
         if result.skipped_transitions:
             reason = result.events[0]["data"].get("reason", "")
             raise FlowStateError(
@@ -129,8 +134,7 @@ def retry_ltm(run_id: Any, user: Any) -> LtmRun:
                 .order_by("-pk")
                 .first()
             )
-            instance._status, instance.error = LtmStatus.QUEUED, None
-            record = next(r for r in _records(tree) if r.fqn == instance.fqn)
+            record = replace(instance.record(), status=LtmStatus.QUEUED, error=None)
             write.records.append(record)
             write.executions.append((instance.fqn, last.payload if last else {}))
             status = {"from": LtmStatus.FAILED, "to": LtmStatus.QUEUED}
@@ -164,16 +168,30 @@ def kill_ltm(run_id: Any, user: Any, reason: str = "") -> LtmRun:
     return _get_run(run.pk, None, check=False)
 
 
-def load_ltm(run_id: Any, user: Any = None) -> LTM:
-    """The run's root as committed: `.state` (global state), `._status`, `.instances`
-    (fqn -> instance, each with `.state`, `._status`, `.error`) and `.run` (the LtmRun).
+def load_ltm(run_id: Any, user: Any = None) -> RunView:
+    """The run as committed, read-only (`engine.core.ltm.view.RunView`): `.run` (the LtmRun's
+    fields, frozen), `.state` (global state), `.status` (the root's), `.instances` (fqn ->
+    an InstanceView with `.status`, `.state`, `.params`, `.error`, `.name`), `.graph()`.
     With `user`, refuses (PermissionDenied) a run they may not see."""
     run = _get_run(run_id, user, check=user is not None)
     snap = store.read(run.pk)
-    root = snap.tree(runtime=DjangoRuntime(owner=snap.run.owner))
-    root.instances = {instance.fqn: instance for instance in root.walk()}  # type: ignore[attr-defined]
-    root.run = snap.run  # type: ignore[attr-defined]
-    return root
+    return RunView.of(store.root_class(snap.run.name), snap.records(), _run_record(snap.run))
+
+
+def _run_record(run: LtmRun) -> RunRecord:
+    return RunRecord(
+        id=str(run.pk),
+        name=run.name,
+        state=run.state,
+        error=run.error,
+        owner=run.owner,
+        owner_id=run.owner_id,
+        version=run.version,
+        seq=run.seq,
+        created=run.created,
+        updated=run.updated,
+        finished=run.finished,
+    )
 
 
 def _refuse_killed(run: LtmRun) -> None:
@@ -189,9 +207,3 @@ def _reachable(instance: LTM) -> bool:
             return False
         parent = parent.parent
     return True
-
-
-def _records(tree: LTM) -> list[Any]:
-    from engine.core.ltm_plan import dump_tree
-
-    return dump_tree(tree)

@@ -23,7 +23,9 @@ from django.utils import timezone
 from engine import dispatch as queue
 from engine import events as engine_events
 from engine.core.errors import StaleFlowError
-from engine.core.ltm import LTM, InstanceRecord, build_tree, ltm_registry
+from engine.core.ltm.node import LTM
+from engine.core.ltm.records import InstanceRecord
+from engine.core.ltm.registry import ltm_registry
 from engine.jsonsafe import MAX_DEPTH, ensure_json
 from engine.ltm.models import LtmEvent, LtmExecution, LtmInstance, LtmRun
 from engine.ltm.status import FINISHED, OPEN, LtmRunState
@@ -69,8 +71,7 @@ class Snapshot:
 
     def tree(self, runtime: Any = None) -> LTM:
         """A live tree of the stored records."""
-        return build_tree(
-            root_class(self.run.name),
+        return root_class(self.run.name).from_records(
             self.records(),
             self.run.global_state,
             run_id=str(self.run.pk),

@@ -1,7 +1,8 @@
 """The definition side of LTMs: errors, names, and checking `init`/`transitions`.
 
 `LTM.__init_subclass__` calls `resolve` (at class creation, or on first use when `init` or
-`transitions` are callables for forward references); the result is a `Definition`.
+`transitions` are callables for forward references); the result is a `Definition`. This
+module sits below the class it checks: it is handed the class, and never imports it.
 """
 
 from __future__ import annotations
@@ -9,15 +10,14 @@ from __future__ import annotations
 import copy
 import re
 import warnings
+import weakref
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from .ltm import LTM
-
-STATUSES = ("init", "queued", "active", "completed", "failed")
+    from .node import LTM
 
 NAME_PATTERN = re.compile(r"[a-z][a-z0-9_]*")
 PLACEHOLDER_PATTERN = re.compile(r"\{([a-z_][a-z0-9_]*)\}")
@@ -85,6 +85,27 @@ class Definition:
         return bool(self.children)
 
 
+def check_name(cls: type[LTM]) -> tuple[str, ...]:
+    """Check the class's `name` (set by the caller) and return its `{field}` placeholders."""
+    name = cls.name
+    if not isinstance(name, str) or not NAME_PATTERN.fullmatch(PLACEHOLDER_PATTERN.sub("x", name)):
+        raise InvalidDefinition(
+            f"{cls.__qualname__}: name {name!r} must match ^[a-z][a-z0-9_]*$ "
+            "(with optional {field} placeholders)"
+        )
+    return tuple(PLACEHOLDER_PATTERN.findall(name))
+
+
+def check_reserved(cls: type[LTM], reserved: Iterable[str]) -> None:
+    """Refuse a class that defines one of the `reserved` names: the engine calls them, and
+    a state's own `execute` or `records` would break its runs."""
+    taken = sorted(name for name in reserved if name in cls.__dict__)
+    if taken:
+        raise InvalidDefinition(
+            f"{cls.__qualname__}: {', '.join(taken)} belong to the engine; use other names"
+        )
+
+
 def is_lazy(value: Any) -> bool:
     return callable(value) and not isinstance(value, type)
 
@@ -108,15 +129,14 @@ def _classes(value: Any) -> tuple[Any, ...]:
     return tuple(value)
 
 
-def resolve(cls: type[LTM]) -> Definition:
-    """Check the definition of `cls`; raises InvalidDefinition naming it."""
-    from . import ltm  # the base class; this module is imported by it
-
+def resolve(cls: type[LTM], base: type[LTM]) -> Definition:
+    """Check the definition of `cls`, whose entries must be subclasses of `base` (the `LTM`
+    class); raises InvalidDefinition naming `cls`."""
     owner = cls.__qualname__
     children: dict[str, type[LTM]] = {}
 
     def child(entry: Any, where: str) -> type[LTM]:
-        if not (isinstance(entry, type) and issubclass(entry, ltm.LTM)):
+        if not (isinstance(entry, type) and issubclass(entry, base)):
             raise InvalidDefinition(f"{owner}: {where} entry {entry!r} is not an LTM subclass")
         other = children.setdefault(entry.name, entry)
         if other is not entry:
@@ -165,16 +185,20 @@ def resolve(cls: type[LTM]) -> Definition:
     return Definition(init, tuple(transitions), MappingProxyType(children))
 
 
+# Classes whose whole tree has been checked (weakly: a class defined in a test may go).
+_checked_trees: weakref.WeakSet[type] = weakref.WeakSet()
+
+
 def check_tree(cls: type[LTM], _path: tuple[type[LTM], ...] = ()) -> None:
     """Resolve and check `cls` and every class below it; catches cycles and lazy definitions."""
     if cls in _path:
         chain = " -> ".join(c.__qualname__ for c in (*_path, cls))
         raise InvalidDefinition(f"{cls.__qualname__}: contains itself ({chain})")
-    if cls.__dict__.get("_ltm_tree_checked"):
+    if cls in _checked_trees:
         return
     for child in cls.definition().children.values():
         check_tree(child, (*_path, cls))
-    cls._ltm_tree_checked = True
+    _checked_trees.add(cls)
 
 
 def normalise_params(

@@ -1,16 +1,19 @@
 """Labeled Transition Models: one class that is both a state and a state machine.
 
 The class is the definition (`name`, `init`, `transitions`, checked when the class is
-created, see `ltm_definition`); an instance is one node of a run's tree (status, state,
+created, see `definition`); an instance is one node of a run's tree (status, state,
 children). While `run()` executes, `update_state` and `transition` are recorded in an effect
-buffer; `plan()` (in `ltm_plan`) applies them once `run()` has returned. A `Runtime` (in
-`ltm_runtime`) does the I/O around that: `InMemoryRuntime` in-process, the Django/Huey one in
-the engine. Everything public is importable from this module.
+buffer and come back from `execute()` as `Effects`; the planner (`planner.plan`) decides
+what they do to the stored records. A `Runtime` (see `runtime`) does the I/O around that.
 
     class MyLtm(LTM):
         name = "my_ltm"
         init = [MyState]
         transitions = [{"from": MyState, "label": "my_transition", "to": EndState}]
+
+The engine side of an instance is small: `from_records` builds a tree from stored records,
+`apply_records` brings one up to date, `record`/`records` snapshot it, `execute` runs one
+state's `run()`. Only this class writes its instances' private attributes.
 
 Pure Python: this package imports no Django, Huey or Channels.
 """
@@ -18,21 +21,20 @@ Pure Python: this package imports no Django, Huey or Channels.
 from __future__ import annotations
 
 import copy
-import importlib
+import traceback
 from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
 from types import MappingProxyType, MethodType
 from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeVar
 
-from .ltm_definition import (
-    INSTANCE_NAME_PATTERN,
-    NAME_PATTERN,
-    PLACEHOLDER_PATTERN,
-    STATUSES,
+from engine.core.graph.dot import to_dot
+from engine.core.graph.extract import ltm_graph
+
+from .definition import (
     Definition,
-    InvalidDefinition,
     InvalidTransition,
-    LTMDefinitionWarning,
-    TransitionDef,
+    check_name,
+    check_reserved,
     check_tree,
     format_name,
     is_lazy,
@@ -40,65 +42,21 @@ from .ltm_definition import (
     resolve,
     snake_case,
 )
+from .planner import find_moves
+from .records import Effects, InstanceRecord, TransitionCall
+from .runtime import get_default_runtime
+from .tree import RecordTree
 
 if TYPE_CHECKING:
-    from .graph import Graph
-    from .ltm_plan import (
-        EffectBuffer,
-        Effects,
-        InstanceRecord,
-        Plan,
-        TransitionCall,
-        apply_records,
-        build_tree,
-        dump_tree,
-        execute,
-        find_moves,
-        plan,
-        plan_start,
-        plan_transition,
-    )
-    from .ltm_runtime import InMemoryRuntime, Runtime, get_default_runtime, set_default_runtime
+    from engine.core.graph.model import Graph
 
-__all__ = [
-    "LTM",
-    "STATUSES",
-    "Definition",
-    "EffectBuffer",
-    "Effects",
-    "InMemoryRuntime",
-    "INSTANCE_NAME_PATTERN",
-    "InstanceRecord",
-    "InvalidDefinition",
-    "InvalidTransition",
-    "LTMDefinitionWarning",
-    "NAME_PATTERN",
-    "PLACEHOLDER_PATTERN",
-    "Plan",
-    "Runtime",
-    "TransitionCall",
-    "TransitionDef",
-    "apply_records",
-    "build_tree",
-    "check_tree",
-    "dump_tree",
-    "execute",
-    "find_moves",
-    "format_name",
-    "normalise_params",
-    "get_default_runtime",
-    "ltm_registry",
-    "plan",
-    "plan_start",
-    "plan_transition",
-    "register",
-    "root_classes",
-    "set_default_runtime",
-    "snake_case",
-    "unregister",
-]
+    from .runtime import Runtime
 
 _Target = TypeVar("_Target")
+_Self = TypeVar("_Self", bound="LTM")
+
+# What the engine calls on instances: a state class must not define these itself.
+ENGINE_METHODS = ("apply_records", "execute", "from_records", "record", "records")
 
 
 class _class_or_instance_method(Generic[_Target]):  # lower case: used like `classmethod`
@@ -110,6 +68,23 @@ class _class_or_instance_method(Generic[_Target]):  # lower case: used like `cla
 
     def __get__(self, obj: Any, owner: type) -> Callable[..., _Target]:
         return MethodType(self.__func__, owner if obj is None else obj)
+
+
+@dataclass
+class _EffectBuffer:
+    """Collects the effects of the `run()` executing now (kept on the root instance)."""
+
+    executing: LTM
+    updates: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
+    transitions: list[TransitionCall] = field(default_factory=list)
+    appended: dict[tuple[str, str], list[Any]] = field(default_factory=dict)
+    calls: int = 0
+
+    def next_call_index(self) -> int:
+        """Order of a runtime call within this execution (the idempotency key's half)."""
+        index = self.calls
+        self.calls += 1
+        return index
 
 
 class LTM:
@@ -133,7 +108,6 @@ class LTM:
     transitions: Any = ()
     placeholders: tuple[str, ...] = ()
     _ltm_definition: ClassVar[Definition | None] = None  # read from each class's own __dict__
-    _ltm_tree_checked: ClassVar[bool] = False
 
     fqn: str
     params: dict[str, Any]
@@ -144,15 +118,8 @@ class LTM:
         super().__init_subclass__(**kwargs)
         if "name" not in cls.__dict__:
             cls.name = snake_case(cls.__name__)
-        name = cls.name
-        if not isinstance(name, str) or not NAME_PATTERN.fullmatch(
-            PLACEHOLDER_PATTERN.sub("x", name)
-        ):
-            raise InvalidDefinition(
-                f"{cls.__qualname__}: name {name!r} must match ^[a-z][a-z0-9_]*$ "
-                "(with optional {field} placeholders)"
-            )
-        cls.placeholders = tuple(PLACEHOLDER_PATTERN.findall(name))
+        cls.placeholders = check_name(cls)
+        check_reserved(cls, ENGINE_METHODS)
         if not (is_lazy(cls.init) or is_lazy(cls.transitions)):
             cls.definition()
 
@@ -161,7 +128,7 @@ class LTM:
         """The checked definition of this class (resolved once, on first use when lazy)."""
         found = cls.__dict__.get("_ltm_definition")
         if found is None:
-            found = resolve(cls)
+            found = resolve(cls, LTM)
             cls._ltm_definition = found
         return found
 
@@ -196,7 +163,7 @@ class LTM:
         # Meaningful on the root only.
         self._id: str | None = None
         self._runtime = None
-        self._buffer: EffectBuffer | None = None
+        self._buffer: _EffectBuffer | None = None
         self._start_called = False
 
     def __repr__(self) -> str:
@@ -212,7 +179,7 @@ class LTM:
 
     @property
     def status(self) -> str:
-        """One of `STATUSES`; changed only by the planner."""
+        """One of `records.STATUSES`; set from the planner's records, never by run()."""
         return self._status
 
     @property
@@ -310,9 +277,8 @@ class LTM:
         creates one target instance per item for parameterised states.
 
         Raises InvalidTransition at once if the label would move nothing now."""
-        from .ltm_plan import TransitionCall, find_moves
-
-        buffer = self._root._buffer
+        root = self._root
+        buffer = root._buffer
         if buffer is None:
             raise RuntimeError("transition() is for run(); operators use plan_transition()")
         call = TransitionCall(
@@ -322,7 +288,7 @@ class LTM:
             params=normalise_params(params),
             namespace=namespace or self.default_namespace(),
         )
-        if not find_moves(self._root, call):
+        if not find_moves(type(root), root.records(), call):
             raise InvalidTransition(
                 f"{label!r} in namespace {call.namespace!r} moves nothing (called by {self.fqn})"
             )
@@ -349,27 +315,110 @@ class LTM:
             raise RuntimeError(f"{self.fqn} was already started")
         self._start_called = True
         if self._runtime is None:
-            from .ltm_runtime import get_default_runtime
-
             self._runtime = get_default_runtime()
         self._id = self._runtime.start(self, dict(payload))
         return self._id
+
+    # -- the engine side: records in and out, executing one state -----------------------
+
+    @classmethod
+    def from_records(
+        cls: type[_Self],
+        records: Iterable[InstanceRecord],
+        global_state: Mapping[str, Any] | None = None,
+        *,
+        run_id: str | None = None,
+        runtime: Runtime | None = None,
+    ) -> _Self:
+        """A live tree of this root class from stored records. `global_state` is the root's
+        state when it is stored apart from the records (None keeps the root record's)."""
+        root = cls(runtime=runtime)
+        root._id = run_id
+        root.apply_records(records)
+        if global_state is not None:
+            root._state = copy.deepcopy(dict(global_state))
+        return root
+
+    def apply_records(self, records: Iterable[InstanceRecord]) -> None:
+        """Set status, state and error of this tree's instances from records (creating the
+        instances that do not exist yet). Records that do not fit raise ValueError."""
+        root = self._root
+        given = list(records)
+        tree = RecordTree(type(root), given)  # checks that they fit, orders them
+        stored = {record.fqn for record in given}
+        nodes: dict[str, LTM] = {root.fqn: root}
+        for fqn in tree.walk():
+            record = tree.record(fqn)
+            if fqn != root.fqn:
+                parent = nodes[record.parent_fqn or ""]
+                cls = tree.class_of(fqn)
+                nodes[fqn] = parent.child(cls, record.params if cls.placeholders else None)
+            if fqn in stored:
+                node = nodes[fqn]
+                node._status = record.status
+                node._state = copy.deepcopy(record.state)
+                node.error = record.error
+
+    def record(self) -> InstanceRecord:
+        """The snapshot of this instance."""
+        return InstanceRecord(
+            fqn=self.fqn,
+            name=self.name,
+            declared_name=type(self).name,
+            status=self._status,
+            state=copy.deepcopy(self._state),
+            params=copy.deepcopy(self.params),
+            error=self.error,
+        )
+
+    def records(self) -> list[InstanceRecord]:
+        """Snapshots of this instance and every instance below it created so far, parents
+        first."""
+        return [instance.record() for instance in self.walk()]
+
+    def execute(self, payload: Mapping[str, Any]) -> Effects:
+        """Run `self.run(**payload)` (status 'active' meanwhile) under an effect buffer.
+
+        On return the tree is as it was before (atomic appends aside, which the runtime has
+        stored already); the effects say what to plan. If run() raised, the effects carry
+        the traceback and nothing else."""
+        root = self._root
+        if root._buffer is not None:
+            raise RuntimeError(f"{root.fqn} is already executing {root._buffer.executing.fqn}")
+        saved = {i.fqn: (i._status, copy.deepcopy(i._state), i.error) for i in root.walk()}
+        buffer = _EffectBuffer(self)
+        root._buffer = buffer
+        self._status = "active"
+        error: str | None = None
+        try:
+            self.run(**payload)
+        except Exception:
+            error = traceback.format_exc()
+        finally:
+            root._buffer = None
+            for instance in root.walk():
+                status, state, instance.error = saved.get(instance.fqn, ("init", {}, None))
+                instance._status, instance._state = status, state
+            for (fqn, key), value in buffer.appended.items():
+                root.find(fqn)._state[key] = copy.deepcopy(value)
+        if error is not None:
+            return Effects(error=error)
+        return Effects(updates=list(buffer.updates), transitions=list(buffer.transitions))
 
     # -- diagrams ----------------------------------------------------------------------
 
     @_class_or_instance_method
     def graph(target: type[LTM] | LTM) -> Graph:
         """Diagram data: of the definition on the class, with statuses on an instance."""
-        from .graph import ltm_graph
-
-        return ltm_graph(target)
+        if isinstance(target, type):
+            return ltm_graph(target)
+        root = target.root
+        return ltm_graph(type(root), root.records(), target.fqn)
 
     @_class_or_instance_method
     def to_dot(target: type[LTM] | LTM) -> str:
         """Graphviz DOT text of `graph()`."""
-        from .graph import ltm_graph, to_dot
-
-        return to_dot(ltm_graph(target))
+        return to_dot(target.graph())
 
 
 def _merge_update(update: Mapping[str, Any] | Iterable[Mapping[str, Any]]) -> dict[str, Any]:
@@ -380,72 +429,3 @@ def _merge_update(update: Mapping[str, Any] | Iterable[Mapping[str, Any]]) -> di
             raise TypeError(f"state updates are dicts with str keys, got {part!r}")
         merged.update(part)
     return merged
-
-
-# -- registry of root machines ---------------------------------------------------------
-
-_registry: dict[str, type[LTM]] = {}
-_Cls = TypeVar("_Cls", bound=type[LTM])
-
-
-def register(cls: _Cls) -> _Cls:
-    """Register a root LTM class by name (usable as a decorator); checks its whole tree."""
-    check_tree(cls)
-    if cls.placeholders:
-        raise InvalidDefinition(f"{cls.__qualname__}: a root cannot be parameterised")
-    other = _registry.get(cls.name)
-    if other is not None and other is not cls:
-        raise InvalidDefinition(
-            f"{cls.__qualname__}: root name {cls.name!r} is taken by {other.__qualname__}"
-        )
-    _registry[cls.name] = cls
-    return cls
-
-
-def unregister(cls: type[LTM]) -> None:
-    """Forget a registered root class (tests, reloads)."""
-    if _registry.get(cls.name) is cls:
-        del _registry[cls.name]
-
-
-def ltm_registry() -> dict[str, type[LTM]]:
-    """Registered root classes by name (a copy)."""
-    return dict(_registry)
-
-
-def root_classes(classes: Iterable[type[LTM]]) -> list[type[LTM]]:
-    """The classes of `classes` (say, those found in apps' `ltms.py`) that no other class of
-    them names as a child: the ones to `register`."""
-    pool = list(classes)
-    referenced = {
-        child for cls in pool for child in cls.definition().children.values() if child is not cls
-    }
-    return [cls for cls in pool if cls not in referenced]
-
-
-# The runtime side lives in sibling modules that import this one; re-export it lazily.
-_REEXPORTS = {
-    "ltm_plan": [
-        "EffectBuffer",
-        "Effects",
-        "InstanceRecord",
-        "Plan",
-        "TransitionCall",
-        "apply_records",
-        "build_tree",
-        "dump_tree",
-        "execute",
-        "find_moves",
-        "plan",
-        "plan_start",
-        "plan_transition",
-    ],
-    "ltm_runtime": ["InMemoryRuntime", "Runtime", "get_default_runtime", "set_default_runtime"],
-}
-
-
-def __getattr__(name: str) -> Any:
-    for module, names in _REEXPORTS.items():
-        if name in names:
-            return getattr(importlib.import_module(f"{__package__}.{module}"), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

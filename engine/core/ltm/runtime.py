@@ -1,9 +1,13 @@
-"""Runtimes: who stores an LTM run and executes its queued states.
+"""The runtime port: who stores an LTM run and executes its queued states.
 
-`Runtime` is the seam the Django/Huey layer implements. `InMemoryRuntime` executes
-everything synchronously in-process with a FIFO queue and is the reference for it: each
-execution loads a fresh tree from the stored ("committed") records, executes, reloads what is
-stored by then, plans, and commits the plan — the same steps a worker takes, minus the I/O.
+`Runtime` is the port the Django/Huey layer implements. `InMemoryRuntime` is its in-process
+reference implementation: it executes everything synchronously with a FIFO queue; each
+execution loads a fresh tree from the stored ("committed") records, executes, plans against
+the records stored by then, and commits the plan — the same steps a worker takes, minus the
+I/O. `get_default_runtime()` is what `LTM.start()` uses when the root was given none.
+
+This module never imports the node: it calls the engine side of the instances and classes
+it is handed (`from_records`, `records`, `apply_records`, `execute`).
 """
 
 from __future__ import annotations
@@ -14,20 +18,13 @@ import random
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from .ltm import LTM
-from .ltm_plan import (
-    InstanceRecord,
-    Plan,
-    TransitionCall,
-    apply_records,
-    build_tree,
-    execute,
-    plan,
-    plan_start,
-    plan_transition,
-)
+from .planner import plan, plan_start, plan_transition
+from .records import InstanceRecord, Plan, TransitionCall
+
+if TYPE_CHECKING:
+    from .node import LTM
 
 
 class Runtime(ABC):
@@ -37,7 +34,8 @@ class Runtime(ABC):
     @abstractmethod
     def start(self, root: LTM, payload: dict[str, Any]) -> str:
         """Store a new run of the unstarted tree `root` and queue the root's execution with
-        `payload` (`plan_start(root, payload)` says what to write); return the run id."""
+        `payload` (`plan_start(type(root), root.records(), payload)` says what to write);
+        return the run id."""
 
     @abstractmethod
     def atomic_state_append(
@@ -96,9 +94,9 @@ class InMemoryRuntime(Runtime):
     def start(self, root: LTM, payload: dict[str, Any]) -> str:
         run_id = f"run-{next(self._ids)}"
         run = self.runs[run_id] = StoredRun(type(root))
-        self._commit(run, plan_start(root, payload))
+        self._commit(run, plan_start(run.root_cls, root.records(), payload))
         self._drain(run_id)
-        apply_records(root, run.records.values())
+        root.apply_records(run.records.values())
         return run_id
 
     def atomic_state_append(
@@ -126,7 +124,7 @@ class InMemoryRuntime(Runtime):
     def load(self, run_id: str) -> LTM:
         """A fresh tree of the committed records of a run."""
         run = self.runs[run_id]
-        return build_tree(run.root_cls, run.records.values(), run_id=run_id, runtime=self)
+        return run.root_cls.from_records(run.records.values(), run_id=run_id, runtime=self)
 
     def records(self, run_id: str) -> dict[str, InstanceRecord]:
         """The committed records of a run, by fqn."""
@@ -141,8 +139,11 @@ class InMemoryRuntime(Runtime):
         namespace: str | None = None,
     ) -> Plan:
         """Fire a transition as an operator, then execute what it queued."""
-        result = plan_transition(self.load(run_id), label, payload, params, namespace)
-        self._commit(self.runs[run_id], result)
+        run = self.runs[run_id]
+        result = plan_transition(
+            run.root_cls, run.records.values(), label, payload, params, namespace
+        )
+        self._commit(run, result)
         self._drain(run_id)
         return result
 
@@ -178,9 +179,9 @@ class InMemoryRuntime(Runtime):
         run.executions += 1
         self._executing.append((run_id, run.executions))
         try:
-            effects = execute(instance, payload)
+            effects = instance.execute(payload)
         finally:
             self._executing.pop()
         run.executed.append(fqn)
         # Plan against what is stored now, as a worker does under the run's lock.
-        self._commit(run, plan(self.load(run_id), fqn, effects))
+        self._commit(run, plan(run.root_cls, run.records.values(), fqn, effects))

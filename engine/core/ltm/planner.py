@@ -1,0 +1,222 @@
+"""The LTM planner: records in, records out, like the flows' `decide()`.
+
+Given a root class (for its definitions), the records of a run as stored and what happened
+(an execution's effects, a start, an operator's transition), it says what to store, queue
+and publish. It changes nothing it is given and does no I/O:
+
+    effects = tree.find(fqn).execute(payload)          # user code, no writes (the node)
+    # then, in one transaction holding the run's lock:
+    result = plan(RootCls, records_now, fqn, effects)  # pure decision over the stored records
+    # write result.records_changed, put result.executions in the outbox, emit result.events
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Iterable, Mapping
+from typing import TYPE_CHECKING, Any
+
+from .definition import InvalidTransition, TransitionDef, format_name, normalise_params
+from .records import Effects, InstanceRecord, Move, Plan, TransitionCall
+from .tree import RecordTree
+
+if TYPE_CHECKING:
+    from .node import LTM
+
+
+def plan(
+    machine: type[LTM], records: Iterable[InstanceRecord], executed_fqn: str, effects: Effects
+) -> Plan:
+    """What the `effects` of executing `executed_fqn` do to the run whose stored records
+    are `records`. Transitions that move nothing by now are skipped, not raised: the run may
+    have changed since run() checked them."""
+    planner = _Planner(RecordTree(machine, records))
+    tree = planner.tree
+    fqn = tree.find(executed_fqn)
+    if effects.error is not None:
+        tree.update(fqn, error=effects.error)
+        planner.set_status(fqn, "failed")
+        planner.event("error", fqn, {"error": effects.error})
+        return planner.finish()
+    # Completed while it ran (a concurrent transition): it stays so and starts nothing.
+    moved_on = tree.record(fqn).status == "completed"
+    if not moved_on:
+        tree.update(fqn, error=None)
+        planner.set_status(fqn, "active")
+    for target, update in effects.updates:
+        at = tree.find(target)
+        tree.update(at, state={**tree.record(at).state, **copy.deepcopy(update)})
+        planner.event("state.updated", target, {"update": copy.deepcopy(update)})
+    if not moved_on:
+        for cls in tree.class_of(fqn).definition().init:
+            child = tree.child(fqn, cls)
+            planner.reinitialise(child)
+            planner.queue(child, {})
+    for call in effects.transitions:
+        planner.transition(call)
+    return planner.finish()
+
+
+def plan_start(
+    machine: type[LTM], records: Iterable[InstanceRecord], payload: Mapping[str, Any]
+) -> Plan:
+    """The plan of starting a new run from the records of an unstarted tree (its root's
+    initial state): every record is new, the root is queued with `payload`."""
+    planner = _Planner(RecordTree(machine, records), stored=False)
+    planner.queue(planner.tree.root, payload)
+    return planner.finish()
+
+
+def plan_transition(
+    machine: type[LTM],
+    records: Iterable[InstanceRecord],
+    label: str,
+    payload: Mapping[str, Any] | None = None,
+    params: Mapping[str, Any] | Iterable[Mapping[str, Any]] | None = None,
+    namespace: str | None = None,
+) -> Plan:
+    """An operator's transition from outside any run(): no caller; the namespace defaults
+    to the root's fqn. A transition that moves nothing is in `skipped_transitions`."""
+    tree = RecordTree(machine, records)
+    call = TransitionCall(
+        caller_fqn=None,
+        label=label,
+        payload=copy.deepcopy(dict(payload or {})),
+        params=normalise_params(params),
+        namespace=namespace or tree.root,
+    )
+    planner = _Planner(tree)
+    planner.transition(call)
+    return planner.finish()
+
+
+def find_moves(
+    machine: type[LTM], records: Iterable[InstanceRecord], call: TransitionCall
+) -> list[Move]:
+    """Every machine of the run where `call` applies now: a transition with the label, whose
+    namespace (declared, else the machine's fqn) is the call's, from active children.
+
+    Raises InvalidTransition if a move's parameterised target cannot be named from params."""
+    return _moves(RecordTree(machine, records), call)
+
+
+def _moves(tree: RecordTree, call: TransitionCall) -> list[Move]:
+    moves = []
+    for machine in list(tree.walk()):
+        for transition in tree.class_of(machine).definition().transitions:
+            if transition.label != call.label:
+                continue
+            if (transition.namespace or machine) != call.namespace:
+                continue
+            sources = tuple(
+                child
+                for child in tree.children(machine)
+                if tree.class_of(child) in transition.sources
+                and _counts_active(tree.record(child).status, child == call.caller_fqn)
+            )
+            if sources:
+                _target_items(transition, call.params)
+                moves.append(Move(machine, transition, sources))
+    return moves
+
+
+def _counts_active(status: str, is_caller: bool) -> bool:
+    # The caller may still be queued: a worker plans against what is stored.
+    if is_caller:
+        return status in ("queued", "active")
+    return status == "active"
+
+
+def _target_items(
+    transition: TransitionDef, params: list[dict[str, Any]] | None
+) -> list[tuple[type[LTM], dict[str, Any] | None]]:
+    items: list[tuple[type[LTM], dict[str, Any] | None]] = []
+    for target in transition.targets:
+        if not target.placeholders:
+            items.append((target, None))
+            continue
+        if not params:
+            raise InvalidTransition(
+                f"{target.name!r} is parameterised: transition {transition.label!r} "
+                "needs params=[{...}, ...]"
+            )
+        for item in params:
+            format_name(target.name, item)
+            items.append((target, item))
+    return items
+
+
+class _Planner:
+    """Applies one change to its own record tree, noting events and executions."""
+
+    def __init__(self, tree: RecordTree, *, stored: bool = True) -> None:
+        self.tree = tree
+        self.before = {r.fqn: r for r in tree.records()} if stored else {}
+        self.result = Plan()
+
+    def event(self, kind: str, fqn: str, data: dict[str, Any]) -> None:
+        self.result.events.append({"kind": kind, "fqn": fqn, "data": data})
+
+    def set_status(self, fqn: str, status: str) -> None:
+        current = self.tree.record(fqn).status
+        if current != status:
+            self.event("status", fqn, {"from": current, "to": status})
+            self.tree.update(fqn, status=status)
+
+    def queue(self, fqn: str, payload: Mapping[str, Any]) -> None:
+        self.set_status(fqn, "queued")
+        self.result.executions.append((fqn, copy.deepcopy(dict(payload))))
+
+    def reinitialise(self, fqn: str) -> None:
+        for each in list(self.tree.walk(fqn)):
+            self.tree.update(each, state={}, error=None)
+            if each != fqn:
+                self.set_status(each, "init")
+
+    def complete(self, fqn: str) -> None:
+        # A machine moved on from: what still runs inside it is over too.
+        for each in list(self.tree.walk(fqn)):
+            if each == fqn or self.tree.record(each).status in ("queued", "active"):
+                self.set_status(each, "completed")
+
+    def transition(self, call: TransitionCall) -> None:
+        try:
+            moves = _moves(self.tree, call)
+            reason = "no active state has this transition"
+        except InvalidTransition as exc:
+            moves, reason = [], str(exc)
+        if not moves:
+            self.result.skipped_transitions.append(call)
+            data = {"label": call.label, "namespace": call.namespace, "reason": reason}
+            self.event("transition.skipped", call.caller_fqn or self.tree.root, data)
+            return
+        for move in moves:
+            self.apply(move, call)
+
+    def apply(self, move: Move, call: TransitionCall) -> None:
+        targets: list[str] = []
+        for cls, item in _target_items(move.transition, call.params):
+            target = self.tree.child(move.machine, cls, item)
+            if target not in targets:
+                targets.append(target)
+        self.event(
+            "transition",
+            move.machine,
+            {
+                "label": call.label,
+                "namespace": call.namespace,
+                "payload": copy.deepcopy(call.payload),
+                "from": list(move.sources),
+                "to": targets,
+            },
+        )
+        for source in move.sources:
+            self.complete(source)
+        for target in targets:
+            self.reinitialise(target)
+            self.queue(target, call.payload)
+
+    def finish(self) -> Plan:
+        after = self.tree.records()
+        self.result.records_changed = [r for r in after if self.before.get(r.fqn) != r]
+        return self.result

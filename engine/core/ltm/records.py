@@ -1,0 +1,81 @@
+"""The plain data of LTM runs: what is stored of an instance, what an execution asked for,
+what a transition call and its moves are, and what the planner decides.
+
+Frozen dataclasses and lists of them; no behaviour beyond small derived properties. The
+planner reads records and returns records; runtimes store them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .definition import TransitionDef
+
+STATUSES = ("init", "queued", "active", "completed", "failed")
+
+
+@dataclass(frozen=True)
+class InstanceRecord:
+    """Snapshot of one instance, as the persistence layer stores it.
+
+    `declared_name` is the child state's name as declared in its parent (the name template
+    for parameterised states); `name` is the instance name (`processing_1`)."""
+
+    fqn: str
+    name: str
+    declared_name: str
+    status: str
+    state: dict[str, Any] = field(default_factory=dict)
+    params: dict[str, Any] = field(default_factory=dict)
+    error: str | None = None
+
+    @property
+    def parent_fqn(self) -> str | None:
+        return self.fqn.rpartition(".")[0] or None
+
+
+@dataclass(frozen=True)
+class TransitionCall:
+    """A `transition()` call; `caller_fqn` is None when an operator fires it."""
+
+    caller_fqn: str | None
+    label: str
+    payload: dict[str, Any]
+    params: list[dict[str, Any]] | None
+    namespace: str
+
+
+@dataclass(frozen=True)
+class Move:
+    """One machine (by fqn) whose `transition` applies to its active children `sources`."""
+
+    machine: str
+    transition: TransitionDef
+    sources: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Effects:
+    """What one execution of `run()` asked for. With `error` (traceback text) the run()
+    raised, and its updates and transitions were discarded."""
+
+    updates: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
+    transitions: list[TransitionCall] = field(default_factory=list)
+    error: str | None = None
+
+
+@dataclass
+class Plan:
+    """What applying effects (or a start, or an operator's transition) does to a run.
+
+    `records_changed`: full new snapshots of the instances that changed or appeared;
+    `executions`: `(fqn, payload)` to queue, in order; `events`: `{kind, fqn, data}` with
+    kinds `status`, `state.updated`, `transition`, `transition.skipped`, `error`;
+    `skipped_transitions`: calls that moved nothing by the time they were planned."""
+
+    records_changed: list[InstanceRecord] = field(default_factory=list)
+    executions: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
+    events: list[dict[str, Any]] = field(default_factory=list)
+    skipped_transitions: list[TransitionCall] = field(default_factory=list)

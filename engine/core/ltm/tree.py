@@ -1,0 +1,143 @@
+"""A run's instance records arranged as its tree: each record's class, its children in the
+order they appeared, and the walk order (parents first).
+
+The planner works on one (its own copy, which it changes through `child`, `find` and
+`update`); the diagrams and the read-only views only read one. It holds records, never LTM
+instances: the classes are only asked for their checked definitions.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import replace
+from typing import TYPE_CHECKING, Any
+
+from .definition import InvalidTransition, check_tree, format_name
+from .records import InstanceRecord
+
+if TYPE_CHECKING:
+    from .node import LTM
+
+
+class RecordTree:
+    """The records of a run of `machine` (a root LTM class), checked against its definition.
+
+    The root, and the non-parameterised machines on the way to a record, are there even when
+    no record names them (as `init`, with no state), the way a loaded run's tree has them.
+    Records that do not fit the definition raise ValueError. The records are copies: what
+    the tree changes is never what it was given."""
+
+    def __init__(self, machine: type[LTM], records: Iterable[InstanceRecord] = ()) -> None:
+        if machine.placeholders:
+            raise TypeError(
+                f"{machine.__qualname__} is parameterised ({machine.name!r}): not a root"
+            )
+        check_tree(machine)
+        self.machine = machine
+        self.root = machine.name
+        self._records: dict[str, InstanceRecord] = {}
+        self._classes: dict[str, type[LTM]] = {}
+        self._children: dict[str, list[str]] = {}
+        self._add(InstanceRecord(self.root, self.root, machine.name, "init"), machine, None)
+        for record in sorted(records, key=lambda r: r.fqn.count(".")):
+            self._load(record)
+
+    def _add(self, record: InstanceRecord, cls: type[LTM], parent: str | None) -> None:
+        self._records[record.fqn] = record
+        self._classes[record.fqn] = cls
+        self._children[record.fqn] = []
+        if parent is not None:
+            self._children[parent].append(record.fqn)
+
+    def _load(self, record: InstanceRecord) -> None:
+        try:
+            if record.fqn == self.root:
+                fqn = self.root
+            else:
+                parent = self.find(record.parent_fqn or "")
+                cls = self.child_class(parent, record.declared_name)
+                fqn = self.child(parent, cls, record.params if cls.placeholders else None)
+        except (KeyError, InvalidTransition) as exc:
+            fits = self.machine.__qualname__
+            raise ValueError(f"record {record.fqn!r} does not fit {fits}: {exc}") from exc
+        if fqn != record.fqn:
+            raise ValueError(f"record {record.fqn!r} rebuilds as {fqn!r}")
+        self.update(
+            fqn, status=record.status, state=copy.deepcopy(record.state), error=record.error
+        )
+
+    # -- reading ---------------------------------------------------------------------------
+
+    def __contains__(self, fqn: object) -> bool:
+        return fqn in self._records
+
+    def record(self, fqn: str) -> InstanceRecord:
+        """The record at `fqn` (KeyError if there is none)."""
+        return self._records[fqn]
+
+    def class_of(self, fqn: str) -> type[LTM]:
+        """The LTM class of the instance at `fqn`."""
+        return self._classes[fqn]
+
+    def children(self, fqn: str) -> list[str]:
+        """The fqns of the instance's children, in the order they appeared."""
+        return list(self._children[fqn])
+
+    def walk(self, fqn: str | None = None) -> Iterator[str]:
+        """`fqn` (default: the root) and every fqn below it, parents first."""
+        start = self.root if fqn is None else fqn
+        yield start
+        for child in self.children(start):
+            yield from self.walk(child)
+
+    def records(self, fqn: str | None = None) -> list[InstanceRecord]:
+        """The records of `walk(fqn)`, in that order."""
+        return [self._records[each] for each in self.walk(fqn)]
+
+    def child_class(self, parent: str, state: str | type[LTM]) -> type[LTM]:
+        """The child state class for a class, declared name or existing instance name."""
+        children = self._classes[parent].definition().children
+        if isinstance(state, type):
+            if state in children.values():
+                return state
+        elif state in children:
+            return children[state]
+        elif f"{parent}.{state}" in self._records:
+            return self._classes[f"{parent}.{state}"]
+        raise KeyError(f"{parent} has no child state {state!r}")
+
+    # -- changing (the planner's own copy) --------------------------------------------------
+
+    def child(
+        self, parent: str, state: str | type[LTM], params: Mapping[str, Any] | None = None
+    ) -> str:
+        """The fqn of the child for `state`, its record created (`init`) on first use;
+        parameterised states need `params` to name the instance."""
+        if isinstance(state, str) and f"{parent}.{state}" in self._records:
+            return f"{parent}.{state}"
+        cls = self.child_class(parent, state)
+        if cls.placeholders and params is None:
+            raise KeyError(f"{parent}: {cls.name!r} is parameterised, pass params")
+        params = params if cls.placeholders and params is not None else {}
+        name = format_name(cls.name, params) if cls.placeholders else cls.name
+        fqn = f"{parent}.{name}"
+        if fqn not in self._records:
+            record = InstanceRecord(fqn, name, cls.name, "init", {}, copy.deepcopy(dict(params)))
+            self._add(record, cls, parent)
+        return fqn
+
+    def find(self, fqn: str) -> str:
+        """`fqn` itself, once the non-parameterised instances on its way exist."""
+        first, *rest = fqn.split(".")
+        if first != self.root:
+            raise KeyError(f"{fqn!r} is not in the tree of {self.root!r}")
+        node = self.root
+        for part in rest:
+            node = self.child(node, part)
+        return node
+
+    def update(self, fqn: str, **changes: Any) -> InstanceRecord:
+        """Replace the record at `fqn` with a copy carrying `changes`; returns it."""
+        record = self._records[fqn] = replace(self._records[fqn], **changes)
+        return record
