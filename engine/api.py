@@ -48,7 +48,15 @@ from engine.flows.service import (
 )
 from engine.flows.status import ACTIONS, ACTIVE, FINISHED, FlowState
 from engine.flows.sweep import sweep
-from engine.jsonsafe import MAX_ID, NotJSON, check_text, ensure_json, parse_id, text_problem
+from engine.jsonsafe import (
+    MAX_ID,
+    NotJSON,
+    check_text,
+    ensure_json,
+    parse_id,
+    storable_text,
+    text_problem,
+)
 from engine.jsonsafe import loads as load_json
 from engine.ltm.service import (
     can_operate_ltm,
@@ -105,6 +113,7 @@ __all__ = [
     "skip",
     "start_flow",
     "start_ltm",
+    "storable_text",
     "sweep",
     "update_routine",
     "validate_steps",

@@ -24,7 +24,7 @@ from django.http import HttpRequest, HttpResponse
 from django.shortcuts import render
 from django.utils import timezone
 
-from engine.jsonsafe import storable_text
+from engine.api import storable_text
 
 LOCKOUT_TEMPLATE = "registration/locked_out.html"
 
