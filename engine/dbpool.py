@@ -62,7 +62,9 @@ def configure(*, web: bool, workers: int = 0) -> int | None:
         )
     if options.get("max_size") != size:
         connection.close()
-        connection.close_pool()  # type: ignore[attr-defined]  # made anew, with the new size, at the next connection
+        # Made anew, with the new size, at the next connection. PostgreSQL's connection has
+        # close_pool() since Django 5.1; django-stubs do not declare it.
+        connection.close_pool()  # type: ignore[attr-defined]
         options["max_size"] = size
         options["min_size"] = min(options.get("min_size", 1), size)
     return size

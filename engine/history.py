@@ -38,7 +38,7 @@ class EventRow(models.Model):
             **self.subject(),
             "seq": self.seq,
             "kind": self.kind,
-            "actor": self.actor_id,  # type: ignore[attr-defined]
+            "actor": self.actor_id,
             "state": self.state,
             "data": self.data,
             "created": self.created.isoformat() if self.created else None,

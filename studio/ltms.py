@@ -54,7 +54,9 @@ class Pack(LTM):
 class Dispatch(LTM):
     def run(self, **payload: Any) -> None:
         self.root.update_state({"tracking": f"TRK-{self.root.state.get('order', '')}"})
-        self.parent.transition("shipped")
+        ship = self.parent  # Dispatch runs inside Ship: it always has a parent
+        assert ship is not None
+        ship.transition("shipped")
 
 
 class Ship(LTM):

@@ -13,6 +13,7 @@ import secrets
 import sys
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 import dj_database_url
 from dotenv import load_dotenv
@@ -121,7 +122,7 @@ else:
     DATABASES = {
         "default": {
             "ENGINE": "django.db.backends.sqlite3",
-            "NAME": VAR_DIR / "studio.sqlite3",
+            "NAME": str(VAR_DIR / "studio.sqlite3"),
         }
     }
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
@@ -179,7 +180,7 @@ _huey_consumer = {
     "check_worker_health": True,
 }
 if REDIS_URL:
-    HUEY = {
+    HUEY: dict[str, Any] = {
         "huey_class": "huey.RedisHuey",
         "name": os.environ.get("HUEY_NAME", "flowstudio"),
         "url": REDIS_URL,
@@ -236,7 +237,7 @@ if REDIS_URL:
     }
 
 # --- Engine --------------------------------------------------------------------------------
-FLOWSTUDIO = {
+FLOWSTUDIO: dict[str, Any] = {
     # A running flow holds a lease; a lease that expires (its worker died) is swept and the
     # flow re-queued. Steps that take longer should declare `lease_seconds` on the script.
     "LEASE_SECONDS": float(os.environ.get("FLOW_LEASE_SECONDS", "60")),
@@ -298,6 +299,7 @@ AXES_LOCKOUT_CALLABLE = "studio.web.login_throttle.lockout_response"
 AXES_CLIENT_IP_CALLABLE = "studio.web.login_throttle.client_ip"
 AXES_USERNAME_CALLABLE = "studio.web.login_throttle.client_username"
 AXES_DISABLE_ACCESS_LOG = True  # failures are kept (until they expire); successes are not
+AXES_HTTP_RESPONSE_CODE = 429  # axes' default, named here: the lockout page answers with it
 # Behind a reverse proxy (DJANGO_BEHIND_PROXY=1) the client's address is taken from
 # X-Forwarded-For, as appended by the FLOWSTUDIO_PROXY_COUNT proxies in front of the studio;
 # otherwise it is the connection's own address and X-Forwarded-For is never trusted.

@@ -5,7 +5,7 @@ like the studio's forms; token calls need none (a browser never sends a token on
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 from django.conf import settings
 from django.http import HttpRequest
@@ -14,6 +14,14 @@ from ninja.security import APIKeyCookie, HttpBearer
 from ninja.utils import check_csrf
 
 from studio.models import ApiToken
+
+
+class ApiHttpRequest(HttpRequest):
+    """A request django-ninja has authenticated: it sets `auth` to what the authenticator
+    returned (the user, here), and a call with a token also carries its `api_token`."""
+
+    auth: Any
+    api_token: ApiToken
 
 
 class TokenAuth(HttpBearer):
@@ -25,7 +33,7 @@ class TokenAuth(HttpBearer):
             return None
         # Code that reads `request.user` (throttles, logging) sees the token's user.
         request.user = record.user
-        request.api_token = record  # type: ignore[attr-defined]
+        cast(ApiHttpRequest, request).api_token = record
         return record.user
 
 
@@ -56,4 +64,4 @@ api_auth = [token_auth, session_auth]
 
 def current_user(request: HttpRequest) -> Any:
     """The authenticated user of an API call."""
-    return request.auth  # type: ignore[attr-defined]
+    return cast(ApiHttpRequest, request).auth

@@ -70,13 +70,13 @@ class LtmOut(Schema):
 
 class StepIn(InputSchema):
     script: Text = Field(..., min_length=1, max_length=100, description="a registered script")
-    label: Text = Field("", max_length=200)
+    label: Text = Field(default="", max_length=200)
     params: JsonObject = Field(default_factory=dict)
 
 
 class RoutineIn(InputSchema):
     name: Text = Field(..., min_length=1, max_length=200)
-    description: Text = Field("", max_length=10_000)
+    description: Text = Field(default="", max_length=10_000)
     steps: list[StepIn] = Field(..., min_length=1, max_length=500)
 
 
@@ -120,12 +120,12 @@ class MoveIn(InputSchema):
     position: int = Field(
         ..., strict=True, ge=0, le=1_000_000, description="0-based step to run from"
     )
-    reason: Text = Field("", max_length=500)
+    reason: Text = Field(default="", max_length=500)
     version: Version = None
 
 
 class ReasonIn(InputSchema):
-    reason: Text = Field("", max_length=500)
+    reason: Text = Field(default="", max_length=500)
     version: Version = None
 
 
@@ -224,14 +224,14 @@ class LtmStartIn(InputSchema):
 class TransitionIn(InputSchema):
     label: Text = Field(..., min_length=1, max_length=200)
     payload: JsonObject = Field(default_factory=dict)
-    namespace: Text | None = Field(None, max_length=500)
+    namespace: Text | None = Field(default=None, max_length=500)
     params: list[JsonObject] | None = Field(
-        None, max_length=1000, description="one item per parameterised target instance"
+        default=None, max_length=1000, description="one item per parameterised target instance"
     )
 
 
 class LtmKillIn(InputSchema):
-    reason: Text = Field("", max_length=500)
+    reason: Text = Field(default="", max_length=500)
 
 
 class LtmInstanceOut(Schema):

@@ -7,6 +7,7 @@ from typing import Any
 from django.http import HttpRequest
 from ninja import Router
 
+from engine import LTM
 from engine import api as engine_api
 from studio.api.schemas import LtmOut, ScriptOut
 
@@ -20,23 +21,23 @@ def list_scripts(request: HttpRequest) -> list[dict[str, Any]]:
     return [known[name] for name in sorted(known)]
 
 
-def describe_ltm(cls: type) -> dict[str, Any]:
+def describe_ltm(cls: type[LTM]) -> dict[str, Any]:
     """An LTM class as the palette shows it: its states and every transition label of its
     tree (a machine may name itself as a child, hence the `seen` set)."""
-    definition = cls.definition()  # type: ignore[attr-defined]
+    definition = cls.definition()
     labels: set[str] = set()
-    seen: set[type] = set()
+    seen: set[type[LTM]] = set()
     pending = [cls]
     while pending:
         current = pending.pop()
         if current in seen:
             continue
         seen.add(current)
-        current_def = current.definition()  # type: ignore[attr-defined]
+        current_def = current.definition()
         labels.update(transition.label for transition in current_def.transitions)
         pending.extend(current_def.children.values())
     return {
-        "name": cls.name,  # type: ignore[attr-defined]
+        "name": cls.name,
         "doc": (cls.__doc__ or "").strip(),
         "states": list(definition.children),
         "labels": sorted(labels),

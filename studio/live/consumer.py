@@ -22,6 +22,7 @@ import asyncio
 import json
 from collections import OrderedDict
 from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 from channels.db import database_sync_to_async
@@ -53,6 +54,11 @@ def frame(key: tuple[Any, ...], build: Callable[[], dict[str, Any]]) -> str:
         if len(_frames) > _FRAMES:
             _frames.popitem(last=False)
     return text
+
+
+def fragments_message(kind: str, key: Any, seq: int, html: Any) -> dict[str, Any]:
+    """The message carrying the fragments rendered for `seq` of a stream."""
+    return {"type": "fragments", "stream": kind, "id": key, "seq": seq, "html": html}
 
 
 async def shared_render(
@@ -263,19 +269,13 @@ class LiveConsumer(AsyncJsonWebsocketConsumer):
                 staff = bool(self.user.is_staff)
                 html = await shared_render(
                     ("fragments", kind, key, seq, staff),
-                    lambda seq=seq: fragments.peek(self.user, kind, key, seq),
-                    lambda event=event: fragments.fragments(self.user, kind, key, event),
+                    partial(fragments.peek, self.user, kind, key, seq),
+                    partial(fragments.fragments, self.user, kind, key, event),
                 )
                 rendered = seq
                 text = frame(
                     ("fragments", kind, key, seq, staff),
-                    lambda seq=seq, html=html: {
-                        "type": "fragments",
-                        "stream": kind,
-                        "id": key,
-                        "seq": seq,
-                        "html": html,
-                    },
+                    partial(fragments_message, kind, key, seq, html),
                 )
                 await self.send(text_data=text)
                 # Fragments are snapshots: a few a second show every change, while a burst

@@ -25,7 +25,8 @@ from typing import Any
 from channels.security.websocket import WebsocketDenier
 from django.conf import settings
 from django.core.exceptions import DisallowedHost
-from django.http.request import HttpRequest, is_same_domain, split_domain_port
+from django.http.request import HttpRequest, split_domain_port
+from django.utils.http import is_same_domain
 
 Origin = tuple[str, str, int]  # scheme, host, port
 DEFAULT_PORTS = {"http": 80, "https": 443}

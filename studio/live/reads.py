@@ -78,10 +78,10 @@ def events_since(kind: str, key: Any, since: int, until: int | None = None) -> l
             {**row.as_dict(), "type": "flow.event", "owner": flow.owner_id}
             for row in rows.order_by("seq")
         ]
-    rows = LtmEvent.objects.filter(run_id=key, seq__gt=since)
+    ltm_rows = LtmEvent.objects.filter(run_id=key, seq__gt=since)
     if until is not None:
-        rows = rows.filter(seq__lte=until)
-    return [{**row.as_dict(), "type": "ltm.event"} for row in rows.order_by("seq")]
+        ltm_rows = ltm_rows.filter(seq__lte=until)
+    return [{**row.as_dict(), "type": "ltm.event"} for row in ltm_rows.order_by("seq")]
 
 
 def latest_seqs(streams: list[tuple[str, Any]]) -> dict[tuple[str, Any], int]:
@@ -92,8 +92,8 @@ def latest_seqs(streams: list[tuple[str, Any]]) -> dict[tuple[str, Any], int]:
     for pk, seq in Flow.objects.filter(pk__in=flows).values_list("pk", "seq"):
         latest[("flow", pk)] = seq
     if runs:
-        for pk, seq in LtmRun.objects.filter(pk__in=runs).values_list("pk", "seq"):
-            latest[("ltm", str(pk))] = seq
+        for run_pk, seq in LtmRun.objects.filter(pk__in=runs).values_list("pk", "seq"):
+            latest[("ltm", str(run_pk))] = seq
     return latest
 
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import secrets
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 from django import forms
 
@@ -45,7 +45,7 @@ class JSONTextField(forms.CharField):
 
     def to_python(self, value: Any) -> Any:
         text = super().to_python(value)
-        if not text.strip():
+        if not text or not text.strip():  # None when a caller passes empty_value=None
             return self.empty
         return parse_json(text, object_only=self.object_only)
 
@@ -95,7 +95,8 @@ class FieldsInputForm(forms.Form):
             self.fields[name] = TextField(label=name, required=False)
 
     def clean(self) -> dict[str, Any]:
-        cleaned = super().clean()
+        super().clean()
+        cleaned = self.cleaned_data  # what Form.clean returns
         self.value = {}
         for name in self.fields:
             text = (cleaned.get(name) or "").strip()
@@ -128,7 +129,7 @@ class OverrideForm(forms.Form):
             self.fields["reason"].widget = forms.HiddenInput()
         if action == "move":
             self.fields["position"].required = True
-            self.fields["position"].choices = [
+            cast(forms.TypedChoiceField, self.fields["position"]).choices = [
                 (index, f"{index + 1}. {step.get('name') or step.get('script')}")
                 for index, step in enumerate(steps)
             ]

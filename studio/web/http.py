@@ -4,7 +4,7 @@ htmx fragment that shows it where the user acted)."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from django.core.exceptions import ObjectDoesNotExist, PermissionDenied
 from django.http import HttpRequest, HttpResponse
@@ -14,6 +14,9 @@ from django_htmx.middleware import HtmxDetails
 
 from engine import api
 
+if TYPE_CHECKING:
+    from django.contrib.auth.models import User
+
 
 class HtmxHttpRequest(HttpRequest):
     """A request that went through django-htmx's middleware, which sets `htmx` (falsy for
@@ -21,6 +24,12 @@ class HtmxHttpRequest(HttpRequest):
     projects declare this one for type checkers."""
 
     htmx: HtmxDetails
+
+
+class SignedInHttpRequest(HtmxHttpRequest):
+    """The request of a view behind `login_required`: its user is signed in, never anonymous."""
+
+    user: User
 
 
 def page_or_partial(

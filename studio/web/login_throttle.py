@@ -12,7 +12,7 @@ from __future__ import annotations
 import ipaddress
 import math
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, cast
 
 from axes.handlers.database import AxesDatabaseHandler
 from axes.handlers.proxy import AxesProxyHandler
@@ -20,6 +20,7 @@ from axes.helpers import get_cool_off, get_failure_limit
 from axes.models import AccessAttempt
 from django.conf import settings
 from django.contrib.auth import get_user_model
+from django.db import models
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import render
 from django.utils import timezone
@@ -43,7 +44,9 @@ def client_username(request: HttpRequest, credentials: dict[str, Any] | None = N
     stored even when it names no account, and PostgreSQL refuses both)."""
     source = credentials if credentials else getattr(request, "POST", {})
     value = source.get("username") or ""
-    limit = get_user_model()._meta.get_field(get_user_model().USERNAME_FIELD).max_length or 150
+    # The username field is a concrete field (a CharField), never a relation.
+    field = cast(models.Field, get_user_model()._meta.get_field(get_user_model().USERNAME_FIELD))
+    limit = field.max_length or 150
     return storable_text(str(value), limit)
 
 
@@ -67,6 +70,13 @@ def client_ip(request: HttpRequest) -> str | None:
     return remote
 
 
+class AxesHttpRequest(HttpRequest):
+    """A request axes has seen: its handler proxy sets the client's address on it before any
+    handler runs."""
+
+    axes_ip_address: str | None
+
+
 class LoginThrottleHandler(AxesDatabaseHandler):
     """Axes' database handler; a successful sign-in forgets the failures of that username
     from that address — not the address's failures for other usernames (someone who signs in
@@ -74,7 +84,9 @@ class LoginThrottleHandler(AxesDatabaseHandler):
     username's failures from other addresses (a user signing in does not forgive the guesses
     someone else made at their password)."""
 
-    def user_logged_in(self, sender: Any, request: HttpRequest, user: Any, **kwargs: Any) -> None:
+    def user_logged_in(
+        self, sender: Any, request: AxesHttpRequest, user: Any, **kwargs: Any
+    ) -> None:
         super().user_logged_in(sender, request, user, **kwargs)
         AccessAttempt.objects.filter(
             username=user.get_username(), ip_address=request.axes_ip_address

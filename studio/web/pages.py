@@ -6,7 +6,8 @@ from the same functions. Everything here reaches the engine through `engine.api`
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from functools import partial
+from typing import Any, cast
 
 from django.contrib.auth import get_user_model
 from django.core.paginator import Paginator
@@ -113,8 +114,9 @@ def steps_diagram(title: str, drafts: list[StepDraft]) -> dict[str, str]:
 # --- the dashboard and "waiting for me" ------------------------------------------------------
 
 PAGE_SIZE = 50
-# The longest text a search can match (a wait reason); a longer query matches nothing.
-LONGEST_SEARCHED = Flow._meta.get_field("wait_reason").max_length
+# The longest text a search can match (a wait reason); a longer query matches nothing. The
+# field is a CharField with a max_length (Django's types allow any field, or none).
+LONGEST_SEARCHED = cast(int, Flow._meta.get_field("wait_reason").max_length)
 # The dashboard never loads the big per-flow columns it does not show.
 _LIST_DEFER = ("data", "stored_results", "traceback", "input", "error")
 
@@ -162,7 +164,7 @@ def dashboard(user: Any, params: QueryDict, *, waiting: bool = False) -> dict[st
         flows = flows.filter(owner_id=user.pk, state=api.FlowState.WAITING)
     query = params.copy()
     query.pop("page", None)
-    context = {
+    context: dict[str, Any] = {
         "title": "Waiting for me" if waiting else "Flows",
         "page": Paginator(flows, PAGE_SIZE).get_page(params.get("page")),
         "chosen": chosen,
@@ -383,7 +385,7 @@ def ltm_list(user: Any) -> dict[str, Any]:
         {
             "name": name,
             "doc": (cls.__doc__ or "").strip(),
-            "diagram": diagram(lambda cls=cls: api.ltm_diagram(cls)),
+            "diagram": diagram(partial(api.ltm_diagram, cls)),
         }
         for name, cls in sorted(api.ltm_roots().items())
     ]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import secrets
+from typing import Any
 
 from django.conf import settings
 from django.contrib.auth import get_user_model
@@ -11,7 +12,7 @@ from django.core.management.base import BaseCommand
 from engine import api
 from engine.models import Routine
 
-DEMO_ROUTINES = {
+DEMO_ROUTINES: dict[str, list[str | dict[str, Any]]] = {
     "Onboarding": [
         "greet",
         {"script": "ask_approval", "params": {"question": "Approve the new account?"}},

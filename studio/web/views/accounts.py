@@ -10,7 +10,8 @@ from typing import Any
 
 from django.conf import settings
 from django.contrib.auth import views as auth_views
-from django.http import Http404, HttpResponse
+from django.http import Http404
+from django.http.response import HttpResponseBase
 
 from studio.web.http import HtmxHttpRequest
 
@@ -20,12 +21,12 @@ def password_reset_enabled() -> bool:
     return bool(settings.FLOWSTUDIO.get("PASSWORD_RESET", False))
 
 
-def requires_email(view: Callable[..., HttpResponse]) -> Callable[..., HttpResponse]:
+def requires_email(view: Callable[..., HttpResponseBase]) -> Callable[..., HttpResponseBase]:
     """The view answers 404 while e-mail is not configured (read on each request, so the
     URLs need not change with the settings)."""
 
     @wraps(view)
-    def guarded(request: HtmxHttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
+    def guarded(request: HtmxHttpRequest, *args: Any, **kwargs: Any) -> HttpResponseBase:
         if not password_reset_enabled():
             raise Http404("Password reset is not available: e-mail is not configured")
         return view(request, *args, **kwargs)

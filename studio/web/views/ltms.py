@@ -34,7 +34,7 @@ def ltm_start(request: HtmxHttpRequest, name: str) -> HttpResponse:
     name = pages.require_ltm(name)
     form = StartLtmForm(request.POST)
     if not form.is_valid():
-        message = "; ".join(form.errors.get("payload", ["invalid payload"]))
+        message = "; ".join(map(str, form.errors.get("payload", ["invalid payload"])))
         context = {"message": f"Payload: {message}", "status": 400}
         return render(request, "studio/partials/_error.html", context, status=400)
     try:
@@ -67,17 +67,17 @@ def run_act(request: HtmxHttpRequest, pk: Any, action: str) -> HttpResponse:
     kill_form = KillLtmForm(request.POST) if action == "kill" else None
     error: Exception | None = None
     if kill_form is not None and not kill_form.is_valid():
-        error = ValueError("Reason: " + " ".join(kill_form.errors["reason"]))
+        error = ValueError("Reason: " + " ".join(map(str, kill_form.errors["reason"])))
     elif form is None or form.is_valid():
         try:
-            if action == "fire":
+            if form is not None:  # fire
                 data = form.cleaned_data
                 api.fire_transition(run.pk, data["label"], request.user, payload=data["payload"])
-            elif action == "retry":
-                api.retry_ltm(run.pk, request.user)
-            else:
+            elif kill_form is not None:
                 reason = kill_form.cleaned_data["reason"]
                 api.kill_ltm(run.pk, request.user, reason=reason)
+            else:  # retry
+                api.retry_ltm(run.pk, request.user)
         except ENGINE_ERRORS as exc:
             error = exc
         else:

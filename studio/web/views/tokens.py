@@ -11,7 +11,7 @@ from django.views.decorators.http import require_http_methods, require_POST
 from studio.models import ApiToken
 from studio.web import pages
 from studio.web.forms import TokenForm
-from studio.web.http import HtmxHttpRequest
+from studio.web.http import HtmxHttpRequest, SignedInHttpRequest
 
 
 def _page(request: HtmxHttpRequest, status: int = 200, **extra: object) -> HttpResponse:
@@ -21,14 +21,14 @@ def _page(request: HtmxHttpRequest, status: int = 200, **extra: object) -> HttpR
 
 @login_required
 @require_http_methods(["GET", "POST"])
-def token_list(request: HtmxHttpRequest) -> HttpResponse:
+def token_list(request: SignedInHttpRequest) -> HttpResponse:
     if request.method == "POST":
         form = TokenForm(request.POST)
         if not form.is_valid():
             if not form.data.get("name", "").strip():
                 error = "Give the token a name, e.g. the program that uses it."
             else:
-                error = "Name: " + " ".join(form.errors["name"])
+                error = "Name: " + " ".join(map(str, form.errors["name"]))
             return _page(request, status=400, error=error)
         token, raw = ApiToken.issue(request.user, form.cleaned_data["name"])
         return _page(request, created=token, raw=raw)
@@ -37,7 +37,7 @@ def token_list(request: HtmxHttpRequest) -> HttpResponse:
 
 @login_required
 @require_POST
-def token_revoke(request: HtmxHttpRequest, pk: int) -> HttpResponse:
+def token_revoke(request: SignedInHttpRequest, pk: int) -> HttpResponse:
     token = ApiToken.objects.filter(pk=pk, user=request.user).first()
     if token is None:
         raise Http404("no such token")
