@@ -48,6 +48,15 @@ case "${1:-}" in
     shift
     setup
     need_apt chromium chromium "runs the browser tests" || true
+    # The whole suite (no arguments, and always in CI) first checks style, types and the
+    # architecture's contracts (docs/architecture.md); any failure stops it.
+    if [ $# -eq 0 ] || [ "${CI:-}" = true ]; then
+      say "checking style (ruff), types (mypy) and the architecture (import-linter)"
+      .venv/bin/ruff check .
+      .venv/bin/ruff format --check .
+      .venv/bin/mypy
+      .venv/bin/lint-imports
+    fi
     set +e
     .venv/bin/python -m pytest "$@"
     code=$?
