@@ -21,3 +21,7 @@ AUTHENTICATION_BACKENDS = ["tests.backends.ClientLoginAxesBackend", *AUTHENTICAT
 # Django's test client speaks as "testserver"; modules that use it at import time (the REST
 # fuzz reads the schema while collecting) run before pytest-django allows that host.
 ALLOWED_HOSTS = [*ALLOWED_HOSTS, "testserver"]  # noqa: F405
+
+# A fast password hasher: the tests create hundreds of users, and the real one takes about
+# half a second a password on a small machine (what is tested does not depend on it).
+PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
