@@ -7,7 +7,6 @@ import copy
 import subprocess
 import sys
 import warnings
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -19,8 +18,7 @@ from engine.core.ltm.records import Effects, InstanceRecord, TransitionCall
 from engine.core.ltm.registry import ltm_registry, register, root_classes, unregister
 from engine.core.ltm.runtime import InMemoryRuntime, set_default_runtime
 from tests import ltm_catalog as catalog
-
-ROOT = Path(__file__).resolve().parent.parent
+from tests.conftest import ROOT
 
 
 def run(cls: type[LTM], **payload: Any) -> tuple[LTM, InMemoryRuntime]:

@@ -8,8 +8,8 @@ import ast
 from pathlib import Path
 
 import engine
+from tests.conftest import ROOT
 
-ROOT = Path(__file__).resolve().parent.parent
 CORE = ROOT / "engine" / "core"
 
 

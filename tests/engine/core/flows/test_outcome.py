@@ -10,6 +10,7 @@ import pytest
 from engine import Task, done, kill, result, wait
 from engine.core.flows import outcome as core
 from engine.core.flows.script import ScriptDefinitionError, describe, get_script, registry
+from tests.conftest import ROOT
 
 
 def test_public_api_imports_without_django():
@@ -22,7 +23,7 @@ def test_public_api_imports_without_django():
     subprocess.run(
         [sys.executable, "-c", code],
         check=True,
-        cwd=str(__import__("pathlib").Path(__file__).parent.parent),
+        cwd=str(ROOT),
     )
 
 

@@ -8,7 +8,6 @@ import os
 import shutil
 import subprocess
 import sys
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -23,8 +22,8 @@ from engine.ltm.executor import DjangoRuntime
 from engine.ltm.registry import discover
 from engine.models import LtmAppend, LtmEvent, LtmExecution, LtmInstance, LtmRun
 from tests import ltm_catalog as catalog
+from tests.conftest import ROOT
 
-ROOT = Path(__file__).resolve().parent.parent
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.bothmodes]
 
 
