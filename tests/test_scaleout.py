@@ -37,10 +37,10 @@ RUNS = [
     ["-m", "consumer or bothmodes"],
     # 500 concurrent input pushes over HTTP, in a process of its own: its server threads
     # share this process's PostgreSQL connection pool
-    ["tests/test_rest_concurrency.py"],
+    ["tests/system/test_rest_concurrency.py"],
     # every process within its connection pool: 200 simultaneous pushes to a daphne
     # beside 3 consumers, pg_stat_activity sampled meanwhile; a full pool is a 503
-    ["tests/test_connection_pool.py"],
+    ["tests/engine/test_dbpool.py"],
 ]
 
 

@@ -8,7 +8,6 @@ from __future__ import annotations
 import os
 import pickle
 import re
-from pathlib import Path
 
 import pytest
 from django.contrib.auth.models import Permission
@@ -20,7 +19,7 @@ from engine import api
 from engine.flows import codec
 from engine.models import Flow, FlowEvent, Routine
 from studio.models import ApiToken
-from tests.conftest import bearer
+from tests.conftest import ROOT, bearer
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("fresh_rate_counts")]
 
@@ -197,9 +196,7 @@ def test_user_written_values_are_never_unpickled(user, routine, monkeypatch, set
 
 
 def test_the_api_code_never_unpickles():
-    source = "\n".join(
-        path.read_text() for path in (Path(__file__).parent.parent / "studio" / "api").glob("*.py")
-    )
+    source = "\n".join(path.read_text() for path in (ROOT / "studio" / "api").glob("*.py"))
     for needle in ("import pickle", "pickle.load", "codec.decode", "codec import decode"):
         assert needle not in source
     assert ".results" not in source.replace("results_for_display", "")

@@ -11,12 +11,13 @@ import pytest
 from django.test import Client
 from django.urls import reverse
 
-from engine import api, jsonsafe
+from engine import api
 from engine.flows.status import FlowState
 from engine.ltm.models import LtmRun
 from engine.models import Flow, FlowEvent, Routine
 from studio.models import ApiToken
 from tests.conftest import bearer
+from tests.engine.test_jsonsafe import DEEP, HUGE, nested
 
 pytestmark = [
     pytest.mark.django_db(transaction=True),
@@ -24,14 +25,8 @@ pytestmark = [
     pytest.mark.usefixtures("fresh_rate_counts"),
 ]
 HTMX = {"HTTP_HX_REQUEST": "true"}
-HUGE = "9223372036854775808"  # one more than the largest database integer
-DEEP = "[" * 1000 + "]" * 1000  # Python's parser runs out of stack on this
 NUL_JSON = '{"answer": "a\\u0000b"}'  # JSON text: the NUL exists once parsed
 SURROGATE_JSON = '{"answer": "a\\ud800b"}'
-
-
-def nested(levels: int) -> str:
-    return '{"a": ' * levels + "1" + "}" * levels
 
 
 @pytest.fixture
@@ -56,63 +51,6 @@ def _unchanged(flow: Flow) -> None:
     fresh = Flow.objects.get(pk=flow.pk)
     assert (fresh.state, fresh.version, fresh.seq) == (flow.state, flow.version, flow.seq)
     assert not FlowEvent.objects.filter(flow=flow, kind="input.pushed").exists()
-
-
-# --- the shared check ---------------------------------------------------------------------
-
-
-@pytest.mark.django_db(transaction=False)
-@pytest.mark.parametrize(
-    ("value", "message"),
-    [
-        ({"answer": "a\x00b"}, "input.answer: text must not contain NUL characters"),
-        ({"answer": "a\ud800b"}, "input.answer: text must not contain lone surrogates"),
-        ({"list": [1, {"x": "\udfff"}]}, "input.list[1].x: text must not contain lone"),
-        ({"a\x00": 1}, "input['a\\x00']: a key must not contain NUL characters"),
-        ({"n": float("nan")}, "input.n: numbers must be finite"),
-        ({"n": float("inf")}, "input.n: numbers must be finite"),
-        ("\x00", "input: text must not contain NUL characters"),
-        (json.loads(nested(65)), "input: JSON must not be nested more than 64 levels"),
-        ({"when": object()}, "input must be JSON-serialisable"),
-    ],
-)
-def test_ensure_json_names_what_is_wrong_and_where(value, message):
-    with pytest.raises(ValueError) as refused:
-        jsonsafe.ensure_json(value, "input")
-    assert message in str(refused.value)
-
-
-@pytest.mark.django_db(transaction=False)
-def test_ensure_json_accepts_what_every_database_stores():
-    jsonsafe.ensure_json(json.loads(nested(63)), "input")  # 64 levels with the root
-    jsonsafe.ensure_json({"emoji": "\U0001f600", "é": [1, 2.5, None, True], "d": "x"}, "input")
-
-
-@pytest.mark.django_db(transaction=False)
-def test_loads_never_exhausts_the_stack_and_refuses_what_cannot_be_stored():
-    for text in (DEEP, "[" * 100_000, nested(1000)):
-        with pytest.raises(jsonsafe.UnsafeValue, match="nested more than 64 levels"):
-            jsonsafe.loads(text, "params")
-    with pytest.raises(jsonsafe.NotJSON, match="NaN is not a JSON value"):
-        jsonsafe.loads('{"a": NaN}')
-    with pytest.raises(jsonsafe.UnsafeValue, match="a number has too many digits"):
-        jsonsafe.loads("1" * 5000)
-    with pytest.raises(jsonsafe.UnsafeValue, match="numbers must be finite"):
-        jsonsafe.loads("[1e999]")
-    with pytest.raises(json.JSONDecodeError):
-        jsonsafe.loads("{nope")
-    assert jsonsafe.loads('{"a": "\\ud83d\\ude00"}') == {"a": "\U0001f600"}  # a proper pair
-
-
-@pytest.mark.django_db(transaction=False)
-def test_parse_id_takes_only_ascii_numbers_a_column_holds():
-    assert [jsonsafe.parse_id(t) for t in ("0", "42", str(jsonsafe.MAX_ID))] == [
-        0,
-        42,
-        jsonsafe.MAX_ID,
-    ]
-    for text in (HUGE, "1" * 5000, "-1", "+1", " 1", "1.0", "²", "١٢", "", None):
-        assert jsonsafe.parse_id(text) is None
 
 
 # --- REST API: NUL and surrogates anywhere are a 400 naming the field ----------------------

@@ -1,5 +1,5 @@
 """Fuzzing the studio's HTML forms and query parameters, which the REST fuzz (schemathesis,
-tests/test_rest_fuzz.py) does not reach: every form field and GET parameter of every page,
+tests/system/test_rest_fuzz.py) does not reach: every form field and GET parameter of every page,
 one at a time, with a fixed list of nasty values — NUL characters and lone surrogates (as
 text, as raw bytes and as JSON escapes), invalid UTF-8, integers out of any column's range,
 JSON nested 1,000 levels deep, NaN, oversized text — as a signed-in user (the test client
@@ -324,7 +324,7 @@ def world(settings, django_user_model, monkeypatch):
     settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
     # Diagrams: the DOT text is built (labels escaped, encoded as for Graphviz), but not
     # drawn: a `dot` process per request would take minutes. Their drawing of odd labels is
-    # covered in tests/test_bad_input.py.
+    # covered in tests/system/test_bad_input.py.
     monkeypatch.setattr(diagram, "_render", lambda text: text.encode("utf-8") and "<svg></svg>")
     alice = django_user_model.objects.create_user("alice", password="pw-alice")
     staff = django_user_model.objects.create_user("root", password="pw-root", is_staff=True)

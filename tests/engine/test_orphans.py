@@ -14,7 +14,7 @@ from huey.contrib.djhuey import HUEY
 from engine import api
 from engine.models import Flow, FlowEvent, LtmExecution, LtmRun, Worker
 from engine.orphans import OrphanWatch
-from tests.test_sweep import queue  # noqa: F401  (the fixture)
+from tests.engine.flows.test_sweep import queue  # noqa: F401  (the fixture)
 
 PATIENCE = 0.2
 

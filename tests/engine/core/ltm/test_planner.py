@@ -1,0 +1,95 @@
+"""The LTM planner (engine.core.ltm.planner): records and an execution's effects in, what to
+store, queue and publish out; it changes nothing it is given. No Django involved."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+
+from engine.core.ltm.planner import plan, plan_transition
+from engine.core.ltm.records import Effects, InstanceRecord, TransitionCall
+from tests import ltm_catalog as catalog
+
+
+def test_records_that_do_not_fit_the_definition_are_refused() -> None:
+    bad = InstanceRecord("my_ltm.ghost", "ghost", "ghost", "active")
+    with pytest.raises(ValueError, match="does not fit"):
+        catalog.MyLtm.from_records([bad])
+    with pytest.raises(ValueError, match="does not fit"):
+        plan(catalog.MyLtm, [bad], "my_ltm", Effects())
+
+
+def test_execute_then_plan_is_what_a_worker_does() -> None:
+    records = [  # as if the root's own execution were planned already
+        InstanceRecord("my_ltm", "my_ltm", "my_ltm", "active"),
+        InstanceRecord("my_ltm.my_state", "my_state", "my_state", "queued"),
+    ]
+    tree = catalog.MyLtm.from_records(records, run_id="r1")
+    state = tree.child("my_state")
+    assert tree.status == "active" and state.status == "queued"
+
+    effects = state.execute({})
+    assert tree.state == {} and state.status == "queued"  # execute left the tree as it was
+    assert effects == Effects(
+        updates=[
+            ("my_ltm.my_state", {"internal_state_key": "state_value"}),
+            ("my_ltm", {"global_key": "global_value"}),
+        ],
+        transitions=[TransitionCall("my_ltm.my_state", "my_transition", {}, None, "my_ltm")],
+    )
+
+    given = copy.deepcopy(records)
+    result = plan(catalog.MyLtm, records, "my_ltm.my_state", effects)
+
+    assert records == given  # the planner changes nothing it is given
+    assert {r.fqn: r.status for r in result.records_changed} == {
+        "my_ltm": "active",
+        "my_ltm.my_state": "completed",
+        "my_ltm.end_state": "queued",
+    }
+    assert result.executions == [("my_ltm.end_state", {})]
+    assert [e["kind"] for e in result.events] == [
+        "status",
+        "state.updated",
+        "state.updated",
+        "transition",
+        "status",
+        "status",
+    ]
+    assert result.skipped_transitions == []
+
+
+def test_plan_records_a_failed_execution() -> None:
+    result = plan(catalog.MyLtm, [], "my_ltm.my_state", Effects(error="Traceback: boom"))
+
+    (record,) = result.records_changed
+    assert record.status == "failed" and record.error == "Traceback: boom"
+    assert result.executions == []
+    assert result.events[-1] == {
+        "kind": "error",
+        "fqn": "my_ltm.my_state",
+        "data": {"error": "Traceback: boom"},
+    }
+
+
+SPLIT_ACTIVE = [InstanceRecord("fan_out.batch.split", "split", "split", "active")]
+
+
+def test_plan_transition_needs_params_for_parameterised_targets() -> None:
+    without = plan_transition(catalog.FanOut, SPLIT_ACTIVE, "split", namespace="fan_out.batch")
+    assert "needs params" in without.events[0]["data"]["reason"]
+
+    result = plan_transition(
+        catalog.FanOut, SPLIT_ACTIVE, "split", params=[{"n": 7}], namespace="fan_out.batch"
+    )
+    assert result.executions == [("fan_out.batch.work_7", {})]
+    work = {r.fqn: r for r in result.records_changed}["fan_out.batch.work_7"]
+    assert work.params == {"n": 7}
+
+
+def test_params_that_make_a_bad_name_are_refused() -> None:
+    result = plan_transition(
+        catalog.FanOut, SPLIT_ACTIVE, "split", params=[{"n": "a.b"}], namespace="fan_out.batch"
+    )
+    assert result.skipped_transitions and result.executions == []

@@ -1,0 +1,157 @@
+"""Running a flow (engine.flows.runner) with Huey in immediate mode: each outcome of a step,
+results, re-checks of a waiting step, offloaded steps; and what a script returns, raises or
+waits with is recorded on every database."""
+
+from __future__ import annotations
+
+import pytest
+
+from engine import api
+from engine.models import Flow, FlowEvent
+from tests.catalog import NastyOutput
+
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.bothmodes]
+
+
+def kinds(flow):
+    return list(FlowEvent.objects.filter(flow=flow).values_list("kind", flat=True))
+
+
+def test_results_are_stored_and_flow_completes(routine, user):
+    flow = api.start_flow(routine("t_echo", "t_result_fields", "t_result_none", "t_tuple_ok"), user)
+    assert flow.state == "complete"
+    assert flow.results == [
+        {"position": 0, "params": {}, "seen": 0},
+        {"a": 1, "b": "two"},
+        None,
+        30,
+    ]
+    assert flow.position == 3
+    assert flow.finished is not None
+    assert kinds(flow) == [
+        "flow.created",
+        "flow.running",
+        "step.completed",
+        "step.completed",
+        "step.completed",
+        "step.completed",
+        "flow.complete",
+    ]
+    seqs = list(FlowEvent.objects.filter(flow=flow).values_list("seq", flat=True))
+    assert seqs == list(range(1, 8))
+
+
+def test_task_sees_earlier_results_params_and_data(user):
+    routine = api.create_routine(
+        "params",
+        ["t_echo", {"script": "t_echo", "params": {"x": 1}, "label": "second"}],
+        owner=user,
+    )
+    flow = api.start_flow(routine, user, data={"k": "v"})
+    assert flow.results[1] == {"position": 1, "params": {"x": 1}, "seen": 1}
+    assert flow.steps[1]["name"] == "second"
+    assert flow.data == {"k": "v"}
+
+
+def test_check_resumes_a_waiting_flow(routine, user, tmp_path):
+    flag = tmp_path / "flag"
+    flow = api.start_flow(routine("t_checked", "t_echo"), user, data={"flag_file": str(flag)})
+    assert flow.state == "waiting"
+    assert api.recheck_waiting() == 0
+    flow.refresh_from_db()
+    assert flow.state == "waiting"
+    flag.write_text("go")
+    assert api.recheck_waiting() == 1
+    flow.refresh_from_db()
+    assert flow.state == "complete"
+    assert flow.results[0] == "picked up"
+
+
+def test_kill_signal_ends_flow_and_later_steps_never_run(routine, user):
+    flow = api.start_flow(routine("t_echo", "t_kill", "t_echo"), user)
+    assert flow.state == "killed"
+    assert flow.error == "Smoke signals preferred."
+    assert flow.position == 1
+    assert flow.results == [{"position": 0, "params": {}, "seen": 0}, None, None]
+
+
+def test_done_completes_early(routine, user):
+    flow = api.start_flow(routine("t_done", "t_echo"), user)
+    assert flow.state == "complete"
+    assert flow.results == ["early", None]
+
+
+def test_success_false_fails_flow_with_value_as_error(routine, user):
+    flow = api.start_flow(routine("t_fail", "t_echo"), user)
+    assert flow.state == "failed"
+    assert flow.error == "it broke"
+    assert flow.results == [None, None]
+
+
+def test_uncaught_exception_fails_flow_with_traceback(routine, user):
+    flow = api.start_flow(routine("t_raise"), user)
+    assert flow.state == "failed"
+    assert flow.error == "RuntimeError: boom"
+    assert "Traceback" in flow.traceback and "boom" in flow.traceback
+
+
+def test_non_blocking_step_is_offloaded_and_resumes(routine, user):
+    flow = api.start_flow(routine("t_echo", "t_offloaded", "t_echo"), user)
+    assert flow.state == "complete"
+    assert flow.results[1] == {"offloaded": 1}
+    completed = FlowEvent.objects.get(flow=flow, kind="step.completed", data__step=0)
+    assert completed.data["offloaded"]["step"] == 1 and completed.data["offloaded"]["job"]
+    assert flow.job_id == ""
+
+
+def test_first_step_offloaded_by_the_claim(routine, user):
+    flow = api.start_flow(routine("t_offloaded", "t_offloaded"), user)
+    assert flow.state == "complete"
+    assert flow.results == [{"offloaded": 0}, {"offloaded": 1}]
+    assert kinds(flow)[:3] == ["flow.created", "flow.running", "step.offloaded"]
+
+
+# -- what a script returns, raises or waits with is recorded on every database, even text or
+# values PostgreSQL refuses (NUL characters, lone surrogates, NaN, deep nesting): the flow goes
+# on or fails with the script's own words, escaped, and never stalls on a database error.
+
+
+def run(routine, user, how: str) -> Flow:
+    flow = api.start_flow(routine({"script": "t_nasty", "params": {"how": how}}), user)
+    return Flow.objects.get(pk=flow.pk)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_result_with_nul_and_a_surrogate_is_kept_exactly(routine, user):
+    flow = run(routine, user, "return")
+    assert flow.state == "complete"
+    assert flow.results == [{"text": NastyOutput.TEXT, "input": None}]  # pickled, not refused
+    event = FlowEvent.objects.get(flow=flow, kind="step.completed")
+    assert "\\x00" in event.data["result"]  # shown as its repr
+
+
+@pytest.mark.django_db(transaction=True)
+def test_nan_and_a_value_nested_too_deeply_are_stored(routine, user):
+    nan = run(routine, user, "nan")
+    assert nan.state == "complete" and nan.results[0]["x"] != nan.results[0]["x"]
+    deep = run(routine, user, "deep")
+    assert deep.state == "complete" and deep.results[0] is not None
+
+
+@pytest.mark.django_db(transaction=True)
+def test_an_error_with_nul_fails_the_flow_with_the_message_escaped(routine, user):
+    flow = run(routine, user, "raise")
+    assert flow.state == "failed"
+    assert flow.error == "ValueError: a\\x00b\\ud800c"
+    assert "\x00" not in flow.traceback and "ValueError" in flow.traceback
+    assert FlowEvent.objects.get(flow=flow, kind="flow.failed").message == flow.error
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_long_wait_reason_with_nul_is_cut_and_escaped_and_the_flow_still_waits(routine, user):
+    flow = run(routine, user, "wait")
+    assert flow.state == "waiting"
+    assert len(flow.wait_reason) == 500 and flow.wait_reason.startswith("a\\x00b\\ud800c")
+    api.push_input(flow, {"ok": True}, user)
+    flow.refresh_from_db()
+    assert flow.state == "complete" and flow.results[0]["input"] == {"ok": True}

@@ -1,0 +1,229 @@
+"""Executing LTM runs (engine.ltm.executor: the Django runtime) with Huey in immediate mode:
+the seed's examples, statuses, run-to-completion, failures, atomic appends, transitions, forks
+and joins, and the events each execution leaves."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+
+from engine import api
+from engine.core.errors import FlowStateError
+from engine.ltm.executor import DjangoRuntime
+from engine.models import LtmAppend, LtmEvent, LtmExecution, LtmInstance, LtmRun
+from tests import ltm_catalog as catalog
+from tests.engine.ltm.support import (
+    Flaky,
+    Racer,
+    django_runtime,  # noqa: F401  (autouse fixture)
+    kinds,
+    statuses,
+)
+
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.bothmodes]
+
+
+# -- the seed's example ---------------------------------------------------------------------
+
+
+def test_seed_example_through_django(user, capsys):
+    run_id = api.start_ltm("my_ltm", user)
+
+    assert capsys.readouterr().out.splitlines() == ["state_value", "global_value", "end"]
+    root = api.load_ltm(run_id)
+    assert root.state == {"global_key": "global_value"}
+    assert root.status == "active"
+    assert root.instances["my_ltm.my_state"].state == {"internal_state_key": "state_value"}
+    assert statuses(run_id) == {
+        "my_ltm": "active",
+        "my_ltm.my_state": "completed",
+        "my_ltm.end_state": "active",
+    }
+    run = LtmRun.objects.get(pk=run_id)
+    assert run.owner == user and run.state == "complete" and run.finished is not None
+    assert set(LtmExecution.objects.filter(run=run).values_list("status", flat=True)) == {"done"}
+
+
+def test_my_ltm_start_from_code_runs_under_django(capsys, make_user):
+    root = catalog.MyLtm()
+    run_id = root.start()
+
+    assert root.id == run_id and isinstance(root.runtime, DjangoRuntime)
+    assert capsys.readouterr().out.splitlines() == ["state_value", "global_value", "end"]
+    assert root.status == "active" and root.state == {"global_key": "global_value"}
+    assert root.child("end_state").status == "active"
+    run = LtmRun.objects.get(pk=run_id)
+    assert run.owner is None and run.state == "complete"
+    assert api.load_ltm(run_id).state == {"global_key": "global_value"}
+    assert list(api.visible_ltm_runs(make_user("someone"))) == []
+    assert list(api.visible_ltm_runs(make_user("admin", is_staff=True))) == [run]
+
+
+# -- statuses, payload, run to completion ------------------------------------------------------
+
+
+def test_statuses_move_init_queued_active_completed(user):
+    run_id = api.start_ltm("my_ltm", user)
+
+    changes = [
+        e.data["to"]
+        for e in LtmEvent.objects.filter(run_id=run_id, kind="status", fqn="my_ltm.my_state")
+    ]
+    assert changes == ["queued", "active", "completed"]
+    assert statuses(run_id)["my_ltm.my_state"] == "completed"
+    states = [e.data["to"] for e in LtmEvent.objects.filter(run_id=run_id, kind="run.state")]
+    assert states == ["running", "complete"]
+
+
+def test_payload_reaches_run_and_nothing_is_written_before_it_returns(user):
+    run_id = api.start_ltm("probe", user, {"answer": 42})
+
+    root = api.load_ltm(run_id)
+    assert root.state["payload"] == {"answer": 42}
+    assert root.state["stored_inside"] == {} and root.state["global_inside"] == {}
+    assert root.state["status_inside"] == "active"  # claimed and shown before run() ran
+    assert root.state["seen"] is True
+
+
+def test_a_raise_writes_nothing_records_the_error_and_the_state_can_be_retried(user):
+    Flaky.failures = 1
+    run_id = api.start_ltm("flaky_ltm", user)
+
+    root = api.load_ltm(run_id)
+    flaky = root.instances["flaky_ltm.flaky"]
+    assert flaky.status == "failed" and flaky.state == {}
+    assert "RuntimeError: flaky" in (flaky.error or "")
+    assert root.instances["flaky_ltm.fine"].state == {"fine": True}  # the other branch ran
+    run = root.run
+    assert run.state == "failed" and "flaky_ltm.flaky failed: RuntimeError: flaky" in run.error
+    error = LtmEvent.objects.get(run_id=run_id, kind="error")
+    assert error.fqn == "flaky_ltm.flaky" and "RuntimeError: flaky" in error.data["error"]
+
+    api.retry_ltm(run_id, user)
+
+    root = api.load_ltm(run_id)
+    assert root.instances["flaky_ltm.flaky"].status == "active"
+    assert root.instances["flaky_ltm.flaky"].state == {"tried": True, "payload": {}}
+    assert root.run.state == "complete" and root.run.error == ""
+    retry = LtmEvent.objects.get(run_id=run_id, kind="manual.retry")
+    assert retry.actor == user and retry.data == {"states": ["flaky_ltm.flaky"]}
+    with pytest.raises(FlowStateError, match="no failed state"):
+        api.retry_ltm(run_id, user)
+
+
+def test_a_catalog_failure_discards_updates_and_transitions(user):
+    run_id = api.start_ltm("failing_ltm", user)
+
+    root = api.load_ltm(run_id)
+    assert root.state == {} and "failing_ltm.aftermath" not in root.instances
+    assert root.instances["failing_ltm.explode"].status == "failed"
+    assert kinds(run_id, "failing_ltm.explode") == ["status", "status", "status", "error"]
+    changes = LtmEvent.objects.filter(run_id=run_id, kind="status", fqn="failing_ltm.explode")
+    assert [e.data["to"] for e in changes] == ["queued", "active", "failed"]
+
+
+def test_a_state_that_is_not_json_fails_its_execution_clearly(user):
+    run_id = api.start_ltm("not_json_ltm", user)
+
+    state = api.load_ltm(run_id).instances["not_json_ltm.not_json"]
+    assert state.status == "failed" and state.state == {}
+    assert "the state of not_json_ltm.not_json must be JSON-serialisable" in (state.error or "")
+
+
+@pytest.mark.django_db(transaction=True)
+def test_an_ltm_state_that_raises_with_nul_fails_its_run_with_the_message_escaped(user):
+    run_id = api.start_ltm("nul_raiser", user)
+    root = api.load_ltm(run_id)
+    assert root.run.state == "failed"
+    assert root.run.error.endswith("ValueError: a\\x00b")
+
+
+def test_atomic_append_is_idempotent_per_execution_and_call(user):
+    run_id = api.start_ltm("append_ltm", user)
+
+    root = api.load_ltm(run_id)
+    assert root.state["items"] == ["a"]
+    assert root.instances["append_ltm.append_twice"].state == {"first": ["a"], "again": ["a"]}
+    assert LtmAppend.objects.filter(execution__run_id=run_id).count() == 1
+    assert kinds(run_id).count("state.appended") == 1
+
+
+# -- transitions --------------------------------------------------------------------------------
+
+
+def test_a_namespaced_transition_moves_two_sibling_machines_and_leaves_a_third(user):
+    run_id = api.start_ltm("broadcast", user)
+
+    found = statuses(run_id)
+    assert found["broadcast.sub_a.done"] == found["broadcast.sub_b.done"] == "active"
+    assert found["broadcast.sub_a.waiting"] == found["broadcast.sub_b.waiting"] == "completed"
+    assert found["broadcast.sub_c.waiting"] == "active"
+    assert "broadcast.sub_c.done" not in found
+    moved = LtmEvent.objects.filter(run_id=run_id, kind="transition", data__label="go")
+    assert sorted(e.fqn for e in moved) == ["broadcast.sub_a", "broadcast.sub_b"]
+    assert {e.data["namespace"] for e in moved} == {"global"}
+
+
+def test_a_transition_that_moves_nothing_by_the_time_it_is_planned_is_recorded(user):
+    Racer.operator = user
+    run_id = api.start_ltm("race_ltm", user)
+
+    skipped = LtmEvent.objects.get(run_id=run_id, kind="transition.skipped")
+    assert skipped.fqn == "race_ltm.racer" and skipped.data["label"] == "finish"
+    assert kinds(run_id).count("transition") == 1  # the operator's
+    assert statuses(run_id)["race_ltm.reached"] == "active"
+
+
+def test_sub_machines_nested_three_deep(user):
+    run_id = api.start_ltm("deep", user)
+
+    root = api.load_ltm(run_id)
+    assert root.state == {"reached": "deep.level1.level2.level2_done"}
+    assert root.instances["deep.level1.level2.level3"].status == "completed"
+    assert root.instances["deep.level1.level2.level3.leaf"].status == "completed"
+    assert root.instances["deep.level1"].status == "active"
+
+
+def test_parameterised_instances_fork_and_join(user):
+    run_id = api.start_ltm("fan_out", user, {"size": 8})
+
+    root = api.load_ltm(run_id)
+    work = root.instances["fan_out.batch.work_3"]
+    assert work.params == {"n": 3} and work.status == "completed"
+    assert sorted(root.instances["fan_out.batch"].state["results"]) == [n * 10 for n in range(8)]
+    assert root.state["total"] == 280
+    assert LtmInstance.objects.get(run_id=run_id, fqn="fan_out.batch.work_7").params == {"n": 7}
+
+
+# -- history ------------------------------------------------------------------------------------
+
+
+def test_events_are_numbered_one_to_n_and_carry_what_happened(user):
+    run_id = api.start_ltm("my_ltm", user)
+
+    events = list(LtmEvent.objects.filter(run_id=run_id).order_by("seq"))
+    assert [e.seq for e in events] == list(range(1, len(events) + 1))
+    assert LtmRun.objects.get(pk=run_id).seq == len(events)
+    assert events[0].kind == "run.created" and events[0].actor == user
+    transition = next(e for e in events if e.kind == "transition")
+    assert transition.data["label"] == "my_transition" and transition.data["payload"] == {}
+    updates = [e.data["update"] for e in events if e.kind == "state.updated"]
+    assert updates == [{"internal_state_key": "state_value"}, {"global_key": "global_value"}]
+    assert events[-1].kind == "run.state" and events[-1].state == "complete"
+
+
+def test_live_events_are_published_after_commit(user):
+    from engine import events as engine_events
+
+    seen: list[dict[str, Any]] = []
+    engine_events.connect(seen.extend)
+    try:
+        run_id = api.start_ltm("my_ltm", user)
+    finally:
+        engine_events.disconnect(seen.extend)
+    mine = [e for e in seen if e.get("type") == "ltm.event" and e["run"] == run_id]
+    assert [e["seq"] for e in mine] == list(range(1, len(mine) + 1))
+    assert mine[-1]["state"] == "complete" and mine[0]["owner"] == user.pk
+    json.dumps(mine)  # what a channel layer carries

@@ -1,0 +1,38 @@
+"""Personal API tokens over the REST API (studio/api/tokens.py): created from a session,
+shown once, stored hashed, used, revoked."""
+
+from __future__ import annotations
+
+import hashlib
+
+import pytest
+from django.test import Client
+
+from studio.models import ApiToken
+from tests.studio.api.conftest import post
+
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("fresh_rate_counts")]
+
+
+def test_token_create_use_and_revoke(user):
+    browser = Client()
+    browser.force_login(user)
+    created = post(browser, "/api/tokens", {"name": "laptop"})
+    assert created.status_code == 201
+    raw = created.json()["token"]
+    assert raw.startswith("fs_") and created.json()["prefix"] == raw[:8]
+    record = ApiToken.objects.get(pk=created.json()["id"])
+    assert record.hashed_key == hashlib.sha256(raw.encode()).hexdigest()
+    assert raw not in {record.name, record.prefix, record.hashed_key}
+    listed = browser.get("/api/tokens").json()
+    assert [t["name"] for t in listed] == ["laptop"] and "token" not in listed[0]
+
+    token_client = Client(headers={"Authorization": f"Bearer {raw}"})
+    assert token_client.get("/api/flows").status_code == 200
+    record.refresh_from_db()
+    assert record.last_used is not None
+    # A token cannot manage tokens: only a signed-in session can.
+    assert token_client.get("/api/tokens").status_code == 401
+
+    assert browser.delete(f"/api/tokens/{record.pk}").json()["revoked"] is True
+    assert token_client.get("/api/flows").status_code == 401
