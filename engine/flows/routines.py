@@ -26,6 +26,7 @@ __all__ = [
     "can_edit_routine",
     "create_checked_routine",
     "create_routine",
+    "step_problems",
     "update_routine",
     "validate_steps",
     "visible_routines",
@@ -39,6 +40,7 @@ class RoutineStepError(ValueError):
         super().__init__(f"step {index + 1}: {message}")
         self.index = index
         self.field = field
+        self.message = message
 
 
 class StaleRoutineError(StaleFlowError):
@@ -59,31 +61,59 @@ def can_edit_routine(user: Any, routine: Routine) -> bool:
     return access.may_act(user, routine.owner_id)
 
 
-def validate_steps(steps: Sequence[str | dict[str, Any]]) -> list[dict[str, Any]]:
-    """Normalise steps to ``{"script", "label", "params"}`` dicts, refusing any script that is
-    not registered by name (dotted paths and the like never resolve to code)."""
-    if not steps:
-        raise ValueError("a routine needs at least one step")
-    known = script_registry.registry()
-    clean = []
-    for index, step in enumerate(steps):
-        item = step if isinstance(step, dict) else {"script": step}
-        name = item.get("script")
-        if not isinstance(name, str) or name not in known:
-            raise RoutineStepError(index, "script", f"{name!r} is not a registered Task script")
-        label = item.get("label") or ""
-        if not isinstance(label, str):
-            raise RoutineStepError(index, "label", "a label must be a string")
-        params = item.get("params") or {}
-        if not isinstance(params, dict):
-            raise RoutineStepError(index, "params", "params must be a JSON object")
-        if problem := text_problem(label):
-            raise RoutineStepError(index, "label", f"label: {problem}")
+LABEL_LENGTH = RoutineStep._meta.get_field("label").max_length or 200
+
+
+def step_problems(index: int, step: Any) -> list[RoutineStepError]:
+    """Everything wrong with one routine step (a script name, or a dict with "script",
+    "label", "params"), each naming its field: the one rule for routine steps, used by
+    `validate_steps` and by the builder, which shows every problem of every step at once."""
+    item = step if isinstance(step, dict) else {"script": step}
+    problems = []
+    name = item.get("script")
+    if not isinstance(name, str) or name not in script_registry.registry():
+        problems.append(
+            RoutineStepError(index, "script", f"{name!r} is not a registered Task script")
+        )
+    label = item.get("label") or ""
+    if not isinstance(label, str):
+        problems.append(RoutineStepError(index, "label", "a label must be a string"))
+    elif len(label) > LABEL_LENGTH:
+        message = f"the step name is longer than {LABEL_LENGTH} characters"
+        problems.append(RoutineStepError(index, "label", message))
+    elif problem := text_problem(label, "the step name"):
+        problems.append(RoutineStepError(index, "label", problem))
+    params = item.get("params") or {}
+    if not isinstance(params, dict):
+        problems.append(RoutineStepError(index, "params", "params must be a JSON object"))
+    else:
         try:
             ensure_json(params, "params")
         except ValueError as exc:
-            raise RoutineStepError(index, "params", str(exc)) from None
-        clean.append({"script": name, "label": label, "params": params})
+            problems.append(RoutineStepError(index, "params", str(exc)))
+    return problems
+
+
+def validate_steps(steps: Sequence[str | dict[str, Any]]) -> list[dict[str, Any]]:
+    """Normalise steps to ``{"script", "label", "params"}`` dicts, refusing (with the first
+    `step_problems`) any step that is wrong: a script not registered by name (dotted paths
+    and the like never resolve to code), a bad label, params that are not a storable JSON
+    object."""
+    if not steps:
+        raise ValueError("a routine needs at least one step")
+    clean = []
+    for index, step in enumerate(steps):
+        problems = step_problems(index, step)
+        if problems:
+            raise problems[0]
+        item = step if isinstance(step, dict) else {"script": step}
+        clean.append(
+            {
+                "script": item["script"],
+                "label": item.get("label") or "",
+                "params": item.get("params") or {},
+            }
+        )
     return clean
 
 

@@ -216,20 +216,17 @@ class RoutineForm(forms.Form):
 
 def validate_drafts(drafts: list[StepDraft]) -> bool:
     """Fill each draft's `params` and `errors`; True when every step is valid."""
-    known = api.scripts()
     ok = True
-    for draft in drafts:
+    for index, draft in enumerate(drafts):
         draft.errors = []
-        if draft.script not in known:
-            draft.errors.append(f"{draft.script!r} is not a registered Task script")
-        if len(draft.label) > 200:
-            draft.errors.append("the step name is longer than 200 characters")
-        elif problem := api.text_problem(draft.label, "the step name"):
-            draft.errors.append(problem)
         try:
             draft.params = parse_json(draft.params_text or "{}", object_only=True)
         except forms.ValidationError as exc:
             draft.errors.append("params " + "; ".join(exc.messages))
+        step = {"script": draft.script, "label": draft.label, "params": draft.params or {}}
+        for problem in api.step_problems(index, step):  # the engine's one rule for steps
+            if problem.field != "params" or not draft.errors:
+                draft.errors.append(problem.message)
         ok = ok and not draft.errors
     return ok
 
