@@ -22,5 +22,5 @@ def test_a_step_name_longer_than_its_column_is_refused_by_the_service_too(user):
         api.create_routine("r", ["t_echo", {"script": "t_echo", "label": "x" * 201}], owner=user)
     assert (refused.value.index, refused.value.field) == (1, "label")
     assert "longer than 200 characters" in str(refused.value)
-    problems = api.step_problems(0, {"script": "nope", "label": "a\x00", "params": []})
+    problems = api.step_problems(0, {"script": "nope", "label": "a\x00", "params": "x"})
     assert [p.field for p in problems] == ["script", "label", "params"]
