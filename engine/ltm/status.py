@@ -1,8 +1,11 @@
-"""Statuses of LTM runs, of their instances and of their executions: one small module."""
+"""Statuses of LTM runs, of their instances and of their executions: one small module (the
+pure core uses the same strings for instances)."""
 
 from __future__ import annotations
 
 from django.db import models
+
+from engine.core.ltm import records
 
 
 class LtmRunState(models.TextChoices):
@@ -14,11 +17,13 @@ class LtmRunState(models.TextChoices):
 
 
 class LtmStatus(models.TextChoices):
-    INIT = "init", "Init"
-    QUEUED = "queued", "Queued"
-    ACTIVE = "active", "Active"
-    COMPLETED = "completed", "Completed"
-    FAILED = "failed", "Failed"
+    """An instance's status: the strings of the pure core's records."""
+
+    INIT = records.INIT, "Init"
+    QUEUED = records.QUEUED, "Queued"
+    ACTIVE = records.ACTIVE, "Active"
+    COMPLETED = records.COMPLETED, "Completed"
+    FAILED = records.FAILED, "Failed"
 
 
 class ExecutionStatus(models.TextChoices):

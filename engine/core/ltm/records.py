@@ -13,7 +13,9 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from .definition import TransitionDef
 
-STATUSES = ("init", "queued", "active", "completed", "failed")
+# An instance's status (the LTM slice's `LtmStatus` uses the same strings).
+INIT, QUEUED, ACTIVE, COMPLETED, FAILED = "init", "queued", "active", "completed", "failed"
+STATUSES = (INIT, QUEUED, ACTIVE, COMPLETED, FAILED)
 
 
 @dataclass(frozen=True)
