@@ -37,8 +37,11 @@ def _require_chromium() -> None:
 def browser() -> Iterator[object]:
     _require_chromium()
     from django.db import connections
-    from playwright.sync_api import sync_playwright
+    from playwright.sync_api import expect, sync_playwright
 
+    # Waiting for the page to show something, not timing it: a generous wait, so that a
+    # machine busy with the scale-out pass beside these tests does not fail them.
+    expect.set_options(timeout=20_000)
     saved = os.environ.get("DJANGO_ALLOW_ASYNC_UNSAFE")
     os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = "true"
     try:
