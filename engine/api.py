@@ -68,6 +68,7 @@ from engine.ltm.service import (
     start_ltm,
     visible_ltm_runs,
 )
+from engine.ltm.timemachine import copy_ltm, ltm_at, rollback_ltm
 
 __all__ = [
     "ACTIONS",
@@ -100,10 +101,12 @@ __all__ = [
     "can_see_all",
     "create_checked_routine",
     "create_routine",
+    "copy_ltm",
     "fire_transition",
     "kill_flow",
     "kill_ltm",
     "load_ltm",
+    "ltm_at",
     "move_to",
     "push_input",
     "recheck_waiting",
@@ -111,6 +114,7 @@ __all__ = [
     "resume",
     "retry",
     "retry_ltm",
+    "rollback_ltm",
     "skip",
     "start_flow",
     "start_ltm",

@@ -27,3 +27,8 @@ def consumer_options() -> dict[str, Any]:
     """Options of the engine's Huey consumer (workers, polling, periodic tasks)."""
     huey: dict[str, Any] = getattr(settings, "HUEY", {})
     return dict(huey.get("consumer", {}))
+
+
+def checkpoint_every() -> int:
+    """How many events of an LTM run lie at most between two of its snapshots."""
+    return max(1, int(value("LTM_CHECKPOINT_EVERY", 100)))

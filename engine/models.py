@@ -11,12 +11,13 @@ from engine.flows.models import (
     validate_script_name,
 )
 from engine.liveness import Worker
-from engine.ltm.models import LtmAppend, LtmEvent, LtmExecution, LtmInstance, LtmRun
+from engine.ltm.models import LtmAppend, LtmCheckpoint, LtmEvent, LtmExecution, LtmInstance, LtmRun
 
 __all__ = [
     "Flow",
     "FlowEvent",
     "LtmAppend",
+    "LtmCheckpoint",
     "LtmEvent",
     "LtmExecution",
     "LtmInstance",

@@ -254,6 +254,9 @@ FLOWSTUDIO: dict[str, Any] = {
     "SCRIPT_MODULES": env_list("FLOWSTUDIO_SCRIPT_MODULES", ""),
     # Requests per user to the REST API ("600/min", "20/s"; "off" disables the limit).
     "API_RATE": os.environ.get("FLOWSTUDIO_API_RATE", "600/min"),
+    # An LTM run keeps a whole snapshot of itself every this many events: the time machine
+    # (engine.api.ltm_at / rollback_ltm / copy_ltm) replays at most as many changes.
+    "LTM_CHECKPOINT_EVERY": int(os.environ.get("FLOWSTUDIO_LTM_CHECKPOINT_EVERY", "100")),
 }
 # Largest request body Django reads (bytes); the REST API answers 413 above it.
 DATA_UPLOAD_MAX_MEMORY_SIZE = int(os.environ.get("FLOWSTUDIO_MAX_BODY_BYTES", str(1024 * 1024)))

@@ -10,7 +10,7 @@ os.environ.setdefault("FLOWSTUDIO_VAR_DIR", tempfile.mkdtemp(prefix="flowstudio-
 os.environ.setdefault("HUEY_IMMEDIATE", "1")
 # In scale-out runs several test runs may share one Redis: give this run its own queue name.
 os.environ.setdefault("HUEY_NAME", f"flowstudio-test-{os.getpid()}")
-os.environ.setdefault("FLOWSTUDIO_SCRIPT_MODULES", "tests.catalog,tests.ltm_catalog")
+os.environ.setdefault("FLOWSTUDIO_SCRIPT_MODULES", "tests.catalog,tests.ltm_catalog,tests.ltm_flou")
 
 from studio.settings import *  # noqa: E402,F403
 

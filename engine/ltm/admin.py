@@ -21,7 +21,7 @@ class LtmInstanceInline(admin.TabularInline):
     model = LtmInstance
     extra = 0
     can_delete = False
-    fields = ("fqn", "status", "state", "params", "error", "current_execution")
+    fields = ("fqn", "status", "state", "params", "error", "entry")
     readonly_fields = fields
 
     def has_add_permission(self, request: Any, obj: Any = None) -> bool:

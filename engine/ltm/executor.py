@@ -93,6 +93,9 @@ def append(execution: LtmExecution, target: str, key: str, value: Any, index: in
         run = LtmRun.objects.get(pk=execution.run_id)
         if run.state == LtmRunState.KILLED:
             raise FlowStateError(f"LTM run {run.pk} was killed")
+        status = LtmExecution.objects.filter(pk=execution.pk).values_list("status", flat=True)
+        if status.first() != ExecutionStatus.CLAIMED:  # rolled back or handed on meanwhile
+            raise FlowStateError(f"this execution of {execution.fqn} was discarded")
         row = None if "." not in target else LtmInstance.objects.get(run=run, fqn=target)
         state = run.global_state if row is None else row.state
         if key not in state:
@@ -107,16 +110,18 @@ def append(execution: LtmExecution, target: str, key: str, value: Any, index: in
                     call_index=index,
                     target=target,
                     key=key,
+                    seq=run.seq + 1,  # the state.appended event's, written below
                 )
         except IntegrityError:
             return list(state[key])  # done before this execution was re-run
         state[key] = [*state[key], value]
         if row is None:
             LtmRun.objects.filter(pk=run.pk).update(global_state=state)
+            row = LtmInstance.objects.get(run=run, fqn=target)
         else:
             row.save(update_fields=["state"])
         event = {"key": key, "value": value, "length": len(state[key])}
-        store.add_event(run, "state.appended", target, event)
+        store.add_event(run, "state.appended", target, event, store.row_record(run, row))
         return list(state[key])
 
 
@@ -165,8 +170,8 @@ def _claim(snap: store.Snapshot, execution_id: int) -> store.Write | None:
     if (
         snap.run.state == LtmRunState.KILLED
         or row is None
-        or row.current_execution != execution.pk
-        or row.status not in (LtmStatus.QUEUED, LtmStatus.ACTIVE)  # active: a re-run
+        or row.entry != execution.entry  # queued for an earlier visit of its state
+        or row.status not in (LtmStatus.QUEUED, LtmStatus.ACTIVE)  # active: a join, a re-run
     ):
         return store.Write(execution_changes=[(execution.pk, stale)])
     try:
@@ -219,9 +224,9 @@ def _finish(snap: store.Snapshot, execution: LtmExecution, effects: Effects) -> 
         return None  # killed, or handed to another worker meanwhile: discard
     now = timezone.now()
     row = snap.rows.get(execution.fqn)
-    if row is None or row.current_execution != execution.pk:
+    if row is None or row.entry != execution.entry:
         stale = {"status": ExecutionStatus.STALE, "finished": now, "lease_until": None}
-        data = {"reason": "the state was queued again while this execution ran"}
+        data = {"reason": "the state began a new visit while this execution ran"}
         discarded = {"kind": "execution.discarded", "fqn": execution.fqn, "data": data}
         return store.Write(events=[discarded], execution_changes=[(execution.pk, stale)])
     machine = store.root_class(snap.run.name)

@@ -42,6 +42,8 @@ class LtmRun(models.Model):
     created = models.DateTimeField(auto_now_add=True)
     updated = models.DateTimeField(auto_now=True)
     finished = models.DateTimeField(null=True, blank=True)
+    # The first event the time machine can show (runs older than it kept no changes).
+    history_from = models.PositiveIntegerField(default=1)
 
     class Meta:
         ordering = ["-updated", "-created"]
@@ -69,9 +71,9 @@ class LtmInstance(models.Model):
     state = models.JSONField(default=dict, blank=True, encoder=DjangoJSONEncoder)
     params = models.JSONField(default=dict, blank=True, encoder=DjangoJSONEncoder)
     error = models.TextField(blank=True)
-    # The execution that may run this instance now: an older one, still in the outbox when
-    # the instance was queued again, finds it superseded and does nothing.
-    current_execution = models.BigIntegerField(null=True, blank=True)
+    # Which visit of the state this is (see InstanceRecord.entry): executions of an earlier
+    # visit, still in the outbox when the state began a new one, find it so and do nothing.
+    entry = models.PositiveIntegerField(default=0)
 
     class Meta:
         ordering = ["run", "fqn"]
@@ -93,12 +95,18 @@ class LtmExecution(models.Model):
     status = models.CharField(
         max_length=16, choices=ExecutionStatus.choices, default=ExecutionStatus.QUEUED
     )
+    entry = models.PositiveIntegerField(default=0)  # the visit of its instance it belongs to
     attempts = models.PositiveIntegerField(default=0)  # claims so far
     lease_until = models.DateTimeField(null=True, blank=True)
     worker = models.CharField(max_length=100, blank=True, default="")  # who claimed it
     created = models.DateTimeField(auto_now_add=True)
     dispatched_at = models.DateTimeField(null=True, blank=True)
     finished = models.DateTimeField(null=True, blank=True)
+    # The run's history: queued by the write that ended at event `queued_seq`, closed (done,
+    # failed, stale) by the one that ended at `closed_seq`. What was open after event n is
+    # what the time machine queues again when it goes back to n.
+    queued_seq = models.PositiveIntegerField(default=0)
+    closed_seq = models.PositiveIntegerField(null=True, blank=True)
 
     class Meta:
         ordering = ["id"]
@@ -106,6 +114,7 @@ class LtmExecution(models.Model):
             models.Index(fields=["status", "dispatched_at"], name="ltmexec_status_dispatch"),
             models.Index(fields=["status", "lease_until"], name="ltmexec_status_lease"),
             models.Index(fields=["run", "status"], name="ltmexec_run_status"),
+            models.Index(fields=["run", "queued_seq"], name="ltmexec_run_queued"),
         ]
 
     def __str__(self) -> str:
@@ -121,6 +130,7 @@ class LtmAppend(models.Model):
     call_index = models.PositiveIntegerField()
     target = models.CharField(max_length=500)  # the instance whose list grew
     key = models.CharField(max_length=200)
+    seq = models.PositiveIntegerField(default=0)  # the run's `state.appended` event
     created = models.DateTimeField(auto_now_add=True)
 
     class Meta:
@@ -141,6 +151,9 @@ class LtmEvent(EventRow):
     run = models.ForeignKey(LtmRun, on_delete=models.CASCADE, related_name="events")
     fqn = models.CharField(max_length=500, blank=True)
     state = models.CharField(max_length=16, choices=LtmRunState.choices)  # the run's, after it
+    # On the last event of each write: what that write changed (engine.core.ltm.history's
+    # change: whole records of the instances that changed or went, the run's state and error).
+    change = models.JSONField(null=True, blank=True, encoder=DjangoJSONEncoder)
 
     feed_type = "ltm.event"
 
@@ -155,3 +168,23 @@ class LtmEvent(EventRow):
 
     def subject(self) -> dict[str, Any]:
         return {"run": str(self.run_id), "fqn": self.fqn}
+
+
+class LtmCheckpoint(models.Model):
+    """The whole of a run (every record, its state and error) as committed after event
+    `seq`, written every `LTM_CHECKPOINT_EVERY` events: the time machine starts from the
+    nearest one and replays the changes after it."""
+
+    run = models.ForeignKey(LtmRun, on_delete=models.CASCADE, related_name="checkpoints")
+    seq = models.PositiveIntegerField()
+    snapshot = models.JSONField(encoder=DjangoJSONEncoder)
+    created = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["run", "seq"]
+        constraints = [
+            models.UniqueConstraint(fields=["run", "seq"], name="ltmcheckpoint_unique_seq"),
+        ]
+
+    def __str__(self) -> str:
+        return f"checkpoint of {self.run_id} at #{self.seq}"

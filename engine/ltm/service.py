@@ -51,7 +51,9 @@ def visible_ltm_runs(user: Any) -> QuerySet[LtmRun]:
     return access.visible(user, LtmRun.objects.select_related("owner"))
 
 
-def _get_run(run_id: Any, user: Any, *, check: bool = True) -> LtmRun:
+def get_run(run_id: Any, user: Any, *, check: bool = True) -> LtmRun:
+    """The run `run_id`; `LtmRun.DoesNotExist` if there is none, PermissionDenied (with
+    `check`) if `user` may not act on it."""
     try:
         run = LtmRun.objects.select_related("owner").get(pk=run_id)
     except (ValueError, ValidationError):
@@ -89,7 +91,7 @@ def fire_transition(
     active state that has it; `params` names parameterised targets."""
     check_text(label, "label")
     check_text(namespace, "namespace")
-    run = _get_run(run_id, user)
+    run = get_run(run_id, user)
     payload = dict(payload or {})
     ensure_json(payload, "payload")
 
@@ -110,12 +112,12 @@ def fire_transition(
         return write
 
     store.commit(run.pk, build)
-    return _get_run(run.pk, None, check=False)
+    return get_run(run.pk, None, check=False)
 
 
 def retry_ltm(run_id: Any, user: Any) -> LtmRun:
     """Execute the failed states of a run again (each with the payload it failed with)."""
-    run = _get_run(run_id, user)
+    run = get_run(run_id, user)
 
     def build(snap: store.Snapshot) -> store.Write:
         _refuse_killed(snap.run)
@@ -144,13 +146,13 @@ def retry_ltm(run_id: Any, user: Any) -> LtmRun:
         return write
 
     store.commit(run.pk, build)
-    return _get_run(run.pk, None, check=False)
+    return get_run(run.pk, None, check=False)
 
 
 def kill_ltm(run_id: Any, user: Any, reason: str = "") -> LtmRun:
     """End a run as killed: nothing queued executes, a run() still executing is discarded."""
     check_text(reason, "reason")
-    run = _get_run(run_id, user)
+    run = get_run(run_id, user)
 
     def build(snap: store.Snapshot) -> store.Write:
         _refuse_killed(snap.run)
@@ -165,7 +167,7 @@ def kill_ltm(run_id: Any, user: Any, reason: str = "") -> LtmRun:
         )
 
     store.commit(run.pk, build)
-    return _get_run(run.pk, None, check=False)
+    return get_run(run.pk, None, check=False)
 
 
 def load_ltm(run_id: Any, user: Any = None) -> RunView:
@@ -173,7 +175,7 @@ def load_ltm(run_id: Any, user: Any = None) -> RunView:
     fields, frozen), `.state` (global state), `.status` (the root's), `.instances` (fqn ->
     an InstanceView with `.status`, `.state`, `.params`, `.error`, `.name`), `.graph()`.
     With `user`, refuses (PermissionDenied) a run they may not see."""
-    run = _get_run(run_id, user, check=user is not None)
+    run = get_run(run_id, user, check=user is not None)
     snap = store.read(run.pk)
     return RunView.of(store.root_class(snap.run.name), snap.records(), _run_record(snap.run))
 

@@ -20,14 +20,23 @@ from django.db import transaction
 from django.db.models import F
 from django.utils import timezone
 
+from engine import config
 from engine import dispatch as queue
 from engine import events as engine_events
 from engine.core.errors import StaleFlowError
+from engine.core.ltm import history
 from engine.core.ltm.node import LTM
 from engine.core.ltm.records import InstanceRecord
 from engine.core.ltm.registry import ltm_registry
 from engine.jsonsafe import MAX_DEPTH, ensure_json
-from engine.ltm.models import LtmEvent, LtmExecution, LtmInstance, LtmRun
+from engine.ltm.models import (
+    LtmAppend,
+    LtmCheckpoint,
+    LtmEvent,
+    LtmExecution,
+    LtmInstance,
+    LtmRun,
+)
 from engine.ltm.status import FINISHED, OPEN, LtmRunState
 
 _ATTEMPTS = 50  # compare-and-set retries before giving up (each one re-plans, never re-runs)
@@ -56,18 +65,7 @@ class Snapshot:
 
     def records(self) -> list[InstanceRecord]:
         """The rows as core records; the root's state is the run's global state."""
-        return [
-            InstanceRecord(
-                fqn=row.fqn,
-                name=row.name,
-                declared_name=row.declared_name,
-                status=row.status,
-                state=self.run.global_state if "." not in row.fqn else row.state,
-                params=row.params,
-                error=row.error or None,
-            )
-            for row in self.rows.values()
-        ]
+        return [row_record(self.run, row) for row in self.rows.values()]
 
     def tree(self, runtime: Any = None) -> LTM:
         """A live tree of the stored records."""
@@ -77,6 +75,20 @@ class Snapshot:
             run_id=str(self.run.pk),
             runtime=runtime,
         )
+
+
+def row_record(run: LtmRun, row: LtmInstance) -> InstanceRecord:
+    """One instance row as a core record (the root's state is the run's global state)."""
+    return InstanceRecord(
+        fqn=row.fqn,
+        name=row.name,
+        declared_name=row.declared_name,
+        status=row.status,
+        state=run.global_state if "." not in row.fqn else row.state,
+        params=row.params,
+        error=row.error or None,
+        entry=row.entry,
+    )
 
 
 def read(run_id: Any) -> Snapshot:
@@ -94,16 +106,23 @@ class Write:
     events: list[dict[str, Any]] = field(default_factory=list)
     execution_changes: list[tuple[int, dict[str, Any]]] = field(default_factory=list)
     redispatch: list[int] = field(default_factory=list)
+    removed: list[str] = field(default_factory=list)  # fqns of instances to delete
+    # Index in `executions` -> (an earlier execution, a seq): the new execution takes over
+    # that one's atomic appends made up to that event (the time machine re-queues it).
+    inherit: dict[int, tuple[int, int]] = field(default_factory=dict)
     run_state: str | None = None  # None: worked out from what is open and what failed
     run_error: str | None = None
     outcome: Any = None  # for the caller of `commit`
     new_execution_ids: list[int] = field(default_factory=list)
 
 
-def commit(run_id: Any, build: Callable[[Snapshot], Write | None]) -> Write | None:
+def commit(
+    run_id: Any, build: Callable[[Snapshot], Write | None], *, retry: bool = True
+) -> Write | None:
     """Apply `build(snapshot)` to the run with a compare-and-set; `build` is called again
-    on a fresh snapshot when another writer got in first. None from `build`: write nothing."""
-    for _ in range(_ATTEMPTS):
+    on a fresh snapshot when another writer got in first (with `retry=False` that is a
+    StaleFlowError instead). None from `build`: write nothing."""
+    for _ in range(_ATTEMPTS if retry else 1):
         with transaction.atomic():
             snap = read(run_id)
             write = build(snap)
@@ -111,13 +130,19 @@ def commit(run_id: Any, build: Callable[[Snapshot], Write | None]) -> Write | No
                 return None
             if apply(snap, write):
                 return write
+    if not retry:
+        raise StaleFlowError(f"LTM run {run_id} changed meanwhile; look again and retry")
     raise StaleFlowError(f"LTM run {run_id} keeps changing; try again")
 
 
 def apply(snap: Snapshot, write: Write) -> bool:
     """Store `write` if the run is still at the version read in `snap` (call inside a
     transaction). The compare-and-set is the first statement: on a conflict nothing is
-    written and False is returned."""
+    written and False is returned.
+
+    Besides the rows, each write keeps its place in the run's history: the change it made
+    rides on its last event (`LtmEvent.change`), the executions it queued or closed carry
+    that event's seq, and every `checkpoint_every()` events a whole snapshot is kept."""
     run, now = snap.run, timezone.now()
     state = _next_state(snap, write)
     events = list(write.events)
@@ -128,6 +153,10 @@ def apply(snap: Snapshot, write: Write) -> bool:
     error = write.run_error if write.run_error is not None else run.error
     if state == LtmRunState.COMPLETE:
         error = ""
+    before = {fqn: row_record(run, row) for fqn, row in snap.rows.items()}
+    change = history.change_of(before, write.records, write.removed, state=state, error=error)
+    if not events and (change["records"] or change["removed"]):
+        events.append({"kind": "state.stored", "fqn": "", "data": {}})
     finished = (run.finished if run.state == state else now) if state in FINISHED else None
     changes = {
         "state": state,
@@ -144,37 +173,77 @@ def apply(snap: Snapshot, write: Write) -> bool:
     for name, value in changes.items():
         setattr(run, name, value)
     run.version += 1
+    first_seq, end_seq = run.seq, run.seq + len(events)
     _write_records(snap, write.records)
-    current: dict[str, int] = {}
-    for fqn, payload in write.executions:
+    if write.removed:
+        LtmInstance.objects.filter(run=run, fqn__in=write.removed).delete()
+        for fqn in write.removed:
+            snap.rows.pop(fqn, None)
+    for index, (fqn, payload) in enumerate(write.executions):
+        row = snap.rows[fqn]
         execution = LtmExecution.objects.create(
-            run=run, fqn=fqn, payload=payload, dispatched_at=now
+            run=run,
+            fqn=fqn,
+            payload=payload,
+            entry=row.entry,
+            dispatched_at=now,
+            queued_seq=end_seq,
         )
         write.new_execution_ids.append(execution.pk)
-        current[fqn] = execution.pk  # queued twice in one plan: the last one runs
-    for fqn, execution_id in current.items():
-        LtmInstance.objects.filter(run=run, fqn=fqn).update(current_execution=execution_id)
+        if index in write.inherit:
+            _inherit_appends(execution, *write.inherit[index])
     for execution_id, execution_changes in write.execution_changes:
+        if execution_changes.get("status") not in (None, *OPEN):
+            execution_changes = {**execution_changes, "closed_seq": end_seq}
         LtmExecution.objects.filter(pk=execution_id).update(**execution_changes)
     rows = [
         LtmEvent(
             run=run,
-            seq=run.seq + index,
+            seq=first_seq + index,
             kind=spec["kind"],
             fqn=spec.get("fqn", ""),
             actor=spec.get("actor"),
             state=state,
             data=spec.get("data", {}),
+            change=change if index == len(events) else None,
         )
         for index, spec in enumerate(events, start=1)
     ]
     LtmEvent.objects.bulk_create(rows)
-    run.seq += len(rows)
+    run.seq = end_seq
+    _checkpoint(snap, first_seq, end_seq)
     engine_events.publish_on_commit(event_dict(run, row) for row in rows)
     to_dispatch = [*write.new_execution_ids, *write.redispatch]
     if to_dispatch:
         transaction.on_commit(lambda: dispatch(to_dispatch))
     return True
+
+
+def _inherit_appends(execution: LtmExecution, earlier: int, up_to: int) -> None:
+    LtmAppend.objects.bulk_create(
+        LtmAppend(
+            execution=execution,
+            fqn=done.fqn,
+            call_index=done.call_index,
+            target=done.target,
+            key=done.key,
+            seq=done.seq,
+        )
+        for done in LtmAppend.objects.filter(execution_id=earlier, seq__lte=up_to)
+    )
+
+
+def _checkpoint(snap: Snapshot, first_seq: int, end_seq: int) -> None:
+    """A whole snapshot of the run when this write crossed a multiple of the interval."""
+    every = config.checkpoint_every()
+    if end_seq // every == first_seq // every:
+        return
+    point = history.PointInTime(
+        {fqn: row_record(snap.run, row) for fqn, row in snap.rows.items()},
+        snap.run.state,
+        snap.run.error,
+    )
+    LtmCheckpoint.objects.create(run=snap.run, seq=end_seq, snapshot=point.snapshot())
 
 
 def _next_state(snap: Snapshot, write: Write) -> str:
@@ -199,7 +268,7 @@ def _next_state(snap: Snapshot, write: Write) -> str:
 
 
 def _write_records(snap: Snapshot, records: Iterable[InstanceRecord]) -> None:
-    fields = ["name", "declared_name", "status", "state", "params", "error"]
+    fields = ["name", "declared_name", "status", "state", "params", "error", "entry"]
     for record in records:
         values = {
             "name": record.name,
@@ -208,6 +277,7 @@ def _write_records(snap: Snapshot, records: Iterable[InstanceRecord]) -> None:
             "state": record.state if "." in record.fqn else {},  # the root's: global state
             "params": record.params,
             "error": record.error or "",
+            "entry": record.entry,
         }
         row = snap.rows.get(record.fqn)
         if row is None:
@@ -220,14 +290,22 @@ def _write_records(snap: Snapshot, records: Iterable[InstanceRecord]) -> None:
         row.save(update_fields=fields)
 
 
-def add_event(run: LtmRun, kind: str, fqn: str, data: dict[str, Any]) -> LtmEvent:
+def add_event(
+    run: LtmRun, kind: str, fqn: str, data: dict[str, Any], changed: InstanceRecord
+) -> LtmEvent:
     """Append one event to a run whose row this transaction has locked (its version was
-    bumped by this transaction already), with the next sequence number."""
+    bumped by this transaction already), with the next sequence number; `changed` is the
+    instance it changed, as stored now."""
     run.seq += 1
     LtmRun.objects.filter(pk=run.pk).update(seq=run.seq, updated=timezone.now())
+    change = history.change_of({}, [changed], state=run.state, error=run.error)
     row = LtmEvent.objects.create(
-        run=run, seq=run.seq, kind=kind, fqn=fqn, state=run.state, data=data
+        run=run, seq=run.seq, kind=kind, fqn=fqn, state=run.state, data=data, change=change
     )
+    every = config.checkpoint_every()
+    if run.seq % every == 0:
+        snap = Snapshot(run, {r.fqn: r for r in LtmInstance.objects.filter(run=run)})
+        _checkpoint(snap, run.seq - 1, run.seq)
     engine_events.publish_on_commit([event_dict(run, row)])
     return row
 

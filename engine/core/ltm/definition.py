@@ -34,6 +34,11 @@ class InvalidTransition(Exception):
     """`transition()` was called with a label that moves nothing (or with unusable params)."""
 
 
+class LTMRedefinitionWarning(RuntimeWarning):
+    """A root LTM class was defined again under the same module and qualified name: the new
+    definition replaced the registered one."""
+
+
 class LTMDefinitionWarning(UserWarning):
     """An LTM definition is legal but probably not what was meant (unreachable states)."""
 
@@ -42,6 +47,15 @@ def snake_case(class_name: str) -> str:
     """`EndState` -> `end_state`, `MyLTM2` -> `my_ltm2`, `HTTPServer` -> `http_server`."""
     spaced = re.sub(r"(?<=[a-z0-9])(?=[A-Z])|(?<=[A-Z])(?=[A-Z][a-z])", "_", class_name)
     return spaced.lower().lstrip("_")
+
+
+def check_initial_state(cls: type) -> None:
+    """`initial_state` must be a dict with str keys (copied into each visit's state)."""
+    initial = getattr(cls, "initial_state", {})
+    if not isinstance(initial, Mapping) or not all(isinstance(key, str) for key in initial):
+        raise InvalidDefinition(
+            f"{cls.__qualname__}: initial_state must be a dict with str keys, got {initial!r}"
+        )
 
 
 def format_name(template: str, params: Mapping[str, Any]) -> str:

@@ -33,6 +33,7 @@ from engine.core.graph.extract import ltm_graph
 from .definition import (
     Definition,
     InvalidTransition,
+    check_initial_state,
     check_name,
     check_reserved,
     check_tree,
@@ -96,6 +97,9 @@ class LTM:
       init         child states queued when this machine has executed
       transitions  `{"from": Cls or iterable, "label": str, "to": Cls or iterable,
                    "namespace": optional str}`
+      initial_state  the state each visit of this state starts with (default empty), say
+                   `{"done": []}` for a join that appends to its own list (flou's
+                   `get_initial_state()`)
     `init` and `transitions` may be zero-argument callables (lambdas) for forward references;
     they are then checked on first use instead of at class creation.
 
@@ -106,6 +110,7 @@ class LTM:
     name: str = "ltm"
     init: Any = ()
     transitions: Any = ()
+    initial_state: ClassVar[Mapping[str, Any]] = MappingProxyType({})
     placeholders: tuple[str, ...] = ()
     _ltm_definition: ClassVar[Definition | None] = None  # read from each class's own __dict__
 
@@ -119,6 +124,7 @@ class LTM:
         if "name" not in cls.__dict__:
             cls.name = snake_case(cls.__name__)
         cls.placeholders = check_name(cls)
+        check_initial_state(cls)
         check_reserved(cls, ENGINE_METHODS)
         if not (is_lazy(cls.init) or is_lazy(cls.transitions)):
             cls.definition()
@@ -158,8 +164,9 @@ class LTM:
         self._parent = parent
         self._root: LTM = parent._root if parent is not None else self
         self._children: dict[str, LTM] = {}
-        self._state: dict[str, Any] = {}
+        self._state: dict[str, Any] = copy.deepcopy(dict(type(self).initial_state))
         self._status = "init"
+        self._entry = 0
         # Meaningful on the root only.
         self._id: str | None = None
         self._runtime = None
@@ -358,6 +365,7 @@ class LTM:
                 node._status = record.status
                 node._state = copy.deepcopy(record.state)
                 node.error = record.error
+                node._entry = record.entry
 
     def record(self) -> InstanceRecord:
         """The snapshot of this instance."""
@@ -369,6 +377,7 @@ class LTM:
             state=copy.deepcopy(self._state),
             params=copy.deepcopy(self.params),
             error=self.error,
+            entry=self._entry,
         )
 
     def records(self) -> list[InstanceRecord]:

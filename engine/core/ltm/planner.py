@@ -113,11 +113,31 @@ def _moves(tree: RecordTree, call: TransitionCall) -> list[Move]:
                 for child in tree.children(machine)
                 if tree.class_of(child) in transition.sources
                 and _counts_active(tree.record(child).status, child == call.caller_fqn)
+                and _named_by(tree.class_of(child), tree.record(child).name, call.params)
             )
             if sources:
                 _target_items(transition, call.params)
                 moves.append(Move(machine, transition, sources))
     return moves
+
+
+def _named_by(cls: type[LTM], name: str, params: list[dict[str, Any]] | None) -> bool:
+    """Whether the instance `name` of `cls` is one the call's params name. As in flou, the
+    params of a call choose its parameterised sources too: `transition("done_{n}",
+    params=[{"n": 1}])` moves `work_1`, not every active `work_{n}`. Params that do not
+    name the source's placeholders at all leave every instance of it a source."""
+    if not params or not cls.placeholders:
+        return True
+    naming = [item for item in params if all(field in item for field in cls.placeholders)]
+    if not naming:
+        return True
+    for item in naming:
+        try:
+            if format_name(cls.name, item) == name:
+                return True
+        except InvalidTransition:
+            continue
+    return False
 
 
 def _counts_active(status: str, is_caller: bool) -> bool:
@@ -153,6 +173,7 @@ class _Planner:
         self.tree = tree
         self.before = {r.fqn: r for r in tree.records()} if stored else {}
         self.result = Plan()
+        self.queued: list[tuple[str, dict[str, Any], int]] = []  # (fqn, payload, entry)
 
     def event(self, kind: str, fqn: str, data: dict[str, Any]) -> None:
         self.result.events.append({"kind": kind, "fqn": fqn, "data": data})
@@ -165,13 +186,27 @@ class _Planner:
 
     def queue(self, fqn: str, payload: Mapping[str, Any]) -> None:
         self.set_status(fqn, "queued")
-        self.result.executions.append((fqn, copy.deepcopy(dict(payload))))
+        entry = self.tree.record(fqn).entry
+        self.queued.append((fqn, copy.deepcopy(dict(payload)), entry))
 
     def reinitialise(self, fqn: str) -> None:
+        """A new visit of `fqn`: its state and its children start afresh, and executions
+        queued for an earlier visit of any of them will find themselves stale."""
         for each in list(self.tree.walk(fqn)):
-            self.tree.update(each, state={}, error=None)
+            record = self.tree.record(each)
+            initial = copy.deepcopy(dict(self.tree.class_of(each).initial_state))
+            self.tree.update(each, state=initial, error=None, entry=record.entry + 1)
             if each != fqn:
                 self.set_status(each, "init")
+
+    def enter(self, fqn: str, payload: Mapping[str, Any]) -> None:
+        """A transition into `fqn`: each one is an execution of its own, with its own
+        payload. Into a state that is queued or active already (a join entered by several
+        branches) it joins the visit under way: nothing is reset. Otherwise the state
+        starts a new visit."""
+        if self.tree.record(fqn).status not in ("queued", "active"):
+            self.reinitialise(fqn)
+        self.queue(fqn, payload)
 
     def complete(self, fqn: str) -> None:
         # A machine moved on from: what still runs inside it is over too.
@@ -213,10 +248,15 @@ class _Planner:
         for source in move.sources:
             self.complete(source)
         for target in targets:
-            self.reinitialise(target)
-            self.queue(target, call.payload)
+            self.enter(target, call.payload)
 
     def finish(self) -> Plan:
         after = self.tree.records()
         self.result.records_changed = [r for r in after if self.before.get(r.fqn) != r]
+        # An execution queued and then overtaken within this very plan (its state moved on,
+        # or began a new visit) would only be stale: it is not queued at all.
+        for fqn, payload, entry in self.queued:
+            record = self.tree.record(fqn)
+            if record.entry == entry and record.status in ("queued", "active"):
+                self.result.executions.append((fqn, payload))
         return self.result

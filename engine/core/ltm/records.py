@@ -23,7 +23,10 @@ class InstanceRecord:
     """Snapshot of one instance, as the persistence layer stores it.
 
     `declared_name` is the child state's name as declared in its parent (the name template
-    for parameterised states); `name` is the instance name (`processing_1`)."""
+    for parameterised states); `name` is the instance name (`processing_1`). `entry` counts
+    the visits of the state: a transition into a state that is not queued or active starts
+    a new visit (fresh state, children re-initialised); executions belong to one visit, and
+    those of an earlier visit never run."""
 
     fqn: str
     name: str
@@ -32,6 +35,7 @@ class InstanceRecord:
     state: dict[str, Any] = field(default_factory=dict)
     params: dict[str, Any] = field(default_factory=dict)
     error: str | None = None
+    entry: int = 0
 
     @property
     def parent_fqn(self) -> str | None:
@@ -73,7 +77,8 @@ class Plan:
     """What applying effects (or a start, or an operator's transition) does to a run.
 
     `records_changed`: full new snapshots of the instances that changed or appeared;
-    `executions`: `(fqn, payload)` to queue, in order; `events`: `{kind, fqn, data}` with
+    `executions`: `(fqn, payload)` to queue, in order, each run on its own (the visit it
+    belongs to is the record's `entry`); `events`: `{kind, fqn, data}` with
     kinds `status`, `state.updated`, `transition`, `transition.skipped`, `error`;
     `skipped_transitions`: calls that moved nothing by the time they were planned."""
 

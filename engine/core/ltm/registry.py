@@ -3,10 +3,11 @@ on the run. It holds classes only, and checks their definitions before taking th
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, TypeVar
 
-from .definition import InvalidDefinition, check_tree
+from .definition import InvalidDefinition, LTMRedefinitionWarning, check_tree
 
 if TYPE_CHECKING:
     from .node import LTM
@@ -22,11 +23,24 @@ def register(cls: _Cls) -> _Cls:
         raise InvalidDefinition(f"{cls.__qualname__}: a root cannot be parameterised")
     other = _registry.get(cls.name)
     if other is not None and other is not cls:
-        raise InvalidDefinition(
-            f"{cls.__qualname__}: root name {cls.name!r} is taken by {other.__qualname__}"
+        if _where(other) != _where(cls):
+            raise InvalidDefinition(
+                f"{_where(cls)}: root name {cls.name!r} is taken by {_where(other)}"
+            )
+        # The same class defined again (a module reloaded, a class built in a loop or a
+        # parametrised test): the new definition replaces the old, as Django does for models.
+        warnings.warn(
+            f"LTM {cls.name!r} ({_where(cls)}) was already registered; the new definition "
+            "replaces it. Runs of it go on with the new definition.",
+            LTMRedefinitionWarning,
+            stacklevel=2,
         )
     _registry[cls.name] = cls
     return cls
+
+
+def _where(cls: type) -> str:
+    return f"{cls.__module__}.{cls.__qualname__}"
 
 
 def unregister(cls: type[LTM]) -> None:

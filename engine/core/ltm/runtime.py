@@ -68,7 +68,7 @@ class StoredRun:
 
     root_cls: type[LTM]
     records: dict[str, InstanceRecord] = field(default_factory=dict)
-    queue: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
+    queue: list[tuple[str, dict[str, Any], int]] = field(default_factory=list)  # + entry
     events: list[dict[str, Any]] = field(default_factory=list)
     executed: list[str] = field(default_factory=list)
     stale: list[str] = field(default_factory=list)
@@ -152,7 +152,9 @@ class InMemoryRuntime(Runtime):
     def _commit(self, run: StoredRun, result: Plan) -> None:
         for record in result.records_changed:
             run.records[record.fqn] = record
-        run.queue.extend(result.executions)
+        run.queue.extend(
+            (fqn, payload, run.records[fqn].entry) for fqn, payload in result.executions
+        )
         run.events.extend(result.events)
         run.skipped.extend(result.skipped_transitions)
 
@@ -166,14 +168,19 @@ class InMemoryRuntime(Runtime):
                 if run.executions >= self.max_executions:
                     raise RuntimeError(f"{run_id}: more than {self.max_executions} executions")
                 index = self._random.randrange(len(run.queue)) if self._random else 0
-                fqn, payload = run.queue.pop(index)
-                self._execute_one(run_id, run, fqn, payload)
+                fqn, payload, entry = run.queue.pop(index)
+                self._execute_one(run_id, run, fqn, payload, entry)
         finally:
             run.draining = False
 
-    def _execute_one(self, run_id: str, run: StoredRun, fqn: str, payload: dict[str, Any]) -> None:
+    def _execute_one(
+        self, run_id: str, run: StoredRun, fqn: str, payload: dict[str, Any], entry: int
+    ) -> None:
         instance = self.load(run_id).find(fqn)
-        if instance.status != "queued":  # moved on, or queued twice, before it ran
+        record = run.records[fqn]
+        # Moved on, or began a new visit, before it ran. A join entered again while active
+        # keeps its visit: each arrival executes.
+        if record.status not in ("queued", "active") or record.entry != entry:
             run.stale.append(fqn)
             return
         run.executions += 1

@@ -39,7 +39,10 @@ class RecordTree:
         self._records: dict[str, InstanceRecord] = {}
         self._classes: dict[str, type[LTM]] = {}
         self._children: dict[str, list[str]] = {}
-        self._add(InstanceRecord(self.root, self.root, machine.name, "init"), machine, None)
+        initial = copy.deepcopy(dict(machine.initial_state))
+        self._add(
+            InstanceRecord(self.root, self.root, machine.name, "init", initial), machine, None
+        )
         for record in sorted(records, key=lambda r: r.fqn.count(".")):
             self._load(record)
 
@@ -64,7 +67,11 @@ class RecordTree:
         if fqn != record.fqn:
             raise ValueError(f"record {record.fqn!r} rebuilds as {fqn!r}")
         self.update(
-            fqn, status=record.status, state=copy.deepcopy(record.state), error=record.error
+            fqn,
+            status=record.status,
+            state=copy.deepcopy(record.state),
+            error=record.error,
+            entry=record.entry,
         )
 
     # -- reading ---------------------------------------------------------------------------
@@ -123,7 +130,10 @@ class RecordTree:
         name = format_name(cls.name, params) if cls.placeholders else cls.name
         fqn = f"{parent}.{name}"
         if fqn not in self._records:
-            record = InstanceRecord(fqn, name, cls.name, "init", {}, copy.deepcopy(dict(params)))
+            initial = copy.deepcopy(dict(cls.initial_state))
+            record = InstanceRecord(
+                fqn, name, cls.name, "init", initial, copy.deepcopy(dict(params))
+            )
             self._add(record, cls, parent)
         return fqn
 

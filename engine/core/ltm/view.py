@@ -41,6 +41,7 @@ class InstanceView:
     state: Mapping[str, Any]
     params: Mapping[str, Any]
     error: str | None = None
+    entry: int = 0  # which visit of the state this is
 
     @classmethod
     def of(cls, record: InstanceRecord) -> InstanceView:
@@ -52,6 +53,7 @@ class InstanceView:
             state=_frozen(record.state),
             params=_frozen(record.params),
             error=record.error,
+            entry=record.entry,
         )
 
     @property
@@ -68,6 +70,7 @@ class InstanceView:
             state=copy.deepcopy(dict(self.state)),
             params=copy.deepcopy(dict(self.params)),
             error=self.error,
+            entry=self.entry,
         )
 
 

@@ -277,6 +277,7 @@ def test_records_round_trip_through_from_records() -> None:
         status="completed",
         state={"saw": 3},
         params={"n": 2},
+        entry=1,  # its first visit
     )
     with pytest.raises(RuntimeError, match="already started"):
         rebuilt.start()
