@@ -153,7 +153,7 @@ def apply(snap: Snapshot, write: Write) -> bool:
     error = write.run_error if write.run_error is not None else run.error
     if state == LtmRunState.COMPLETE:
         error = ""
-    before = {fqn: row_record(run, row) for fqn, row in snap.rows.items()}
+    before = {r.fqn: row_record(run, snap.rows[r.fqn]) for r in write.records if r.fqn in snap.rows}
     change = history.change_of(before, write.records, write.removed, state=state, error=error)
     if not events and (change["records"] or change["removed"]):
         events.append({"kind": "state.stored", "fqn": "", "data": {}})
