@@ -22,6 +22,17 @@ from engine.core.graph.extract import ltm_graph, routine_graph
 from engine.core.ltm.registry import ltm_registry
 from engine.core.ltm.view import RunView
 from engine.diagram import DiagramUnavailable
+from engine.flows.humans import (
+    DecisionForm,
+    is_decision,
+    json_schema,
+    may_answer,
+    notifications_of,
+    script_schema,
+    sees_results,
+    unread_count,
+    waiting_for,
+)
 from engine.flows.routines import (
     RoutineStepError,
     StaleRoutineError,
@@ -36,6 +47,7 @@ from engine.flows.routines import (
 from engine.flows.service import (
     available_actions,
     can_operate,
+    can_see_flow,
     kill_flow,
     move_to,
     push_input,
@@ -49,6 +61,7 @@ from engine.flows.service import (
 )
 from engine.flows.status import ACTIONS, ACTIVE, FINISHED, FlowState
 from engine.flows.sweep import sweep
+from engine.housekeeping import run_housekeeping
 from engine.jsonsafe import (
     MAX_ID,
     NotJSON,
@@ -99,6 +112,17 @@ __all__ = [
     "can_operate",
     "can_operate_ltm",
     "can_see_all",
+    "can_see_flow",
+    "DecisionForm",
+    "is_decision",
+    "json_schema",
+    "may_answer",
+    "notifications_of",
+    "run_housekeeping",
+    "script_schema",
+    "sees_results",
+    "unread_count",
+    "waiting_for",
     "create_checked_routine",
     "create_routine",
     "copy_ltm",

@@ -15,7 +15,8 @@ import time
 from django.db import close_old_connections
 
 from engine import config, liveness
-from engine.flows import lease
+from engine.flows import humans, lease
+from engine.flows.runner import fire_deadlines
 from engine.flows.service import recheck_waiting
 from engine.flows.sweep import hand_on_from, sweep
 from engine.ltm.sweep import hand_on_ltm_from, renew_leases, sweep_ltm
@@ -34,6 +35,8 @@ class Housekeeper(threading.Thread):
         self.recheck_every = config.seconds("RECHECK_SECONDS")
         # Leases are renewed a few times per lease period, so one missed round is harmless.
         self.renew_every = min(self.sweep_every, config.seconds("LEASE_SECONDS") / 4)
+        # Deadlines, reminders and e-mails: checked every beat, so they fire within seconds.
+        self.human_every = config.seconds("HEARTBEAT_SECONDS")
         self.last: dict[str, float] = {}
 
     def due(self, duty: str, every: float) -> bool:
@@ -78,6 +81,44 @@ class Housekeeper(threading.Thread):
             self.orphans.check()
         if self.due("recheck", self.recheck_every):
             recheck_waiting()
+        if self.due("humans", self.human_every):
+            human_duties()
 
     def stop(self) -> None:
         self.stopping.set()
+
+
+def human_duties() -> dict[str, int]:
+    """Deadlines that passed, reminders due, notification e-mails to send."""
+    return {
+        "deadlines": fire_deadlines(),
+        "reminders": humans.send_reminders(),
+        "emails": humans.send_emails(),
+    }
+
+
+_watch: OrphanWatch | None = None
+
+
+def run_housekeeping() -> dict[str, int]:
+    """One pass of every periodic duty at once, exactly what the consumers' housekeeping does
+    every few seconds: hand on the work of dead workers, sweep expired leases and lost
+    executions, re-check waiting steps, fire passed deadlines, send reminders and
+    notification e-mails. Safe beside running consumers (every duty is a compare-and-set).
+    Returns what each duty did."""
+    global _watch
+    if _watch is None:
+        _watch = OrphanWatch()
+    dead = liveness.dead_workers()
+    if dead:
+        hand_on_from(dead)
+        hand_on_ltm_from(dead)
+        for worker in dead:
+            liveness.forget(worker)
+    done: dict[str, int] = {"dead_workers": len(dead)}
+    done["swept"] = sweep() or 0
+    sweep_ltm()
+    _watch.check()
+    done["rechecked"] = recheck_waiting()
+    done.update(human_duties())
+    return done

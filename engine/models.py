@@ -4,7 +4,9 @@ rows in `engine.liveness`). Import them from here."""
 
 from engine.flows.models import (
     Flow,
+    FlowAssignee,
     FlowEvent,
+    Notification,
     Routine,
     RoutineStep,
     Task,
@@ -15,6 +17,7 @@ from engine.ltm.models import LtmAppend, LtmCheckpoint, LtmEvent, LtmExecution, 
 
 __all__ = [
     "Flow",
+    "FlowAssignee",
     "FlowEvent",
     "LtmAppend",
     "LtmCheckpoint",
@@ -22,6 +25,7 @@ __all__ = [
     "LtmExecution",
     "LtmInstance",
     "LtmRun",
+    "Notification",
     "Routine",
     "RoutineStep",
     "Task",

@@ -186,3 +186,92 @@ class NastyOutput(Task):
         if how == "nan":
             return {"x": float("nan")}
         return {"text": self.TEXT, "input": self.input}
+
+
+# -- human steps ----------------------------------------------------------------------------
+
+from django import forms  # noqa: E402
+
+from engine.forms import DecisionForm  # noqa: E402
+
+
+class OrderForm(forms.Form):
+    approved = forms.BooleanField(required=False, help_text="Tick to approve")
+    amount = forms.DecimalField(min_value=0, max_digits=10, decimal_places=2)
+    ship_on = forms.DateField(required=False)
+    size = forms.ChoiceField(choices=[("s", "Small"), ("l", "Large")])
+    quantity = forms.IntegerField(min_value=1, max_value=99, initial=1)
+
+
+class TypedInput(Task):
+    """Waits for an OrderForm; stores what it got."""
+
+    name = "t_form"
+    input_form = OrderForm
+
+    def perform(self):
+        if self.input is None:
+            return wait("fill in the order")
+        return result(self.input)
+
+
+class Approval(DecisionForm):
+    amount = forms.DecimalField(min_value=0, max_digits=10, decimal_places=2, required=False)
+
+
+class Approve(Task):
+    """A decision, assigned and with a deadline as its params say (the convention: the step's
+    params `assign_to` and `timeout` are handed to wait())."""
+
+    name = "t_approve"
+    input_form = Approval
+    remind_before = 1
+
+    def perform(self):
+        if self.input is None:
+            return wait(
+                "approve the order",
+                assign_to=self.params.get("assign_to"),
+                timeout=self.params.get("timeout"),
+            )
+        if not self.input["approved"]:
+            return kill(f"rejected: {self.input['comment']}")
+        return result(self.input)
+
+
+class HiddenApproval(Approve):
+    """Like t_approve, but its assignees do not see the flow's earlier results."""
+
+    name = "t_approve_hidden"
+    results_visible_to_assignees = False
+
+
+class TimesOut(Task):
+    """Waits with a deadline; on_timeout does what params["on_timeout"] says."""
+
+    name = "t_times_out"
+
+    def perform(self):
+        if self.input is not None:
+            return result({"answered": self.input})
+        return wait("answer in time", timeout=self.params.get("timeout", 1))
+
+    def on_timeout(self):
+        note_performed(self)
+        then = self.params.get("on_timeout", "result")
+        if then == "kill":
+            return kill("nobody answered")
+        if then == "wait":
+            return wait("still waiting", timeout=self.params.get("timeout", 1))
+        return result("timed out")
+
+
+class PlainDeadline(Task):
+    """Waits with a deadline and says nothing of what happens then."""
+
+    name = "t_plain_deadline"
+
+    def perform(self):
+        if self.input is not None:
+            return result(self.input)
+        return wait("answer in time", timeout=self.params.get("timeout", 1))

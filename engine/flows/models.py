@@ -115,6 +115,11 @@ class Flow(models.Model):
     lease_until = models.DateTimeField(null=True, blank=True)
     # Position whose non-rerunnable step has begun (cleared when its outcome commits).
     started_position = models.IntegerField(null=True, blank=True)
+    # Human steps: each committed wait is numbered (notifications are once per wait); a wait
+    # with a timeout has a deadline, and a reminder before it when its script asks for one.
+    wait_number = models.PositiveIntegerField(default=0)
+    deadline = models.DateTimeField(null=True, blank=True)
+    remind_at = models.DateTimeField(null=True, blank=True)
     created = models.DateTimeField(auto_now_add=True)
     updated = models.DateTimeField(auto_now=True)
     finished = models.DateTimeField(null=True, blank=True)
@@ -125,6 +130,7 @@ class Flow(models.Model):
             models.Index(fields=["state", "lease_until"], name="flow_state_lease"),
             models.Index(fields=["owner", "state"], name="flow_owner_state"),
             models.Index(fields=["-updated", "-id"], name="flow_recent"),
+            models.Index(fields=["state", "deadline"], name="flow_state_deadline"),
         ]
         permissions = [("operate_flow", "Can see and override every user's flows")]
 
@@ -171,3 +177,60 @@ class FlowEvent(EventRow):
 
     def subject(self) -> dict[str, Any]:
         return {"flow": self.flow_id, "position": self.position, "message": self.message}
+
+
+class FlowAssignee(models.Model):
+    """Who may answer a flow's current wait: a user or a group (rows of the current wait
+    only; they go when the flow stops waiting)."""
+
+    flow = models.ForeignKey(Flow, on_delete=models.CASCADE, related_name="assignees")
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.CASCADE, related_name="+"
+    )
+    group = models.ForeignKey(
+        "auth.Group", null=True, blank=True, on_delete=models.CASCADE, related_name="+"
+    )
+
+    class Meta:
+        indexes = [
+            models.Index(fields=["user"], name="flowassignee_user"),
+            models.Index(fields=["group"], name="flowassignee_group"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.user or self.group} may answer flow {self.flow_id}"
+
+
+class Notification(models.Model):
+    """An in-app notification of a user, about a flow's wait (once per wait and user), and
+    the e-mail it sends: `emailed` is set by the one process that sends it."""
+
+    WAITING, REMINDER = "waiting", "reminder"
+    KINDS = [(WAITING, "Waiting for you"), (REMINDER, "Deadline soon")]
+
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="flow_notifications"
+    )
+    flow = models.ForeignKey(Flow, on_delete=models.CASCADE, related_name="notifications")
+    wait_number = models.PositiveIntegerField()
+    kind = models.CharField(max_length=16, choices=KINDS, default=WAITING)
+    message = models.CharField(max_length=500)
+    created = models.DateTimeField(auto_now_add=True)
+    cleared = models.DateTimeField(null=True, blank=True)  # the wait was answered or ended
+    emailed = models.DateTimeField(null=True, blank=True)
+    email_error = models.TextField(blank=True)
+
+    class Meta:
+        ordering = ["-created", "-id"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["user", "flow", "wait_number", "kind"], name="notification_once"
+            ),
+        ]
+        indexes = [
+            models.Index(fields=["user", "cleared"], name="notification_user_open"),
+            models.Index(fields=["emailed"], name="notification_to_email"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.kind} for {self.user_id}: flow {self.flow_id}"

@@ -10,12 +10,13 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+from django.db import transaction
 from django.utils import timezone
 
 from engine import dispatch
 from engine.core.flows import outcome as core
 from engine.core.flows import script as scripts
-from engine.flows import codec
+from engine.flows import codec, humans
 from engine.flows.lease import holding
 from engine.flows.models import Flow
 from engine.flows.status import FINISHED, FlowState
@@ -77,6 +78,12 @@ def commit_outcome(
     the post-execute hook when `resume_by_hook`). Returns the decision, or None when the flow
     changed meanwhile: the outcome is then discarded, never recorded twice."""
     performed = flow.position
+    assignees: tuple[list[int], list[int]] = ([], [])
+    if result.kind is core.Kind.WAIT:
+        try:
+            assignees = humans.resolve_assignees(result.assign_to)
+        except ValueError as exc:
+            result = core.Outcome(core.Kind.FAIL, reason=str(exc))
     decision = core.decide(performed, flow.length, result)
     # A script's own words, stored as every database can (NUL characters escaped, the
     # reason cut to its column).
@@ -96,6 +103,11 @@ def commit_outcome(
     }
     if decision.state in FINISHED:
         changes["finished"] = timezone.now()
+    waiting = decision.state == FlowState.WAITING
+    if waiting:
+        changes.update(humans.wait_changes(flow, decision.timeout, _script_at(flow, performed)))
+    elif flow.deadline is not None or flow.remind_at is not None:
+        changes.update(deadline=None, remind_at=None)
     events: list[tuple[str, dict[str, Any]]] = []
     if decision.store_result:
         stored = codec.encode(decision.result)
@@ -108,11 +120,20 @@ def commit_outcome(
         )
     if decision.event and decision.event != "step.completed":
         message = wait_reason or error
-        events.append((decision.event, {"message": message, "data": {"step": performed}}))
+        data: dict[str, Any] = {"step": performed}
+        if waiting and changes.get("deadline"):
+            data["deadline"] = changes["deadline"].isoformat()
+        if waiting and (assignees[0] or assignees[1]):
+            data["assignees"] = {"users": assignees[0], "groups": assignees[1]}
+        events.append((decision.event, {"message": message, "data": data}))
     job = None
     if decision.state == FlowState.RUNNING:
         job = _plan_next(flow, decision.position, changes, events, in_loop)
-    if not write_flow(flow, changes, events, expect_state=expect_state):
+    with transaction.atomic():
+        written = write_flow(flow, changes, events, expect_state=expect_state)
+        if written and waiting:
+            humans.record_wait(flow, *assignees, reason=wait_reason)
+    if not written:
         logger.info(
             "flow %s changed while step %s ran; its outcome is discarded", flow.pk, performed
         )
@@ -122,6 +143,13 @@ def commit_outcome(
     elif flow.state == FlowState.PENDING and not resume_by_hook:
         enqueue_run(flow.pk)
     return decision
+
+
+def _script_at(flow: Flow, position: int) -> type[scripts.Task] | None:
+    try:
+        return scripts.get_script(flow.steps[position]["script"])
+    except (LookupError, IndexError):
+        return None
 
 
 def _plan_next(
@@ -256,3 +284,57 @@ def recheck(flow: Flow) -> bool:
     if result.kind is core.Kind.WAIT:
         return False
     return commit_outcome(flow, result, expect_state=FlowState.WAITING) is not None
+
+
+# --- deadlines ---------------------------------------------------------------------------------
+
+
+def fire_deadlines(now: Any = None, limit: int = 200) -> int:
+    """Perform `on_timeout()` of every waiting step whose deadline has passed (or fail its
+    flow as timed out); returns how many fired. Input that arrived first wins: a flow that
+    stopped waiting meanwhile is left alone, and with several consumers each deadline fires
+    in exactly one of them (the claim is a compare-and-set)."""
+    now = now or timezone.now()
+    due = Flow.objects.filter(state=FlowState.WAITING, deadline__lte=now).order_by("deadline")
+    fired = 0
+    for flow_id in list(due.values_list("pk", flat=True)[:limit]):
+        if fire_deadline(flow_id, now):
+            fired += 1
+    return fired
+
+
+def fire_deadline(flow_id: int, now: Any = None) -> bool:
+    now = now or timezone.now()
+    flow = load(flow_id)
+    if flow is None or flow.state != FlowState.WAITING:
+        return False
+    deadline = flow.deadline
+    if deadline is None or deadline > now:
+        return False
+    cls = _script_at(flow, flow.position)
+    step = flow.position
+    data = {"step": step, "deadline": deadline.isoformat()}
+    claim = {
+        "state": FlowState.RUNNING,
+        "lease_until": lease_until(cls.lease_seconds if cls else None),
+        "deadline": None,
+        "remind_at": None,
+        "wait_reason": "",
+    }
+    event = ("step.timed_out", {"data": data, "message": "no input by the deadline"})
+    if not write_flow(flow, claim, [event], expect_state=FlowState.WAITING):
+        return False  # input (or an operator) got there first, or another consumer did
+    with holding(flow.pk):
+        if cls is not None and cls.handles_timeout():
+            outcome = perform(flow, cls, "on_timeout")
+        else:
+            name = flow.steps[step].get("name", f"step {step + 1}")
+            outcome = core.Outcome(
+                core.Kind.FAIL,
+                reason=(
+                    f"timed out: no input for step {step + 1} ({name}) by its deadline, "
+                    f"{deadline:%Y-%m-%d %H:%M:%S} UTC; resume the flow to ask again"
+                ),
+            )
+        commit_outcome(flow, outcome, expect_state=FlowState.RUNNING)
+    return True

@@ -21,7 +21,7 @@ from django.utils import timezone
 from engine import access
 from engine.core.errors import FlowStateError, StaleFlowError
 from engine.core.flows import script as script_registry
-from engine.flows import codec
+from engine.flows import codec, humans
 from engine.flows.models import Flow, Routine
 from engine.flows.runner import enqueue_run, recheck
 from engine.flows.status import ACTIONS, FlowState, actions_for
@@ -42,12 +42,21 @@ def visible_flows(user: Any) -> QuerySet[Flow]:
     return access.visible(user, Flow.objects.select_related("routine", "owner"))
 
 
+def can_see_flow(user: Any, flow: Flow) -> bool:
+    """Whether `user` may see `flow`'s page: its owner and operators, and the assignees of
+    its wait while it waits for them."""
+    return humans.may_see(user, flow)
+
+
 def available_actions(flow: Flow, user: Any) -> list[str]:
     """What `user` may do to `flow` as it is now: "input" (`push_input`) and the overrides
     "move", "retry", "skip", "kill", "resume" that the flow's state admits: exactly what the
-    calls below accept (they check again: the flow may change in between). Nothing for a user
-    who may not act on the flow."""
-    return actions_for(flow.state) if can_operate(user, flow) else []
+    calls below accept (they check again: the flow may change in between). An assignee who
+    is not the owner may only answer; nothing for a user who may not act on the flow."""
+    actions = actions_for(flow.state) if can_operate(user, flow) else []
+    answer = "input" in actions_for(flow.state) and humans.may_answer(user, flow)
+    actions = [a for a in actions if a != "input"]
+    return ["input", *actions] if answer else actions
 
 
 def start_flow(routine: Routine | int, user: Any, data: dict[str, Any] | None = None) -> Flow:
@@ -95,17 +104,22 @@ def _act(
     refuse: Callable[[Flow], str],
     build: Build,
     version: int | None = None,
+    may: Callable[[Any, Flow], bool] | None = None,
 ) -> Flow:
     """Read the flow, check access and state, write `build(flow)` with a compare-and-set.
 
     `version` (the version the caller saw, e.g. on its page) makes a changed flow an error
-    (`StaleFlowError`) instead of re-reading it."""
+    (`StaleFlowError`) instead of re-reading it. `may` replaces the owner-or-operator rule
+    (input: whoever may answer the wait)."""
     flow_id = flow_ref.pk if isinstance(flow_ref, Flow) else int(flow_ref)
     for _ in range(_ATTEMPTS):
-        flow = Flow.objects.select_related("owner").filter(pk=flow_id).first()
+        flow = Flow.objects.select_related("owner", "routine").filter(pk=flow_id).first()
         if flow is None:
             raise Flow.DoesNotExist(f"flow {flow_id} does not exist")
-        access.require(user, flow.owner_id, "flow")
+        if may is None:
+            access.require(user, flow.owner_id, "flow")
+        elif not may(user, flow):
+            raise PermissionDenied("you may not answer this flow")
         if version is not None and flow.version != version:
             raise StaleFlowError(
                 f"flow {flow_id} changed since you loaded it (it is now {flow.state} at step "
@@ -143,6 +157,8 @@ def _restart_changes(position: int) -> dict[str, Any]:
         "started_position": None,
         "finished": None,
         "lease_until": queue_deadline(),
+        "deadline": None,
+        "remind_at": None,
     }
 
 
@@ -152,12 +168,24 @@ def _where(flow: Flow) -> str:
 
 def push_input(flow: Flow | int, data: Any, user: Any, version: int | None = None) -> Flow:
     """Give a WAITING flow the input its step waits for; the step is performed again and sees
-    it as `self.input`."""
+    it as `self.input`.
+
+    Who may: the wait's assignees (directly or through a group) and operators; the owner
+    when nobody is assigned. A step whose script has an `input_form` takes what validates
+    with it (its cleaned data, JSON-safe); invalid input raises
+    `django.core.exceptions.ValidationError` with the field errors, stores nothing and
+    leaves the flow waiting."""
     ensure_json(data, "input")
 
     def build(flow: Flow) -> tuple[dict[str, Any], list[EventSpec], bool]:
-        changes = {**_restart_changes(flow.position), "input": data, "has_input": True}
-        event = ("input.pushed", {"actor": user, "data": {"step": flow.position, "input": data}})
+        cleaned = humans.clean_input(flow, data)
+        changes = {**_restart_changes(flow.position), "input": cleaned, "has_input": True}
+        event_data: dict[str, Any] = {"step": flow.position, "input": cleaned}
+        message = ""
+        if isinstance(cleaned, dict) and cleaned.get("decision") in ("approve", "reject"):
+            event_data["decision"] = cleaned["decision"]
+            message = str(cleaned.get("comment") or "")
+        event = ("input.pushed", {"actor": user, "data": event_data, "message": message})
         return changes, [event], True
 
     return _act(
@@ -167,6 +195,7 @@ def push_input(flow: Flow | int, data: Any, user: Any, version: int | None = Non
         lambda f: f"{_where(f)}; input can only be pushed to a waiting flow",
         build,
         version,
+        may=humans.may_answer,
     )
 
 

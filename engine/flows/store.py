@@ -14,7 +14,9 @@ from django.db.models import Field, Model
 from django.utils import timezone
 
 from engine import events as engine_events
+from engine.flows import humans
 from engine.flows.models import Flow, FlowEvent
+from engine.flows.status import FlowState
 from engine.liveness import worker_id
 
 EventSpec = tuple[str, dict[str, Any]]  # (kind, {"message":..., "data":..., "actor":...})
@@ -74,6 +76,7 @@ def write_flow(
         cursor.execute(update, params)
         if cursor.rowcount != 1:
             return False
+        was_waiting = flow.state == FlowState.WAITING
         for name, value in changes.items():
             setattr(flow, name, value)
         flow.version += 1
@@ -96,6 +99,8 @@ def write_flow(
             )
         if rows:
             _insert_events(db, cursor, rows)
+        if was_waiting and flow.state != FlowState.WAITING:
+            humans.clear_wait(flow.pk)  # answered, timed out or overridden
         engine_events.publish_on_commit(_event_dict(flow, row) for row in rows)
     return True
 

@@ -30,6 +30,8 @@ class Outcome:
     value: Any = None  # the step's result (ADVANCE, DONE)
     reason: str = ""  # wait reason, kill reason or error text
     traceback: str = ""  # for FAIL by exception
+    timeout: float | None = None  # WAIT: seconds to its deadline
+    assign_to: tuple[Any, ...] = ()  # WAIT: who may answer
 
 
 def interpret(returned: Any) -> Outcome:
@@ -43,7 +45,12 @@ def interpret(returned: Any) -> Outcome:
             return Outcome(Kind.FAIL, reason=_error_text(value))
         returned = value
     if isinstance(returned, Wait):
-        return Outcome(Kind.WAIT, reason=returned.reason)
+        return Outcome(
+            Kind.WAIT,
+            reason=returned.reason,
+            timeout=returned.timeout,
+            assign_to=returned.assign_to,
+        )
     if isinstance(returned, Kill):
         return Outcome(Kind.KILL, reason=returned.reason)
     if isinstance(returned, Done):
@@ -93,6 +100,8 @@ class Decision:
     error: str = ""
     traceback: str = ""
     event: str = ""
+    timeout: float | None = None
+    assign_to: tuple[Any, ...] = ()
 
 
 def decide(position: int, length: int, outcome: Outcome) -> Decision:
@@ -104,7 +113,15 @@ def decide(position: int, length: int, outcome: Outcome) -> Decision:
     if outcome.kind is Kind.DONE:
         return Decision(COMPLETE, position, True, outcome.value, event="flow.complete")
     if outcome.kind is Kind.WAIT:
-        return Decision(WAITING, position, False, wait_reason=outcome.reason, event="flow.waiting")
+        return Decision(
+            WAITING,
+            position,
+            False,
+            wait_reason=outcome.reason,
+            event="flow.waiting",
+            timeout=outcome.timeout,
+            assign_to=outcome.assign_to,
+        )
     if outcome.kind is Kind.KILL:
         return Decision(KILLED, position, False, error=outcome.reason, event="flow.killed")
     return Decision(

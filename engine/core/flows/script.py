@@ -37,7 +37,15 @@ class Task:
                    False: an interrupted step stops the flow FAILED as "interrupted"
       lease_seconds  how long one perform() may take before the flow counts as abandoned
       input_fields   optional names of the fields this step expects when it waits for input
+                   (a shorthand: each value is read as JSON when it parses)
+      input_form   a Django Form class: the input a waiting step takes, validated with it;
+                   `self.input` is its cleaned data in JSON-safe form
+      results_visible_to_assignees  False: assignees who are not the owner see no results
+      remind_before  seconds before a deadline to remind the assignees once (None: never)
       abstract     True on a base class that must not be registered
+
+    `on_timeout()` (optional) is performed when a `wait(..., timeout=...)` passes its
+    deadline with no input; it returns what `perform()` may return.
 
     Inside `perform()` (and `check()`) the task sees the public contract:
       self.flow, self.user, self.position, self.input, self.results, self.data, self.params
@@ -49,6 +57,9 @@ class Task:
     rerunnable: ClassVar[bool] = True
     lease_seconds: ClassVar[float | None] = None
     input_fields: ClassVar[tuple[str, ...]] = ()
+    input_form: ClassVar[Any] = None
+    results_visible_to_assignees: ClassVar[bool] = True
+    remind_before: ClassVar[float | None] = None
     abstract: ClassVar[bool] = False
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
@@ -111,6 +122,17 @@ class Task:
         """Alias of `check()` (the seed's name)."""
         raise NotImplementedError
 
+    @classmethod
+    def handles_timeout(cls) -> bool:
+        """Whether the script says what happens at a deadline (it defines `on_timeout`)."""
+        return cls.on_timeout is not Task.on_timeout
+
+    def on_timeout(self) -> Any:
+        """Performed when the step's wait passed its deadline with no input; returns what
+        `perform()` may return (a result moves on, `kill` ends the flow, `wait` again sets a
+        new deadline). Without it the flow fails as timed out."""
+        raise NotImplementedError
+
 
 def registry() -> dict[str, type[Task]]:
     """All registered scripts by name (a copy)."""
@@ -135,4 +157,6 @@ def describe(cls: type[Task]) -> dict[str, Any]:
         "rerunnable": cls.rerunnable,
         "checks_while_waiting": cls.checks_while_waiting(),
         "input_fields": list(cls.input_fields),
+        "has_input_form": cls.input_form is not None,
+        "handles_timeout": cls.handles_timeout(),
     }

@@ -6,7 +6,9 @@ They are small frozen values so that scripts can build, compare and return them 
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any
 
 _NOTHING: Any = object()
@@ -21,9 +23,14 @@ class Result:
 
 @dataclass(frozen=True)
 class Wait:
-    """The flow waits for input (or for the script's `check()`) before this step completes."""
+    """The flow waits for input (or for the script's `check()`) before this step completes.
+
+    `timeout`: seconds until the step's deadline (None: no deadline); `assign_to`: who may
+    answer (users, groups or group names; empty: the flow's owner)."""
 
     reason: str = ""
+    timeout: float | None = None
+    assign_to: tuple[Any, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -61,9 +68,38 @@ def done(*args: Any, **fields: Any) -> Done:
     return Done(_value_of(args, fields, "done"))
 
 
-def wait(reason: str = "") -> Wait:
-    """Make the flow wait, with a reason shown to the user (e.g. ``"login_required"``)."""
-    return Wait(str(reason))
+def wait(
+    reason: str = "", *, timeout: float | timedelta | None = None, assign_to: Any = None
+) -> Wait:
+    """Make the flow wait, with a reason shown to the user (e.g. ``"login_required"``).
+
+    `timeout` (seconds or a timedelta) sets a deadline: when it passes with no input, the
+    step's `on_timeout()` is performed (without one the flow fails as timed out).
+    `assign_to` is a user, a group, a group's name, or a list of those: then only they (and
+    operators) may answer, not the owner unless assigned."""
+    return Wait(str(reason), _seconds(timeout), _assignees(assign_to))
+
+
+def _seconds(timeout: float | timedelta | None) -> float | None:
+    if timeout is None:
+        return None
+    if isinstance(timeout, timedelta):
+        seconds = timeout.total_seconds()
+    elif isinstance(timeout, bool) or not isinstance(timeout, int | float):
+        raise TypeError(f"wait(timeout=...) takes seconds or a timedelta, got {timeout!r}")
+    else:
+        seconds = float(timeout)
+    if not math.isfinite(seconds) or seconds <= 0:
+        raise ValueError(f"wait(timeout=...) must be a positive duration, got {timeout!r}")
+    return seconds
+
+
+def _assignees(assign_to: Any) -> tuple[Any, ...]:
+    if assign_to is None:
+        return ()
+    if isinstance(assign_to, str) or not isinstance(assign_to, list | tuple | set | frozenset):
+        return (assign_to,)
+    return tuple(assign_to)
 
 
 def kill(reason: str = "") -> Kill:
