@@ -1,5 +1,6 @@
 """LTM runs: list, start, get (global state, instances, latest events), fire a transition,
-retry failed states, kill, and the event log after a sequence number."""
+retry failed states, kill, and the event log after a sequence number; and the time machine:
+a run as it was after any event, rolled back to it, or copied from it into a new run."""
 
 import uuid
 from typing import Any
@@ -15,17 +16,22 @@ from studio.api.schemas import (
     DEFAULT_LIMIT,
     MAX_ID,
     MAX_LIMIT,
+    LtmCopyIn,
     LtmEventPage,
     LtmKillIn,
+    LtmRollbackIn,
+    LtmRunAt,
     LtmRunDetail,
     LtmRunPage,
     LtmStartIn,
+    PathInt,
     TransitionIn,
 )
 
 router = Router(tags=["ltm runs"])
 
 RunId = Path(..., description="the run's id (a UUID)")
+Seq = Path(..., ge=0, le=MAX_ID, description="an event of the run: `history_from` to its `seq`")
 MAX_EVENTS = 500
 
 
@@ -73,6 +79,7 @@ def run_detail(run: LtmRun) -> dict[str, Any]:
     )
     return {
         **run_out(run),
+        "history_from": run.history_from,
         "global_state": run.global_state,
         "instances": [
             {
@@ -171,3 +178,76 @@ def run_events(
         "more": len(rows) > limit,
         "events": [event_out(event) for event in rows[:limit]],
     }
+
+
+def instance_at(instance: Any) -> dict[str, Any]:
+    """One state of a run's view as `engine_api.ltm_at` gives it (an `InstanceView`)."""
+    return {
+        "fqn": instance.fqn,
+        "name": instance.name,
+        "status": instance.status,
+        "state": dict(instance.state),
+        "params": dict(instance.params),
+        "error": instance.error or "",
+        "entry": instance.entry,
+    }
+
+
+@router.get("/ltm-runs/{run_id}/at/{seq}", response=LtmRunAt, summary="An LTM run as it was")
+def run_at(request: HttpRequest, run_id: uuid.UUID = RunId, seq: PathInt = Seq) -> dict[str, Any]:
+    """The run as committed right after its event `seq`: its state and error, the global
+    state and every state's status and data then. `at` is the last event of the write that
+    holds `seq` (one write may make several events). 400 naming the range for a `seq`
+    outside `history_from` to `latest`."""
+    run = get_visible(request, run_id)
+    view = engine_api.ltm_at(run.pk, seq, current_user(request))
+    record = view.run
+    assert record is not None  # ltm_at always describes the run
+    # Read after the view, so that `latest` is never below the event it shows.
+    history_from, latest = LtmRun.objects.values_list("history_from", "seq").get(pk=run.pk)
+    return {
+        "id": str(run.pk),
+        "ltm": run.name,
+        "seq": record.seq,
+        "at": record.version,
+        "state": record.state,
+        "error": record.error or "",
+        "global_state": dict(view.state),
+        "instances": [instance_at(view.instances[fqn]) for fqn in sorted(view.instances)],
+        "history_from": history_from,
+        "latest": latest,
+    }
+
+
+@router.post("/ltm-runs/{run_id}/rollback", response=LtmRunDetail, summary="Roll an LTM run back")
+def rollback(request: HttpRequest, payload: LtmRollbackIn, run_id: uuid.UUID = RunId) -> Any:
+    """Take the run back to how it was right after event `seq`: every state's status and
+    data, the global state, and the executions queued or running then (queued again). It goes
+    on from there with the code deployed now. Nothing is erased: the rollback is an event of
+    its own (kind `rollback`) naming you and `reason`, and can be rolled back in turn.
+
+    400 for a blank `reason` or a `seq` outside the run's history; 409 for a killed run, a
+    run already as it was then, an execution running now (unless `discard_running`), or a
+    run whose `seq` is no longer `expected_seq`."""
+    run = get_visible(request, run_id)
+    engine_api.rollback_ltm(
+        run.pk,
+        payload.seq,
+        current_user(request),
+        payload.reason,
+        discard_running=payload.discard_running,
+        expected_seq=payload.expected_seq,
+    )
+    return run_detail(get_visible(request, run_id))
+
+
+@router.post("/ltm-runs/{run_id}/copy", response={201: LtmRunDetail}, summary="Copy an LTM run")
+def copy(request: HttpRequest, payload: LtmCopyIn | None = None, run_id: uuid.UUID = RunId) -> Any:
+    """A new, independent run of the same LTM, owned by you, that is the run as it was right
+    after event `seq` (default: as it is now). What had finished by then does not run again;
+    what was queued or running then is queued in the copy. 400 for a `seq` outside the run's
+    history."""
+    run = get_visible(request, run_id)
+    seq = payload.seq if payload else None
+    new_id = engine_api.copy_ltm(run.pk, current_user(request), seq)
+    return Status(201, run_detail(get_visible(request, uuid.UUID(str(new_id)))))

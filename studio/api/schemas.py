@@ -4,7 +4,8 @@ Every number a client sends is bounded (ids fit a database integer, pages are ca
 every string is limited and free of NUL characters and lone surrogates, so no input reaches
 the database in a form it refuses: bad input is a 400, never a server error. Integers in
 request bodies are strict: a JSON integer, never a boolean, a string of digits or a float
-(``true`` is not step 1 and ``"6"`` is not routine 6).
+(``true`` is not step 1 and ``"6"`` is not routine 6); an event's number in a path is
+digits only (``PathInt``: not ``6.0``, ``+6`` or ``6_000``).
 """
 
 from __future__ import annotations
@@ -13,7 +14,8 @@ from datetime import datetime
 from typing import Annotated, Any
 
 from ninja import Field, Schema
-from pydantic import AfterValidator, ConfigDict
+from pydantic import AfterValidator, BeforeValidator, ConfigDict
+from pydantic_core import PydanticCustomError
 
 from engine.api import ensure_json
 
@@ -33,6 +35,17 @@ Text = Annotated[str, AfterValidator(_no_nul)]
 JsonValue = Annotated[Any, AfterValidator(_no_nul)]
 JsonObject = Annotated[dict[str, Any], AfterValidator(_no_nul)]
 Version = Annotated[int | None, Field(None, strict=True, ge=0, le=MAX_ID)]
+
+
+def _digits(value: Any) -> Any:
+    """A number in a path as a client writes one: ASCII digits only. Pydantic alone would
+    also read ``6.0``, ``+6``, `` 6`` and ``6_000`` as integers."""
+    if isinstance(value, str) and not (value.isascii() and value.isdigit()):
+        raise PydanticCustomError("int_parsing", "Input should be a valid integer (digits only)")
+    return value
+
+
+PathInt = Annotated[int, BeforeValidator(_digits)]
 
 
 class InputSchema(Schema):
@@ -242,6 +255,48 @@ class LtmInstanceOut(Schema):
     error: str
 
 
+class LtmRollbackIn(InputSchema):
+    seq: int = Field(
+        ...,
+        strict=True,
+        ge=0,
+        le=MAX_ID,
+        description="the event to go back to: the run becomes what it was right after it "
+        "(one of `history_from` to the run's `seq`)",
+    )
+    reason: Text = Field(
+        ..., min_length=1, max_length=500, description="why: kept with the rollback event"
+    )
+    discard_running: bool = Field(
+        default=False,
+        strict=True,
+        description="confirm that the outcome of an execution running now is thrown away "
+        "(without it, a running execution makes the rollback a 409)",
+    )
+    expected_seq: int | None = Field(
+        default=None,
+        strict=True,
+        ge=0,
+        le=MAX_ID,
+        description="the run's `seq` when you looked: 409 if it moved on since",
+    )
+
+
+class LtmCopyIn(InputSchema):
+    seq: int | None = Field(
+        default=None,
+        strict=True,
+        ge=0,
+        le=MAX_ID,
+        description="the event to copy the run as it was right after (default: its latest)",
+    )
+
+
+class LtmInstanceAt(LtmInstanceOut):
+    name: str
+    entry: int = Field(..., description="which visit of the state this is")
+
+
 class LtmEventOut(Schema):
     seq: int
     kind: str
@@ -266,10 +321,24 @@ class LtmRunOut(Schema):
 
 
 class LtmRunDetail(LtmRunOut):
+    history_from: int = Field(..., description="the run's first event that can be looked at")
     global_state: Any
     instances: list[LtmInstanceOut]
     events: list[LtmEventOut]
     events_truncated: bool
+
+
+class LtmRunAt(Schema):
+    id: str
+    ltm: str
+    seq: int = Field(..., description="the event asked for")
+    at: int = Field(..., description="the last event of the write that holds `seq`")
+    state: str = Field(..., description="the run's state then")
+    error: str = Field(..., description="the run's error then")
+    global_state: Any = Field(..., description="the global state then")
+    instances: list[LtmInstanceAt] = Field(..., description="every state then, by fqn")
+    history_from: int = Field(..., description="the first event that can be looked at")
+    latest: int = Field(..., description="the run's latest event (its `seq` now)")
 
 
 class LtmRunPage(Schema):

@@ -78,9 +78,7 @@ def test_a_copy_of_a_fork_in_flight_finishes_on_the_consumer(consumer, user):
     assert wait_until(lambda: appended() >= 1, timeout=60), consumer.logs()[-3000:]
     copy_id = api.copy_ltm(run_id, user)
 
-    assert wait_until(lambda: over(run_id) and over(copy_id), timeout=120), consumer.logs()[
-        -3000:
-    ]
+    assert wait_until(lambda: over(run_id) and over(copy_id), timeout=120), consumer.logs()[-3000:]
     for each in (run_id, copy_id):
         view = api.load_ltm(each)
         assert view.run.state == "complete", view.run.error
