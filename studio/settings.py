@@ -312,14 +312,22 @@ FLOWSTUDIO["PROXY_COUNT"] = (
 )
 
 # --- E-mail --------------------------------------------------------------------------------
-# Only for password resets. With neither DJANGO_EMAIL_HOST (an SMTP server) nor
-# DJANGO_EMAIL_BACKEND (e.g. django.core.mail.backends.console.EmailBackend while developing)
-# e-mail is not configured: the password-reset pages answer 404 and the sign-in page offers
-# no "forgot your password?" link.
+# Notifications of human steps (an assignee is told a flow waits for them; a reminder before
+# a deadline) and password resets. SMTP with DJANGO_EMAIL_HOST (and the DJANGO_EMAIL_* below),
+# or any backend with DJANGO_EMAIL_BACKEND (DJANGO_EMAIL_FILE_PATH for the file backend).
+# With neither, e-mail is not configured: notifications are printed on the studio's console
+# (the in-app ones work as ever), the password-reset pages answer 404 and the sign-in page
+# offers no "forgot your password?" link. FLOWSTUDIO_BASE_URL is the studio's address as
+# users reach it, for the links in e-mails.
 EMAIL_HOST = os.environ.get("DJANGO_EMAIL_HOST", "").strip()
 _email_backend = os.environ.get("DJANGO_EMAIL_BACKEND", "").strip()
 if _email_backend:
     EMAIL_BACKEND = _email_backend
+elif not EMAIL_HOST:
+    EMAIL_BACKEND = "django.core.mail.backends.console.EmailBackend"
+if os.environ.get("DJANGO_EMAIL_FILE_PATH"):
+    EMAIL_FILE_PATH = os.environ["DJANGO_EMAIL_FILE_PATH"]
+FLOWSTUDIO["BASE_URL"] = os.environ.get("FLOWSTUDIO_BASE_URL", "http://127.0.0.1:8000")
 EMAIL_PORT = int(os.environ.get("DJANGO_EMAIL_PORT", "587"))
 EMAIL_HOST_USER = os.environ.get("DJANGO_EMAIL_USER", "")
 EMAIL_HOST_PASSWORD = os.environ.get("DJANGO_EMAIL_PASSWORD", "")
