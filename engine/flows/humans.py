@@ -219,14 +219,24 @@ def clean_input(flow: Flow, data: Any) -> Any:
 
 
 def _form_data(form_class: type[forms.Form], data: Mapping[str, Any]) -> dict[str, Any]:
-    """JSON values as a form reads them (a JSON false is an unchecked box, lists stay)."""
+    """JSON values as a form reads them, the way a browser would post them: a JSON false is
+    an unchecked box, lists stay lists for multiple choices, null is a missing value, and
+    any other value is text (numbers as written; anything else as JSON text, which the
+    field then refuses with its own message rather than failing inside Django)."""
     fields = form_class.base_fields
     converted: dict[str, Any] = {}
     for name, value in data.items():
         field = fields.get(name)
-        if isinstance(field, forms.BooleanField) and value is False:
-            continue  # an unchecked box is a missing key
-        converted[name] = value
+        if value is None:
+            continue
+        if isinstance(field, forms.BooleanField):
+            if value is False:
+                continue  # an unchecked box is a missing key
+            converted[name] = value
+        elif isinstance(field, forms.MultipleChoiceField) and isinstance(value, list):
+            converted[name] = [v if isinstance(v, str) else json.dumps(v) for v in value]
+        else:
+            converted[name] = value if isinstance(value, str) else json.dumps(value)
     return converted
 
 
@@ -292,7 +302,7 @@ def _field_schema(field: forms.Field) -> dict[str, Any]:
         out["title"] = str(field.label)
     if field.help_text:
         out["description"] = str(field.help_text)
-    if field.initial is not None and not callable(field.initial):
+    if field.initial is not None and not callable(field.initial) and not field.required:
         out["default"] = field.initial
     return out
 

@@ -5,8 +5,10 @@ from typing import Any
 from django.http import HttpRequest
 from ninja import Path, Query, Router
 
+from engine import api as engine_api
 from engine.models import FlowEvent
-from studio.api.flows import get_visible
+from studio.api.auth import current_user
+from studio.api.flows import get_seen
 from studio.api.present import event_out
 from studio.api.schemas import MAX_ID, EventPage
 
@@ -23,8 +25,10 @@ def flow_events(
     limit: int = Query(MAX_EVENTS, ge=1, le=MAX_EVENTS),
 ) -> dict[str, Any]:
     """Events with a sequence number above `since`, oldest first; `more` says whether to
-    ask again from the last one given."""
-    flow = get_visible(request, flow_id)
+    ask again from the last one given. Whoever may see the flow may read them (an assignee
+    of a step that hides earlier results gets them without results and inputs)."""
+    flow = get_seen(request, flow_id)
+    shown = engine_api.sees_results(current_user(request), flow)
     rows = list(
         FlowEvent.objects.filter(flow=flow, seq__gt=since)
         .select_related("actor")
@@ -35,5 +39,5 @@ def flow_events(
         "since": since,
         "seq": flow.seq,
         "more": len(rows) > limit,
-        "events": [event_out(event) for event in rows[:limit]],
+        "events": [event_out(event, shown) for event in rows[:limit]],
     }

@@ -1,17 +1,31 @@
-"""Flows: list (filters, pages), get (results and latest events), start, and the manual
-actions. Each action accepts the `version` the client saw: if the flow changed since, the
-answer is a 409 instead of acting on a state the client never saw."""
+"""Flows: list (filters, pages), get (results and latest events), start, the manual
+actions, and the flows waiting for the caller. Each action accepts the `version` the client
+saw: if the flow changed since, the answer is a 409 instead of acting on a state the client
+never saw.
+
+Who: the owner and operators see a flow and act on it; the assignees of a waiting step who
+are not the owner see it (GET, events) and answer it (input) while it waits for them, and
+get the 404 of a foreign flow from every override (move, retry, skip, kill, resume)."""
 
 from typing import TYPE_CHECKING, Any, Literal
 
+from django.core.exceptions import NON_FIELD_ERRORS, PermissionDenied
+from django.core.exceptions import ValidationError as FormErrors
 from django.db.models import Q
 from django.http import Http404, HttpRequest
 from ninja import Path, Query, Router, Status
+from ninja.errors import ValidationError
 
 from engine import api as engine_api
 from engine.models import Flow
 from studio.api.auth import current_user
-from studio.api.present import flow_detail, flow_out
+from studio.api.present import (
+    ASSIGNEE_RELATIONS,
+    flow_detail,
+    flow_out,
+    input_schema_of,
+    waiting_out,
+)
 from studio.api.routines import get_visible as get_visible_routine
 from studio.api.schemas import (
     DEFAULT_LIMIT,
@@ -26,6 +40,7 @@ from studio.api.schemas import (
     ReasonIn,
     Text,
     VersionIn,
+    WaitingPage,
 )
 
 router = Router(tags=["flows"])
@@ -39,12 +54,91 @@ OwnerQuery = Query(None, max_length=150, description="username (staff)")
 SearchQuery = Query(None, max_length=200, description="in routine name and wait reason")
 
 
+NOT_YOURS_TO_ANSWER = (
+    "this step is assigned: only its assignees and operators may answer it "
+    "(the flow's owner only when assigned)"
+)
+
+
 def get_visible(request: HttpRequest, flow_id: int) -> Flow:
-    """The flow if the caller may see it; 404 otherwise (foreign looks like missing)."""
+    """The flow if the caller may act on it (owner, operators); 404 otherwise (foreign
+    looks like missing)."""
     flow = engine_api.visible_flows(current_user(request)).filter(pk=flow_id).first()
     if flow is None:
         raise Http404
     return flow
+
+
+def get_seen(request: HttpRequest, flow_id: int) -> Flow:
+    """The flow if the caller may see its page: those of `get_visible`, and a flow waiting
+    for the caller as an assignee; 404 otherwise, like a missing one."""
+    flow = Flow.objects.select_related("routine", "owner").filter(pk=flow_id).first()
+    if flow is None or not engine_api.can_see_flow(current_user(request), flow):
+        raise Http404
+    return flow
+
+
+JSON_TYPES: dict[str, tuple[str, Any]] = {
+    "string": ("a string", str),
+    "integer": ("an integer", int),
+    "number": ("a number", (int, float)),
+    "boolean": ("a boolean", bool),
+    "array": ("an array", list),
+    "object": ("an object", dict),
+}
+
+
+def _has_type(value: Any, name: str) -> bool:
+    if isinstance(value, bool) and name in ("integer", "number"):
+        return False  # `true` is no number here, as nowhere else in this API
+    known = JSON_TYPES.get(name)
+    return known is None or isinstance(value, known[1])
+
+
+def schema_errors(schema: dict[str, Any] | None, data: Any) -> list[dict[str, Any]]:
+    """Where `data` does not fit the JSON types of the step's published `input_schema`: a
+    form reads JSON values as its fields expect (a number where a date goes is no date),
+    and a form's schema admits no other fields, as no body of this API does. Null is left
+    to the form (an empty field); formats, bounds and choices too. A step without a schema,
+    or one of `input_fields` (no types), takes any JSON value, as before."""
+    if schema is None or not isinstance(data, dict):
+        return []
+    properties = schema.get("properties") or {}
+    closed = schema.get("additionalProperties") is False
+    errors: list[dict[str, Any]] = []
+    for name, value in data.items():
+        loc = ["body", "payload", "data", name]
+        field = properties.get(name)
+        if field is None:
+            if closed:
+                errors.append(
+                    {"loc": loc, "msg": "Extra inputs are not permitted", "type": "extra_forbidden"}
+                )
+            continue
+        types = field.get("type")
+        if value is None or types is None:
+            continue
+        types = [types] if isinstance(types, str) else list(types)
+        if not any(_has_type(value, kind) for kind in types):
+            wanted = " or ".join(JSON_TYPES[t][0] if t in JSON_TYPES else t for t in types)
+            errors.append({"loc": loc, "msg": f"Input should be {wanted}", "type": "type_error"})
+    return errors
+
+
+def input_errors(exc: FormErrors) -> list[dict[str, Any]]:
+    """The engine's form errors as the API's field errors: each at `data.<field>` of the
+    body (form-wide ones at `data`), as ninja's own validation errors are given."""
+    where = ["body", "payload", "data"]
+    by_field = exc.message_dict if hasattr(exc, "error_dict") else {NON_FIELD_ERRORS: exc.messages}
+    return [
+        {
+            "loc": where if field == NON_FIELD_ERRORS else [*where, field],
+            "msg": message,
+            "type": "value_error",
+        }
+        for field, messages in by_field.items()
+        for message in messages
+    ]
 
 
 @router.get("/flows", response=FlowPage, summary="List flows")
@@ -80,16 +174,38 @@ def list_flows(
 
 @router.get("/flows/{flow_id}", response=FlowDetail, summary="Get a flow")
 def get_flow(request: HttpRequest, flow_id: int = FlowId) -> Any:
-    """The flow with its pinned steps, data, results and latest events."""
-    return flow_detail(get_visible(request, flow_id))
+    """The flow with its pinned steps, data, results and latest events; while it waits,
+    what its step takes (`input_schema`), its `deadline` and `assignees`. An assignee who is
+    not the owner sees it while it waits for them (without results when the step hides
+    them: `results_hidden`)."""
+    return flow_detail(get_seen(request, flow_id), current_user(request))
+
+
+@router.get("/waiting", response=WaitingPage, summary="Flows waiting for me")
+def waiting_for_me(
+    request: HttpRequest,
+    limit: int = Query(DEFAULT_LIMIT, ge=1, le=MAX_LIMIT),
+    offset: int = Query(0, ge=0, le=MAX_ID),
+) -> dict[str, Any]:
+    """The flows waiting for you to answer: as an assignee (directly or through a group),
+    or as the owner of a wait nobody is assigned to. Soonest deadline first (none last),
+    each with its `input_schema` and `version`, so that you can answer from the list."""
+    flows = engine_api.waiting_for(current_user(request)).prefetch_related(*ASSIGNEE_RELATIONS)
+    return {
+        "count": flows.count(),
+        "limit": limit,
+        "offset": offset,
+        "items": [waiting_out(flow) for flow in flows[offset : offset + limit]],
+    }
 
 
 @router.post("/flows", response={201: FlowDetail}, summary="Start a flow")
 def start_flow(request: HttpRequest, payload: FlowStartIn) -> Status[Any]:
     """Start a routine you may see, with optional `data` the steps read."""
     routine = get_visible_routine(request, payload.routine)
-    flow = engine_api.start_flow(routine, current_user(request), data=payload.data)
-    return Status(201, flow_detail(get_visible(request, flow.pk)))
+    user = current_user(request)
+    flow = engine_api.start_flow(routine, user, data=payload.data)
+    return Status(201, flow_detail(get_visible(request, flow.pk), user))
 
 
 def _acted(request: HttpRequest, flow: Flow) -> Any:
@@ -98,10 +214,24 @@ def _acted(request: HttpRequest, flow: Flow) -> Any:
 
 @router.post("/flows/{flow_id}/input", response=FlowOut, summary="Push input to a flow")
 def push_input(request: HttpRequest, payload: InputIn, flow_id: int = FlowId) -> Any:
-    """Give a waiting flow its input; 409 when the flow is not waiting (any more)."""
-    flow = get_visible(request, flow_id)
+    """Answer a waiting flow: `data` is what its step takes (for a step with a form, an
+    object of the form's fields; see `input_schema`). 400 with the field errors when it
+    does not fit the schema's types or the form refuses it (nothing is stored, the flow
+    keeps waiting); 403 when the step is assigned to others (its owner may not answer
+    unless assigned); 409 when the flow is not waiting (any more)."""
+    flow = get_seen(request, flow_id)
     user = current_user(request)
-    return _acted(request, engine_api.push_input(flow.pk, payload.data, user, payload.version))
+    wrong = schema_errors(input_schema_of(flow), payload.data)
+    if wrong:
+        raise ValidationError(wrong)
+    try:
+        answered = engine_api.push_input(flow.pk, payload.data, user, payload.version)
+    except FormErrors as exc:
+        raise ValidationError(input_errors(exc)) from None
+    except PermissionDenied:
+        raise PermissionDenied(NOT_YOURS_TO_ANSWER) from None
+    # Not re-read through get_seen: an assignee no longer sees a flow that stopped waiting.
+    return flow_out(answered)
 
 
 @router.post("/flows/{flow_id}/move", response=FlowOut, summary="Move a flow to a step")

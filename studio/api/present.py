@@ -1,10 +1,17 @@
 """Records as the API shows them. Step results go through `engine.api.results_for_display`,
-which never unpickles anything: a stored pickled value is shown by its repr."""
+which never unpickles anything: a stored pickled value is shown by its repr. An assignee
+whose step hides earlier results (`engine.api.sees_results`) gets no results, and events
+without the results and inputs they carry."""
 
 from typing import Any
 
+from django.db.models import prefetch_related_objects
+
 from engine import api as engine_api
-from engine.models import Flow, FlowEvent, Routine
+from engine.models import Flow, FlowEvent, Notification, Routine
+
+HIDDEN_EVENT_KEYS = ("result", "input")  # what an event's data holds of results and inputs
+ASSIGNEE_RELATIONS = ("assignees__user", "assignees__group")  # prefetch for assignees_out
 
 EVENTS_IN_DETAIL = 100  # the latest events a flow's detail carries; the rest via /events
 
@@ -37,7 +44,10 @@ def routine_out(routine: Routine) -> dict[str, Any]:
     }
 
 
-def event_out(event: FlowEvent) -> dict[str, Any]:
+def event_out(event: FlowEvent, results_shown: bool = True) -> dict[str, Any]:
+    data = event.data
+    if not results_shown and isinstance(data, dict):
+        data = {key: value for key, value in data.items() if key not in HIDDEN_EVENT_KEYS}
     return {
         "seq": event.seq,
         "kind": event.kind,
@@ -45,7 +55,7 @@ def event_out(event: FlowEvent) -> dict[str, Any]:
         "state": event.state,
         "position": event.position,
         "message": event.message,
-        "data": event.data,
+        "data": data,
         "created": event.created,
     }
 
@@ -67,23 +77,76 @@ def flow_out(flow: Flow) -> dict[str, Any]:
         "created": flow.created,
         "updated": flow.updated,
         "finished": flow.finished,
+        "deadline": flow.deadline,
     }
 
 
-def flow_detail(flow: Flow) -> dict[str, Any]:
+def input_schema_of(flow: Flow) -> dict[str, Any] | None:
+    """The JSON Schema of what the flow's waiting step takes (None when it does not wait)."""
+    step = flow.current_step
+    if flow.state != engine_api.FlowState.WAITING or step is None:
+        return None
+    try:
+        return engine_api.script_schema(step["script"])
+    except LookupError:  # a script no longer registered: the step takes nothing known
+        return None
+
+
+def assignees_out(flow: Flow) -> dict[str, list[str]]:
+    """Usernames and group names assigned to the flow's current wait (`flow.assignees` is
+    prefetched with `ASSIGNEE_RELATIONS` by the callers)."""
+    users: set[str] = set()
+    groups: set[str] = set()
+    if flow.state == engine_api.FlowState.WAITING:
+        for row in flow.assignees.all():
+            if row.user is not None:
+                users.add(row.user.get_username())
+            if row.group is not None:
+                groups.add(row.group.name)
+    return {"users": sorted(users), "groups": sorted(groups)}
+
+
+def waiting_out(flow: Flow) -> dict[str, Any]:
+    return {
+        **flow_out(flow),
+        "input_schema": input_schema_of(flow),
+        "assignees": assignees_out(flow),
+    }
+
+
+def notification_out(note: Notification) -> dict[str, Any]:
+    return {
+        "id": note.pk,
+        "flow": note.flow_id,
+        "wait_number": note.wait_number,
+        "kind": note.kind,
+        "message": note.message,
+        "created": note.created,
+        "cleared": note.cleared,
+    }
+
+
+def flow_detail(flow: Flow, user: Any) -> dict[str, Any]:
+    """The flow as `user` sees it (results hidden from an assignee when the step says so)."""
+    shown = engine_api.sees_results(user, flow)
+    prefetch_related_objects([flow], *ASSIGNEE_RELATIONS)
     latest = list(
         FlowEvent.objects.filter(flow=flow)
         .select_related("actor")
         .order_by("-seq")[: EVENTS_IN_DETAIL + 1]
     )
     truncated = len(latest) > EVENTS_IN_DETAIL
-    events = [event_out(event) for event in reversed(latest[:EVENTS_IN_DETAIL])]
+    events = [event_out(event, shown) for event in reversed(latest[:EVENTS_IN_DETAIL])]
     return {
         **flow_out(flow),
         "steps": flow.steps,
         "data": flow.data,
-        "results": engine_api.results_for_display(flow),
+        "results": engine_api.results_for_display(flow) if shown else None,
+        "results_hidden": not shown,
         "traceback": flow.traceback,
+        "input_schema": input_schema_of(flow),
+        "assignees": assignees_out(flow),
+        "actions": engine_api.available_actions(flow, user),
         "events": events,
         "events_truncated": truncated,
     }

@@ -69,6 +69,15 @@ class ScriptOut(Schema):
     rerunnable: bool
     checks_while_waiting: bool
     input_fields: list[str]
+    has_input_form: bool = Field(..., description="the script declares an `input_form`")
+    handles_timeout: bool = Field(
+        ..., description="the script defines `on_timeout()` (else a passed deadline fails the flow)"
+    )
+    input_schema: dict[str, Any] | None = Field(
+        ...,
+        description="JSON Schema of the input its waiting step takes (from its `input_form`, "
+        "or an object of its `input_fields`); null when it takes any JSON value",
+    )
 
 
 class LtmOut(Schema):
@@ -173,15 +182,79 @@ class FlowOut(Schema):
     created: datetime
     updated: datetime
     finished: datetime | None
+    deadline: datetime | None = Field(
+        ..., description="when the current wait times out; null without a deadline or wait"
+    )
+
+
+class Assignees(Schema):
+    users: list[str] = Field(..., description="usernames assigned to the current wait")
+    groups: list[str] = Field(..., description="names of the groups assigned to it")
+
+
+INPUT_SCHEMA = (
+    "JSON Schema of the input the waiting step takes (`data` of POST .../input); null when "
+    "the flow is not waiting or its step takes any JSON value"
+)
+ASSIGNEES = (
+    "who may answer the current wait (besides operators); both empty when nobody is assigned "
+    "(then the owner answers) or the flow is not waiting"
+)
 
 
 class FlowDetail(FlowOut):
     steps: list[dict[str, Any]]
     data: dict[str, Any]
-    results: list[Any]
+    results: list[Any] | None = Field(
+        ..., description="each step's result; null when hidden from you (`results_hidden`)"
+    )
+    results_hidden: bool = Field(
+        ...,
+        description="true for an assignee of a step whose script hides earlier results: "
+        "`results` is null and the events carry no results or inputs",
+    )
     traceback: str
+    input_schema: dict[str, Any] | None = Field(..., description=INPUT_SCHEMA)
+    assignees: Assignees = Field(..., description=ASSIGNEES)
+    actions: list[str] = Field(
+        ...,
+        description="what you may do now: `input` and the overrides `move`, `retry`, `skip`, "
+        "`kill`, `resume` the flow's state admits (an assignee who is not the owner: `input`)",
+    )
     events: list[EventOut]
     events_truncated: bool
+
+
+class WaitingOut(FlowOut):
+    input_schema: dict[str, Any] | None = Field(..., description=INPUT_SCHEMA)
+    assignees: Assignees = Field(..., description=ASSIGNEES)
+
+
+class WaitingPage(Schema):
+    count: int
+    limit: int
+    offset: int
+    items: list[WaitingOut]
+
+
+class NotificationOut(Schema):
+    id: int
+    flow: int
+    wait_number: int = Field(..., description="which wait of the flow it is about")
+    kind: str = Field(..., description="`waiting` (a wait began) or `reminder` (deadline soon)")
+    message: str
+    created: datetime
+    cleared: datetime | None = Field(
+        ..., description="when the wait was answered or ended; null while it is open (unread)"
+    )
+
+
+class NotificationPage(Schema):
+    count: int
+    limit: int
+    offset: int
+    unread: int = Field(..., description="how many of your notifications are still open")
+    items: list[NotificationOut]
 
 
 class FlowPage(Schema):

@@ -16,9 +16,12 @@ router = Router(tags=["scripts"])
 
 @router.get("/scripts", response=list[ScriptOut], summary="Registered Task scripts")
 def list_scripts(request: HttpRequest) -> list[dict[str, Any]]:
-    """Every script a routine step may name, in name order."""
+    """Every script a routine step may name, in name order, with the JSON Schema of the
+    input its waiting step takes (`input_schema`)."""
     known = engine_api.scripts()
-    return [known[name] for name in sorted(known)]
+    return [
+        {**known[name], "input_schema": engine_api.script_schema(name)} for name in sorted(known)
+    ]
 
 
 def describe_ltm(cls: type[LTM]) -> dict[str, Any]:

@@ -2,7 +2,7 @@
 
 from ninja import NinjaAPI
 
-from studio.api import errors, events, flows, ltms, routines, scripts, tokens
+from studio.api import errors, events, flows, ltms, notifications, routines, scripts, tokens
 from studio.api.auth import api_auth
 from studio.api.throttling import UserRateThrottle
 
@@ -28,5 +28,6 @@ api.add_router("", scripts.router)
 api.add_router("", routines.router)
 api.add_router("", flows.router)
 api.add_router("", events.router)
+api.add_router("", notifications.router)
 api.add_router("", ltms.router)
 api.add_router("", tokens.router)

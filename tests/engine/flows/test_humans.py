@@ -309,3 +309,17 @@ def test_input_to_a_flow_that_is_not_waiting_is_an_error(user):
     with pytest.raises(FlowStateError):
         api.push_input(flow, {"x": 1}, user)
     assert Flow.objects.get(pk=flow.pk).state == "complete"
+
+
+def test_any_json_value_for_any_field_is_a_validation_error_not_a_crash(user):
+    flow = start(user, "t_form")
+    for value in (123, True, [1], {"a": 1}, 1.5, "x" * 10_000):
+        for field in ("amount", "ship_on", "size", "quantity", "approved"):
+            data = {"amount": "1", "size": "s", "quantity": 1, field: value}
+            try:
+                api.push_input(flow, data, user)
+            except ValidationError:
+                continue
+            flow.refresh_from_db()
+            assert flow.state == "complete", (field, value)  # accepted: a valid value
+            flow = start(user, "t_form")
