@@ -154,6 +154,18 @@ class KillLtmForm(forms.Form):
     reason = TextField(max_length=500, required=False, label="Reason")
 
 
+class RollbackLtmForm(forms.Form):
+    """The confirmation of a rollback: the last event of the run the user saw
+    (`expected_seq`: a run that moved on since is refused, not rolled back blindly), a
+    required reason, and the explicit "discard the outcome of the running execution"."""
+
+    expected_seq = forms.IntegerField(min_value=0, max_value=api.MAX_ID, widget=forms.HiddenInput)
+    reason = TextField(max_length=500, label="Reason")
+    discard_running = forms.BooleanField(
+        required=False, label="Discard the outcome of the running execution"
+    )
+
+
 class TokenForm(forms.Form):
     name = TextField(max_length=100, label="Name")
 

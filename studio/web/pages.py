@@ -15,13 +15,14 @@ from django.db.models import Q
 from django.http import Http404, QueryDict
 
 from engine import api
-from engine.models import Flow, LtmRun, Routine
+from engine.models import Flow, LtmExecution, LtmRun, Routine
 from studio.models import ApiToken
 from studio.web.forms import (
     FieldsInputForm,
     FireTransitionForm,
     JSONInputForm,
     OverrideForm,
+    RollbackLtmForm,
     RoutineForm,
     StepDraft,
 )
@@ -30,6 +31,12 @@ from studio.web.forms import (
 FLOW_LIVE = "studio/partials/_flow_live.html"
 LTM_RUN_LIVE = "studio/partials/_ltm_run_live.html"
 FLOW_ROW = "studio/partials/_flow_row.html"
+# A run page's past view (the run as it was after one event), the confirmation of a rollback
+# or a copy from there, and what a rollback answers an htmx page (the past view closed and
+# the live area as it is now).
+LTM_RUN_PAST = "studio/partials/_ltm_run_past.html"
+LTM_HISTORY_CONFIRM = "studio/partials/_ltm_history_confirm.html"
+LTM_ROLLED_BACK = "studio/partials/_ltm_rolled_back.html"
 
 
 # --- records a user may see ------------------------------------------------------------------
@@ -417,11 +424,140 @@ def ltm_run_live(
         "run": run,
         "diagram": graph,
         "instances": run.instances.order_by("fqn"),
-        "events": run.events.select_related("actor").order_by("-seq")[:200],
+        # (`change` is the time machine's record of each write, up to a whole run: not shown)
+        "events": run.events.defer("change").select_related("actor").order_by("-seq")[:200],
         "fire_form": fire_form or FireTransitionForm(),
         "polling": run.state in {"pending", "running"},
         **extra,
     }
+
+
+# --- an LTM run's history: the run as it was after an event, rollback and copy from there ----
+
+# The events listed beside a past view: this many either side of the one viewed.
+HISTORY_WINDOW = 100
+TRAVELS = {"rollback": "Roll back to here", "copy": "Copy from here"}
+
+
+def travel(action: str) -> str:
+    """`action` if it is one of the time machine's (rollback, copy); 404 otherwise."""
+    if action not in TRAVELS:
+        raise Http404("no such action")
+    return action
+
+
+def running_now(run: LtmRun) -> list[str]:
+    """The states of `run` executing now (an execution a worker has claimed): a rollback
+    would discard their outcome."""
+    claimed = LtmExecution.objects.filter(run=run, status="claimed")
+    return sorted(set(claimed.values_list("fqn", flat=True)))
+
+
+def _seen(value: Any, run: LtmRun) -> int:
+    """The last event of the run the user's page showed (`?seen=`); the run's own if the
+    value is missing or not a number of the run's range."""
+    number = api.parse_id(value)
+    return number if number is not None and number <= run.seq else run.seq
+
+
+def ltm_history_confirm(
+    run: LtmRun,
+    seq: int,
+    action: str,
+    *,
+    form: RollbackLtmForm | None = None,
+    seen: Any = None,
+    **extra: Any,
+) -> dict[str, Any]:
+    """The confirmation of a rollback to (or a copy from) event `seq`: what will happen, in
+    words, and the form (for the last event the user saw, `seen`; a bound `form` with the
+    user's errors instead). A rollback names what is executing now: the form then asks to
+    discard its outcome explicitly."""
+    action = travel(action)
+    running = running_now(run) if action == "rollback" else []
+    if action == "rollback":
+        saw = _seen(seen, run) if form is None else None
+        if form is None:
+            form = RollbackLtmForm(initial={"expected_seq": saw})
+        preview = (
+            f"The run goes back to how it was after event {seq}: states, global state and "
+            f"appended lists; executions queued then are queued again; events after {seq} "
+            "stay in the history; the rollback can itself be rolled back."
+        )
+    else:
+        saw = None
+        preview = (
+            f"A new run of {run.name} owned by you starts from event {seq}; the original is "
+            "untouched; what was queued then runs in the copy."
+        )
+    return {
+        "action": action,
+        "seq": seq,
+        "title": TRAVELS[action],
+        "preview": preview,
+        "form": form,
+        "running": running,
+        "moved_on": saw is not None and saw < run.seq,
+        "seen": saw,
+        "destructive": action == "rollback",
+        **extra,
+    }
+
+
+def ltm_run_past(
+    user: Any,
+    run: LtmRun,
+    seq: Any,
+    *,
+    action: str | None = None,
+    form: RollbackLtmForm | None = None,
+    seen: Any = None,
+    error: str = "",
+    stale: bool = False,
+) -> dict[str, Any]:
+    """A run page's past view (`LTM_RUN_PAST`): the run as it was right after its event
+    `seq` — the diagram, every state's status, data and error, the global state — with the
+    events around it, and (`action`) the confirmation of a rollback or a copy from there.
+    Raises what `engine.api.ltm_at` raises: a ValueError naming the range for a `seq`
+    outside the run's history, PermissionDenied, `LtmRun.DoesNotExist`."""
+    view = api.ltm_at(run.pk, seq, user)
+    then = view.run
+    assert then is not None  # ltm_at always gives the run's record
+    at = then.seq
+    events = run.events.defer("change").select_related("actor")
+    low = max(1, at - HISTORY_WINDOW)
+    instances = [
+        {
+            "fqn": inst.fqn,
+            "status": inst.status,
+            "params": dict(inst.params),
+            "state": dict(inst.state),
+            "error": inst.error or "",
+            "entry": inst.entry,
+        }
+        for inst in sorted(view.instances.values(), key=lambda inst: inst.fqn)
+    ]
+    context: dict[str, Any] = {
+        "at": at,
+        "of": run.seq,
+        "event": events.filter(seq=at).first(),
+        "state": then.state,
+        "error": then.error,
+        "global_state": dict(view.state),
+        "diagram": diagram(lambda: api.ltm_diagram(view)),
+        "instances": instances,
+        "events": events.filter(seq__gte=low, seq__lte=at + HISTORY_WINDOW).order_by("-seq"),
+        # The write holding event `at` is the run's latest: it is as it was then already.
+        "is_now": then.version >= run.seq,
+        "killed": run.state == "killed",
+        "may_operate": api.can_operate_ltm(user, run),
+        "confirm": None,
+    }
+    if action is not None:
+        context["confirm"] = ltm_history_confirm(
+            run, at, action, form=form, seen=seen, error=error, stale=stale
+        )
+    return context
 
 
 # --- API tokens ------------------------------------------------------------------------------

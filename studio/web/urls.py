@@ -26,4 +26,17 @@ urlpatterns = [
     path("ltms/<str:name>/start/", ltms.ltm_start, name="ltm_start"),
     path("ltm-runs/<uuid:pk>/", ltms.run_detail, name="ltm_run"),
     path("ltm-runs/<uuid:pk>/act/<str:action>/", ltms.run_act, name="ltm_run_act"),
+    path("ltm-runs/<uuid:pk>/at/<int:seq>/", ltms.run_at, name="ltm_run_at"),
+    path(
+        "ltm-runs/<uuid:pk>/at/<int:seq>/rollback/",
+        ltms.run_travel,
+        {"action": "rollback"},
+        name="ltm_run_rollback",
+    ),
+    path(
+        "ltm-runs/<uuid:pk>/at/<int:seq>/copy/",
+        ltms.run_travel,
+        {"action": "copy"},
+        name="ltm_run_copy",
+    ),
 ]
