@@ -142,6 +142,24 @@ class FireTransitionForm(forms.Form):
     payload = JSONTextField(
         object_only=True, required=False, empty={}, label="Payload (optional JSON object)"
     )
+    params = JSONTextField(
+        required=False,
+        empty=None,
+        label="Params (optional JSON: a list of objects)",
+        help_text='For parameterised labels and states, e.g. [{"k": "1"}] for "next_{k}".',
+    )
+    namespace = TextField(
+        max_length=500, required=False, label="Namespace (optional; the root machine's by default)"
+    )
+
+    def clean_params(self) -> Any:
+        params = self.cleaned_data.get("params")
+        if params is None:
+            return None
+        items = [params] if isinstance(params, dict) else params
+        if not isinstance(items, list) or not all(isinstance(item, dict) for item in items):
+            raise forms.ValidationError('must be a JSON object or a list of objects: [{"k": "1"}]')
+        return items
 
 
 class StartLtmForm(forms.Form):

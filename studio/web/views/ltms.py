@@ -81,7 +81,14 @@ def run_act(request: HtmxHttpRequest, pk: Any, action: str) -> HttpResponse:
         try:
             if form is not None:  # fire
                 data = form.cleaned_data
-                api.fire_transition(run.pk, data["label"], request.user, payload=data["payload"])
+                api.fire_transition(
+                    run.pk,
+                    data["label"],
+                    request.user,
+                    payload=data["payload"],
+                    namespace=data["namespace"] or None,
+                    params=data["params"],
+                )
             elif kill_form is not None:
                 reason = kill_form.cleaned_data["reason"]
                 api.kill_ltm(run.pk, request.user, reason=reason)

@@ -445,3 +445,25 @@ def test_ltm_run_start_fire_and_kill(client_alice, user):
     killed = act("kill", reason="stop")
     assert killed.status_code == 200 and "manual.kill" in killed.content.decode()
     assert act("kill", reason="again").status_code == 409
+
+
+def test_ltm_run_page_fires_a_parameterised_label_with_params_and_a_namespace(client_alice, user):
+    from engine.ltm.registry import discover
+
+    discover()
+    run_id = api.start_ltm("flou_pairs", user)
+    fire = reverse("studio:ltm_run_act", args=[run_id, "fire"])
+
+    bad = client_alice.post(fire, {"label": "next_{k}", "params": '"1"'}, **HTMX)
+    assert bad.status_code == 400 and "list of objects" in bad.content.decode()
+    fired = client_alice.post(fire, {"label": "next_{k}", "params": '[{"k": "1"}]'}, **HTMX)
+
+    assert fired.status_code == 200
+    statuses = {fqn: i.status for fqn, i in api.load_ltm(run_id).instances.items()}
+    assert statuses["flou_pairs.first_1"] == "completed"
+    assert statuses["flou_pairs.first_2"] == "active"  # the params chose the source
+    run_id = api.start_ltm("flou_namespaces", user)
+    fire = reverse("studio:ltm_run_act", args=[run_id, "fire"])
+    fired = client_alice.post(fire, {"label": "start", "namespace": "global"}, **HTMX)
+    assert fired.status_code == 200
+    assert api.load_ltm(run_id).instances["flou_namespaces.side.after"].status == "active"
