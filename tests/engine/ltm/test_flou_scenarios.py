@@ -116,3 +116,31 @@ def test_nested_sub_machines_report_to_their_joins_on_a_consumer(consumer, user)
         done = view.instances[f"{team}.collect"].state["done"]
         assert sorted(item["num"] for item in done) == ["1", "2"]
         assert view.instances[f"{team}.rest"].status == "active"
+
+
+@pytest.mark.consumer
+def test_params_self_loops_and_namespaces_on_a_consumer(consumer, user):
+    pairs = api.start_ltm("flou_pairs", user)
+    loop = api.start_ltm("flou_loop", user)
+    spaces = api.start_ltm("flou_namespaces", user)
+    assert wait_until(lambda: over([pairs, loop, spaces]), timeout=60), consumer.logs()[-3000:]
+
+    api.fire_transition(pairs, "next_{k}", user, params=[{"k": "1"}])
+    for k in ("1", "2"):
+        api.fire_transition(loop, "start_{k}", user, params=[{"k": k}])
+        assert wait_until(lambda: over([loop]), timeout=60), consumer.logs()[-3000:]
+    api.fire_transition(spaces, "start", user, namespace="global")
+
+    assert wait_until(lambda: over([pairs, loop, spaces]), timeout=60), consumer.logs()[-3000:]
+    found = statuses(pairs)
+    assert (found["flou_pairs.first_1"], found["flou_pairs.first_2"]) == ("completed", "active")
+    assert found["flou_pairs.second_1"] == "active" and "flou_pairs.second_2" not in found
+    assert statuses(loop) == {
+        "flou_loop": "active",
+        "flou_loop.idle": "active",
+        "flou_loop.spawned_1": "active",
+        "flou_loop.spawned_2": "active",
+    }
+    found = statuses(spaces)
+    assert found["flou_namespaces.side.after"] == found["flou_namespaces.other_side.after"]
+    assert found["flou_namespaces.side.after"] == "active"
