@@ -299,3 +299,28 @@ class _nothing:
 
     def __exit__(self, *exc):
         return False
+
+
+def test_a_rollback_racing_another_write_is_a_conflict_and_writes_nothing(user, monkeypatch):
+    from django.db.models import F
+
+    from engine.ltm import timemachine
+
+    run_id = api.start_ltm("flou_pairs", user)
+    start = LtmRun.objects.get(pk=run_id).seq
+    api.fire_transition(run_id, "next_{k}", user, params=[{"k": "1"}])
+    before = LtmRun.objects.get(pk=run_id)
+    real = timemachine.moment
+
+    def raced(run, seq):  # another writer commits between the rollback's read and its write
+        LtmRun.objects.filter(pk=run.pk).update(version=F("version") + 1)
+        return real(run, seq)
+
+    monkeypatch.setattr(timemachine, "moment", raced)
+
+    with pytest.raises(StaleFlowError, match="changed meanwhile"):
+        api.rollback_ltm(run_id, start, user, "racing")
+
+    after = LtmRun.objects.get(pk=run_id)
+    assert after.seq == before.seq and after.version == before.version + 1
+    assert not LtmEvent.objects.filter(run_id=run_id, kind="rollback").exists()
