@@ -24,6 +24,7 @@ from engine.core.ltm.view import RunView
 from engine.diagram import DiagramUnavailable
 from engine.flows.humans import (
     DecisionForm,
+    input_form_of,
     is_decision,
     json_schema,
     may_answer,
@@ -114,6 +115,7 @@ __all__ = [
     "can_see_all",
     "can_see_flow",
     "DecisionForm",
+    "input_form_of",
     "is_decision",
     "json_schema",
     "may_answer",

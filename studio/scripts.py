@@ -8,7 +8,10 @@ from __future__ import annotations
 
 import time
 
+from django import forms
+
 from engine import Task, done, kill, result, wait
+from engine.forms import DecisionForm
 
 
 class Greet(Task):
@@ -22,20 +25,40 @@ class Greet(Task):
         return result(greeting=f"Hello, {who}!")
 
 
+class ApprovalForm(DecisionForm):
+    """Approve or Reject (a reason required to reject), with the amount approved."""
+
+    amount = forms.DecimalField(
+        required=False,
+        min_value=0,
+        max_digits=12,
+        decimal_places=2,
+        help_text="The amount you approve, if it is not the one asked for.",
+    )
+
+
 class AskApproval(Task):
-    """Wait until someone pushes {"approved": true} (or false) to this flow."""
+    """Ask for a decision: Approve or Reject with a comment (and an amount).
+
+    Step params: `question` (shown while it waits), `assign_to` (a group's name, or a list of
+    names: who may decide; nobody else, not even the owner unless in it) and `timeout`
+    (seconds to decide; past it the flow fails as timed out, and an operator can resume it)."""
 
     name = "ask_approval"
     label = "Ask for approval"
-    input_fields = ("approved",)
+    input_form = ApprovalForm
+    remind_before = 3600  # an hour before the deadline, the approvers are reminded
 
     def perform(self):
         if self.input is None:
-            return wait(reason=self.params.get("question", "approval required"))
-        approved = bool(self.input.get("approved")) if isinstance(self.input, dict) else False
-        if not approved:
-            return kill(reason="not approved")
-        return result(approved=True)
+            return wait(
+                reason=self.params.get("question", "approval required"),
+                assign_to=self.params.get("assign_to"),
+                timeout=self.params.get("timeout"),
+            )
+        if not self.input["approved"]:
+            return kill(reason=f"rejected: {self.input['comment']}")
+        return result(approved=True, amount=self.input.get("amount"), comment=self.input["comment"])
 
 
 class SendEmail(Task):

@@ -4,7 +4,10 @@
    builds markup. The database is the truth: on every (re)connection the page says what it
    shows — the sequence number its flow or run area was rendered at, each dashboard row's and
    the newest flow on the dashboard — and the server sends what differs; on a gap the page asks
-   again from the last event it has. Without this file, the page polls. */
+   again from the last event it has. Without this file, the page polls.
+   Every page of a signed-in user also follows the notification count in its header; the
+   lists that depend on it ("Waiting for me", the notifications page: `data-live-refresh`)
+   are fetched again over htmx when it changes, and after a reconnection. */
 (function () {
   "use strict";
 
@@ -12,8 +15,14 @@
   var flowEl = document.querySelector("[data-live-flow]");
   var runEl = document.querySelector("[data-live-ltm]");
   var dashboard = document.querySelector("[data-live-dashboard]");
+  var lists = document.querySelector("[data-live-waiting], [data-live-notifications]");
+  var counter = document.getElementById("notification-count");
   var indicator = document.getElementById("live-indicator");
-  if (!flowEl && !runEl && !dashboard) { return; }
+  // The Live/Offline indicator is about the page's live content: shown only where there is
+  // some (a flow, an LTM run, a dashboard, a list), whatever else may use the socket (the
+  // notification count in the header).
+  var liveContent = Boolean(flowEl || runEl || dashboard || lists);
+  if (!liveContent && !counter) { return; }
 
   var socket = null;
   var attempts = 0;
@@ -24,6 +33,8 @@
               : null;
   var areaId = flowEl ? "flow-live" : "ltm-run-live";
   var shown = 0;  // the sequence number of the newest fragments swapped in
+  var connected = false;  // a connection was open before (the next one is a reconnection)
+  var refreshHeld = false;  // a list refresh held back while the user types in it
 
   // The sequence number the flow's (or run's) live area shows: it was rendered with it, in
   // the page, a fragment pushed over the socket or a poll while offline.
@@ -50,12 +61,16 @@
     return payload;
   }
 
-  function setStatus(live) {
-    body.dataset.live = live ? "on" : "off";
-    if (indicator) {
-      indicator.textContent = live ? "Live" : "Offline";
-      indicator.className = "live-indicator " + (live ? "is-live" : "is-offline");
-      indicator.title = live ? "Updates arrive as they happen" : "Reconnecting; the page polls meanwhile";
+  // "connecting" until the first connection, then "live" or "offline" (lost, reconnecting).
+  function setStatus(state) {
+    body.dataset.live = state === "live" ? "on" : "off";
+    if (indicator && liveContent) {
+      indicator.hidden = false;
+      indicator.textContent = state === "live" ? "Live" : state === "offline" ? "Offline" : "Connecting…";
+      indicator.className = "live-indicator is-" + state;
+      indicator.title = state === "live" ? "This page updates by itself as things happen"
+        : state === "offline" ? "Connection lost: reconnecting; the page checks for changes every 2 seconds meanwhile"
+        : "Connecting for live updates";
     }
   }
 
@@ -85,8 +100,32 @@
       if (pending && !editing(document.getElementById(pending.id))) {
         var update = pending; pending = null; swap(update.id, update.html);
       }
+      if (refreshHeld) { refreshLists(); }
     }, 0);
   });
+
+  // The header's count of open notifications; true when it changed.
+  function showCount(count) {
+    if (!counter || typeof count !== "number") { return false; }
+    var before = counter.textContent.trim();
+    counter.textContent = String(count);
+    counter.classList.toggle("has-unread", count > 0);
+    return before !== String(count);
+  }
+
+  // Fetch the lists that follow the notifications again (the server renders them for this
+  // user), unless the user is typing in one: then once they leave it.
+  function refreshLists() {
+    refreshHeld = false;
+    var found = document.querySelectorAll("[data-live-refresh]");
+    for (var i = 0; i < found.length; i++) {
+      var list = found[i];
+      if (editing(list)) { refreshHeld = true; continue; }
+      if (window.htmx && list.id && list.dataset.liveRefresh) {
+        window.htmx.ajax("GET", list.dataset.liveRefresh, { target: "#" + list.id, swap: "outerHTML" });
+      }
+    }
+  }
 
   // While the socket is up the page does not poll; while it is down, htmx polling goes on.
   document.addEventListener("htmx:beforeRequest", function (event) {
@@ -103,8 +142,13 @@
         return;
       }
       watched.since = Math.max(watched.since, message.seq);
+    } else if (message.type === "notifications") {
+      // A change (a step began waiting for this user, or was answered), or the count the
+      // page was rendered with is not the database's: the lists follow.
+      if (showCount(message.count) || message.flow) { refreshLists(); }
     } else if (message.type === "fragments" && watched) {
-      if (message.seq < shown) { return; }  // an older render came late
+      // An older render came late, or the area already shows this state (an htmx answer).
+      if (message.seq < shown || message.seq <= shownSeq()) { return; }
       shown = message.seq;
       Object.keys(message.html || {}).forEach(function (id) { swap(id, message.html[id]); });
     } else if (message.type === "row" && dashboard) {
@@ -139,23 +183,26 @@
     socket = new WebSocket(scheme + location.host + "/ws/live/");
     socket.onopen = function () {
       attempts = 0;
-      setStatus(true);
+      setStatus("live");
       // Say what the page shows: the server answers with whatever changed meanwhile (while
       // the server restarted, say), so the page converges without polling.
       if (watched) { watched.since = shownSeq(); send(watched); }
       if (dashboard) { send(dashboardShows()); }
+      if (counter) { send({ action: "watch_notifications" }); }
+      if (connected) { refreshLists(); }  // whatever changed while the socket was down
+      connected = true;
     };
     socket.onmessage = function (event) {
       try { onMessage(JSON.parse(event.data)); } catch (error) { /* ignore a bad frame */ }
     };
     socket.onclose = function () {
-      setStatus(false);
+      setStatus("offline");
       attempts += 1;
       var delay = Math.min(10000, 500 * Math.pow(2, attempts - 1)) * (0.75 + Math.random() / 2);
       setTimeout(connect, delay);
     };
   }
 
-  setStatus(false);
+  setStatus("connecting");
   connect();
 })();

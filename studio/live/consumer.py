@@ -8,12 +8,20 @@ in order, and a client that reconnects with `since` gets what it missed.
 
 Protocol (JSON). Client: {"action": "watch_flow", "flow": 7, "since": 12} |
 {"action": "watch_ltm", "run": "…", "since": 3} | {"action": "watch_dashboard", "rows":
-{"7": 12, …}, "after": 9} | {"action": "ping"}. On every (re)connection a page sends what it
-shows — the seq its flow or run shows as `since`, its dashboard rows' seqs and newest flow id —
-and the server sends what differs from the database. Server: {"type": "event", "stream":
+{"7": 12, …}, "after": 9} | {"action": "watch_notifications"} | {"action": "ping"}. On
+every (re)connection a page sends what it shows — the seq its flow or run shows as `since`,
+its dashboard rows' seqs and newest flow id — and the server sends what differs from the
+database. Server: {"type": "event", "stream":
 "flow", "id": 7, "seq": 13, "event": {…}} at once, then {"type": "fragments", "id": 7, "seq":
 13, "html": {element id: fragment}} rendered for the newest event | {"type": "row", …} |
-{"type": "watching", …} | {"type": "error", "message": …}.
+{"type": "watching", …} | {"type": "notifications", "count": 2, "flow": 7} (the user's
+open notifications: at once when asked, then whenever they change) | {"type": "error",
+"message": …}.
+
+A flow is watched by whoever may see its page (`engine.api.can_see_flow`): its owner,
+operators, and the assignees of its wait while it waits for them. An assignee's socket gets
+events without the results and inputs they carry, and its own fragments; once the flow no
+longer waits for them it gets a last fragment saying so, and nothing more of the flow.
 """
 
 from __future__ import annotations
@@ -32,11 +40,12 @@ from engine import api
 from studio.live import fragments, publisher, reads
 
 Stream = tuple[str, Any]  # ("flow", id) or ("ltm", run id)
-ACTIONS = ("watch_flow", "watch_ltm", "watch_dashboard", "ping")
+ACTIONS = ("watch_flow", "watch_ltm", "watch_dashboard", "watch_notifications", "ping")
 # The largest text frame read. The client's own are a few hundred bytes (a dashboard's rows
 # a few kilobytes); daphne refuses frames over 1 MiB itself (close 1009).
 MAX_FRAME = 64 * 1024
 SYNC_SECONDS = 2.0
+COUNT_EVERY = 5  # sync rounds between two checks of the notification count (10 s)
 RENDER_INTERVAL = 0.2
 
 # Every watcher of a stream gets the same frames: they are encoded and rendered once per
@@ -90,6 +99,10 @@ class LiveConsumer(AsyncJsonWebsocketConsumer):
         self.dashboard = False
         self.latest: dict[Stream, dict[str, Any]] = {}  # newest event per stream, to render
         self.rendering: set[Stream] = set()
+        # What the user is to each watched stream: the fragments they get (a flow's
+        # `pages.viewer_role`, an LTM run's staff or not).
+        self.roles: dict[Stream, Any] = {}
+        self.unread: int | None = None  # the notification count sent, once asked for
         await self.accept()
         await self.send_json({"type": "hello", "user": user.get_username()})
         self.syncing = asyncio.ensure_future(self.sync_loop())
@@ -103,8 +116,12 @@ class LiveConsumer(AsyncJsonWebsocketConsumer):
         """Every few seconds, compare the watched streams, and the dashboard rows of flows
         still under way, with the database. A message lost last (with nothing after it to
         reveal the gap) is found and sent this way."""
+        rounds = 0
         while True:
             await asyncio.sleep(SYNC_SECONDS)
+            rounds += 1
+            if self.unread is not None and rounds % COUNT_EVERY == 0:
+                await self.send_count(None, only_if_changed=True)  # a lost message, too
             if self.sent:
                 latest = await database_sync_to_async(reads.latest_seqs)(list(self.sent))
                 for stream, seq in latest.items():
@@ -163,6 +180,8 @@ class LiveConsumer(AsyncJsonWebsocketConsumer):
             await self.watch(("ltm", content.get("run")), content.get("since", 0))
         elif action == "watch_dashboard":
             await self.watch_dashboard(content.get("rows"), content.get("after"))
+        elif action == "watch_notifications":
+            await self.watch_notifications()
         elif action == "ping":
             await self.send_json({"type": "pong"})
         else:  # (never echoed: it may be anything, of any size)
@@ -178,11 +197,18 @@ class LiveConsumer(AsyncJsonWebsocketConsumer):
         if start is None:
             await self.error("invalid since: a sequence number, 0 or more", kind)
             return
-        if not await database_sync_to_async(reads.may_see)(self.user, kind, key):
+        if kind == "flow":
+            role = await database_sync_to_async(reads.flow_role)(self.user, key)
+        elif await database_sync_to_async(reads.may_see)(self.user, kind, key):
+            role = bool(self.user.is_staff)
+        else:
+            role = None
+        if role is None:
             # The same answer for a missing and a foreign object: nothing is learnt.
             await self.error("not found", kind)
             return
         stream = (kind, key)
+        self.roles[stream] = role
         group = publisher.flow_group(key) if kind == "flow" else publisher.ltm_group(key)
         await self.channel_layer.group_add(group, self.channel_name)
         self.sent[stream] = start
@@ -226,8 +252,52 @@ class LiveConsumer(AsyncJsonWebsocketConsumer):
                 await self.send_row(event)
         await self.send_json({"type": "watching", "stream": "dashboard"})
 
+    def limited(self, stream: Stream) -> bool:
+        """Whether the socket watches the stream as an assignee: for as long as the flow
+        waits for them, and without the results and inputs of its events."""
+        role = self.roles.get(stream)
+        return isinstance(role, tuple) and role[0] == "assignee"
+
+    async def still_sees(self, stream: Stream, seq: int) -> bool:
+        """For an assignee's socket: whether the flow still waits for them. If not, it stops
+        watching, and the page is told that the flow no longer waits for them."""
+        if not self.limited(stream):
+            return True
+        kind, key = stream
+        if await database_sync_to_async(reads.may_see)(self.user, kind, key):
+            return True
+        self.sent.pop(stream, None)
+        self.latest.pop(stream, None)
+        self.roles.pop(stream, None)
+        await self.channel_layer.group_discard(publisher.flow_group(key), self.channel_name)
+        html = await database_sync_to_async(fragments.gone)(key, seq)
+        await self.send_json(fragments_message(kind, key, seq, html))
+        return False
+
+    async def watch_notifications(self) -> None:
+        """Follow the user's notification count (the header of every page): sent now, and
+        again whenever the engine says their notifications changed."""
+        await self.channel_layer.group_add(publisher.user_group(self.user.pk), self.channel_name)
+        await self.send_count(None)
+
+    async def send_count(self, flow: Any, only_if_changed: bool = False) -> None:
+        count = await database_sync_to_async(reads.unread)(self.user)
+        if only_if_changed and count == self.unread:
+            return
+        self.unread = count
+        await self.send_json({"type": "notifications", "count": count, "flow": flow})
+
+    async def live_notifications(self, message: dict[str, Any]) -> None:
+        """Some users' notifications changed (a step began waiting for them, or was
+        answered); this user is one of them."""
+        if self.unread is not None:
+            flow = message.get("event", {}).get("flow")
+            await self.send_count(flow if isinstance(flow, int) else None)
+
     async def catch_up(self, stream: Stream, until: int | None = None) -> None:
         """Send the stored events after the last one sent (up to `until`)."""
+        if not await self.still_sees(stream, self.sent.get(stream, 0)):
+            return
         kind, key = stream
         events = await database_sync_to_async(reads.events_since)(
             kind, key, self.sent[stream], until
@@ -241,11 +311,15 @@ class LiveConsumer(AsyncJsonWebsocketConsumer):
             return  # already sent (it came by two groups, or by catch-up first)
         if seq > self.sent[stream] + 1:
             await self.catch_up(stream, until=seq - 1)  # a message was lost on the way
+        if stream not in self.sent:
+            return  # no longer watched (an assignee whose wait is over)
         self.sent[stream] = seq
         kind, key = stream
+        limited = self.limited(stream)
+        shown = reads.limited_event(event) if limited else event
         text = frame(
-            ("event", kind, key, seq),
-            lambda: {"type": "event", "stream": kind, "id": key, "seq": seq, "event": event},
+            ("event", kind, key, seq, limited),
+            lambda: {"type": "event", "stream": kind, "id": key, "seq": seq, "event": shown},
         )
         await self.send(text_data=text)
         self.schedule_render(stream, event)
@@ -266,15 +340,15 @@ class LiveConsumer(AsyncJsonWebsocketConsumer):
             while self.latest.get(stream) and self.latest[stream]["seq"] > rendered:
                 seq = self.latest[stream]["seq"]
                 event = self.latest[stream]
-                staff = bool(self.user.is_staff)
+                role = self.roles.get(stream)
                 html = await shared_render(
-                    ("fragments", kind, key, seq, staff),
-                    partial(fragments.peek, self.user, kind, key, seq),
-                    partial(fragments.fragments, self.user, kind, key, event),
+                    ("fragments", kind, key, seq, role),
+                    partial(fragments.peek, kind, key, seq, role),
+                    partial(fragments.fragments, self.user, kind, key, event, role),
                 )
                 rendered = seq
                 text = frame(
-                    ("fragments", kind, key, seq, staff),
+                    ("fragments", kind, key, seq, role),
                     partial(fragments_message, kind, key, seq, html),
                 )
                 await self.send(text_data=text)
@@ -290,7 +364,7 @@ class LiveConsumer(AsyncJsonWebsocketConsumer):
         kind = "ltm" if event.get("type") == "ltm.event" else "flow"
         key = event["run"] if kind == "ltm" else event["flow"]
         stream = (kind, key)
-        if stream in self.sent:
+        if stream in self.sent and await self.still_sees(stream, event["seq"]):
             await self.send_event(stream, event)
         if self.dashboard and kind == "flow":
             await self.send_row(event)

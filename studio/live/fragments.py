@@ -2,9 +2,12 @@
 areas and dashboard rows, rendered by `studio.web.pages` for the watching user from the pages'
 own partial templates, exactly as the pages render them.
 
-Every watcher of a stream gets the same fragment for the same event, so renders are cached
-per (stream, seq, staff or not): a hundred watchers cost one render (and one graphviz run),
-not a hundred.
+Every watcher of a stream in the same role gets the same fragment for the same event, so
+renders are cached per (stream, seq, role): a hundred watchers cost one render (and one
+graphviz run), not a hundred. A flow's page differs between viewers
+(`studio.web.pages.viewer_role`): operators (staff or not: tracebacks), its owner (the
+overrides; the form only when the wait is not assigned to others) and each assignee (the
+form, results only if the step shows them, no overrides). An LTM run's role is staff or not.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ from typing import Any
 
 from django.template.loader import render_to_string
 
+from engine.models import Flow
 from studio.web import pages
 
 _CACHE_SIZE = 512
@@ -35,25 +39,44 @@ def _cached(key: tuple[Any, ...], render: Any) -> Any:
     return value
 
 
-def peek(user: Any, kind: str, key: Any, seq: int) -> dict[str, str] | None:
+def peek(kind: str, key: Any, seq: int, role: Any) -> dict[str, str] | None:
     """The cached fragments, without touching the database (safe in the event loop)."""
     with _cache_lock:
-        return _cache.get((kind, key, seq, bool(user.is_staff)))
+        return _cache.get((kind, key, seq, role))
 
 
-def fragments(user: Any, kind: str, key: Any, event: dict[str, Any]) -> dict[str, str]:
-    """The page fragments that show the stream's current state, by element id."""
-    staff = bool(user.is_staff)
+def fragments(
+    user: Any, kind: str, key: Any, event: dict[str, Any], role: Any = None
+) -> dict[str, str]:
+    """The page fragments that show the stream's current state, by element id, for a
+    watcher in `role` (a flow's `pages.viewer_role`, an LTM run's staff or not; found
+    here when not given)."""
+    if role is None:
+        role = bool(user.is_staff) if kind != "flow" else _role(user, key)
     if kind == "flow":
-        return _cached(("flow", key, event["seq"], staff), lambda: _flow_fragments(user, key))
-    return _cached(("ltm", key, event["seq"], staff), lambda: _ltm_fragments(user, key))
+        return _cached(
+            ("flow", key, event["seq"], role), lambda: _flow_fragments(user, key, event["seq"])
+        )
+    return _cached(("ltm", key, event["seq"], role), lambda: _ltm_fragments(user, key))
 
 
-def _flow_fragments(user: Any, flow_id: int) -> dict[str, str]:
-    flow = pages.visible_flow(user, flow_id)
-    if flow is None:
-        return {}
+def _role(user: Any, flow_id: int) -> Any:
+    flow = Flow.objects.filter(pk=flow_id).only("id", "owner_id").first()
+    return None if flow is None else pages.viewer_role(user, flow)
+
+
+def _flow_fragments(user: Any, flow_id: int, seq: int) -> dict[str, str]:
+    flow = pages.seen_flow(user, flow_id)
+    if flow is None:  # an assignee whose wait is over: the flow is no longer theirs to see
+        return gone(flow_id, seq)
     return {"flow-live": render_to_string(pages.FLOW_LIVE, pages.flow_live(user, flow))}
+
+
+def gone(flow_id: int, seq: int) -> dict[str, str]:
+    """What a flow page shows once its viewer may no longer see the flow (an assignee, after
+    the wait): that it no longer waits for them, and nothing of it."""
+    context = {"flow_id": flow_id, "seq": seq}
+    return {"flow-live": render_to_string("studio/partials/_flow_answered.html", context)}
 
 
 def _ltm_fragments(user: Any, run_id: Any) -> dict[str, str]:

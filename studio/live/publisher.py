@@ -1,6 +1,8 @@
 """Where engine events leave for the browser: the sink the studio connects to
 `engine.events` at start-up. Each committed event goes to the Channels groups of its flow (or
-LTM run), of its owner, and of the staff's "everything" dashboard.
+LTM run), of its owner, and of the staff's "everything" dashboard. A change of some users'
+notifications (`{"type": "notifications", "users": [...], "flow": id}`) goes to each of
+those users' own group, which only their sockets that show the notification count join.
 
 Channel layers deliver at most once: the websocket consumer fills gaps from the database (each
 event carries its flow's sequence number), so a lost message costs latency, never state.
@@ -32,7 +34,17 @@ def owner_group(user_id: int | None) -> str:
     return f"owner-{user_id}"
 
 
+def user_group(user_id: int | None) -> str:
+    """A user's sockets that follow their notifications (every page's header count). Not
+    the owner's group: that one carries every event of the user's flows to their dashboards,
+    which a page showing only the count has no use for."""
+    return f"user-{user_id}"
+
+
 def groups_for(event: dict[str, Any]) -> list[str]:
+    if event.get("type") == "notifications":
+        users = event.get("users") or []
+        return [user_group(user) for user in users if isinstance(user, int)]
     if event.get("type") == "ltm.event":
         target = ltm_group(event["run"])
     else:
@@ -53,7 +65,8 @@ def publish(events: list[dict[str, Any]]) -> None:
     # layer of the running event loop, and raises in a thread without one)
     send_from_thread = getattr(type(layer), "send_from_thread", None)
     for event in events:
-        message = {"type": "live.event", "event": event}
+        kind = "live.notifications" if event.get("type") == "notifications" else "live.event"
+        message = {"type": kind, "event": event}
         for group in groups_for(event):
             if send_from_thread is not None:
                 send_from_thread(layer, group, message)  # the server's loop (embedded mode)

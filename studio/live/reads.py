@@ -12,6 +12,7 @@ from django.db.models import Q
 
 from engine import api
 from engine.models import Flow, FlowEvent, LtmEvent, LtmRun
+from studio.web.pages import HIDDEN_EVENT_KEYS, viewer_role
 
 MAX_ID = api.MAX_ID  # the largest database integer: ids and sequence numbers beyond are no one's
 
@@ -62,10 +63,33 @@ def sees_everything(user: Any) -> bool:
 
 
 def may_see(user: Any, kind: str, key: Any) -> bool:
+    """Whether `user` may watch the stream: a flow whose page they may see (its owner,
+    operators, the assignees of its wait while it waits for them), an LTM run of theirs."""
     if kind == "flow":
-        flow = Flow.objects.filter(pk=key).only("id", "owner_id").first()
-        return flow is not None and api.can_operate(user, flow)
+        return flow_role(user, key) is not None
     return api.visible_ltm_runs(user).filter(pk=key).exists()
+
+
+def flow_role(user: Any, key: Any) -> tuple[Any, ...] | None:
+    """What `user` is to the flow's page (`studio.web.pages.viewer_role`); None when they may
+    not see it (`engine.api.can_see_flow`), exactly as its page answers 404."""
+    flow = Flow.objects.filter(pk=key).only("id", "owner_id", "state").first()
+    if flow is None or not api.can_see_flow(user, flow):
+        return None
+    return viewer_role(user, flow)
+
+
+def limited_event(event: dict[str, Any]) -> dict[str, Any]:
+    """An event as an assignee's socket gets it: without the results and inputs its data
+    holds (as the REST API hides them; their page shows what their step lets them see)."""
+    data = event.get("data")
+    if isinstance(data, dict):
+        data = {k: v for k, v in data.items() if k not in HIDDEN_EVENT_KEYS}
+    return {**event, "data": data}
+
+
+def unread(user: Any) -> int:
+    return api.unread_count(user)
 
 
 def events_since(kind: str, key: Any, since: int, until: int | None = None) -> list[dict[str, Any]]:

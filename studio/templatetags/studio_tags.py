@@ -1,5 +1,6 @@
 """Template helpers of the studio: JSON shown pretty (and escaped by the template), state
-icons and labels, and a flow's progress."""
+icons and labels, a flow's progress, a deadline's time left, the input form's kind and the
+signed-in user's open notifications."""
 
 from __future__ import annotations
 
@@ -7,6 +8,10 @@ import json
 from typing import Any
 
 from django import template
+from django.utils import timezone
+
+from engine import api
+from studio.web.forms import FieldsInputForm, JSONInputForm
 
 register = template.Library()
 
@@ -66,3 +71,46 @@ def step_number(flow: Any) -> int:
 def progress_value(flow: Any) -> int:
     """Steps done, for the progress bar."""
     return flow.length if str(flow.state) == "complete" else min(flow.position, flow.length)
+
+
+def _span(seconds: int) -> str:
+    """A duration in words a glance reads: "45 s", "12 min", "3 h 12 min", "2 d 5 h"."""
+    if seconds < 120:
+        return f"{seconds} s"
+    if seconds < 3600:
+        return f"{seconds // 60} min"
+    if seconds < 2 * 86400:
+        return f"{seconds // 3600} h {seconds % 3600 // 60} min"
+    return f"{seconds // 86400} d {seconds % 86400 // 3600} h"
+
+
+@register.filter
+def time_left(deadline: Any) -> str:
+    """The time left to a deadline, "due in 3 h 12 min", or "overdue" once it has passed
+    ("" without a deadline)."""
+    if not deadline:
+        return ""
+    seconds = int((deadline - timezone.now()).total_seconds())
+    return "overdue" if seconds <= 0 else f"due in {_span(seconds)}"
+
+
+@register.filter
+def is_overdue(deadline: Any) -> bool:
+    return bool(deadline) and deadline <= timezone.now()
+
+
+@register.filter
+def input_kind(form: Any) -> str:
+    """How an input form is shown: "decision" (Approve / Reject), "form" (a script's typed
+    form), "fields" (one box per `input_fields` name, read as JSON) or "json" (a textarea)."""
+    if isinstance(form, FieldsInputForm):
+        return "fields"
+    if isinstance(form, JSONInputForm):
+        return "json"
+    return "decision" if isinstance(form, api.DecisionForm) else "form"
+
+
+@register.simple_tag
+def unread_notifications(user: Any) -> int:
+    """How many of the user's notifications are open (their wait not answered yet)."""
+    return api.unread_count(user)

@@ -112,6 +112,50 @@ class FieldsInputForm(forms.Form):
         return self.value
 
 
+# The HTML input types of a script form's date and time fields (Django's default widgets
+# render them as plain text boxes), with the formats those inputs read and write.
+_DATE_INPUTS: list[tuple[type[forms.Field], str, str]] = [
+    (forms.DateTimeField, "datetime-local", "%Y-%m-%dT%H:%M"),
+    (forms.DateField, "date", "%Y-%m-%d"),
+    (forms.TimeField, "time", "%H:%M"),
+]
+
+
+def typed_input_form(form_class: type[forms.Form], data: Any = None, **kwargs: Any) -> forms.Form:
+    """An instance of a script's `input_form` for the page: the date and time fields get the
+    browser's own pickers (`<input type=date>` ...); everything else keeps its widget (a
+    checkbox, a number box, a select for choices). What the user posts is validated by the
+    engine with the same form class (`engine.api.push_input`)."""
+    form = form_class(data, **kwargs)
+    for form_field in form.fields.values():  # (each form instance has its own copies)
+        widget = form_field.widget
+        for kind, input_type, fmt in _DATE_INPUTS:
+            if isinstance(form_field, kind) and type(widget) in (
+                forms.DateInput,
+                forms.DateTimeInput,
+                forms.TimeInput,
+            ):
+                widget.input_type = input_type
+                widget.format = fmt
+                break
+    return form
+
+
+def posted_input(form_class: type[forms.Form], data: Any) -> dict[str, Any]:
+    """What a browser posted for a script form's fields, as the input pushed to the engine:
+    one text per field (a list for multiple choices); an unticked box or a field left out is
+    not sent, as the browser did not send it."""
+    value: dict[str, Any] = {}
+    for name, form_field in form_class.base_fields.items():
+        if name not in data:
+            continue
+        if isinstance(form_field, forms.MultipleChoiceField):
+            value[name] = data.getlist(name)
+        else:
+            value[name] = data.get(name)
+    return value
+
+
 class OverrideForm(forms.Form):
     """An override's confirmation: the page's flow version, and a reason (required for the
     destructive ones), and the target step of a move."""

@@ -9,10 +9,12 @@ from collections.abc import Callable
 from functools import partial
 from typing import Any, cast
 
+from django import forms
 from django.contrib.auth import get_user_model
 from django.core.paginator import Paginator
-from django.db.models import Q
+from django.db.models import Q, prefetch_related_objects
 from django.http import Http404, QueryDict
+from django.urls import reverse
 
 from engine import api
 from engine.models import Flow, LtmExecution, LtmRun, Routine
@@ -25,6 +27,7 @@ from studio.web.forms import (
     RollbackLtmForm,
     RoutineForm,
     StepDraft,
+    typed_input_form,
 )
 
 # The partial templates the live updates push, each the live area of its page.
@@ -49,6 +52,22 @@ def visible_flow(user: Any, pk: int) -> Flow | None:
 def get_flow(user: Any, pk: int) -> Flow:
     """A flow `user` may see; 404 otherwise (a foreign one is not revealed)."""
     flow = visible_flow(user, pk)
+    if flow is None:
+        raise Http404("no such flow")
+    return flow
+
+
+def seen_flow(user: Any, pk: int) -> Flow | None:
+    """A flow whose page `user` may see (`engine.api.can_see_flow`): its owner, operators,
+    and the assignees of its wait while it waits for them."""
+    flow = Flow.objects.select_related("routine", "owner").filter(pk=pk).first()
+    return flow if flow is not None and api.can_see_flow(user, flow) else None
+
+
+def get_seen_flow(user: Any, pk: int) -> Flow:
+    """A flow's page, its live area and its input: 404 for whoever may not see the flow (the
+    same answer as for a missing one). Overrides use `get_flow`: assignees may not override."""
+    flow = seen_flow(user, pk)
     if flow is None:
         raise Http404("no such flow")
     return flow
@@ -138,7 +157,13 @@ def _id(value: str | None) -> int | None:
 
 def filtered_flows(user: Any, params: Any) -> tuple[Any, dict[str, Any]]:
     """The flows `user` may see narrowed by the dashboard's query parameters."""
-    flows = api.visible_flows(user).defer(*_LIST_DEFER)
+    flows, chosen = narrow(api.visible_flows(user).defer(*_LIST_DEFER), user, params)
+    return flows.order_by("-updated", "-id"), chosen
+
+
+def narrow(flows: Any, user: Any, params: Any) -> tuple[Any, dict[str, Any]]:
+    """`flows` narrowed by the query parameters of a list (state, routine, owner for
+    operators, a search), and what was chosen."""
     chosen = {
         "state": params.get("state", ""),
         "routine": _id(params.get("routine")),
@@ -160,21 +185,14 @@ def filtered_flows(user: Any, params: Any) -> tuple[Any, dict[str, Any]]:
         if (number := api.parse_id(query.lstrip("#"))) is not None:
             match |= Q(pk=number)
         flows = flows.filter(match)
-    return flows.order_by("-updated", "-id"), chosen
+    return flows, chosen
 
 
-def dashboard(user: Any, params: QueryDict, *, waiting: bool = False) -> dict[str, Any]:
-    """The flows dashboard (`waiting`: "waiting for me", the user's own flows that wait for
-    input) for the query parameters `params`: filters, search and page, fifty rows a page."""
-    flows, chosen = filtered_flows(user, params)
-    if waiting:
-        flows = flows.filter(owner_id=user.pk, state=api.FlowState.WAITING)
+def _filters(user: Any, params: QueryDict) -> dict[str, Any]:
+    """What a list's filter form offers, and its query without the page number."""
     query = params.copy()
     query.pop("page", None)
-    context: dict[str, Any] = {
-        "title": "Waiting for me" if waiting else "Flows",
-        "page": Paginator(flows, PAGE_SIZE).get_page(params.get("page")),
-        "chosen": chosen,
+    return {
         "query": query.urlencode(),
         "states": api.FlowState.choices,
         "routines": api.visible_routines(user).select_related(None).only("id", "name"),
@@ -184,9 +202,100 @@ def dashboard(user: Any, params: QueryDict, *, waiting: bool = False) -> dict[st
             else []
         ),
     }
-    if waiting:
-        context["waiting_view"] = True
-    return context
+
+
+def dashboard(user: Any, params: QueryDict) -> dict[str, Any]:
+    """The flows dashboard for the query parameters `params`: filters, search and page,
+    fifty rows a page."""
+    flows, chosen = filtered_flows(user, params)
+    return {
+        "title": "Flows",
+        "page": Paginator(flows, PAGE_SIZE).get_page(params.get("page")),
+        "chosen": chosen,
+        **_filters(user, params),
+    }
+
+
+# Prefetched for `assigned_to` (the users and groups a wait is assigned to).
+ASSIGNEES = ("assignees__user", "assignees__group")
+
+
+def assigned_to(flow: Flow) -> dict[str, list[str]]:
+    """The usernames and group names the flow's current wait is assigned to (empty lists
+    when nobody is: then its owner answers)."""
+    users: set[str] = set()
+    groups: set[str] = set()
+    if flow.state == api.FlowState.WAITING:
+        prefetch_related_objects([flow], *ASSIGNEES)  # (nothing to do when prefetched)
+        for row in flow.assignees.all():
+            if row.user is not None:
+                users.add(row.user.get_username())
+            if row.group is not None:
+                groups.add(row.group.name)
+    return {"users": sorted(users), "groups": sorted(groups)}
+
+
+def waiting(
+    user: Any, params: QueryDict, *, answering: dict[int, dict[str, Any]] | None = None
+) -> dict[str, Any]:
+    """The "Waiting for me" list: every flow waiting for `user` to answer (`engine.api.waiting_for`:
+    as its owner or an assignee, directly or through a group), soonest deadline first, each
+    row with its deadline and the form that answers it. `answering` holds, by flow id, a row
+    as the user's answer left it (the bound form with its errors, a message)."""
+    flows, chosen = narrow(api.waiting_for(user).defer(*_LIST_DEFER), user, params)
+    page = Paginator(flows.prefetch_related(*ASSIGNEES), PAGE_SIZE).get_page(params.get("page"))
+    answering = answering or {}
+    rows = [answering.get(flow.pk) or waiting_row(flow) for flow in page.object_list]
+    return {
+        "title": "Waiting for me",
+        "page": page,
+        "rows": rows,
+        "chosen": chosen,
+        "refresh": _here("studio:waiting", params),
+        **_filters(user, params),
+    }
+
+
+def _here(name: str, params: QueryDict) -> str:
+    """The address of a list as it is shown (its filters and page), to fetch it again."""
+    query = params.urlencode()
+    return reverse(name) + (f"?{query}" if query else "")
+
+
+def waiting_row(flow: Flow, form: Any = None, error: str = "") -> dict[str, Any]:
+    """One row of "Waiting for me": the flow, whom it waits for, and its answer form (a
+    bound `form` with the user's errors instead of a fresh one)."""
+    return {
+        "flow": flow,
+        "form": form if form is not None else input_form_for(flow),
+        "decision": api.is_decision(api.input_form_of(flow)),
+        "assigned": assigned_to(flow),
+        "error": error,
+    }
+
+
+def notifications(user: Any, params: QueryDict) -> dict[str, Any]:
+    """The user's notifications, newest first, fifty a page: what waits (or waited) for
+    them, open until the wait is answered or ends. A row links to its flow while the user
+    may see it: always their own (or, for operators, anyone's), an assignee's while open."""
+    notes = api.notifications_of(user).order_by("-created", "-id")
+    page = Paginator(notes, PAGE_SIZE).get_page(params.get("page"))
+    everyone = api.can_see_all(user)
+    rows = [
+        {
+            "note": note,
+            "open": note.cleared is None,
+            "link": note.cleared is None or everyone or note.flow.owner_id == user.pk,
+        }
+        for note in page.object_list
+    ]
+    return {
+        "title": "Notifications",
+        "page": page,
+        "rows": rows,
+        "unread": api.unread_count(user),
+        "refresh": _here("studio:notifications", params),
+    }
 
 
 def flow_row(flow_id: int) -> dict[str, Any] | None:
@@ -199,39 +308,82 @@ def flow_row(flow_id: int) -> dict[str, Any] | None:
 # --- a flow's page ---------------------------------------------------------------------------
 
 
-def input_form_for(flow: Flow, data: Any = None) -> FieldsInputForm | JSONInputForm:
-    """The form that pushes input to `flow`'s waiting step: its script's `input_fields`, or
-    one JSON textarea."""
+def input_form_for(flow: Flow, data: Any = None) -> forms.Form:
+    """The form that answers `flow`'s waiting step: its script's `input_form` (typed fields,
+    or Approve / Reject for a decision), else one box per `input_fields` name, else one JSON
+    textarea. Its ids name the flow, so that many of them fit one page ("Waiting for me")."""
+    auto_id = f"id_f{flow.pk}_%s"
+    form_class = api.input_form_of(flow)
+    if form_class is not None:
+        return typed_input_form(form_class, data, auto_id=auto_id)
     step = flow.current_step or {}
     info = api.script(step.get("script", ""))
     fields = list(info["input_fields"]) if info is not None else []
     if fields:
-        return FieldsInputForm(data, fields=fields)
-    return JSONInputForm(data)
+        return FieldsInputForm(data, fields=fields, auto_id=auto_id)
+    return JSONInputForm(data, auto_id=auto_id)
+
+
+# What an event's data holds of results and inputs: not shown to an assignee whose step
+# hides the flow's results (as in the REST API).
+HIDDEN_EVENT_KEYS = ("result", "input")
+
+
+def viewer_role(user: Any, flow: Flow) -> tuple[Any, ...]:
+    """What the viewer is to a flow's page, as far as the page differs between viewers: every
+    operator sees the same page ("operator", staff or not: tracebacks); the owner sees the
+    overrides, and the form only when the wait is not assigned to others; an assignee sees
+    the form and what the step lets assignees see. The live updates share one render among
+    the watchers of one role (the owner's and each assignee's are their own)."""
+    if api.can_see_all(user):
+        return ("operator", bool(user.is_staff))
+    if flow.owner_id == user.pk:
+        return ("owner", user.pk)
+    return ("assignee", user.pk)
 
 
 def flow_live(user: Any, flow: Flow, *, input_form: Any = None, **extra: Any) -> dict[str, Any]:
-    """A flow page's live area (`FLOW_LIVE`; the page shows it too): status, diagram, step
-    results, timeline, the input form while the flow waits and the overrides that fit its
-    state. `input_form` replaces the fresh input form (one with the user's errors)."""
-    events = flow.events.select_related("actor").order_by("-seq")[:200]
-    results = api.results_for_display(flow)
+    """A flow page's live area (`FLOW_LIVE`; the page shows it too) as `user` may see it:
+    status, whom the wait is assigned to and its deadline, diagram, step results (not to an
+    assignee whose step hides them), timeline, the input form when `user` may answer, and
+    the overrides that fit the state (owner and operators only). `input_form` replaces the
+    fresh input form (one with the user's errors)."""
+    operates = api.can_operate(user, flow)
+    shown = api.sees_results(user, flow)
+    events = list(flow.events.select_related("actor").order_by("-seq")[:200])
+    if not shown:
+        for event in events:  # (never saved: what this page shows of them)
+            if isinstance(event.data, dict):
+                event.data = {k: v for k, v in event.data.items() if k not in HIDDEN_EVENT_KEYS}
+    results = api.results_for_display(flow) if shown else [None] * flow.length
     rows = [
         {"index": i, "step": step, "result": results[i], "done": i < len(flow.stored_results)}
         for i, step in enumerate(flow.steps)
     ]
     actions = api.available_actions(flow, user)
-    if input_form is None and "input" in actions:
+    answers = "input" in actions
+    if input_form is None and answers:
         input_form = input_form_for(flow)
+    assigned = assigned_to(flow)
     return {
         "flow": flow,
         "rows": rows,
+        "results_shown": shown,
         "events": events,
         "polling": flow.state in api.ACTIVE,
         "is_staff": user.is_staff,
         "diagram": flow_diagram(flow),
         "input_form": input_form,
-        "actions": [action for action in actions if action in OVERRIDES],
+        "decision": api.is_decision(api.input_form_of(flow)),
+        "assigned": assigned,
+        # The owner of a wait assigned to others sees whom it waits for, and no form.
+        "waits_for_others": (
+            flow.state == api.FlowState.WAITING
+            and not answers
+            and bool(assigned["users"] or assigned["groups"])
+        ),
+        "operates": operates,
+        "actions": [action for action in actions if action in OVERRIDES] if operates else [],
         **extra,
     }
 
@@ -322,8 +474,64 @@ def routine_list(user: Any) -> dict[str, Any]:
 
 
 def palette() -> list[dict[str, Any]]:
-    """The registered Task scripts as the builder's palette shows them, by label."""
-    infos = list(api.scripts().values())
+    """The registered Task scripts as the builder's palette shows them, by label. Besides
+    what `api.scripts()` tells: `paragraphs`, the docstring's paragraphs as (text, is_code)
+    parts (`code` between backticks); `form_fields`, what its `input_form` asks for, from its
+    JSON Schema (name, kind, required; a decision form's choice as "Approve / Reject"); and
+    `human`, whether the step waits for a person (its params name, by convention, who may
+    answer, `assign_to`, and the deadline, `timeout`)."""
+    kinds = {"string": "text", "boolean": "yes / no", "integer": "whole number"}
+    formats = {"date-time": "date and time", "decimal": "decimal number"}
+
+    def kind(prop: dict[str, Any]) -> str:
+        items = prop["items"] if isinstance(prop.get("items"), dict) else {}
+        if "enum" in prop:
+            return "one of: " + ", ".join(map(str, prop["enum"]))
+        if "enum" in items:
+            return "any of: " + ", ".join(map(str, items["enum"]))
+        if prop.get("format"):
+            return formats.get(prop["format"], str(prop["format"]))
+        named = prop.get("type")
+        return kinds.get(named, str(named)) if isinstance(named, str) else "any JSON value"
+
+    def paragraphs(doc: str) -> list[list[tuple[str, bool]]]:
+        blocks: list[list[str]] = [[]]
+        for line in doc.splitlines():
+            if line.strip():
+                blocks[-1].append(line.strip())
+            elif blocks[-1]:
+                blocks.append([])
+        texts = [" ".join(block) for block in blocks if block]
+        return [
+            [(part, i % 2 == 1) for i, part in enumerate(text.split("`")) if part]
+            if text.count("`") % 2 == 0
+            else [(text, False)]
+            for text in texts
+        ]
+
+    infos = []
+    for info in api.scripts().values():
+        schema = api.script_schema(info["name"]) if info["has_input_form"] else None
+        decision = bool(schema and schema.get("x-decision"))
+        required = set(schema.get("required") or []) if schema else set()
+        fields = [
+            {
+                "name": name,
+                "kind": "Approve / Reject" if decision and name == "decision" else kind(prop),
+                "required": name in required,
+                "help": prop.get("description", ""),
+            }
+            for name, prop in ((schema or {}).get("properties") or {}).items()
+        ]
+        infos.append(
+            {
+                **info,
+                "paragraphs": paragraphs(info["doc"]),
+                "form_fields": fields,
+                "decision": decision,
+                "human": bool(info["has_input_form"] or info["input_fields"]),
+            }
+        )
     return sorted(infos, key=lambda info: (info["label"].lower(), info["name"]))
 
 

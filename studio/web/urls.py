@@ -11,6 +11,7 @@ urlpatterns = [
     path("tokens/", tokens.token_list, name="tokens"),
     path("tokens/<int:pk>/revoke/", tokens.token_revoke, name="token_revoke"),
     path("waiting/", flows.waiting_for_me, name="waiting"),
+    path("notifications/", flows.notifications, name="notifications"),
     path("flows/<int:pk>/", flows.flow_detail, name="flow_detail"),
     path("flows/<int:pk>/live/", flows.flow_live, name="flow_live"),
     path("flows/<int:pk>/input/", flows.push_input, name="flow_input"),

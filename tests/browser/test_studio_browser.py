@@ -80,17 +80,20 @@ def test_studio_end_to_end(browser, live_server, consumer, user, shots, csp_viol
     page.locator(f"#routine-{routine.pk} a", has_text="Start a flow").click()
     page.fill("#id_initial_data", json.dumps({"name": "Ada"}))
     page.click("#start-form button[type=submit]")
-    page.click("#open-started")
+    page.wait_for_url(re.compile(r"/flows/\d+/$"))  # straight to the new flow's page
+    expect(page.locator(".messages")).to_contain_text("started")
     _state(page).to_contain_text("Waiting", timeout=WAIT)
     expect(page.locator("#flow-status")).to_contain_text("OK to proceed?")
     shots(page, "flow-waiting")
 
-    # Push input; the flow completes.
-    page.fill("#flow-input input[name=approved]", "true")
-    page.click("#flow-input button[type=submit]")
+    # Decide: the step is a decision (Approve / Reject; not assigned, so its owner decides).
+    page.fill("#flow-input textarea[name=comment]", "looks right")
+    page.click("#flow-input button[value=approve]")
     _state(page).to_contain_text("Complete", timeout=WAIT)
     expect(page.locator("#flow-results")).to_contain_text("Hello, Ada!")
     expect(page.locator("#flow-timeline")).to_contain_text("input.pushed")
+    expect(page.locator("#flow-timeline")).to_contain_text("✓ Approved")
+    expect(page.locator("#flow-timeline")).to_contain_text("looks right")
     shots(page, "flow-complete")
 
     # Kill another flow with a reason: confirmation first, then the timeline shows it.

@@ -13,7 +13,10 @@ checks do catch them when markup is not escaped.
 
 Tracebacks carry a payload through the catalog's `t_sleep`: its `sleep` param is passed to
 float(), which raises ValueError quoting the text; the studio shows staff the traceback.
-Wait reasons are fixed by the catalog, so they carry none."""
+The catalog's wait reasons are fixed; the demo's `ask_approval` takes its reason from its
+`question` param, so one approval waits with a payload as its reason (and a payload routine
+name and step label): its decision form, its row of "Waiting for me" and the notifications
+page (whose messages quote routine names, step labels and wait reasons) show them."""
 
 from __future__ import annotations
 
@@ -244,6 +247,16 @@ def test_xss_payloads_render_as_text_everywhere(browser, studio, make_user, csp_
         steps.append({"script": "t_sleep", "params": {"sleep": PAYLOADS[TRACEBACKS[r]]}})
         routines.append(api.create_routine(PAYLOADS[NAMES[r]], steps, owner=staff))
 
+    approval_steps = [
+        {
+            "script": "ask_approval",
+            "label": PAYLOADS[LABELS[1]],
+            "params": {"question": PAYLOADS[KILLS[1]]},
+        }
+    ]
+    approval = api.start_flow(
+        api.create_routine(PAYLOADS[NAMES[1]], approval_steps, owner=staff), staff
+    )
     answered, killed = [], []
     for r, routine in enumerate(routines):
         data = {"note": PAYLOADS[NAMES[r]], PAYLOADS[LABELS[r]]: [PAYLOADS[PARAMS[r]]]}
@@ -258,6 +271,7 @@ def test_xss_payloads_render_as_text_everywhere(browser, studio, make_user, csp_
     assert wait_until(lambda: all(s == FlowState.WAITING for s in states()), timeout=60), (
         f"not all flows reached the wait: {states()}"
     )
+    assert wait_until(lambda: Flow.objects.get(pk=approval.pk).state == FlowState.WAITING)
 
     watch = Watch(csp_violations)
     context = browser.new_context(viewport={"width": 1280, "height": 900})
@@ -299,7 +313,13 @@ def test_xss_payloads_render_as_text_everywhere(browser, studio, make_user, csp_
 
     # Every page, loaded afresh.
     watch.visit(page, f"{origin}/", "dashboard")
-    watch.visit(page, f"{origin}/waiting/", "waiting list (empty)")
+    waiting_now = watch.visit(page, f"{origin}/waiting/", "waiting list (the approval)")
+    assert {NAMES[1], LABELS[1], KILLS[1]} <= waiting_now, "the approval's row lacks payloads"
+    notes = watch.visit(page, f"{origin}/notifications/", "notifications")
+    assert set(NAMES) <= notes, "the notifications did not show the routine names"
+    assert KILLS[1] in notes, "no notification showed the approval's wait reason"
+    decision = watch.visit(page, f"{origin}/flows/{approval.pk}/", "approval flow")
+    assert KILLS[1] in decision and page.locator("#flow-input button[value=approve]").count()
     watch.visit(page, f"{origin}/routines/", "routine list")
     for routine in routines:
         watch.visit(page, f"{origin}/routines/{routine.pk}/edit/", f"builder {routine.pk}")

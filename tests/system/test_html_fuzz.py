@@ -212,6 +212,9 @@ def endpoints(w: World) -> list[Endpoint]:
         Endpoint("dashboard", "get", lambda: "/", filters_base, filters, who="staff"),
         Endpoint("waiting for me", "get", lambda: "/waiting/", filters_base, filters),
         Endpoint(
+            "notifications", "get", lambda: "/notifications/", lambda: [("page", "1")], ["page"]
+        ),
+        Endpoint(
             "flow live",
             "get",
             lambda: f"/flows/{w.flow('input', 'wait', waiting).pk}/live/",
@@ -270,6 +273,45 @@ def endpoints(w: World) -> list[Endpoint]:
             input_base("json", "json", "input", '{"ok": true}'),
             ["input", "version"],
         ),
+        Endpoint(
+            "input typed form",
+            "post",
+            lambda: f"/flows/{w.flow('form', 'form', waiting).pk}/input/",
+            lambda: [
+                ("approved", "on"),
+                ("amount", "12.50"),
+                ("ship_on", "2030-01-02"),
+                ("size", "l"),
+                ("quantity", "3"),
+                ("version", str(w.flow("form", "form", waiting).version)),
+            ],
+            ["approved", "amount", "ship_on", "size", "quantity", "version"],
+        ),
+        Endpoint(
+            "input decision",
+            "post",
+            lambda: f"/flows/{w.flow('decide', 'decide', waiting).pk}/input/",
+            lambda: [
+                ("decision", "reject"),
+                ("comment", "too dear"),
+                ("amount", "3"),
+                ("version", str(w.flow("decide", "decide", waiting).version)),
+            ],
+            ["decision", "comment", "amount", "version"],
+        ),
+        Endpoint(
+            "input from the waiting list",
+            "post",
+            lambda: f"/flows/{w.flow('listed', 'decide', waiting).pk}/input/",
+            lambda: [
+                ("decision", "approve"),
+                ("comment", ""),
+                ("from", "waiting"),
+                ("list", "q=&routine="),
+                ("version", str(w.flow("listed", "decide", waiting).version)),
+            ],
+            ["decision", "comment", "from", "list", "version"],
+        ),
         *overrides,
         Endpoint("token create", "post", lambda: "/tokens/", lambda: [("name", "fuzz")], ["name"]),
         Endpoint(
@@ -305,6 +347,8 @@ NASTY_PATHS = [
     "/flows/" + HUGE + "/",
     "/flows/" + "9" * 5000 + "/",
     "/flows/0/live/",
+    "/flows/" + HUGE + "/input/",
+    "/notifications/?page=" + HUGE,
     "/routines/" + HUGE + "/edit/",
     "/routines/" + HUGE + "/start/",
     "/tokens/" + HUGE + "/revoke/",
@@ -334,6 +378,8 @@ def world(settings, django_user_model, monkeypatch):
         "fail": api.create_routine("Break", ["t_fail"], owner=alice),
         "start": api.create_routine("Started", ["t_echo"], owner=alice),
         "edit": api.create_routine("Edited", ["t_echo", "t_wait"], owner=alice),
+        "form": api.create_routine("Order", ["t_form", "t_echo"], owner=alice),
+        "decide": api.create_routine("Decide", ["t_approve", "t_echo"], owner=alice),
     }
     return World(alice, staff, routines)
 
@@ -366,9 +412,10 @@ def test_no_form_field_or_query_parameter_answers_5xx_or_stores_bad_input(world)
             return
         statuses[response.status_code] += 1
         by_endpoint.setdefault(endpoint.name, Counter())[response.status_code] += 1
-        # What a successful post answers: a redirect, 201 (a flow started from htmx), the
-        # saved builder with its new URL, the token page showing the new token.
+        # What a successful post answers: a redirect (HX-Redirect for htmx: a flow started),
+        # the saved builder with its new URL, the token page showing the new token.
         stored = response.status_code in {201, 302} or "HX-Push-Url" in response.headers
+        stored |= "HX-Redirect" in response.headers
         stored |= endpoint.name == "token create" and response.status_code == 200
         if response.status_code >= 500:
             failures.append(f"{endpoint.name} {label}: HTTP {response.status_code}")

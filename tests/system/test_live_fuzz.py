@@ -75,6 +75,7 @@ ACTIONS: dict[str, list[str]] = {
     "watch_flow": ["flow", "since"],
     "watch_ltm": ["run", "since"],
     "watch_dashboard": ["rows", "after"],
+    "watch_notifications": [],
     "ping": [],
 }
 # Whole frames that are not what the protocol expects.

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 from typing import Any
 
+from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import PermissionDenied
 from django.http import HttpResponse
 from django.shortcuts import redirect, render
 from django.urls import reverse
 from django.views.decorators.http import require_http_methods, require_POST
-from django_htmx.http import push_url
+from django_htmx.http import HttpResponseClientRedirect, push_url
 
 from engine import api
 from studio.web import pages
@@ -119,10 +120,11 @@ def start_flow(request: HtmxHttpRequest, pk: int) -> HttpResponse:
             except ENGINE_ERRORS as exc:
                 status, context["error"] = error_status(exc)
             else:
-                if not request.htmx:
-                    return redirect("studio:flow_detail", pk=flow.pk)
-                context.update(started=flow, form=StartFlowForm())
-                status = 201
+                # To the new flow's page (the routines page starts another); htmx follows
+                # HX-Redirect with a full page load.
+                messages.success(request, f"Flow #{flow.pk} started.")
+                url = reverse("studio:flow_detail", args=[flow.pk])
+                return HttpResponseClientRedirect(url) if request.htmx else redirect(url)
     return page_or_partial(
         request, "studio/start_flow.html", "studio/partials/_start_form.html", context, status
     )

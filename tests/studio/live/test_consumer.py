@@ -292,3 +292,78 @@ def test_an_ltm_run_page_follows_its_states_live(studio, user, other_user):
     # and the diagram is recoloured: the new state has the active colour, the old one not
     assert node_fill(html, "park_ltm.released") == active
     assert node_fill(html, "park_ltm.parked") != active
+
+
+# --- human steps: assignees watch while the wait is theirs; the notification count -----------
+
+
+def _approvers(make_user):
+    from django.contrib.auth.models import Group
+
+    bob = make_user("bob")
+    bob.groups.add(Group.objects.create(name="approvers"))
+    return bob
+
+
+def _assigned(owner):
+    step = {"script": "t_approve", "params": {"assign_to": "approvers", "timeout": 600}}
+    routine = api.create_routine("Approval", [{"script": "t_echo", "params": {"n": 7}}, step])
+    flow = api.start_flow(routine, owner)
+    assert wait_until(lambda: Flow.objects.get(pk=flow.pk).state == "waiting")
+    return Flow.objects.get(pk=flow.pk)
+
+
+def test_an_assignee_watches_a_flow_while_it_waits_for_them(studio, user, make_user):
+    """The socket's check is the page's (`can_see_flow`): a stranger is refused, the assignee
+    watches, gets events without results or inputs and their own fragments (the form, no
+    overrides); once the flow no longer waits for them, a last fragment says so and nothing
+    more of the flow comes."""
+    bob, carol = _approvers(make_user), make_user("carol")
+    flow = _assigned(user)
+    with studio.ws(session_cookie(carol)) as ws:
+        receive(ws)
+        ws.send(watch(flow.pk, 0))
+        assert receive(ws) == {"type": "error", "stream": "flow", "message": "not found"}
+    with studio.ws(session_cookie(bob)) as ws:
+        assert receive(ws)["type"] == "hello"
+        ws.send(watch(flow.pk, 0))
+        events, html = [], ""
+        while not (events and events[-1]["kind"] == "flow.waiting" and html):
+            message = receive(ws)
+            if message["type"] == "event":
+                events.append(message["event"])
+            elif message["type"] == "fragments":
+                html = message["html"]["flow-live"] if message["seq"] == flow.seq else ""
+        assert [e["seq"] for e in events] == stored_seqs(flow.pk)
+        assert all("result" not in e["data"] and "input" not in e["data"] for e in events)
+        assert 'value="approve"' in html and "override-kill" not in html
+        api.push_input(flow, {"decision": "approve", "comment": "ok"}, bob)
+        message = receive(ws, timeout=30)  # the periodic check finds it in embedded mode
+        while message["type"] != "fragments":
+            assert message["type"] == "event" and message["event"]["kind"] == "input.pushed"
+            message = receive(ws, timeout=30)
+        assert "no longer waits for you" in message["html"]["flow-live"]
+        assert wait_until(lambda: Flow.objects.get(pk=flow.pk).state == "complete")
+        ws.send('{"action": "ping"}')
+        assert receive(ws) == {"type": "pong"}  # nothing of the flow's later events came
+
+
+def test_the_notification_count_follows_new_waits_and_answers(studio, user, make_user):
+    bob = _approvers(make_user)
+    first = _assigned(user)
+    with studio.ws(session_cookie(bob)) as ws:
+        assert receive(ws)["type"] == "hello"
+        ws.send('{"action": "watch_notifications"}')
+        assert receive(ws) == {"type": "notifications", "count": 1, "flow": None}
+        second = _assigned(user)  # its wait is recorded by the server's engine: told at once
+        message = receive(ws)
+        while message.get("flow") != second.pk:
+            message = receive(ws)
+        assert message == {"type": "notifications", "count": 2, "flow": second.pk}
+        # answered here (in embedded mode this process's message reaches no server): the
+        # consumer's periodic count check finds it; scaled out it simply arrives
+        api.push_input(first, {"decision": "approve", "comment": "ok"}, bob)
+        message = receive(ws, timeout=30)
+        while message.get("type") != "notifications":
+            message = receive(ws, timeout=30)
+        assert message["count"] == 1

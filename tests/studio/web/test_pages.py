@@ -12,6 +12,7 @@ from engine import api
 from engine.flows.status import FlowState
 from engine.ltm.models import LtmRun
 from engine.models import Flow, Routine
+from studio.web import pages
 
 pytestmark = pytest.mark.django_db(transaction=True)
 HTMX = {"HTTP_HX_REQUEST": "true"}
@@ -81,6 +82,39 @@ def test_builder_palette_lists_registered_scripts(client_alice):
     assert "t_wait" in html and "waits for: answer" in html
     assert "Stores what it was given" in html  # the docstring
     assert "No steps yet" in html
+
+
+def test_palette_shows_form_fields_decisions_and_the_params_convention():
+    by_name = {info["name"]: info for info in pages.palette()}
+    fields = {f["name"]: (f["kind"], f["required"]) for f in by_name["t_form"]["form_fields"]}
+    assert fields == {
+        "approved": ("yes / no", False),
+        "amount": ("decimal number", True),
+        "ship_on": ("date", False),
+        "size": ("one of: s, l", True),
+        "quantity": ("whole number", True),
+    }
+    decision = by_name["t_approve"]
+    assert decision["decision"] and decision["human"]
+    assert decision["form_fields"][0] == {
+        "name": "decision",
+        "kind": "Approve / Reject",
+        "required": True,
+        "help": "",
+    }
+    assert by_name["t_wait"]["human"] and not by_name["t_wait"]["form_fields"]
+    assert not by_name["t_echo"]["human"] and not by_name["t_echo"]["decision"]
+    # The docstring's paragraphs, `code` marked: the convention's params show as code.
+    assert ("assign_to", True) in [part for para in decision["paragraphs"] for part in para]
+
+
+def test_builder_palette_renders_fields_and_params_hint(client_alice):
+    html = client_alice.get(reverse("studio:routine_new")).content.decode()
+    assert "<code>decision</code> Approve / Reject" in html
+    assert "<code>size</code> one of: s, l" in html
+    assert "Params, by convention: <code>assign_to</code>" in html
+    response = _builder_post(client_alice, reverse("studio:routine_new"), [], "add:t_approve")
+    assert "Waits for a person. Optional: <code>assign_to</code>" in response.content.decode()
 
 
 def test_builder_add_reorder_remove(client_alice):
@@ -171,8 +205,10 @@ def test_start_flow_with_data_and_bad_json(client_alice, user):
     flow = Flow.objects.get()
     assert response.status_code == 302 and response["Location"].endswith(f"/flows/{flow.pk}/")
     assert flow.data == {"name": "Ada"}
+    assert f"Flow #{flow.pk} started." in client_alice.get(response["Location"]).content.decode()
     partial = client_alice.post(url, {"initial_data": ""}, **HTMX)
-    assert partial.status_code == 201 and "open-started" in partial.content.decode()
+    second = Flow.objects.exclude(pk=flow.pk).get()
+    assert partial.status_code == 200 and partial["HX-Redirect"] == f"/flows/{second.pk}/"
 
 
 def test_dashboard_lists_filters_and_searches(client_alice, user):
