@@ -179,23 +179,31 @@ def apply(snap: Snapshot, write: Write) -> bool:
         LtmInstance.objects.filter(run=run, fqn__in=write.removed).delete()
         for fqn in write.removed:
             snap.rows.pop(fqn, None)
-    for index, (fqn, payload) in enumerate(write.executions):
-        row = snap.rows[fqn]
-        execution = LtmExecution.objects.create(
-            run=run,
-            fqn=fqn,
-            payload=payload,
-            entry=row.entry,
-            dispatched_at=now,
-            queued_seq=end_seq,
-        )
-        write.new_execution_ids.append(execution.pk)
-        if index in write.inherit:
-            _inherit_appends(execution, *write.inherit[index])
+    created = LtmExecution.objects.bulk_create(
+        [
+            LtmExecution(
+                run=run,
+                fqn=fqn,
+                payload=payload,
+                entry=snap.rows[fqn].entry,
+                dispatched_at=now,
+                queued_seq=end_seq,
+            )
+            for fqn, payload in write.executions
+        ]
+    )
+    write.new_execution_ids.extend(execution.pk for execution in created)
+    if write.inherit:
+        _inherit_appends({created[i].pk: earlier for i, earlier in write.inherit.items()})
+    # Executions changed alike (a kill or a rollback closes many) in one statement each.
+    alike: dict[str, tuple[dict[str, Any], list[int]]] = {}
     for execution_id, execution_changes in write.execution_changes:
         if execution_changes.get("status") not in (None, *OPEN):
             execution_changes = {**execution_changes, "closed_seq": end_seq}
-        LtmExecution.objects.filter(pk=execution_id).update(**execution_changes)
+        key = repr(sorted(execution_changes.items()))
+        alike.setdefault(key, (execution_changes, []))[1].append(execution_id)
+    for execution_changes, ids in alike.values():
+        LtmExecution.objects.filter(pk__in=ids).update(**execution_changes)
     rows = [
         LtmEvent(
             run=run,
@@ -219,17 +227,22 @@ def apply(snap: Snapshot, write: Write) -> bool:
     return True
 
 
-def _inherit_appends(execution: LtmExecution, earlier: int, up_to: int) -> None:
+def _inherit_appends(heirs: dict[int, tuple[int, int]]) -> None:
+    """New execution -> (an earlier one, a seq): the new one takes over the atomic appends
+    the earlier one made up to that event (two statements, however many executions)."""
+    by_earlier = {earlier: (new, up_to) for new, (earlier, up_to) in heirs.items()}
+    done = LtmAppend.objects.filter(execution_id__in=list(by_earlier))
     LtmAppend.objects.bulk_create(
         LtmAppend(
-            execution=execution,
-            fqn=done.fqn,
-            call_index=done.call_index,
-            target=done.target,
-            key=done.key,
-            seq=done.seq,
+            execution_id=by_earlier[append.execution_id][0],
+            fqn=append.fqn,
+            call_index=append.call_index,
+            target=append.target,
+            key=append.key,
+            seq=append.seq,
         )
-        for done in LtmAppend.objects.filter(execution_id=earlier, seq__lte=up_to)
+        for append in done
+        if append.seq <= by_earlier[append.execution_id][1]
     )
 
 
@@ -269,6 +282,8 @@ def _next_state(snap: Snapshot, write: Write) -> str:
 
 def _write_records(snap: Snapshot, records: Iterable[InstanceRecord]) -> None:
     fields = ["name", "declared_name", "status", "state", "params", "error", "entry"]
+    new: list[LtmInstance] = []
+    changed: list[LtmInstance] = []
     for record in records:
         values = {
             "name": record.name,
@@ -281,13 +296,18 @@ def _write_records(snap: Snapshot, records: Iterable[InstanceRecord]) -> None:
         }
         row = snap.rows.get(record.fqn)
         if row is None:
-            snap.rows[record.fqn] = LtmInstance.objects.create(
-                run=snap.run, fqn=record.fqn, **values
-            )
+            new.append(LtmInstance(run=snap.run, fqn=record.fqn, **values))
             continue
         for name, value in values.items():
             setattr(row, name, value)
-        row.save(update_fields=fields)
+        changed.append(row)
+    for row in LtmInstance.objects.bulk_create(new):
+        snap.rows[row.fqn] = row
+    if len(changed) > 4:  # a fork, a rollback: one statement
+        LtmInstance.objects.bulk_update(changed, fields)
+    else:  # the usual one or two rows of an execution's commit
+        for row in changed:
+            row.save(update_fields=fields)
 
 
 def add_event(
