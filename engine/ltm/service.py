@@ -177,10 +177,11 @@ def load_ltm(run_id: Any, user: Any = None) -> RunView:
     With `user`, refuses (PermissionDenied) a run they may not see."""
     run = get_run(run_id, user, check=user is not None)
     snap = store.read(run.pk)
-    return RunView.of(store.root_class(snap.run.name), snap.records(), _run_record(snap.run))
+    return RunView.of(store.root_class(snap.run.name), snap.records(), run_record(snap.run))
 
 
-def _run_record(run: LtmRun) -> RunRecord:
+def run_record(run: LtmRun) -> RunRecord:
+    """The run's fields as the pure core's frozen `RunRecord`."""
     return RunRecord(
         id=str(run.pk),
         name=run.name,

@@ -24,7 +24,7 @@ from django.utils import timezone
 
 from engine.core.errors import FlowStateError, StaleFlowError
 from engine.core.ltm.history import PointInTime, replay
-from engine.core.ltm.view import RunRecord, RunView
+from engine.core.ltm.view import RunView
 from engine.jsonsafe import check_text
 from engine.ltm import service, store
 from engine.ltm.models import LtmCheckpoint, LtmEvent, LtmExecution, LtmRun
@@ -113,18 +113,12 @@ def ltm_at(run_id: Any, seq: Any, user: Any) -> RunView:
 
 def _view(then: Moment) -> RunView:
     run = then.run
-    record = RunRecord(
-        id=str(run.pk),
-        name=run.name,
+    record = replace(
+        service.run_record(run),
         state=then.point.state,
         error=then.point.error,
-        owner=run.owner,
-        owner_id=run.owner_id,
         version=then.at,
         seq=then.seq,
-        created=run.created,
-        updated=run.updated,
-        finished=run.finished,
     )
     machine = store.root_class(run.name)
     return RunView.of(machine, then.point.records.values(), record)
