@@ -551,6 +551,21 @@ def profile_rollback(shape: str, run_id: str, user: Any, count: int = 5) -> None
     print(f"  SQL statements per rollback: {statistics.median(queries):.0f} (median)")
 
 
+def engine_version() -> str:
+    """The commit measured (read-only git calls), and whether engine/ differs from it."""
+    import subprocess
+
+    def git(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True)
+
+    try:
+        head = git("rev-parse", "--short", "HEAD").stdout.strip()
+        dirty = git("diff", "--quiet", "HEAD", "--", "engine").returncode != 0
+    except OSError:
+        return "unknown"
+    return f"{head}{' (engine/ modified)' if dirty else ''}" if head else "unknown"
+
+
 def load() -> str:
     return " ".join(f"{value:.2f}" for value in os.getloadavg())
 
@@ -576,7 +591,7 @@ def machine() -> str:
         f"{platform.system()} {platform.release()}\n"
         f"load average {load()} (other work on the machine skews every figure)\n"
         f"python {platform.python_version()}, Django {django.get_version()}, "
-        f"sqlite {sqlite3.sqlite_version}; database: {database}"
+        f"sqlite {sqlite3.sqlite_version}; database: {database}; commit {engine_version()}"
     )
 
 
