@@ -129,10 +129,13 @@ def commit_outcome(
     job = None
     if decision.state == FlowState.RUNNING:
         job = _plan_next(flow, decision.position, changes, events, in_loop)
-    with transaction.atomic():
+    if waiting:  # the wait's assignees and notifications in the same transaction
+        with transaction.atomic():
+            written = write_flow(flow, changes, events, expect_state=expect_state)
+            if written:
+                humans.record_wait(flow, *assignees, reason=wait_reason)
+    else:  # the hot path: one transaction of write_flow's own, no savepoint
         written = write_flow(flow, changes, events, expect_state=expect_state)
-        if written and waiting:
-            humans.record_wait(flow, *assignees, reason=wait_reason)
     if not written:
         logger.info(
             "flow %s changed while step %s ran; its outcome is discarded", flow.pk, performed
