@@ -120,6 +120,17 @@ class ScaleOutPass:
 scaleout_pass = ScaleOutPass()
 
 
+def why(output: str) -> str:
+    """The lines that say why a run failed (its assertions and summary), so that the reason
+    is in this test's own failure line, not only in its captured output."""
+    lines = [
+        line
+        for line in output.splitlines()
+        if line.startswith(("E ", "FAILED", "ERROR")) and line.strip() != "E"
+    ]
+    return "\n".join(lines[:40])[:3000]
+
+
 @pytest.mark.scaleout
 def test_engine_suite_on_postgresql_redis_and_three_consumers():
     reason = unreachable()
@@ -131,5 +142,7 @@ def test_engine_suite_on_postgresql_redis_and_three_consumers():
     assert [args for args, _ in results] == RUNS
     for args, run in results:
         print(run.stdout[-6000:], run.stderr[-3000:])
-        assert run.returncode == 0, f"the scale-out run {args} failed (its output is above)"
+        assert run.returncode == 0, (
+            f"the scale-out run {args} failed (its output is above): " + why(run.stdout)
+        )
         assert " passed" in run.stdout and " failed" not in run.stdout

@@ -56,7 +56,10 @@ def test_studio_end_to_end(browser, live_server, consumer, user, shots, csp_viol
         "ask_approval"
     )
     # Drag and drop: the echo step back to the end.
-    page.locator("#steps > li").nth(2).drag_to(page.locator("#steps > li").nth(1))
+    # The drop reorders at once and then asks the server to renumber the steps: wait for its
+    # answer before typing, or the swap that follows replaces what was typed.
+    with page.expect_response(lambda r: r.url.endswith("/routines/new/")):
+        page.locator("#steps > li").nth(2).drag_to(page.locator("#steps > li").nth(1))
     expect(page.locator("#steps > li").nth(1).locator("input[name=step_script]")).to_have_value(
         "t_echo"
     )
