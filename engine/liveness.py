@@ -38,6 +38,9 @@ class Worker(models.Model):
     beat = models.DateTimeField(default=timezone.now, db_index=True)
     # Ids of the flows whose steps it performs, as of its last beat.
     held = models.JSONField(default=list, blank=True)
+    # Which of its threads performs each of them, and since when:
+    # {"<flow id>": {"thread": name, "since": iso time}}, as of its last beat.
+    threads = models.JSONField(default=dict, blank=True)
 
     class Meta:
         ordering = ["started"]

@@ -3,12 +3,17 @@ slice in `engine.flows.models`, the LTM slice in `engine.ltm.models`, the consum
 rows in `engine.liveness`). Import them from here."""
 
 from engine.flows.models import (
+    AuditEntry,
+    BulkAction,
     Flow,
     FlowAssignee,
     FlowEvent,
     Notification,
     Routine,
     RoutineStep,
+    RoutineVersion,
+    Schedule,
+    ScheduleRun,
     Task,
     validate_script_name,
 )
@@ -16,6 +21,8 @@ from engine.liveness import Worker
 from engine.ltm.models import LtmAppend, LtmCheckpoint, LtmEvent, LtmExecution, LtmInstance, LtmRun
 
 __all__ = [
+    "AuditEntry",
+    "BulkAction",
     "Flow",
     "FlowAssignee",
     "FlowEvent",
@@ -28,6 +35,9 @@ __all__ = [
     "Notification",
     "Routine",
     "RoutineStep",
+    "RoutineVersion",
+    "Schedule",
+    "ScheduleRun",
     "Task",
     "Worker",
     "validate_script_name",

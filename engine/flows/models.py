@@ -71,6 +71,12 @@ class RoutineStep(models.Model):
     task = models.ForeignKey(Task, on_delete=models.PROTECT, related_name="steps")
     label = models.CharField(max_length=200, blank=True)
     params = models.JSONField(default=dict, blank=True, encoder=DjangoJSONEncoder)
+    # The step's identity across versions (kept when the step is edited or moved), so that a
+    # flow moved onto another version goes on at the same step.
+    key = models.CharField(max_length=32, blank=True, default="")
+    # This step's overrides of its script's retry settings and time limit (see
+    # engine.flows.retries.SETTINGS): e.g. {"retries": 5, "retry_delay": 10}.
+    overrides = models.JSONField(default=dict, blank=True, encoder=DjangoJSONEncoder)
 
     class Meta:
         ordering = ["routine", "order", "id"]
@@ -79,11 +85,42 @@ class RoutineStep(models.Model):
         return f"{self.routine} #{self.order}: {self.label or self.task.name}"
 
     def snapshot(self) -> dict[str, Any]:
-        return {
+        step = {
             "name": self.label or self.task.name,
             "script": self.task.script,
             "params": {**self.task.params, **self.params},
         }
+        if self.key:
+            step["key"] = self.key
+        if self.overrides:
+            step["overrides"] = dict(self.overrides)
+        return step
+
+
+class RoutineVersion(models.Model):
+    """Each version of a routine as it was saved: its name, description and steps (with
+    their identities), kept for good, so that any two can be compared and a flow moved
+    from one onto another."""
+
+    routine = models.ForeignKey(Routine, on_delete=models.CASCADE, related_name="versions")
+    number = models.PositiveIntegerField()
+    name = models.CharField(max_length=200)
+    description = models.TextField(blank=True)
+    # [{"key", "label", "script", "params", "overrides"}, ...] as the builder saved them
+    steps = models.JSONField(default=list, encoder=DjangoJSONEncoder)
+    author = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    created = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["routine", "-number"]
+        constraints = [
+            models.UniqueConstraint(fields=["routine", "number"], name="routineversion_unique"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.routine_id} v{self.number}"
 
 
 class Flow(models.Model):
@@ -120,6 +157,13 @@ class Flow(models.Model):
     wait_number = models.PositiveIntegerField(default=0)
     deadline = models.DateTimeField(null=True, blank=True)
     remind_at = models.DateTimeField(null=True, blank=True)
+    # Recovery: the attempt of the current step visit (1 on its first), when a RETRYING flow
+    # tries again, the visit's idempotency key (new each time the flow comes to a step), and
+    # when the running step passes its script's time limit.
+    attempt = models.PositiveIntegerField(default=1)
+    retry_at = models.DateTimeField(null=True, blank=True)
+    visit_key = models.CharField(max_length=32, blank=True, default="")
+    step_deadline = models.DateTimeField(null=True, blank=True)
     created = models.DateTimeField(auto_now_add=True)
     updated = models.DateTimeField(auto_now=True)
     finished = models.DateTimeField(null=True, blank=True)
@@ -131,6 +175,8 @@ class Flow(models.Model):
             models.Index(fields=["owner", "state"], name="flow_owner_state"),
             models.Index(fields=["-updated", "-id"], name="flow_recent"),
             models.Index(fields=["state", "deadline"], name="flow_state_deadline"),
+            models.Index(fields=["state", "retry_at"], name="flow_state_retry"),
+            models.Index(fields=["state", "step_deadline"], name="flow_state_time_limit"),
         ]
         permissions = [("operate_flow", "Can see and override every user's flows")]
 
@@ -234,3 +280,107 @@ class Notification(models.Model):
 
     def __str__(self) -> str:
         return f"{self.kind} for {self.user_id}: flow {self.flow_id}"
+
+
+class Schedule(models.Model):
+    """Flows of a routine started on a cron expression, in a time zone, with data, for an
+    owner (engine.flows.schedules). `next_run` is the next due time; the consumer that
+    records a due time's `ScheduleRun` first is the one that starts its flow."""
+
+    routine = models.ForeignKey(Routine, on_delete=models.CASCADE, related_name="schedules")
+    name = models.CharField(max_length=200, blank=True)
+    cron = models.CharField(max_length=200)
+    timezone = models.CharField(max_length=64, default="UTC")
+    data = models.JSONField(default=dict, blank=True, encoder=DjangoJSONEncoder)
+    owner = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="flow_schedules"
+    )
+    paused = models.BooleanField(default=False)
+    next_run = models.DateTimeField(null=True, blank=True)
+    last_run = models.DateTimeField(null=True, blank=True)
+    version = models.PositiveIntegerField(default=0)  # compare-and-set, as flows
+    created = models.DateTimeField(auto_now_add=True)
+    updated = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["next_run", "id"]
+        indexes = [models.Index(fields=["paused", "next_run"], name="schedule_due")]
+
+    def __str__(self) -> str:
+        return f"schedule {self.pk} of {self.routine_id} ({self.cron})"
+
+
+class ScheduleRun(models.Model):
+    """One due time of a schedule and what came of it: the flow started, or why none was.
+    Unique per (schedule, due): a due time starts at most one flow, whatever the consumers."""
+
+    schedule = models.ForeignKey(Schedule, on_delete=models.CASCADE, related_name="runs")
+    due = models.DateTimeField()
+    flow = models.ForeignKey(
+        Flow, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    missed = models.PositiveIntegerField(default=0)  # due times skipped by this catch-up
+    error = models.TextField(blank=True)
+    created = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["schedule", "-due"]
+        constraints = [
+            models.UniqueConstraint(fields=["schedule", "due"], name="schedulerun_once"),
+        ]
+
+    def __str__(self) -> str:
+        return f"run of schedule {self.schedule_id} due {self.due}"
+
+
+class BulkAction(models.Model):
+    """One operator action over many flows (engine.flows.bulk), run in the background: what
+    was asked (`selection`: ids or a filter), how far it got, and what was refused and why."""
+
+    QUEUED, RUNNING, DONE, FAILED = "queued", "running", "done", "failed"
+    STATES = [(QUEUED, "Queued"), (RUNNING, "Running"), (DONE, "Done"), (FAILED, "Failed")]
+
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="bulk_actions"
+    )
+    action = models.CharField(max_length=16)  # retry, resume, skip, kill
+    reason = models.TextField(blank=True)
+    selection = models.JSONField(default=dict, encoder=DjangoJSONEncoder)
+    flow_ids = models.JSONField(default=list)  # the flows it covers, fixed when it starts
+    state = models.CharField(max_length=16, choices=STATES, default=QUEUED)
+    total = models.PositiveIntegerField(default=0)
+    processed = models.PositiveIntegerField(default=0)
+    succeeded = models.PositiveIntegerField(default=0)
+    # {"why": {"count": n, "flows": [first ids]}} of the flows the action did not apply to
+    refused = models.JSONField(default=dict, encoder=DjangoJSONEncoder)
+    error = models.TextField(blank=True)
+    created = models.DateTimeField(auto_now_add=True)
+    finished = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created", "-id"]
+
+    def __str__(self) -> str:
+        return f"bulk {self.action} {self.pk} ({self.processed}/{self.total})"
+
+
+class AuditEntry(models.Model):
+    """Who did what to something that has no event history of its own (schedules, bulk
+    actions): kept when the object is deleted."""
+
+    kind = models.CharField(max_length=40)  # e.g. "schedule.paused", "bulk.started"
+    object_type = models.CharField(max_length=40)
+    object_id = models.PositiveBigIntegerField(null=True, blank=True)
+    actor = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    message = models.TextField(blank=True)
+    data = models.JSONField(default=dict, blank=True, encoder=DjangoJSONEncoder)
+    created = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-created", "-id"]
+        indexes = [models.Index(fields=["object_type", "object_id"], name="audit_object")]
+
+    def __str__(self) -> str:
+        return f"{self.kind} {self.object_type} {self.object_id}"

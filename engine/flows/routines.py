@@ -6,6 +6,7 @@ Flows pin their steps when they start, so a new version never changes a flow alr
 
 from __future__ import annotations
 
+import secrets
 from collections.abc import Sequence
 from typing import Any
 
@@ -17,7 +18,8 @@ from django.utils import timezone
 from engine import access
 from engine.core.errors import StaleFlowError
 from engine.core.flows import script as script_registry
-from engine.flows.models import Routine, RoutineStep, Task
+from engine.core.flows.retry import overrides_problems
+from engine.flows.models import Routine, RoutineStep, RoutineVersion, Task
 from engine.jsonsafe import check_text, ensure_json, text_problem
 
 __all__ = [
@@ -62,6 +64,12 @@ def can_edit_routine(user: Any, routine: Routine) -> bool:
 
 
 LABEL_LENGTH = RoutineStep._meta.get_field("label").max_length or 200
+KEY_LENGTH = RoutineStep._meta.get_field("key").max_length or 32
+
+
+def new_step_key() -> str:
+    """A new step identity (kept by the step across versions)."""
+    return secrets.token_hex(6)
 
 
 def step_problems(index: int, step: Any) -> list[RoutineStepError]:
@@ -83,6 +91,16 @@ def step_problems(index: int, step: Any) -> list[RoutineStepError]:
         problems.append(RoutineStepError(index, "label", message))
     elif problem := text_problem(label, "the step name"):
         problems.append(RoutineStepError(index, "label", problem))
+    key = item.get("key") or ""
+    if key and (
+        not isinstance(key, str)
+        or len(key) > KEY_LENGTH
+        or not key.replace("-", "").replace("_", "").isalnum()
+        or not key.isascii()
+    ):
+        problems.append(RoutineStepError(index, "key", f"{key!r} is not a step key"))
+    for setting, problem in overrides_problems(item.get("overrides") or {}):
+        problems.append(RoutineStepError(index, setting, problem))
     params = item.get("params") or {}
     if not isinstance(params, dict):
         problems.append(RoutineStepError(index, "params", "params must be a JSON object"))
@@ -95,7 +113,8 @@ def step_problems(index: int, step: Any) -> list[RoutineStepError]:
 
 
 def validate_steps(steps: Sequence[str | dict[str, Any]]) -> list[dict[str, Any]]:
-    """Normalise steps to ``{"script", "label", "params"}`` dicts, refusing (with the first
+    """Normalise steps to ``{"key", "script", "label", "params", "overrides"}`` dicts (a new
+    key for a step without one), refusing (with the first
     `step_problems`) any step that is wrong: a script not registered by name (dotted paths
     and the like never resolve to code), a bad label, params that are not a storable JSON
     object."""
@@ -109,11 +128,17 @@ def validate_steps(steps: Sequence[str | dict[str, Any]]) -> list[dict[str, Any]
         item = step if isinstance(step, dict) else {"script": step}
         clean.append(
             {
+                "key": item.get("key") or new_step_key(),
                 "script": item["script"],
                 "label": item.get("label") or "",
                 "params": item.get("params") or {},
+                "overrides": dict(item.get("overrides") or {}),
             }
         )
+    keys = [step["key"] for step in clean]
+    for index, key in enumerate(keys):
+        if key in keys[:index]:
+            raise RoutineStepError(index, "key", f"step key {key!r} is used twice")
     return clean
 
 
@@ -137,22 +162,33 @@ def create_routine(
     check_text(description, "description")
     steps = validate_steps(scripts)
     routine = Routine.objects.create(name=name, owner=owner, description=description)
-    _write_steps(routine.pk, steps)
+    _write_steps(routine, steps, owner)
     return routine
 
 
-def _write_steps(routine_id: int, steps: list[dict[str, Any]]) -> None:
+def _write_steps(routine: Routine, steps: list[dict[str, Any]], author: Any) -> None:
+    """The routine's steps as they are now, and the version they make (kept for good)."""
     known = script_registry.registry()
     for order, step in enumerate(steps):
         cls = known[step["script"]]
         task, _ = Task.objects.get_or_create(script=cls.name, name=cls.label, params={})
         RoutineStep.objects.create(
-            routine_id=routine_id,
+            routine_id=routine.pk,
             order=order,
             task=task,
             label=step["label"],
             params=step["params"],
+            key=step["key"],
+            overrides=step["overrides"],
         )
+    RoutineVersion.objects.create(
+        routine_id=routine.pk,
+        number=routine.version,
+        name=routine.name,
+        description=routine.description,
+        steps=steps,
+        author=author if getattr(author, "is_authenticated", False) else None,
+    )
 
 
 def create_checked_routine(
@@ -193,6 +229,6 @@ def update_routine(
                 f"routine {routine.pk} changed since you loaded it; reload and try again"
             )
         RoutineStep.objects.filter(routine_id=routine.pk).delete()
-        _write_steps(routine.pk, clean)
-    routine.refresh_from_db()
+        routine.refresh_from_db()
+        _write_steps(routine, clean, user)
     return routine

@@ -276,6 +276,7 @@ def drafts_from_routine(routine: Routine) -> list[StepDraft]:
             script=step.task.script,
             label=step.label,
             params_text=json.dumps(step.params, indent=1) if step.params else "{}",
+            key=step.key or secrets.token_hex(6),
         )
         for step in routine.steps.select_related("task")
     ]
@@ -316,7 +317,9 @@ def save_routine(
     """Create the routine, or give an existing one a new version (steps replaced and
     `version` bumped in one transaction by `engine.api.update_routine`). Running flows
     keep the steps they pinned; `version` guards against overwriting someone else's edit."""
-    steps = [{"script": d.script, "label": d.label, "params": d.params} for d in drafts]
+    steps = [
+        {"key": d.key, "script": d.script, "label": d.label, "params": d.params} for d in drafts
+    ]
     if routine is None:
         return api.create_checked_routine(name, steps, user, description=description)
     return api.update_routine(routine, name, steps, user, description=description, version=version)

@@ -32,6 +32,8 @@ class Outcome:
     traceback: str = ""  # for FAIL by exception
     timeout: float | None = None  # WAIT: seconds to its deadline
     assign_to: tuple[Any, ...] = ()  # WAIT: who may answer
+    # FAIL by exception: its type (for `retry_on`); None for a `(False, value)` return
+    error_type: type[BaseException] | None = None
 
 
 def interpret(returned: Any) -> Outcome:
@@ -78,13 +80,14 @@ def perform_script(method: Callable[[], Any]) -> Outcome:
             Kind.FAIL,
             reason=f"{type(exc).__name__}: {exc}",
             traceback=traceback.format_exc(),
+            error_type=type(exc),
         )
     return interpret(returned)
 
 
 # --- the pure step function ---------------------------------------------------------------
 
-PENDING, RUNNING, WAITING = "pending", "running", "waiting"
+PENDING, RUNNING, WAITING, RETRYING = "pending", "running", "waiting", "retrying"
 COMPLETE, KILLED, FAILED = "complete", "killed", "failed"
 
 

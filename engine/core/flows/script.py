@@ -11,6 +11,8 @@ from __future__ import annotations
 import re
 from typing import Any, ClassVar
 
+from .retry import check_script
+
 NAME_PATTERN = re.compile(r"[a-z][a-z0-9_]*")
 
 
@@ -42,13 +44,20 @@ class Task:
                    `self.input` is its cleaned data in JSON-safe form
       results_visible_to_assignees  False: assignees who are not the owner see no results
       remind_before  seconds before a deadline to remind the assignees once (None: never)
+      retries, retry_delay, retry_backoff, retry_max_delay, retry_jitter, retry_on
+                   automatic retries of a failed step (see engine.core.flows.retry)
+      time_limit   seconds one attempt may take (None: no limit); a longer one fails with
+                   "took longer than N s" (retries apply) and its late outcome is discarded
       abstract     True on a base class that must not be registered
 
     `on_timeout()` (optional) is performed when a `wait(..., timeout=...)` passes its
     deadline with no input; it returns what `perform()` may return.
 
     Inside `perform()` (and `check()`) the task sees the public contract:
-      self.flow, self.user, self.position, self.input, self.results, self.data, self.params
+      self.flow, self.user, self.position, self.input, self.results, self.data, self.params,
+      self.attempt (1 on the first attempt of this visit of the step) and
+      self.idempotency_key (the same for every attempt and re-perform of this visit, new
+      when the flow comes to the step again: hand it to external APIs)
     """
 
     name: ClassVar[str] = ""
@@ -60,6 +69,13 @@ class Task:
     input_form: ClassVar[Any] = None
     results_visible_to_assignees: ClassVar[bool] = True
     remind_before: ClassVar[float | None] = None
+    retries: ClassVar[int] = 0
+    retry_delay: ClassVar[float] = 0
+    retry_backoff: ClassVar[float] = 2
+    retry_max_delay: ClassVar[float] = 3600
+    retry_jitter: ClassVar[float] = 0
+    retry_on: ClassVar[tuple[type[BaseException], ...]] = (Exception,)
+    time_limit: ClassVar[float | None] = None
     abstract: ClassVar[bool] = False
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
@@ -72,6 +88,9 @@ class Task:
                 f"Task script {_qualified(cls)} needs a `name` matching ^[a-z][a-z0-9_]*$, "
                 f"got {name!r}"
             )
+        problems = check_script(cls)
+        if problems:
+            raise ScriptDefinitionError(f"Task script {_qualified(cls)}: {'; '.join(problems)}")
         if not cls.__dict__.get("label"):
             cls.label = name.replace("_", " ").capitalize()
         taken = _registry.get(name)
@@ -94,6 +113,8 @@ class Task:
         results: list[Any] | None = None,
         data: dict[str, Any] | None = None,
         params: dict[str, Any] | None = None,
+        attempt: int = 1,
+        idempotency_key: str = "",
     ) -> None:
         self.flow = flow
         self.user = user
@@ -102,6 +123,8 @@ class Task:
         self.results = list(results or [])
         self.data = data if data is not None else {}
         self.params = params if params is not None else {}
+        self.attempt = attempt
+        self.idempotency_key = idempotency_key
 
     def perform(self) -> Any:
         """Do the step's work. Return a raw value, `result(...)`, `wait(...)`, `kill(...)`,
@@ -159,4 +182,11 @@ def describe(cls: type[Task]) -> dict[str, Any]:
         "input_fields": list(cls.input_fields),
         "has_input_form": cls.input_form is not None,
         "handles_timeout": cls.handles_timeout(),
+        "retries": cls.retries,
+        "retry_delay": cls.retry_delay,
+        "retry_backoff": cls.retry_backoff,
+        "retry_max_delay": cls.retry_max_delay,
+        "retry_jitter": cls.retry_jitter,
+        "retry_on": [t.__name__ for t in cls.retry_on],
+        "time_limit": cls.time_limit,
     }
