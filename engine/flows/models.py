@@ -354,11 +354,15 @@ class BulkAction(models.Model):
     # {"why": {"count": n, "flows": [first ids]}} of the flows the action did not apply to
     refused = models.JSONField(default=dict, encoder=DjangoJSONEncoder)
     error = models.TextField(blank=True)
+    # Held by the worker running it; one whose lease ran out is taken up again where it
+    # stopped (`processed`), by the housekeeping of any consumer.
+    lease_until = models.DateTimeField(null=True, blank=True)
     created = models.DateTimeField(auto_now_add=True)
     finished = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         ordering = ["-created", "-id"]
+        indexes = [models.Index(fields=["state", "lease_until"], name="bulk_state_lease")]
 
     def __str__(self) -> str:
         return f"bulk {self.action} {self.pk} ({self.processed}/{self.total})"
