@@ -45,10 +45,27 @@ from engine.flows.routines import (
     validate_steps,
     visible_routines,
 )
+from engine.flows.schedules import (
+    MISSED_COUNTED,
+    StaleScheduleError,
+    create_schedule,
+    delete_schedule,
+    fire_schedules,
+    pause_schedule,
+    resume_schedule,
+    time_zones,
+    update_schedule,
+    validate_cron,
+    validate_time_zone,
+    visible_schedules,
+)
+from engine.flows.schedules import describe as describe_cron
+from engine.flows.schedules import upcoming as upcoming_runs
 from engine.flows.service import (
     available_actions,
     can_operate,
     can_see_flow,
+    give_up,
     kill_flow,
     move_to,
     push_input,
@@ -62,6 +79,18 @@ from engine.flows.service import (
 )
 from engine.flows.status import ACTIONS, ACTIVE, FINISHED, FlowState
 from engine.flows.sweep import sweep
+from engine.flows.versions import (
+    DiffRow,
+    NoSuchVersion,
+    VersionDiff,
+    VersionMove,
+    change_version,
+    get_version,
+    map_position,
+    plan_version_move,
+    routine_versions,
+    version_diff,
+)
 from engine.housekeeping import run_housekeeping
 from engine.jsonsafe import (
     MAX_ID,
@@ -108,6 +137,30 @@ __all__ = [
     "RoutineStepError",
     "StaleFlowError",
     "StaleRoutineError",
+    "MISSED_COUNTED",
+    "StaleScheduleError",
+    "create_schedule",
+    "delete_schedule",
+    "describe_cron",
+    "fire_schedules",
+    "pause_schedule",
+    "resume_schedule",
+    "time_zones",
+    "upcoming_runs",
+    "update_schedule",
+    "validate_cron",
+    "validate_time_zone",
+    "visible_schedules",
+    "DiffRow",
+    "NoSuchVersion",
+    "VersionDiff",
+    "VersionMove",
+    "change_version",
+    "get_version",
+    "map_position",
+    "plan_version_move",
+    "routine_versions",
+    "version_diff",
     "available_actions",
     "can_edit_routine",
     "can_operate",
@@ -129,6 +182,7 @@ __all__ = [
     "create_routine",
     "copy_ltm",
     "fire_transition",
+    "give_up",
     "kill_flow",
     "kill_ltm",
     "load_ltm",

@@ -16,7 +16,8 @@ from django.db import close_old_connections
 
 from engine import config, liveness
 from engine.flows import humans, lease
-from engine.flows.runner import fire_deadlines
+from engine.flows.runner import expire_time_limits, fire_deadlines, fire_retries
+from engine.flows.schedules import fire_schedules
 from engine.flows.service import recheck_waiting
 from engine.flows.sweep import hand_on_from, sweep
 from engine.ltm.sweep import hand_on_ltm_from, renew_leases, sweep_ltm
@@ -89,11 +90,15 @@ class Housekeeper(threading.Thread):
 
 
 def human_duties() -> dict[str, int]:
-    """Deadlines that passed, reminders due, notification e-mails to send."""
+    """Deadlines that passed, reminders due, notification e-mails to send; retries due and
+    steps past their time limits."""
     return {
+        "retries": fire_retries(),
+        "time_limits": expire_time_limits(),
         "deadlines": fire_deadlines(),
         "reminders": humans.send_reminders(),
         "emails": humans.send_emails(),
+        "schedules": fire_schedules(),
     }
 
 

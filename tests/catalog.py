@@ -275,3 +275,82 @@ class PlainDeadline(Task):
         if self.input is not None:
             return result(self.input)
         return wait("answer in time", timeout=self.params.get("timeout", 1))
+
+
+# --- recovery: retries, time limits, idempotency keys ---------------------------------------
+
+# Every attempt of the retry scripts, as (flow id, position, attempt, idempotency key): inline
+# tests read it; consumer tests read the perform log instead.
+ATTEMPTS: list[tuple[int, int, int, str]] = []
+
+
+def note_attempt(task: Task) -> None:
+    ATTEMPTS.append((task.flow.pk, task.position, task.attempt, task.idempotency_key))
+    note_performed(task)
+    path = os.environ.get("TEST_PERFORM_LOG")
+    if path:
+        with open(path, "a", encoding="utf-8") as log:
+            log.write(
+                f"attempt {task.flow.pk} {task.position} {task.attempt} {task.idempotency_key}\n"
+            )
+
+
+class Flaky(Task):
+    """Fails while its attempt is at most params["fail_until"] (default 2), the way
+    params["how"] says: "raise" (ValueError), "connection" (ConnectionError), "false"
+    (a (False, value) return) or "kill"; then stores its attempt and idempotency key.
+    Retried at once, three times."""
+
+    name = "t_retried"
+    retries = 3
+
+    def perform(self):
+        note_attempt(self)
+        if self.attempt <= self.params.get("fail_until", 2):
+            how = self.params.get("how", "raise")
+            if how == "false":
+                return False, f"not yet (attempt {self.attempt})"
+            if how == "kill":
+                return kill("no point retrying")
+            if how == "connection":
+                raise ConnectionError(f"the service hung up (attempt {self.attempt})")
+            raise ValueError(f"broken (attempt {self.attempt})")
+        return {"attempt": self.attempt, "key": self.idempotency_key}
+
+
+class FlakyLater(Flaky):
+    """As t_retried, but retried after 60 s, then 120 s (backoff 2), with no jitter."""
+
+    name = "t_retried_later"
+    retries = 2
+    retry_delay = 60
+    retry_backoff = 2
+    retry_jitter = 0
+
+
+class FlakyConnection(Flaky):
+    """As t_retried, retrying only ConnectionError."""
+
+    name = "t_retried_connection"
+    retry_on = (ConnectionError,)
+
+
+class Slow(Task):
+    """Sleeps params["sleep"] seconds (on attempts up to params["slow_until"], default every
+    one), with a time limit of params-independent 0.5 s; then stores its attempt."""
+
+    name = "t_slow"
+    time_limit = 0.5
+
+    def perform(self):
+        note_attempt(self)
+        if self.attempt <= self.params.get("slow_until", 1000):
+            time.sleep(self.params.get("sleep", 2))
+        return {"attempt": self.attempt}
+
+
+class SlowOffloaded(Slow):
+    """As t_slow, offloaded to its own job."""
+
+    name = "t_slow_offloaded"
+    blocking = False

@@ -8,6 +8,8 @@ but its result is *recorded* once. No transaction is open while a script perform
 from __future__ import annotations
 
 import logging
+import time
+from datetime import timedelta
 from typing import Any
 
 from django.db import transaction
@@ -16,7 +18,8 @@ from django.utils import timezone
 from engine import dispatch
 from engine.core.flows import outcome as core
 from engine.core.flows import script as scripts
-from engine.flows import codec, humans
+from engine.core.flows.retry import TimeLimitExceeded
+from engine.flows import codec, humans, retries
 from engine.flows.lease import holding
 from engine.flows.models import Flow
 from engine.flows.status import FINISHED, FlowState
@@ -54,12 +57,41 @@ def build_task(flow: Flow, cls: type[scripts.Task]) -> scripts.Task:
         results=flow.results[: flow.position],
         data=flow.data,
         params=dict(step.get("params") or {}),
+        attempt=flow.attempt,
+        idempotency_key=retries.idempotency_key(flow),
     )
 
 
+def time_limit(flow: Flow, cls: type[scripts.Task] | None, position: int | None = None) -> float:
+    """Seconds one attempt of the step at `position` may take (0: no limit): the routine
+    step's override, else its script's."""
+    position = flow.position if position is None else position
+    overrides = flow.steps[position].get("overrides") if position < flow.length else None
+    if overrides and "time_limit" in overrides:
+        return float(overrides["time_limit"] or 0)
+    return float(getattr(cls, "time_limit", None) or 0)
+
+
 def perform(flow: Flow, cls: type[scripts.Task], method: str = "perform") -> core.Outcome:
+    """Perform the step's `method` and interpret it; an attempt that took longer than the
+    step's time limit failed, whatever it returned (its outcome is discarded)."""
     task = build_task(flow, cls)
-    return core.perform_script(getattr(task, method))
+    limit = time_limit(flow, cls)
+    began = time.monotonic()
+    outcome = core.perform_script(getattr(task, method))
+    took = time.monotonic() - began
+    if limit and took > limit:
+        return _too_long(limit, took)
+    return outcome
+
+
+def _too_long(limit: float, took: float | None = None) -> core.Outcome:
+    spent = f" (it took {took:.3g} s)" if took is not None else ""
+    return core.Outcome(
+        core.Kind.FAIL,
+        reason=f"took longer than {limit:g} s{spent}; its outcome is discarded",
+        error_type=TimeLimitExceeded,
+    )
 
 
 def commit_outcome(
@@ -69,13 +101,16 @@ def commit_outcome(
     expect_state: str,
     in_loop: bool = False,
     resume_by_hook: bool = False,
+    retryable: bool = True,
 ) -> core.Decision | None:
     """Write what `result` makes of the flow, in one transaction with its events.
 
     A flow that moves on to a non-blocking step has that step's job queued by the same write.
     One that moves on to a blocking step stays RUNNING when `in_loop` (the blocking loop goes
     on), else it becomes PENDING and is resumed by `run_flow` (queued after the commit, or by
-    the post-execute hook when `resume_by_hook`). Returns the decision, or None when the flow
+    the post-execute hook when `resume_by_hook`). A failed attempt that its step's retry
+    policy retries (`retryable`: a step failure, not a timed-out wait) goes on at once or
+    becomes RETRYING until its due time. Returns the decision, or None when the flow
     changed meanwhile: the outcome is then discarded, never recorded twice."""
     performed = flow.position
     assignees: tuple[list[int], list[int]] = ([], [])
@@ -100,7 +135,10 @@ def commit_outcome(
         "job_id": "",
         "started_position": None,
         "lease_until": None,
+        "step_deadline": None,
     }
+    if decision.state == FlowState.RUNNING and decision.position != performed:
+        changes.update(attempt=1, visit_key=retries.new_visit_key())  # a new step visit
     if decision.state in FINISHED:
         changes["finished"] = timezone.now()
     waiting = decision.state == FlowState.WAITING
@@ -126,6 +164,10 @@ def commit_outcome(
         if waiting and (assignees[0] or assignees[1]):
             data["assignees"] = {"users": assignees[0], "groups": assignees[1]}
         events.append((decision.event, {"message": message, "data": data}))
+    if result.kind is core.Kind.FAIL and retryable:
+        retrying = _retry_plan(flow, performed, result, changes, events)
+        if retrying is not None:
+            decision = retrying
     job = None
     if decision.state == FlowState.RUNNING:
         job = _plan_next(flow, decision.position, changes, events, in_loop)
@@ -146,6 +188,40 @@ def commit_outcome(
     elif flow.state == FlowState.PENDING and not resume_by_hook:
         enqueue_run(flow.pk)
     return decision
+
+
+def _retry_plan(
+    flow: Flow,
+    performed: int,
+    result: core.Outcome,
+    changes: dict[str, Any],
+    events: list[tuple[str, dict[str, Any]]],
+) -> core.Decision | None:
+    """When the step's policy retries this failed attempt: the failed attempt's event, and
+    the flow either on again at once (RUNNING) or RETRYING until its due time."""
+    policy = retries.step_policy(flow, performed)
+    if policy is None or not policy.retries_after(flow.attempt, result.error_type):
+        return None
+    error = storable_text(result.reason)
+    delay = policy.delay(flow.attempt)
+    following = flow.attempt + 1
+    data: dict[str, Any] = {
+        "step": performed,
+        "attempt": flow.attempt,
+        "attempts": policy.attempts,
+        "error": error,
+    }
+    changes.update(attempt=following, finished=None)
+    if delay <= 0:
+        data["retry"] = "now"
+        events[:] = [("step.attempt_failed", {"message": error, "data": data})]
+        changes.update(state=FlowState.RUNNING, error="", traceback="")
+        return core.Decision(FlowState.RUNNING, performed, False)
+    due = timezone.now() + timedelta(seconds=delay)
+    data["retry_at"] = due.isoformat()
+    events[:] = [("step.attempt_failed", {"message": error, "data": data})]
+    changes.update(state=FlowState.RETRYING, retry_at=due, error=error)
+    return core.Decision(FlowState.RETRYING, performed, False)
 
 
 def _script_at(flow: Flow, position: int) -> type[scripts.Task] | None:
@@ -180,6 +256,9 @@ def _plan_next(
         return job
     if in_loop:
         changes["lease_until"] = lease_until()
+        limit = time_limit(flow, cls, position)
+        if limit:
+            changes["step_deadline"] = timezone.now() + timedelta(seconds=limit)
     else:
         changes.update(state=FlowState.PENDING, lease_until=queue_deadline())
     return None
@@ -187,7 +266,7 @@ def _plan_next(
 
 def fail_unknown_script(flow: Flow, expect_state: str, error: LookupError) -> None:
     failure = core.Outcome(core.Kind.FAIL, reason=str(error))
-    commit_outcome(flow, failure, expect_state=expect_state)
+    commit_outcome(flow, failure, expect_state=expect_state, retryable=False)
 
 
 def run_flow(flow_id: int) -> None:
@@ -242,12 +321,20 @@ def take_charge(flow: Flow) -> bool:
     handed on at once if this process dies. Like a lease renewal it leaves the version alone
     (the job's own commit is checked against it). False if the flow changed meanwhile."""
     me = worker_id()
-    if flow.worker == me:
+    try:
+        limit = time_limit(flow, script_for(flow))
+    except LookupError:
+        limit = 0
+    if flow.worker == me and not limit:
         return True
+    changes: dict[str, Any] = {"worker": me}
+    if limit:  # the offloaded step's time limit counts from now, when it starts
+        changes["step_deadline"] = timezone.now() + timedelta(seconds=limit)
     taken = Flow.objects.filter(pk=flow.pk, version=flow.version, state=FlowState.RUNNING)
-    if not taken.update(worker=me):
+    if not taken.update(**changes):
         return False
-    flow.worker = me
+    for name, value in changes.items():
+        setattr(flow, name, value)
     return True
 
 
@@ -339,5 +426,52 @@ def fire_deadline(flow_id: int, now: Any = None) -> bool:
                     f"{deadline:%Y-%m-%d %H:%M:%S} UTC; resume the flow to ask again"
                 ),
             )
-        commit_outcome(flow, outcome, expect_state=FlowState.RUNNING)
+        commit_outcome(flow, outcome, expect_state=FlowState.RUNNING, retryable=False)
     return True
+
+
+# --- retries and time limits ---------------------------------------------------------------
+
+
+def fire_retries(now: Any = None, limit: int = 500) -> int:
+    """Queue the next attempt of every RETRYING flow whose due time has come; returns how
+    many. The due time is in the database, so a restart loses none, and each fires in
+    exactly one consumer (a compare-and-set from RETRYING)."""
+    now = now or timezone.now()
+    due = Flow.objects.filter(state=FlowState.RETRYING, retry_at__lte=now).order_by("retry_at")
+    fired = 0
+    for flow in due.select_related("owner")[:limit]:
+        status = retries.retry_status(flow) or {"attempt": flow.attempt, "attempts": "?"}
+        data = {"step": flow.position, "attempt": flow.attempt, "attempts": status["attempts"]}
+        event = (
+            "step.retrying",
+            {"message": f"attempt {flow.attempt} of {status['attempts']}", "data": data},
+        )
+        changes = {"state": FlowState.PENDING, "retry_at": None, "lease_until": queue_deadline()}
+        if write_flow(flow, changes, [event], expect_state=FlowState.RETRYING):
+            enqueue_run(flow.pk)
+            fired += 1
+    return fired
+
+
+def expire_time_limits(now: Any = None, limit: int = 500) -> int:
+    """Fail the attempt of every running step past its time limit ("took longer than N s";
+    retries apply). The step's own late outcome then finds the flow changed and is
+    discarded. Returns how many expired."""
+    now = now or timezone.now()
+    over = Flow.objects.filter(state=FlowState.RUNNING, step_deadline__lte=now)
+    expired = 0
+    for flow_id in list(over.order_by("step_deadline").values_list("pk", flat=True)[:limit]):
+        flow = load(flow_id)
+        if flow is None or flow.state != FlowState.RUNNING or flow.step_deadline is None:
+            continue
+        if flow.step_deadline > now:
+            continue
+        try:
+            seconds = time_limit(flow, script_for(flow))
+        except LookupError:
+            seconds = 0
+        outcome = _too_long(seconds or 0)
+        if commit_outcome(flow, outcome, expect_state=FlowState.RUNNING) is not None:
+            expired += 1
+    return expired

@@ -19,10 +19,12 @@ from django.db.models import QuerySet
 from django.utils import timezone
 
 from engine import access
+from engine.core import jsondiff
 from engine.core.errors import FlowStateError, StaleFlowError
 from engine.core.flows import script as script_registry
 from engine.flows import codec, humans
 from engine.flows.models import Flow, Routine
+from engine.flows.retries import new_visit_key
 from engine.flows.runner import enqueue_run, recheck
 from engine.flows.status import ACTIONS, FlowState, actions_for
 from engine.flows.store import EventSpec, write_flow
@@ -84,6 +86,7 @@ def start_flow(routine: Routine | int, user: Any, data: dict[str, Any] | None = 
             owner=user,
             data=data,
             lease_until=queue_deadline(),
+            visit_key=new_visit_key(),
         )
         created = ("flow.created", {"actor": user, "data": {"routine": routine.name}})
         write_flow(flow, {}, [created])
@@ -143,9 +146,12 @@ def _act(
     return flow
 
 
-def _restart_changes(position: int) -> dict[str, Any]:
-    """Fields of a flow that is to (re)run from `position` at once."""
-    return {
+def _restart_changes(position: int, *, new_visit: bool = False) -> dict[str, Any]:
+    """Fields of a flow that is to (re)run from `position` at once. `new_visit`: the flow
+    comes to the step anew (moved there, or on to it), so its attempts count from 1 again
+    and it gets a new idempotency key; otherwise it is the same visit of the step (input,
+    resume, retry) and keeps its key."""
+    changes = {
         "state": FlowState.PENDING,
         "position": position,
         "wait_reason": "",
@@ -159,7 +165,64 @@ def _restart_changes(position: int) -> dict[str, Any]:
         "lease_until": queue_deadline(),
         "deadline": None,
         "remind_at": None,
+        "retry_at": None,
+        "step_deadline": None,
+        "attempt": 1,
     }
+    if new_visit:
+        changes["visit_key"] = new_visit_key()
+    return changes
+
+
+def _edits(
+    flow: Flow, position: int, data: Any, params: Any
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """An operator's edits of the flow's data and of the params of the step at `position`,
+    made as the flow is rerun: (the changes to write, what the event records: each edit as
+    a diff). None leaves a thing as it is. Raises ValueError (nothing written) when an edit
+    is not a JSON object."""
+    changes: dict[str, Any] = {}
+    record: dict[str, Any] = {}
+    if data is not None:
+        if not isinstance(data, dict):
+            raise ValueError("a flow's data must be a JSON object")
+        ensure_json(data, "data")
+        changed = jsondiff.diff(flow.data, data)
+        if changed:
+            changes["data"] = data
+            record["data"] = changed
+    if params is not None:
+        if not isinstance(params, dict):
+            raise ValueError("a step's params must be a JSON object")
+        ensure_json(params, "params")
+        steps = [dict(step) for step in flow.steps]
+        changed = jsondiff.diff(steps[position].get("params") or {}, params)
+        if changed:
+            steps[position]["params"] = params
+            changes["steps"] = steps
+            record["params"] = {"step": position, "changes": changed}
+    return changes, record
+
+
+def _edited(
+    kind: str, user: Any, data: dict[str, Any], reason: str, record: dict[str, Any], bulk: Any
+) -> EventSpec:
+    """An override's event: the user, the reason, the edits made with it, its bulk action."""
+    message = reason
+    if record:
+        data = {**data, "edits": record}
+        lines = []
+        if "data" in record:
+            lines.append("data edited:\n" + jsondiff.describe(record["data"]))
+        if "params" in record:
+            step = record["params"]["step"] + 1
+            lines.append(
+                f"step {step} params edited:\n" + jsondiff.describe(record["params"]["changes"])
+            )
+        message = "\n".join(filter(None, [reason, *lines]))
+    if bulk is not None:
+        data = {**data, "bulk": bulk}
+    return (kind, {"actor": user, "data": data, "message": message})
 
 
 def _where(flow: Flow) -> str:
@@ -200,22 +263,32 @@ def push_input(flow: Flow | int, data: Any, user: Any, version: int | None = Non
 
 
 def move_to(
-    flow: Flow | int, position: int, user: Any, reason: str = "", version: int | None = None
+    flow: Flow | int,
+    position: int,
+    user: Any,
+    reason: str = "",
+    version: int | None = None,
+    *,
+    data: dict[str, Any] | None = None,
+    params: dict[str, Any] | None = None,
+    bulk: int | None = None,
 ) -> Flow:
-    """Move the flow to step `position` (0-based) and run it from there at once."""
+    """Move the flow to step `position` (0-based) and run it from there at once (a new
+    visit of that step). `data` replaces the flow's data and `params` the params of the
+    step at `position` (the edits, as diffs, are in the event)."""
     check_text(reason, "reason")
 
     def build(flow: Flow) -> tuple[dict[str, Any], list[EventSpec], bool]:
-        if not isinstance(position, int) or not 0 <= position < flow.length:
+        if isinstance(position, bool) or not isinstance(position, int):
+            raise FlowStateError(f"position {position!r} is not a step number")
+        if not 0 <= position < flow.length:
             raise FlowStateError(
                 f"position {position} is out of range: this flow has steps 0 to {flow.length - 1}"
             )
-        data = {"from": flow.position, "to": position, "reason": reason}
-        return (
-            _restart_changes(position),
-            [("manual.move", {"actor": user, "data": data, "message": reason})],
-            True,
-        )
+        edits, record = _edits(flow, position, data, params)
+        info = {"from": flow.position, "to": position, "reason": reason}
+        event = _edited("manual.move", user, info, reason, record, bulk)
+        return {**_restart_changes(position, new_visit=True), **edits}, [event], True
 
     return _act(
         flow,
@@ -227,28 +300,77 @@ def move_to(
     )
 
 
-def retry(flow: Flow | int, user: Any, version: int | None = None) -> Flow:
-    """Perform a failed (or killed) flow's current step again."""
+def retry(
+    flow: Flow | int,
+    user: Any,
+    version: int | None = None,
+    *,
+    reason: str = "",
+    data: dict[str, Any] | None = None,
+    params: dict[str, Any] | None = None,
+    bulk: int | None = None,
+) -> Flow:
+    """Perform a failed (or killed) flow's current step again, with its attempts counted
+    afresh; a RETRYING flow's next attempt at once ("retry now", its attempt count goes
+    on). The same visit of the step: its idempotency key is kept. `data` and `params` edit
+    the flow's data and the step's params first (see `move_to`)."""
+    check_text(reason, "reason")
 
     def build(flow: Flow) -> tuple[dict[str, Any], list[EventSpec], bool]:
-        data = {"step": flow.position, "error": flow.error}
-        return (
-            _restart_changes(flow.position),
-            [("manual.retry", {"actor": user, "data": data})],
-            True,
-        )
+        edits, record = _edits(flow, flow.position, data, params)
+        info = {"step": flow.position, "error": flow.error, "was": flow.state}
+        changes = _restart_changes(flow.position)
+        if flow.state == FlowState.RETRYING:
+            changes["attempt"] = flow.attempt  # the attempt that was due, now
+            info["attempt"] = flow.attempt
+        event = _edited("manual.retry", user, info, reason, record, bulk)
+        return {**changes, **edits}, [event], True
 
     return _act(
         flow,
         user,
         ACTIONS["retry"],
-        lambda f: f"{_where(f)}; only a failed or killed flow can be retried",
+        lambda f: f"{_where(f)}; only a failed, killed or retrying flow can be retried",
         build,
         version,
     )
 
 
-def skip(flow: Flow | int, user: Any, reason: str = "", version: int | None = None) -> Flow:
+def give_up(flow: Flow | int, user: Any, reason: str = "", version: int | None = None) -> Flow:
+    """Stop a RETRYING flow's automatic retries: it fails with its last attempt's error (an
+    operator may still retry, skip or resume it)."""
+    check_text(reason, "reason")
+
+    def build(flow: Flow) -> tuple[dict[str, Any], list[EventSpec], bool]:
+        changes = {
+            "state": FlowState.FAILED,
+            "retry_at": None,
+            "lease_until": None,
+            "finished": timezone.now(),
+            "error": flow.error or "gave up retrying",
+        }
+        info = {"step": flow.position, "attempt": flow.attempt - 1, "reason": reason}
+        event = ("manual.give_up", {"actor": user, "data": info, "message": reason})
+        return changes, [event], False
+
+    return _act(
+        flow,
+        user,
+        ACTIONS["give_up"],
+        lambda f: f"{_where(f)}; only a flow waiting to retry can give up retrying",
+        build,
+        version,
+    )
+
+
+def skip(
+    flow: Flow | int,
+    user: Any,
+    reason: str = "",
+    version: int | None = None,
+    *,
+    bulk: int | None = None,
+) -> Flow:
     """Skip the current step (its result is None) and go on with the next one."""
     check_text(reason, "reason")
 
@@ -256,7 +378,7 @@ def skip(flow: Flow | int, user: Any, reason: str = "", version: int | None = No
         results = list(flow.stored_results)
         results.extend([None] * (flow.position + 1 - len(results)))
         results[flow.position] = None
-        event = ("manual.skip", {"actor": user, "message": reason, "data": {"step": flow.position}})
+        event = _edited("manual.skip", user, {"step": flow.position}, reason, {}, bulk)
         if flow.position + 1 >= flow.length:
             changes = {
                 **_restart_changes(flow.position),
@@ -266,7 +388,8 @@ def skip(flow: Flow | int, user: Any, reason: str = "", version: int | None = No
                 "stored_results": results,
             }
             return changes, [event, ("flow.complete", {"data": {"step": flow.position}})], False
-        return {**_restart_changes(flow.position + 1), "stored_results": results}, [event], True
+        following = _restart_changes(flow.position + 1, new_visit=True)
+        return {**following, "stored_results": results}, [event], True
 
     return _act(
         flow,
@@ -281,7 +404,14 @@ def skip(flow: Flow | int, user: Any, reason: str = "", version: int | None = No
     )
 
 
-def kill_flow(flow: Flow | int, user: Any, reason: str = "", version: int | None = None) -> Flow:
+def kill_flow(
+    flow: Flow | int,
+    user: Any,
+    reason: str = "",
+    version: int | None = None,
+    *,
+    bulk: int | None = None,
+) -> Flow:
     """End the flow as KILLED; a step still running has its outcome discarded."""
     check_text(reason, "reason")
 
@@ -293,9 +423,11 @@ def kill_flow(flow: Flow | int, user: Any, reason: str = "", version: int | None
             "lease_until": None,
             "job_id": "",
             "finished": timezone.now(),
+            "retry_at": None,
+            "step_deadline": None,
         }
         data = {"step": flow.position, "reason": reason}
-        return changes, [("manual.kill", {"actor": user, "message": reason, "data": data})], False
+        return changes, [_edited("manual.kill", user, data, reason, {}, bulk)], False
 
     return _act(
         flow,
@@ -307,17 +439,26 @@ def kill_flow(flow: Flow | int, user: Any, reason: str = "", version: int | None
     )
 
 
-def resume(flow: Flow | int, user: Any, version: int | None = None) -> Flow:
+def resume(
+    flow: Flow | int,
+    user: Any,
+    version: int | None = None,
+    *,
+    reason: str = "",
+    data: dict[str, Any] | None = None,
+    params: dict[str, Any] | None = None,
+    bulk: int | None = None,
+) -> Flow:
     """Run a waiting, killed or failed flow again from its current step (a waiting step is
-    performed again without input)."""
+    performed again without input). `data` and `params` edit the flow's data and the step's
+    params first (see `move_to`)."""
+    check_text(reason, "reason")
 
     def build(flow: Flow) -> tuple[dict[str, Any], list[EventSpec], bool]:
-        data = {"step": flow.position, "was": flow.state}
-        return (
-            _restart_changes(flow.position),
-            [("manual.resume", {"actor": user, "data": data})],
-            True,
-        )
+        edits, record = _edits(flow, flow.position, data, params)
+        info = {"step": flow.position, "was": flow.state}
+        event = _edited("manual.resume", user, info, reason, record, bulk)
+        return {**_restart_changes(flow.position), **edits}, [event], True
 
     return _act(
         flow,

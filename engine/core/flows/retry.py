@@ -23,6 +23,13 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from typing import Any
 
+
+class TimeLimitExceeded(Exception):  # noqa: N818 (the name says what happened)
+    """An attempt took longer than its step's `time_limit`: its outcome is discarded and the
+    attempt counts as failed with this error (retried like any Exception unless `retry_on`
+    leaves it out)."""
+
+
 # The settings a routine step may override, with their limits: (lowest, highest, integer).
 LIMITS: dict[str, tuple[float, float, bool]] = {
     "retries": (0, 100, True),

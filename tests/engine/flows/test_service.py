@@ -50,7 +50,9 @@ def test_retry_after_failure(routine, user):
 
 def test_retry_refused_unless_failed(routine, user):
     flow = api.start_flow(routine("t_wait"), user)
-    with pytest.raises(FlowStateError, match="only a failed or killed flow can be retried"):
+    with pytest.raises(
+        FlowStateError, match="only a failed, killed or retrying flow can be retried"
+    ):
         api.retry(flow, user)
 
 

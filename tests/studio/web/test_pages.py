@@ -375,7 +375,8 @@ def test_state_error_is_409_with_its_message(client_alice, user):
     flow = _flow(user, "t_wait")
     response = _act(client_alice, flow, "retry")
     assert (
-        response.status_code == 409 and "only a failed or killed flow" in response.content.decode()
+        response.status_code == 409
+        and "only a failed, killed or retrying flow" in response.content.decode()
     )
 
 
