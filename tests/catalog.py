@@ -285,14 +285,25 @@ ATTEMPTS: list[tuple[int, int, int, str]] = []
 
 
 def note_attempt(task: Task) -> None:
+    """Keep each attempt in ATTEMPTS and, with TEST_PERFORM_LOG set, in a file beside the
+    perform log (one line per attempt) that consumer tests read with `attempts_logged`."""
     ATTEMPTS.append((task.flow.pk, task.position, task.attempt, task.idempotency_key))
-    note_performed(task)
     path = os.environ.get("TEST_PERFORM_LOG")
     if path:
-        with open(path, "a", encoding="utf-8") as log:
-            log.write(
-                f"attempt {task.flow.pk} {task.position} {task.attempt} {task.idempotency_key}\n"
-            )
+        line = f"{task.flow.pk} {task.position} {task.attempt} {task.idempotency_key}\n"
+        with open(path + ".attempts", "a", encoding="utf-8") as log:
+            log.write(line)
+
+
+def attempts_logged(perform_log: str) -> list[tuple[int, int, int, str]]:
+    """The attempts consumer processes made, in order (see `note_attempt`)."""
+    try:
+        with open(perform_log + ".attempts", encoding="utf-8") as log:
+            lines = log.read().splitlines()
+    except FileNotFoundError:
+        return []
+    rows = (line.split() for line in lines)
+    return [(int(flow), int(step), int(attempt), key) for flow, step, attempt, key in rows]
 
 
 class Flaky(Task):
