@@ -18,10 +18,22 @@ from engine import diagram as _diagram
 from engine.access import is_operator as can_see_all
 from engine.core.errors import FlowStateError, StaleFlowError
 from engine.core.flows import script as script_registry
+from engine.core.flows.retry import LIMITS as RETRY_LIMITS
 from engine.core.graph.extract import ltm_graph, routine_graph
 from engine.core.ltm.registry import ltm_registry
 from engine.core.ltm.view import RunView
 from engine.diagram import DiagramUnavailable
+from engine.flows.bulk import (
+    BULK_ACTIONS,
+    BulkPreview,
+    preview_bulk,
+    refusals_out,
+    start_bulk,
+    visible_bulk_actions,
+)
+from engine.flows.bulk import MAX_FLOWS as MAX_BULK_FLOWS
+from engine.flows.health import holder as flow_holder
+from engine.flows.health import plan as housekeeping_plan
 from engine.flows.humans import (
     DecisionForm,
     input_form_of,
@@ -34,6 +46,9 @@ from engine.flows.humans import (
     unread_count,
     waiting_for,
 )
+from engine.flows.queries import FlowFilter, filter_flows, filter_from_json, parse_filter
+from engine.flows.queries import narrow as narrow_flows
+from engine.flows.retries import retry_status, step_policy
 from engine.flows.routines import (
     RoutineStepError,
     StaleRoutineError,
@@ -50,6 +65,7 @@ from engine.flows.schedules import (
     StaleScheduleError,
     create_schedule,
     delete_schedule,
+    due_times,
     fire_schedules,
     pause_schedule,
     resume_schedule,
@@ -81,6 +97,7 @@ from engine.flows.status import ACTIONS, ACTIVE, FINISHED, FlowState
 from engine.flows.sweep import sweep
 from engine.flows.versions import (
     DiffRow,
+    DiffStep,
     NoSuchVersion,
     VersionDiff,
     VersionMove,
@@ -90,6 +107,7 @@ from engine.flows.versions import (
     plan_version_move,
     routine_versions,
     version_diff,
+    version_steps,
 )
 from engine.housekeeping import run_housekeeping
 from engine.jsonsafe import (
@@ -114,6 +132,23 @@ from engine.ltm.service import (
 from engine.ltm.timemachine import copy_ltm, ltm_at, rollback_ltm
 
 __all__ = [
+    "BULK_ACTIONS",
+    "MAX_BULK_FLOWS",
+    "BulkPreview",
+    "FlowFilter",
+    "filter_flows",
+    "filter_from_json",
+    "narrow_flows",
+    "parse_filter",
+    "preview_bulk",
+    "refusals_out",
+    "start_bulk",
+    "visible_bulk_actions",
+    "RETRY_LIMITS",
+    "flow_holder",
+    "housekeeping_plan",
+    "retry_status",
+    "step_policy",
     "ACTIONS",
     "ACTIVE",
     "MAX_ID",
@@ -142,6 +177,7 @@ __all__ = [
     "create_schedule",
     "delete_schedule",
     "describe_cron",
+    "due_times",
     "fire_schedules",
     "pause_schedule",
     "resume_schedule",
@@ -152,6 +188,7 @@ __all__ = [
     "validate_time_zone",
     "visible_schedules",
     "DiffRow",
+    "DiffStep",
     "NoSuchVersion",
     "VersionDiff",
     "VersionMove",
@@ -161,6 +198,7 @@ __all__ = [
     "plan_version_move",
     "routine_versions",
     "version_diff",
+    "version_steps",
     "available_actions",
     "can_edit_routine",
     "can_operate",

@@ -1,10 +1,10 @@
 """The single exit for queued work.
 
 The engine asks for work to be done later through this port, never through a queue library:
-run a flow, perform an offloaded step, execute an LTM state. What does it is plugged in at
-start-up (`engine.huey_tasks` plugs Huey in, from the app's `ready()`), the way the studio
-plugs its publisher into `engine.events`. Work is sent after the current transaction commits,
-so a worker never sees a row that is not there yet.
+run a flow, perform an offloaded step, execute an LTM state, run a bulk action. What does it
+is plugged in at start-up (`engine.huey_tasks` plugs Huey in, from the app's `ready()`), the
+way the studio plugs its publisher into `engine.events`. Work is sent after the current
+transaction commits, so a worker never sees a row that is not there yet.
 """
 
 from __future__ import annotations
@@ -30,6 +30,8 @@ class Backend(Protocol):
     def perform_offloaded(self, flow_id: int, version: int, job_id: str) -> None: ...
 
     def execute_ltm(self, execution_id: int) -> None: ...
+
+    def run_bulk(self, bulk_id: int) -> None: ...
 
     def queued(self) -> set[Queued]: ...
 
@@ -73,6 +75,12 @@ def perform_offloaded(flow_id: int, version: int, job_id: str) -> None:
 def execute_ltm(execution_id: int) -> None:
     """Execute one queued state of an LTM run (now: the outbox row is committed already)."""
     backend().execute_ltm(execution_id)
+
+
+def run_bulk(bulk_id: int) -> None:
+    """Run (or go on with) a bulk action over many flows, once the current transaction
+    commits."""
+    transaction.on_commit(lambda: backend().run_bulk(bulk_id))
 
 
 def queued() -> set[Queued]:

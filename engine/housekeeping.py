@@ -16,6 +16,7 @@ from django.db import close_old_connections
 
 from engine import config, liveness
 from engine.flows import humans, lease
+from engine.flows.bulk import take_up_stale as take_up_stale_bulk
 from engine.flows.runner import expire_time_limits, fire_deadlines, fire_retries
 from engine.flows.schedules import fire_schedules
 from engine.flows.service import recheck_waiting
@@ -65,7 +66,7 @@ class Housekeeper(threading.Thread):
 
     def tick(self) -> None:
         """One round: beat, hand on the work of dead workers, and the duties now due."""
-        liveness.beat(lease.held())
+        liveness.beat(lease.held(), lease.threads())
         dead = liveness.dead_workers()
         if dead:
             logger.warning("worker(s) %s stopped beating: handing their work on", dead)
@@ -91,7 +92,7 @@ class Housekeeper(threading.Thread):
 
 def human_duties() -> dict[str, int]:
     """Deadlines that passed, reminders due, notification e-mails to send; retries due and
-    steps past their time limits."""
+    steps past their time limits; bulk actions whose lease ran out, queued again."""
     return {
         "retries": fire_retries(),
         "time_limits": expire_time_limits(),
@@ -99,6 +100,7 @@ def human_duties() -> dict[str, int]:
         "reminders": humans.send_reminders(),
         "emails": humans.send_emails(),
         "schedules": fire_schedules(),
+        "bulk": take_up_stale_bulk(),
     }
 
 

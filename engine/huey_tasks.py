@@ -13,7 +13,7 @@ from huey import crontab
 from huey.contrib.djhuey import HUEY, db_periodic_task, db_task
 
 from engine import config, dispatch
-from engine.flows import runner, sweep
+from engine.flows import bulk, runner, sweep
 from engine.flows.service import recheck_waiting
 from engine.ltm import executor
 from engine.ltm.sweep import sweep_ltm
@@ -35,6 +35,12 @@ def perform_offloaded_task(flow_id: int, version: int) -> bool:
 def execute_ltm_task(execution_id: int) -> None:
     """Execute one queued state of an LTM run (an outbox row); a duplicate is a no-op."""
     executor.execute_execution(execution_id)
+
+
+@db_task()
+def run_bulk_task(bulk_id: int) -> None:
+    """Run a bulk action over many flows (or go on with one whose lease ran out)."""
+    bulk.run_bulk(bulk_id)
 
 
 @HUEY.post_execute()
@@ -68,6 +74,9 @@ class HueyBackend:
 
     def execute_ltm(self, execution_id: int) -> None:
         execute_ltm_task(execution_id)
+
+    def run_bulk(self, bulk_id: int) -> None:
+        run_bulk_task(bulk_id)
 
     def queued(self) -> set[dispatch.Queued]:
         held: set[dispatch.Queued] = set()

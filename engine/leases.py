@@ -30,25 +30,38 @@ def queue_deadline() -> datetime:
 
 class Held:
     """Ids of what this process's workers are running now (a flow may be held twice: a
-    blocking loop and the tail of an offloaded job)."""
+    blocking loop and the tail of an offloaded job), with the thread that holds each and
+    since when (its heartbeat tells, see engine.liveness)."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._count: dict[int, int] = {}
+        # key -> one (thread name, since) per hold, oldest first
+        self._holds: dict[int, list[tuple[str, datetime]]] = {}
 
     @contextmanager
     def hold(self, key: int) -> Iterator[None]:
+        entry = (threading.current_thread().name, timezone.now())
         with self._lock:
-            self._count[key] = self._count.get(key, 0) + 1
+            self._holds.setdefault(key, []).append(entry)
         try:
             yield
         finally:
             with self._lock:
-                if self._count[key] <= 1:
-                    del self._count[key]
-                else:
-                    self._count[key] -= 1
+                holds = self._holds[key]
+                holds.remove(entry)
+                if not holds:
+                    del self._holds[key]
 
     def ids(self) -> list[int]:
         with self._lock:
-            return list(self._count)
+            return list(self._holds)
+
+    def threads(self) -> dict[str, dict[str, str]]:
+        """``{"<key>": {"thread": name, "since": iso time}}``: for each key held now, the
+        thread of its latest hold (the one doing the work now) and when that hold began."""
+        with self._lock:
+            latest = {key: holds[-1] for key, holds in self._holds.items()}
+        return {
+            str(key): {"thread": thread, "since": since.isoformat()}
+            for key, (thread, since) in latest.items()
+        }

@@ -69,13 +69,21 @@ def timeout() -> timedelta:
     return timedelta(seconds=config.seconds("WORKER_TIMEOUT_SECONDS"))
 
 
-def beat(flows: list[int]) -> None:
-    """Say this process is alive and performs the steps of `flows` (registering it on its
-    first beat, or again after another consumer took it for dead during a long pause)."""
+def beat(flows: list[int], threads: dict[str, dict[str, str]] | None = None) -> None:
+    """Say this process is alive and performs the steps of `flows`, each by the thread
+    `threads` names (``{"<flow id>": {"thread", "since"}}``, see `engine.leases.Held`):
+    one UPDATE, or registering it on its first beat (or again after another consumer took
+    it for dead during a long pause)."""
     me = worker_id()
-    if not Worker.objects.filter(pk=me).update(beat=Now(), held=flows):
+    threads = threads or {}
+    if not Worker.objects.filter(pk=me).update(beat=Now(), held=flows, threads=threads):
         Worker.objects.create(
-            id=me, host=socket.gethostname()[:200], pid=os.getpid(), beat=Now(), held=flows
+            id=me,
+            host=socket.gethostname()[:200],
+            pid=os.getpid(),
+            beat=Now(),
+            held=flows,
+            threads=threads,
         )
         logger.info("engine worker %s beating every %.1f s", me, heartbeat_seconds())
 

@@ -365,3 +365,38 @@ class SlowOffloaded(Slow):
 
     name = "t_slow_offloaded"
     blocking = False
+
+
+# --- the studio's recovery pages: a retrying flow, a rerun with edits, a held step ----------
+
+
+class UiNeedsOk(Task):
+    """Fails until the flow's data says {"ok": true}; retried three times, an hour apart (a
+    flow that stays RETRYING until someone retries it now); stores its attempt and params."""
+
+    name = "t_ui_needs_ok"
+    retries = 3
+    retry_delay = 3600
+    retry_backoff = 1
+    retry_jitter = 0
+
+    def perform(self):
+        if not self.data.get("ok"):
+            raise ValueError(f"data.ok is not set (attempt {self.attempt})")
+        return {"attempt": self.attempt, "params": self.params}
+
+
+class UiHold(Task):
+    """Runs (holding its flow) until the file params["release"] exists, or params["cap"]
+    seconds (default 120) passed; a time limit of an hour, retried once."""
+
+    name = "t_ui_hold"
+    retries = 1
+    time_limit = 3600
+
+    def perform(self):
+        release = self.params.get("release", "")
+        stop = time.monotonic() + float(self.params.get("cap", 120))
+        while time.monotonic() < stop and not (release and os.path.exists(release)):
+            time.sleep(0.05)
+        return {"released": bool(release and os.path.exists(release))}

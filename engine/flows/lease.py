@@ -20,6 +20,11 @@ def held() -> list[int]:
     return flows.ids()
 
 
+def threads() -> dict[str, dict[str, str]]:
+    """Which thread of this process holds each flow held here, and since when."""
+    return flows.threads()
+
+
 def renew() -> int:
     """Extend the leases of the flows held here. The version is left alone: a renewal must
     not make a worker's own next write look stale."""

@@ -7,7 +7,9 @@
    again from the last event it has. Without this file, the page polls.
    Every page of a signed-in user also follows the notification count in its header; the
    lists that depend on it ("Waiting for me", the notifications page: `data-live-refresh`)
-   are fetched again over htmx when it changes, and after a reconnection. */
+   are fetched again over htmx when it changes, and after a reconnection. A bulk action's
+   progress (`data-live-bulk`, on the dashboard once confirmed, or on its own page) is
+   watched while it runs: the server pushes it again, rendered, after each chunk. */
 (function () {
   "use strict";
 
@@ -21,7 +23,8 @@
   // The Live/Offline indicator is about the page's live content: shown only where there is
   // some (a flow, an LTM run, a dashboard, a list), whatever else may use the socket (the
   // notification count in the header).
-  var liveContent = Boolean(flowEl || runEl || dashboard || lists);
+  var liveContent = Boolean(flowEl || runEl || dashboard || lists ||
+                            document.querySelector("[data-live-bulk]"));
   if (!liveContent && !counter) { return; }
 
   var socket = null;
@@ -91,9 +94,35 @@
     var confirm = old.querySelector("#flow-confirm");
     var freshConfirm = fresh.querySelector("#flow-confirm");
     if (confirm && freshConfirm && confirm.childElementCount) { freshConfirm.replaceWith(confirm); }
+    // A dashboard row the user ticked for a bulk action stays ticked.
+    var ticked = old.querySelector('input[name="ids"]');
+    var freshTick = fresh.querySelector('input[name="ids"]');
+    if (ticked && freshTick && ticked.checked) { freshTick.checked = true; }
     old.replaceWith(fresh);
     if (window.htmx) { window.htmx.process(fresh); }
+    document.dispatchEvent(new CustomEvent("live:swapped", { detail: { id: id } }));
   }
+
+  // The bulk actions this page shows still running: the server sends each again as it
+  // moves (and at once, if it moved since the page showed it).
+  function watchBulk() {
+    var found = document.querySelectorAll("[data-live-bulk]");
+    for (var i = 0; i < found.length; i++) {
+      var state = found[i].dataset.bulkState;
+      if (state === "queued" || state === "running") {
+        send({ action: "watch_bulk", bulk: Number(found[i].dataset.liveBulk),
+               processed: Number(found[i].dataset.processed) || 0, state: state });
+      }
+    }
+  }
+  // (one confirmed on the dashboard arrives by htmx)
+  document.addEventListener("htmx:afterSettle", function (event) {
+    var target = event.detail && event.detail.target;
+    if (target && target.querySelector && (target.matches("[data-live-bulk]") ||
+        target.querySelector("[data-live-bulk]"))) {
+      watchBulk();
+    }
+  });
 
   document.addEventListener("focusout", function () {
     setTimeout(function () {
@@ -151,6 +180,8 @@
       if (message.seq < shown || message.seq <= shownSeq()) { return; }
       shown = message.seq;
       Object.keys(message.html || {}).forEach(function (id) { swap(id, message.html[id]); });
+    } else if (message.type === "bulk") {
+      Object.keys(message.html || {}).forEach(function (id) { swap(id, message.html[id]); });
     } else if (message.type === "row" && dashboard) {
       var row = document.getElementById("flow-" + message.id + "-row");
       if (row) {
@@ -165,10 +196,23 @@
           if (empty) { empty.remove(); }
           var wrap = dashboard.querySelector(".table-wrap");
           if (wrap) { wrap.hidden = false; }
+          // A flow newer than every one the page has is a new flow: the count grows. An
+          // older one moved up by a change (a bulk action changes many): the count stays.
+          var newest = 0;
+          var shownRows = tbody.querySelectorAll("tr[data-flow]");
+          for (var r = 0; r < shownRows.length; r++) {
+            newest = Math.max(newest, Number(shownRows[r].dataset.flow) || 0);
+          }
           var count = dashboard.querySelector(".count");
           var total = count ? parseInt(count.textContent, 10) + 1 : NaN;
-          if (!isNaN(total)) { count.textContent = total + (total === 1 ? " flow" : " flows"); }
+          if (!isNaN(total) && message.id > newest) {
+            count.textContent = total + (total === 1 ? " flow" : " flows");
+          }
           tbody.insertBefore(holder.content.firstElementChild, tbody.firstChild);
+          // The first page keeps its size: the last rows move on to the next page.
+          var size = Number(document.getElementById("flow-table").dataset.pageSize) || 0;
+          while (size > 0 && tbody.rows.length > size) { tbody.removeChild(tbody.lastElementChild); }
+          document.dispatchEvent(new CustomEvent("live:swapped", { detail: { id: "flow-table" } }));
         }
       }
     }
@@ -189,6 +233,7 @@
       if (watched) { watched.since = shownSeq(); send(watched); }
       if (dashboard) { send(dashboardShows()); }
       if (counter) { send({ action: "watch_notifications" }); }
+      watchBulk();
       if (connected) { refreshLists(); }  // whatever changed while the socket was down
       connected = true;
     };

@@ -7,7 +7,7 @@
   // Move focus into a freshly loaded confirmation so keyboard users land on it.
   document.addEventListener("htmx:afterSwap", function (event) {
     var target = event.detail.target;
-    if (target && target.id === "flow-confirm") {
+    if (target && (target.id === "flow-confirm" || target.id === "schedule-confirm")) {
       var first = target.querySelector("select, input:not([type=hidden]), button");
       if (first) { first.focus(); }
     }
@@ -23,6 +23,16 @@
       area.innerHTML = "";
       var opener = document.querySelector("#flow-overrides a");
       if (opener) { opener.focus(); }
+      return;
+    }
+    // A schedule's confirmation (its page lists many schedules): close it, back to the list.
+    var scheduleArea = document.getElementById("schedule-confirm");
+    if (scheduleArea && scheduleArea.contains(dismiss) && document.getElementById("schedules-h")) {
+      event.preventDefault();
+      scheduleArea.innerHTML = "";
+      var heading = document.getElementById("schedules-h");
+      heading.setAttribute("tabindex", "-1");
+      heading.focus();
     }
   });
 
@@ -63,5 +73,85 @@
     if (dragged) { dragged.classList.remove("dragging"); }
     document.querySelectorAll(".drop-target").forEach(function (el) { el.classList.remove("drop-target"); });
     dragged = null;
+  });
+})();
+
+/* The dashboard's bulk actions: "select every flow on this page", the count of what is
+   selected, and Cancel of a preview (without this file the rows are ticked one by one, or
+   all those matching the filter chosen, and Cancel goes back to the list). */
+(function () {
+  "use strict";
+
+  function form() { return document.getElementById("bulk-form"); }
+  function boxes() { return document.querySelectorAll('input[name="ids"][form="bulk-form"]'); }
+
+  // "3 selected", or every flow matching the filter; Preview waits for a selection.
+  function update() {
+    var bar = form();
+    if (!bar) { return; }
+    var all = document.getElementById("bulk-all");
+    var ticked = 0;
+    var rows = boxes();
+    for (var i = 0; i < rows.length; i++) { if (rows[i].checked) { ticked += 1; } }
+    var count = document.getElementById("bulk-count");
+    var page = document.getElementById("bulk-select-page");
+    if (page) {
+      page.hidden = false;
+      page.checked = rows.length > 0 && ticked === rows.length;
+      page.indeterminate = ticked > 0 && ticked < rows.length;
+    }
+    var everything = all && all.checked;
+    if (count) {
+      var matching = Number(count.dataset.matching) || 0;
+      count.textContent = everything ? "All " + matching + " matching selected"
+        : ticked ? ticked + " selected" : "None selected";
+    }
+    var preview = document.getElementById("bulk-preview-button");
+    if (preview) { preview.disabled = !everything && ticked === 0; }
+  }
+
+  document.addEventListener("change", function (event) {
+    var target = event.target;
+    if (target.id === "bulk-select-page") {
+      var rows = boxes();
+      for (var i = 0; i < rows.length; i++) { rows[i].checked = target.checked; }
+    }
+    if (target.id === "bulk-select-page" || target.id === "bulk-all" ||
+        (target.name === "ids" && target.getAttribute("form") === "bulk-form")) {
+      update();
+    }
+  });
+
+  // A new page of the list (filters, pages, a row updated live): the count follows.
+  document.addEventListener("htmx:afterSettle", update);
+  document.addEventListener("live:swapped", update);
+  document.addEventListener("DOMContentLoaded", update);
+
+  // Cancel (or Close) in the dashboard's bulk panel: close it, back to the action bar.
+  document.addEventListener("click", function (event) {
+    var dismiss = event.target.closest(".js-dismiss");
+    var panel = document.getElementById("bulk-panel");
+    if (!dismiss || !panel || !panel.contains(dismiss) || !form()) { return; }
+    event.preventDefault();
+    panel.innerHTML = "";
+    var action = document.getElementById("bulk-action");
+    if (action) { action.focus(); }
+  });
+
+  // Focus lands on a freshly shown preview's first control; once the action started (its
+  // progress shown), the selection is cleared for the next one.
+  document.addEventListener("htmx:afterSwap", function (event) {
+    var target = event.detail.target;
+    if (!target || target.id !== "bulk-panel") { return; }
+    if (target.querySelector("[data-live-bulk]")) {
+      var picked = document.querySelectorAll('#bulk-all, input[name="ids"][form="bulk-form"]');
+      for (var i = 0; i < picked.length; i++) { picked[i].checked = false; }
+      var reason = document.getElementById("bulk-reason");
+      if (reason) { reason.value = ""; }
+      update();
+      return;
+    }
+    var first = target.querySelector("#bulk-confirm-reason, .js-dismiss");
+    if (first) { first.focus(); }
   });
 })();

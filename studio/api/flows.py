@@ -5,13 +5,13 @@ never saw.
 
 Who: the owner and operators see a flow and act on it; the assignees of a waiting step who
 are not the owner see it (GET, events) and answer it (input) while it waits for them, and
-get the 404 of a foreign flow from every override (move, retry, skip, kill, resume)."""
+get the 404 of a foreign flow from every override (move, retry, skip, kill, resume,
+give-up)."""
 
 from typing import TYPE_CHECKING, Any, Literal
 
 from django.core.exceptions import NON_FIELD_ERRORS, PermissionDenied
 from django.core.exceptions import ValidationError as FormErrors
-from django.db.models import Q
 from django.http import Http404, HttpRequest
 from ninja import Path, Query, Router, Status
 from ninja.errors import ValidationError
@@ -38,8 +38,8 @@ from studio.api.schemas import (
     InputIn,
     MoveIn,
     ReasonIn,
+    RerunIn,
     Text,
-    VersionIn,
     WaitingPage,
 )
 
@@ -51,7 +51,9 @@ else:
     StateName = Literal[tuple(engine_api.FlowState.values)]  # the API refuses any other
 FlowId = Path(..., ge=1, le=MAX_ID)
 OwnerQuery = Query(None, max_length=150, description="username (staff)")
-SearchQuery = Query(None, max_length=200, description="in routine name and wait reason")
+SearchQuery = Query(
+    None, max_length=200, description="in routine name and wait reason, owner username, #id"
+)
 
 
 NOT_YOURS_TO_ANSWER = (
@@ -151,19 +153,15 @@ def list_flows(
     limit: int = Query(DEFAULT_LIMIT, ge=1, le=MAX_LIMIT),
     offset: int = Query(0, ge=0, le=MAX_ID),
 ) -> dict[str, Any]:
-    """The flows you may see, most recently updated first."""
-    flows = engine_api.visible_flows(current_user(request))
-    if state:
-        flows = flows.filter(state=state)
-    if routine:
-        flows = flows.filter(routine_id=routine)
-    if owner:
-        # Others' flows are only in the visible set for staff and operators, so for anyone
-        # else this filter can only narrow down their own.
-        flows = flows.filter(owner__username=owner)
-    if search:
-        flows = flows.filter(Q(routine__name__icontains=search) | Q(wait_reason__icontains=search))
-    flows = flows.order_by("-updated", "-id")
+    """The flows you may see, most recently updated first. The filter is the dashboard's
+    (and a bulk action's `filter`): `search` matches the routine's name and the wait reason
+    (any part, any case), the owner's username and the flow's number (`17` or `#17`)."""
+    # Others' flows are only in the visible set for staff and operators, so for anyone else
+    # the owner filter can only narrow down their own.
+    chosen = engine_api.FlowFilter(
+        state=state or "", routine=routine, owner=owner or None, search=(search or "").strip()
+    )
+    flows = engine_api.filter_flows(current_user(request), chosen).order_by("-updated", "-id")
     return {
         "count": flows.count(),
         "limit": limit,
@@ -240,16 +238,45 @@ def move_to(request: HttpRequest, payload: MoveIn, flow_id: int = FlowId) -> Any
     the position is out of range."""
     flow = get_visible(request, flow_id)
     user = current_user(request)
-    moved = engine_api.move_to(flow.pk, payload.position, user, payload.reason, payload.version)
+    moved = engine_api.move_to(
+        flow.pk,
+        payload.position,
+        user,
+        payload.reason,
+        payload.version,
+        data=payload.data,
+        params=payload.params,
+    )
     return _acted(request, moved)
 
 
 @router.post("/flows/{flow_id}/retry", response=FlowOut, summary="Retry a flow's step")
-def retry(request: HttpRequest, payload: VersionIn | None = None, flow_id: int = FlowId) -> Any:
-    """Perform a failed or killed flow's current step again."""
-    payload = payload or VersionIn()
+def retry(request: HttpRequest, payload: RerunIn | None = None, flow_id: int = FlowId) -> Any:
+    """Perform a failed or killed flow's current step again (its attempts counted afresh);
+    a `retrying` flow's next attempt now ("retry now": its attempt count goes on). `data`
+    and `params` edit the flow's data and the step's params first (each a whole JSON
+    object; the change is recorded as a diff in the event)."""
+    payload = payload or RerunIn()
     flow = get_visible(request, flow_id)
-    return _acted(request, engine_api.retry(flow.pk, current_user(request), payload.version))
+    retried = engine_api.retry(
+        flow.pk,
+        current_user(request),
+        payload.version,
+        reason=payload.reason,
+        data=payload.data,
+        params=payload.params,
+    )
+    return _acted(request, retried)
+
+
+@router.post("/flows/{flow_id}/give-up", response=FlowOut, summary="Give up retrying")
+def give_up(request: HttpRequest, payload: ReasonIn | None = None, flow_id: int = FlowId) -> Any:
+    """Stop a `retrying` flow's automatic retries: it fails with its last attempt's error
+    (and can still be retried, skipped or resumed); 409 when it is not retrying."""
+    payload = payload or ReasonIn()
+    flow = get_visible(request, flow_id)
+    user = current_user(request)
+    return _acted(request, engine_api.give_up(flow.pk, user, payload.reason, payload.version))
 
 
 @router.post("/flows/{flow_id}/skip", response=FlowOut, summary="Skip a flow's step")
@@ -271,8 +298,17 @@ def kill(request: HttpRequest, payload: ReasonIn | None = None, flow_id: int = F
 
 
 @router.post("/flows/{flow_id}/resume", response=FlowOut, summary="Resume a flow")
-def resume(request: HttpRequest, payload: VersionIn | None = None, flow_id: int = FlowId) -> Any:
-    """Run a waiting, killed or failed flow again from its current step."""
-    payload = payload or VersionIn()
+def resume(request: HttpRequest, payload: RerunIn | None = None, flow_id: int = FlowId) -> Any:
+    """Run a waiting, killed or failed flow again from its current step; `data` and
+    `params` edit the flow's data and the step's params first, as for a retry."""
+    payload = payload or RerunIn()
     flow = get_visible(request, flow_id)
-    return _acted(request, engine_api.resume(flow.pk, current_user(request), payload.version))
+    resumed = engine_api.resume(
+        flow.pk,
+        current_user(request),
+        payload.version,
+        reason=payload.reason,
+        data=payload.data,
+        params=payload.params,
+    )
+    return _acted(request, resumed)

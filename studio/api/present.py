@@ -10,7 +10,8 @@ from django.db.models import prefetch_related_objects
 from engine import api as engine_api
 from engine.models import Flow, FlowEvent, Notification, Routine
 
-HIDDEN_EVENT_KEYS = ("result", "input")  # what an event's data holds of results and inputs
+# What an event's data holds of results and inputs (a version move: the results it dropped).
+HIDDEN_EVENT_KEYS = ("result", "input", "dropped")
 ASSIGNEE_RELATIONS = ("assignees__user", "assignees__group")  # prefetch for assignees_out
 
 EVENTS_IN_DETAIL = 100  # the latest events a flow's detail carries; the rest via /events
@@ -38,6 +39,8 @@ def routine_out(routine: Routine) -> dict[str, Any]:
                 "script": step.task.script,
                 "label": step.label,
                 "params": step.params,
+                "key": step.key,
+                "overrides": step.overrides or {},
             }
             for step in steps
         ],
@@ -78,6 +81,11 @@ def flow_out(flow: Flow) -> dict[str, Any]:
         "updated": flow.updated,
         "finished": flow.finished,
         "deadline": flow.deadline,
+        "attempt": flow.attempt,
+        "retry": (
+            engine_api.retry_status(flow) if flow.state == engine_api.FlowState.RETRYING else None
+        ),
+        "step_deadline": flow.step_deadline,
     }
 
 
@@ -149,4 +157,16 @@ def flow_detail(flow: Flow, user: Any) -> dict[str, Any]:
         "actions": engine_api.available_actions(flow, user),
         "events": events,
         "events_truncated": truncated,
+        **health_out(flow, user),
+    }
+
+
+def health_out(flow: Flow, user: Any) -> dict[str, Any]:
+    """Who holds the flow and what the housekeeping will do with it: for operators (it names
+    the studio's hosts and processes); null for everyone else."""
+    if not engine_api.can_see_all(user):
+        return {"holder": None, "housekeeping": None}
+    return {
+        "holder": engine_api.flow_holder(flow),
+        "housekeeping": engine_api.housekeeping_plan(flow),
     }

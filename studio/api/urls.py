@@ -2,7 +2,19 @@
 
 from ninja import NinjaAPI
 
-from studio.api import errors, events, flows, ltms, notifications, routines, scripts, tokens
+from studio.api import (
+    bulk,
+    errors,
+    events,
+    flows,
+    ltms,
+    notifications,
+    routines,
+    schedules,
+    scripts,
+    tokens,
+    versions,
+)
 from studio.api.auth import api_auth
 from studio.api.throttling import UserRateThrottle
 
@@ -27,6 +39,9 @@ errors.install(api)
 api.add_router("", scripts.router)
 api.add_router("", routines.router)
 api.add_router("", flows.router)
+api.add_router("", bulk.router)
+api.add_router("", schedules.router)
+api.add_router("", versions.router)
 api.add_router("", events.router)
 api.add_router("", notifications.router)
 api.add_router("", ltms.router)

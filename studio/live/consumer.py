@@ -8,15 +8,18 @@ in order, and a client that reconnects with `since` gets what it missed.
 
 Protocol (JSON). Client: {"action": "watch_flow", "flow": 7, "since": 12} |
 {"action": "watch_ltm", "run": "…", "since": 3} | {"action": "watch_dashboard", "rows":
-{"7": 12, …}, "after": 9} | {"action": "watch_notifications"} | {"action": "ping"}. On
+{"7": 12, …}, "after": 9} | {"action": "watch_notifications"} | {"action": "watch_bulk", "bulk": 4,
+"processed": 150, "state": "running"} | {"action": "ping"}. On
 every (re)connection a page sends what it shows — the seq its flow or run shows as `since`,
 its dashboard rows' seqs and newest flow id — and the server sends what differs from the
 database. Server: {"type": "event", "stream":
 "flow", "id": 7, "seq": 13, "event": {…}} at once, then {"type": "fragments", "id": 7, "seq":
 13, "html": {element id: fragment}} rendered for the newest event | {"type": "row", …} |
 {"type": "watching", …} | {"type": "notifications", "count": 2, "flow": 7} (the user's
-open notifications: at once when asked, then whenever they change) | {"type": "error",
-"message": …}.
+open notifications: at once when asked, then whenever they change) | {"type": "bulk", "id": 4,
+"processed": 200, "state": "running", "html": {element id: fragment}} (the progress of one of
+the user's bulk actions, at once if it moved since the page showed it, then after each chunk
+until it ends) | {"type": "error", "message": …}.
 
 A flow is watched by whoever may see its page (`engine.api.can_see_flow`): its owner,
 operators, and the assignees of its wait while it waits for them. An assignee's socket gets
@@ -40,7 +43,15 @@ from engine import api
 from studio.live import fragments, publisher, reads
 
 Stream = tuple[str, Any]  # ("flow", id) or ("ltm", run id)
-ACTIONS = ("watch_flow", "watch_ltm", "watch_dashboard", "watch_notifications", "ping")
+ACTIONS = (
+    "watch_flow",
+    "watch_ltm",
+    "watch_dashboard",
+    "watch_notifications",
+    "watch_bulk",
+    "ping",
+)
+MAX_BULKS = 20  # bulk actions one socket follows at once
 # The largest text frame read. The client's own are a few hundred bytes (a dashboard's rows
 # a few kilobytes); daphne refuses frames over 1 MiB itself (close 1009).
 MAX_FRAME = 64 * 1024
@@ -103,6 +114,7 @@ class LiveConsumer(AsyncJsonWebsocketConsumer):
         # `pages.viewer_role`, an LTM run's staff or not).
         self.roles: dict[Stream, Any] = {}
         self.unread: int | None = None  # the notification count sent, once asked for
+        self.bulks: dict[int, tuple[int, str]] = {}  # bulk actions followed: (processed, state)
         await self.accept()
         await self.send_json({"type": "hello", "user": user.get_username()})
         self.syncing = asyncio.ensure_future(self.sync_loop())
@@ -127,6 +139,13 @@ class LiveConsumer(AsyncJsonWebsocketConsumer):
                 for stream, seq in latest.items():
                     if seq > self.sent.get(stream, seq):
                         await self.catch_up(stream)
+            if self.bulks:
+                found = await database_sync_to_async(reads.bulk_progress)(
+                    self.user, list(self.bulks)
+                )
+                for key, shown in list(self.bulks.items()):
+                    if found.get(key) != shown:
+                        await self.send_bulk(key)
             if self.open_rows:
                 known = {key: self.rows[key] for key in self.open_rows}
                 for event in await database_sync_to_async(reads.newer_rows)(known):
@@ -182,6 +201,10 @@ class LiveConsumer(AsyncJsonWebsocketConsumer):
             await self.watch_dashboard(content.get("rows"), content.get("after"))
         elif action == "watch_notifications":
             await self.watch_notifications()
+        elif action == "watch_bulk":
+            await self.watch_bulk(
+                content.get("bulk"), content.get("processed"), content.get("state")
+            )
         elif action == "ping":
             await self.send_json({"type": "pong"})
         else:  # (never echoed: it may be anything, of any size)
@@ -279,6 +302,54 @@ class LiveConsumer(AsyncJsonWebsocketConsumer):
         again whenever the engine says their notifications changed."""
         await self.channel_layer.group_add(publisher.user_group(self.user.pk), self.channel_name)
         await self.send_count(None)
+
+    async def watch_bulk(self, key: Any, processed: Any, state: Any) -> None:
+        """Follow one of the user's bulk actions while it runs: its progress is sent now if
+        it moved since the page showed it (`processed`, `state`), then again after each
+        chunk (its events come by the user's group) until it ends. Another user's, or a
+        missing one, is "not found"."""
+        key, shown = reads.count(key, least=1), reads.count(processed)
+        if key is None or shown is None or not isinstance(state, str):
+            await self.error('invalid bulk: {"bulk": <id>, "processed": <n>, "state": ...}', "bulk")
+            return
+        found = await database_sync_to_async(reads.bulk_progress)(self.user, [key])
+        if key not in found:
+            await self.error("not found", "bulk")
+            return
+        if key not in self.bulks and len(self.bulks) >= MAX_BULKS:
+            await self.error(f"too many bulk actions followed: at most {MAX_BULKS}", "bulk")
+            return
+        await self.channel_layer.group_add(publisher.user_group(self.user.pk), self.channel_name)
+        self.bulks[key] = (shown, state[:16])
+        if found[key] != self.bulks[key]:
+            await self.send_bulk(key)
+        else:
+            self.forget_ended(key)
+
+    def forget_ended(self, key: int) -> None:
+        if key in self.bulks and self.bulks[key][1] not in reads.BULK_RUNNING:
+            del self.bulks[key]
+
+    async def send_bulk(self, key: int) -> None:
+        """The bulk action's progress as it is now, rendered for its page."""
+        rendered = await database_sync_to_async(fragments.bulk)(self.user, key)
+        if rendered is None:  # (gone)
+            self.bulks.pop(key, None)
+            return
+        (processed, state), html = rendered
+        if self.bulks.get(key) == (processed, state):
+            return  # already sent (a chunk's event and the periodic check crossed)
+        self.bulks[key] = (processed, state)
+        message = {"type": "bulk", "id": key, "processed": processed, "state": state}
+        await self.send_json({**message, "html": html})
+        self.forget_ended(key)
+
+    async def live_bulk(self, message: dict[str, Any]) -> None:
+        """A bulk action of this user's moved (a chunk committed, or it ended)."""
+        event = message.get("event") or {}
+        key = event.get("bulk")
+        if key in self.bulks and (event.get("processed"), event.get("state")) != self.bulks[key]:
+            await self.send_bulk(key)
 
     async def send_count(self, flow: Any, only_if_changed: bool = False) -> None:
         count = await database_sync_to_async(reads.unread)(self.user)

@@ -18,7 +18,9 @@ from typing import Any
 
 from django.template.loader import render_to_string
 
+from engine import api
 from engine.models import Flow
+from studio.web import bulk as bulk_pages
 from studio.web import pages
 
 _CACHE_SIZE = 512
@@ -100,3 +102,14 @@ def row(flow_id: int, seq: int) -> str:
 def _row(flow_id: int) -> str:
     context = pages.flow_row(flow_id)
     return "" if context is None else render_to_string(pages.FLOW_ROW, context)
+
+
+def bulk(user: Any, pk: int) -> tuple[tuple[int, str], dict[str, str]] | None:
+    """A bulk action's progress as its page shows it, for its user (None if it is not
+    theirs, or gone): ((processed, state), {element id: fragment})."""
+    found = api.visible_bulk_actions(user).defer("flow_ids").filter(pk=pk).first()
+    if found is None:
+        return None
+    context = bulk_pages.progress(user, found)
+    html = render_to_string(bulk_pages.PROGRESS, context)
+    return (found.processed, found.state), {f"bulk-{pk}": html}

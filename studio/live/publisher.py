@@ -2,7 +2,8 @@
 `engine.events` at start-up. Each committed event goes to the Channels groups of its flow (or
 LTM run), of its owner, and of the staff's "everything" dashboard. A change of some users'
 notifications (`{"type": "notifications", "users": [...], "flow": id}`) goes to each of
-those users' own group, which only their sockets that show the notification count join.
+those users' own group, which only their sockets that show the notification count join; so
+does the progress of a user's bulk action (`{"type": "bulk", "users": [id], "bulk": id, ...}`).
 
 Channel layers deliver at most once: the websocket consumer fills gaps from the database (each
 event carries its flow's sequence number), so a lost message costs latency, never state.
@@ -20,6 +21,8 @@ from channels.layers import get_channel_layer
 logger = logging.getLogger(__name__)
 
 ALL_FLOWS = "flows-all"
+# The consumer's handler of each kind of engine event (every other is "live.event").
+KINDS = {"notifications": "live.notifications", "bulk": "live.bulk"}
 
 
 def flow_group(flow_id: int) -> str:
@@ -42,7 +45,7 @@ def user_group(user_id: int | None) -> str:
 
 
 def groups_for(event: dict[str, Any]) -> list[str]:
-    if event.get("type") == "notifications":
+    if event.get("type") in ("notifications", "bulk"):
         users = event.get("users") or []
         return [user_group(user) for user in users if isinstance(user, int)]
     if event.get("type") == "ltm.event":
@@ -65,7 +68,7 @@ def publish(events: list[dict[str, Any]]) -> None:
     # layer of the running event loop, and raises in a thread without one)
     send_from_thread = getattr(type(layer), "send_from_thread", None)
     for event in events:
-        kind = "live.notifications" if event.get("type") == "notifications" else "live.event"
+        kind = KINDS.get(str(event.get("type")), "live.event")
         message = {"type": kind, "event": event}
         for group in groups_for(event):
             if send_from_thread is not None:

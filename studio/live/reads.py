@@ -11,7 +11,7 @@ from typing import Any
 from django.db.models import Q
 
 from engine import api
-from engine.models import Flow, FlowEvent, LtmEvent, LtmRun
+from engine.models import BulkAction, Flow, FlowEvent, LtmEvent, LtmRun
 from studio.web.pages import HIDDEN_EVENT_KEYS, viewer_role
 
 MAX_ID = api.MAX_ID  # the largest database integer: ids and sequence numbers beyond are no one's
@@ -155,3 +155,16 @@ def dashboard_lacks(
         new = visible.filter(pk__gt=after, seq__gt=0).order_by("-pk").values_list("pk", "seq")
         moved += [(pk, seq) for pk, seq in reversed(new[:newest]) if pk not in shown]
     return last_events(moved), finished
+
+
+BULK_RUNNING = (BulkAction.QUEUED, BulkAction.RUNNING)
+
+
+def bulk_progress(user: Any, keys: list[int]) -> dict[int, tuple[int, str]]:
+    """How far each of these bulk actions of `user`'s got, (processed, state); another
+    user's and missing ones are left out."""
+    rows = api.visible_bulk_actions(user).filter(pk__in=keys)
+    return {
+        pk: (processed, state)
+        for pk, processed, state in rows.values_list("pk", "processed", "state")
+    }

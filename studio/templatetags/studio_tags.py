@@ -8,7 +8,8 @@ import json
 from typing import Any
 
 from django import template
-from django.utils import timezone
+from django.utils import dateformat, timezone
+from django.utils.dateparse import parse_datetime
 
 from engine import api
 from studio.web.forms import FieldsInputForm, JSONInputForm
@@ -20,6 +21,7 @@ STATE_ICONS = {
     "pending": "◷",
     "running": "▶",
     "waiting": "◐",
+    "retrying": "↻",
     "complete": "✓",
     "killed": "✕",
     "failed": "⚠",
@@ -92,6 +94,48 @@ def time_left(deadline: Any) -> str:
         return ""
     seconds = int((deadline - timezone.now()).total_seconds())
     return "overdue" if seconds <= 0 else f"due in {_span(seconds)}"
+
+
+@register.filter
+def due_in(moment: Any) -> str:
+    """How soon a moment comes: "in 45 s", "in 3 h 12 min"; "now" once it has come."""
+    moment = as_datetime(moment)
+    if moment is None:
+        return ""
+    seconds = int((moment - timezone.now()).total_seconds())
+    return "now" if seconds <= 0 else f"in {_span(seconds)}"
+
+
+@register.filter
+def as_datetime(value: Any) -> Any:
+    """A moment from an event's data (an ISO text) or a datetime; None for anything else."""
+    if isinstance(value, str):
+        try:
+            return parse_datetime(value)
+        except ValueError:
+            return None
+    return value if hasattr(value, "tzinfo") else None
+
+
+@register.filter
+def clock(value: Any) -> str:
+    """A moment as the page shows times, in the studio's time zone: the time of day
+    ("12:03:05") when it is today, with its date otherwise."""
+    moment = as_datetime(value)
+    if moment is None:
+        return ""
+    local = timezone.localtime(moment) if timezone.is_aware(moment) else moment
+    same_day = local.date() == timezone.localdate()
+    return dateformat.format(local, "H:i:s" if same_day else "Y-m-d H:i:s")
+
+
+@register.filter
+def retry_of(flow: Any) -> dict[str, Any] | None:
+    """A retrying flow's next attempt, ``{"attempt", "attempts", "at"}``; None for a flow
+    in any other state."""
+    if str(getattr(flow, "state", "")) != "retrying":
+        return None
+    return api.retry_status(flow)
 
 
 @register.filter

@@ -156,19 +156,54 @@ def posted_input(form_class: type[forms.Form], data: Any) -> dict[str, Any]:
     return value
 
 
+# The overrides that rerun a step and may edit the flow's data and that step's params first
+# (the step the flow is at; for a move, the one it moves to).
+EDITABLE = frozenset({"retry", "resume", "move"})
+# The overrides that ask for a reason: required for those that end or redirect work.
+REASONED = {"kill": True, "move": True, "give_up": True, "retry": False, "resume": False}
+
+
+def same_json(a: Any, b: Any) -> bool:
+    """Whether two JSON values are the same, types included (1 is not 1.0 nor true)."""
+    return json.dumps(a, sort_keys=True, default=str) == json.dumps(b, sort_keys=True, default=str)
+
+
 class OverrideForm(forms.Form):
-    """An override's confirmation: the page's flow version, and a reason (required for the
-    destructive ones), and the target step of a move."""
+    """An override's confirmation: the page's flow version, a reason (required for the
+    destructive ones), the target step of a move and, for a retry, resume or move, edits of
+    the flow's data and of the step's params (JSON objects, shown as they are: an edit is
+    passed on only when it changes something)."""
 
     version = forms.IntegerField(min_value=0, max_value=api.MAX_ID, widget=forms.HiddenInput)
     reason = TextField(max_length=500, required=False, label="Reason")
     position = forms.TypedChoiceField(coerce=int, required=False, label="Move to step")
+    edit_data = JSONTextField(
+        object_only=True, required=False, empty=None, label="The flow's data (JSON object)"
+    )
+    edit_params = JSONTextField(
+        object_only=True, required=False, empty=None, label="The step's params (JSON object)"
+    )
+    # Which step's params the page showed in `edit_params` (a move's target may change).
+    params_step = forms.IntegerField(
+        min_value=0, max_value=1_000_000, required=False, widget=forms.HiddenInput
+    )
 
-    def __init__(self, *args: Any, action: str, steps: list[dict[str, Any]], **kwargs: Any):
+    def __init__(
+        self,
+        *args: Any,
+        action: str,
+        steps: list[dict[str, Any]],
+        flow_data: dict[str, Any] | None = None,
+        at: int = 0,
+        **kwargs: Any,
+    ):
         super().__init__(*args, **kwargs)
         self.action = action
-        if action in {"kill", "move"}:
-            self.fields["reason"].required = True
+        self.steps = steps
+        self.flow_data = flow_data if flow_data is not None else {}
+        self.at = at  # the flow's current step
+        if action in REASONED:
+            self.fields["reason"].required = REASONED[action]
         else:
             self.fields["reason"].widget = forms.HiddenInput()
         if action == "move":
@@ -179,6 +214,49 @@ class OverrideForm(forms.Form):
             ]
         else:
             del self.fields["position"]
+        if action not in EDITABLE:
+            for name in ("edit_data", "edit_params", "params_step"):
+                del self.fields[name]
+
+    def target(self) -> int | None:
+        """The step the override reruns: a move's chosen step, else the current one."""
+        if self.action != "move":
+            return self.at
+        position = self.cleaned_data.get("position")
+        return position if isinstance(position, int) else None
+
+    def clean(self) -> dict[str, Any]:
+        super().clean()
+        cleaned = self.cleaned_data  # what Form.clean returns
+        if self.action not in EDITABLE:
+            return cleaned
+        data = cleaned.get("edit_data")
+        if data is not None and same_json(data, self.flow_data):
+            cleaned["edit_data"] = None  # shown as it was: no edit
+        params = cleaned.get("edit_params")
+        target = self.target()
+        if params is None or target is None or not 0 <= target < len(self.steps):
+            return cleaned
+        shown = cleaned.get("params_step")
+        shown = shown if isinstance(shown, int) and 0 <= shown < len(self.steps) else target
+        if same_json(params, self.steps[shown].get("params") or {}):
+            cleaned["edit_params"] = None  # shown as they were: no edit
+        elif shown != target:
+            self.add_error(
+                "edit_params",
+                f"These are the params of step {shown + 1}, but the flow is to run step "
+                f"{target + 1}: pick step {shown + 1}, or open the confirmation again to "
+                f"edit the params of step {target + 1}.",
+            )
+        return cleaned
+
+    def edits(self) -> dict[str, Any]:
+        """The edits to pass on (`data=`, `params=`): only those that change something."""
+        found = {
+            "data": self.cleaned_data.get("edit_data"),
+            "params": self.cleaned_data.get("edit_params"),
+        }
+        return {name: value for name, value in found.items() if value is not None}
 
 
 class FireTransitionForm(forms.Form):
@@ -235,9 +313,24 @@ class TokenForm(forms.Form):
 # --- the routine builder --------------------------------------------------------------------
 
 
+# A step's overridable retry settings as the builder shows them: (setting, label).
+RETRY_FIELDS: tuple[tuple[str, str], ...] = (
+    ("retries", "Retries"),
+    ("retry_delay", "First delay (s)"),
+    ("retry_backoff", "Backoff (×)"),
+    ("retry_max_delay", "Longest delay (s)"),
+    ("retry_jitter", "Jitter (0 to 1)"),
+    ("time_limit", "Time limit (s)"),
+)
+RETRY_SETTINGS = tuple(name for name, _ in RETRY_FIELDS)
+LONGEST_NUMBER = 40  # characters of a setting's text; a longer one is no number here
+
+
 @dataclass
 class StepDraft:
-    """One step of a routine being composed (as posted by the builder form)."""
+    """One step of a routine being composed (as posted by the builder form). `overrides_text`
+    holds the retry settings as typed (an empty one: the script's own); `overrides`, those
+    read as numbers; `field_errors`, what is wrong with each by setting."""
 
     script: str
     label: str = ""
@@ -245,10 +338,51 @@ class StepDraft:
     key: str = field(default_factory=lambda: secrets.token_hex(4))
     errors: list[str] = field(default_factory=list)
     params: dict[str, Any] = field(default_factory=dict)
+    overrides_text: dict[str, str] = field(default_factory=dict)
+    overrides: dict[str, int | float] = field(default_factory=dict)
+    field_errors: dict[str, list[str]] = field(default_factory=dict)
 
     @property
     def info(self) -> dict[str, Any] | None:
         return api.script(self.script)
+
+    @property
+    def retry_fields(self) -> list[dict[str, Any]]:
+        """The builder's inputs of the step's retry settings: each with its value as typed,
+        the script's own as placeholder, its bounds and errors."""
+        info = self.info or {}
+        rows = []
+        for name, label in RETRY_FIELDS:
+            low, high, integer = api.RETRY_LIMITS[name]
+            own = info.get(name)
+            rows.append(
+                {
+                    "name": name,
+                    "label": label,
+                    "value": self.overrides_text.get(name, ""),
+                    "placeholder": "none" if own is None else number_text(own),
+                    "min": number_text(low),
+                    "max": number_text(high),
+                    "step": "1" if integer else "any",
+                    "errors": self.field_errors.get(name, []),
+                }
+            )
+        return rows
+
+    @property
+    def overridden(self) -> int:
+        """How many retry settings the step overrides (typed in)."""
+        return sum(1 for text in self.overrides_text.values() if text.strip())
+
+
+def _overrides_posted(data: Any, index: int) -> dict[str, str]:
+    texts = {}
+    for name in RETRY_SETTINGS:
+        values = data.getlist(f"step_{name}")
+        text = values[index] if index < len(values) else ""
+        if text.strip():
+            texts[name] = text.strip()
+    return texts
 
 
 def drafts_from_post(data: Any) -> list[StepDraft]:
@@ -265,9 +399,17 @@ def drafts_from_post(data: Any) -> list[StepDraft]:
                 label=labels[index] if index < len(labels) else "",
                 params_text=params[index] if index < len(params) else "{}",
                 key=keys[index] if index < len(keys) and keys[index] else secrets.token_hex(4),
+                overrides_text=_overrides_posted(data, index),
             )
         )
     return drafts
+
+
+def number_text(value: Any) -> str:
+    """A number as a person types it: 3600 (not 3600.0 or 3.6e+03), 0.5."""
+    if isinstance(value, float) and value.is_integer() and abs(value) < 2**53:
+        return str(int(value))
+    return repr(value) if isinstance(value, float) else str(value)
 
 
 def drafts_from_routine(routine: Routine) -> list[StepDraft]:
@@ -277,6 +419,11 @@ def drafts_from_routine(routine: Routine) -> list[StepDraft]:
             label=step.label,
             params_text=json.dumps(step.params, indent=1) if step.params else "{}",
             key=step.key or secrets.token_hex(6),
+            overrides_text={
+                name: number_text(value)
+                for name, value in (step.overrides or {}).items()
+                if name in RETRY_SETTINGS and value is not None
+            },
         )
         for step in routine.steps.select_related("task")
     ]
@@ -289,20 +436,50 @@ class RoutineForm(forms.Form):
     )
 
 
+def read_number(text: str) -> int | float:
+    """A retry setting as typed: a whole number as an int, any other as a float; ValueError
+    when it is no number."""
+    text = text.strip()
+    if len(text) > LONGEST_NUMBER:
+        raise ValueError("too long for a number")
+    try:
+        return int(text)
+    except ValueError:
+        value = float(text)  # (raises ValueError for what is no number)
+    if value.is_integer() and abs(value) < 2**53:
+        return int(value)
+    return value
+
+
 def validate_drafts(drafts: list[StepDraft]) -> bool:
-    """Fill each draft's `params` and `errors`; True when every step is valid."""
+    """Fill each draft's `params`, `overrides`, `errors` and `field_errors`; True when every
+    step is valid (the engine's `step_problems` decides, retry settings included)."""
     ok = True
     for index, draft in enumerate(drafts):
         draft.errors = []
+        draft.field_errors = {}
         try:
             draft.params = parse_json(draft.params_text or "{}", object_only=True)
         except forms.ValidationError as exc:
             draft.errors.append("params " + "; ".join(exc.messages))
-        step = {"script": draft.script, "label": draft.label, "params": draft.params or {}}
+        draft.overrides = {}
+        for name, text in draft.overrides_text.items():
+            try:
+                draft.overrides[name] = read_number(text)
+            except ValueError:
+                draft.field_errors.setdefault(name, []).append(f"{name} must be a number")
+        step = {
+            "script": draft.script,
+            "label": draft.label,
+            "params": draft.params or {},
+            "overrides": draft.overrides,
+        }
         for problem in api.step_problems(index, step):  # the engine's one rule for steps
-            if problem.field != "params" or not draft.errors:
+            if problem.field in RETRY_SETTINGS:
+                draft.field_errors.setdefault(problem.field, []).append(problem.message)
+            elif problem.field != "params" or not draft.errors:
                 draft.errors.append(problem.message)
-        ok = ok and not draft.errors
+        ok = ok and not draft.errors and not draft.field_errors
     return ok
 
 
@@ -318,7 +495,14 @@ def save_routine(
     `version` bumped in one transaction by `engine.api.update_routine`). Running flows
     keep the steps they pinned; `version` guards against overwriting someone else's edit."""
     steps = [
-        {"key": d.key, "script": d.script, "label": d.label, "params": d.params} for d in drafts
+        {
+            "key": d.key,
+            "script": d.script,
+            "label": d.label,
+            "params": d.params,
+            "overrides": d.overrides,
+        }
+        for d in drafts
     ]
     if routine is None:
         return api.create_checked_routine(name, steps, user, description=description)

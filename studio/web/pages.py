@@ -5,21 +5,26 @@ from the same functions. Everything here reaches the engine through `engine.api`
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from functools import partial
-from typing import Any, cast
+from typing import Any
 
 from django import forms
 from django.contrib.auth import get_user_model
 from django.core.paginator import Paginator
-from django.db.models import Q, prefetch_related_objects
+from django.db.models import prefetch_related_objects
 from django.http import Http404, QueryDict
 from django.urls import reverse
+from django.utils import timezone
 
 from engine import api
 from engine.models import Flow, LtmExecution, LtmRun, Routine
 from studio.models import ApiToken
+from studio.web import bulk
 from studio.web.forms import (
+    EDITABLE,
+    REASONED,
     FieldsInputForm,
     FireTransitionForm,
     JSONInputForm,
@@ -27,6 +32,7 @@ from studio.web.forms import (
     RollbackLtmForm,
     RoutineForm,
     StepDraft,
+    number_text,
     typed_input_form,
 )
 
@@ -140,52 +146,34 @@ def steps_diagram(title: str, drafts: list[StepDraft]) -> dict[str, str]:
 # --- the dashboard and "waiting for me" ------------------------------------------------------
 
 PAGE_SIZE = 50
-# The longest text a search can match (a wait reason); a longer query matches nothing. The
-# field is a CharField with a max_length (Django's types allow any field, or none).
-LONGEST_SEARCHED = cast(int, Flow._meta.get_field("wait_reason").max_length)
 # The dashboard never loads the big per-flow columns it does not show.
 _LIST_DEFER = ("data", "stored_results", "traceback", "input", "error")
 
 
-def _id(value: str | None) -> int | None:
-    """An id filter from the query: None (no filter) unless it is a number; 0 or a number
-    too large for any id is -1, which no row has (the filter then matches nothing)."""
-    if not value or not (value.isascii() and value.isdigit()):
-        return None
-    return api.parse_id(value) or -1
-
-
 def filtered_flows(user: Any, params: Any) -> tuple[Any, dict[str, Any]]:
-    """The flows `user` may see narrowed by the dashboard's query parameters."""
-    flows, chosen = narrow(api.visible_flows(user).defer(*_LIST_DEFER), user, params)
-    return flows.order_by("-updated", "-id"), chosen
+    """The flows `user` may see narrowed by the dashboard's query parameters: the engine's
+    one filter (`engine.api.filter_flows`), which the REST API and the bulk actions use too."""
+    flow_filter = api.parse_filter(params)
+    flows = api.filter_flows(user, flow_filter).defer(*_LIST_DEFER)
+    return flows.order_by("-updated", "-id"), _chosen(params, flow_filter)
 
 
 def narrow(flows: Any, user: Any, params: Any) -> tuple[Any, dict[str, Any]]:
-    """`flows` narrowed by the query parameters of a list (state, routine, owner for
-    operators, a search), and what was chosen."""
-    chosen = {
+    """`flows` narrowed by the query parameters of a list (state, routine, owner, a search:
+    `engine.api.parse_filter`), and what was chosen."""
+    flow_filter = api.parse_filter(params)
+    return api.narrow_flows(flows, flow_filter), _chosen(params, flow_filter)
+
+
+def _chosen(params: Any, flow_filter: api.FlowFilter) -> dict[str, Any]:
+    """What a list's filter form shows as chosen."""
+    return {
         "state": params.get("state", ""),
-        "routine": _id(params.get("routine")),
-        "owner": _id(params.get("owner")),
-        "q": params.get("q", "").strip(),
+        "routine": flow_filter.routine,
+        "owner": flow_filter.owner,
+        "q": flow_filter.search,
+        "filter": flow_filter,
     }
-    if chosen["state"] in api.FlowState.values:
-        flows = flows.filter(state=chosen["state"])
-    if chosen["routine"] is not None:
-        flows = flows.filter(routine_id=chosen["routine"])
-    if chosen["owner"] is not None and api.can_see_all(user):
-        flows = flows.filter(owner_id=chosen["owner"])
-    if (query := chosen["q"]) and (len(query) > LONGEST_SEARCHED or api.text_problem(query)):
-        # Nothing stored is that long, or holds a NUL character or a lone surrogate.
-        flows = flows.none()
-    elif query:
-        match = Q(routine__name__icontains=query) | Q(wait_reason__icontains=query)
-        match |= Q(owner__username__iexact=query)
-        if (number := api.parse_id(query.lstrip("#"))) is not None:
-            match |= Q(pk=number)
-        flows = flows.filter(match)
-    return flows, chosen
 
 
 def _filters(user: Any, params: QueryDict) -> dict[str, Any]:
@@ -206,12 +194,14 @@ def _filters(user: Any, params: QueryDict) -> dict[str, Any]:
 
 def dashboard(user: Any, params: QueryDict) -> dict[str, Any]:
     """The flows dashboard for the query parameters `params`: filters, search and page,
-    fifty rows a page."""
+    fifty rows a page, and the bulk actions' bar (`studio.web.bulk`) when it lists any."""
     flows, chosen = filtered_flows(user, params)
+    page = Paginator(flows, PAGE_SIZE).get_page(params.get("page"))
     return {
         "title": "Flows",
-        "page": Paginator(flows, PAGE_SIZE).get_page(params.get("page")),
+        "page": page,
         "chosen": chosen,
+        "bulk": bulk.bar(user, chosen, page.paginator.count) if page.object_list else None,
         **_filters(user, params),
     }
 
@@ -326,7 +316,7 @@ def input_form_for(flow: Flow, data: Any = None) -> forms.Form:
 
 # What an event's data holds of results and inputs: not shown to an assignee whose step
 # hides the flow's results (as in the REST API).
-HIDDEN_EVENT_KEYS = ("result", "input")
+HIDDEN_EVENT_KEYS = ("result", "input", "dropped")
 
 
 def viewer_role(user: Any, flow: Flow) -> tuple[Any, ...]:
@@ -383,12 +373,37 @@ def flow_live(user: Any, flow: Flow, *, input_form: Any = None, **extra: Any) ->
             and bool(assigned["users"] or assigned["groups"])
         ),
         "operates": operates,
-        "actions": [action for action in actions if action in OVERRIDES] if operates else [],
+        "actions": [a for a in actions if a in OVERRIDES or a in OWN_PAGES] if operates else [],
+        "retry": api.retry_status(flow) if flow.state == api.FlowState.RETRYING else None,
+        "attempts": attempts_shown(flow),
+        # Who holds the flow and what the housekeeping will do with it: for operators.
+        "health": flow_health(flow) if api.can_see_all(user) else None,
         **extra,
     }
 
 
+def attempts_shown(flow: Flow) -> int | None:
+    """How many attempts the step of a flow on a later attempt gets (shown as "attempt 2
+    of 4" while it is queued or runs); None on a first attempt and in other states."""
+    if flow.attempt <= 1 or flow.state not in (api.FlowState.PENDING, api.FlowState.RUNNING):
+        return None
+    policy = api.step_policy(flow)
+    return policy.attempts if policy is not None else None
+
+
+def flow_health(flow: Flow) -> dict[str, Any]:
+    """The "Who holds it" panel: the worker and thread performing the flow's step and its
+    last heartbeat (`engine.api.flow_holder`), and what the housekeeping will do with the
+    flow and when (`engine.api.housekeeping_plan`), as of now."""
+    now = timezone.now()
+    return {"holder": api.flow_holder(flow), "plan": api.housekeeping_plan(flow, now), "now": now}
+
+
 # --- a flow's manual overrides ---------------------------------------------------------------
+
+# Overrides with a page of their own (not `confirm`): the move onto another version
+# (studio.web.versions).
+OWN_PAGES = {"change_version": "studio:flow_change_version"}
 
 OVERRIDES = {
     "move": "Move to a step",
@@ -396,6 +411,7 @@ OVERRIDES = {
     "skip": "Skip the current step",
     "kill": "Kill the flow",
     "resume": "Resume the flow",
+    "give_up": "Give up retrying",
 }
 
 
@@ -422,8 +438,23 @@ def preview(flow: Flow, action: str) -> str:
             f"The flow is {flow.state} at {here}. It will run again from the step you pick, "
             "at once; work already done by other steps is not undone."
         )
+    if action == "retry" and flow.state == api.FlowState.RETRYING:
+        status = api.retry_status(flow) or {"attempt": flow.attempt, "attempts": "?"}
+        return (
+            f"Attempt {status['attempt']} of {status['attempts']} of {here} runs now "
+            "instead of at its due time; if it fails, the attempts left are retried as usual."
+        )
     if action == "retry":
-        return f"{subject} will be performed again (the flow is {flow.state})."
+        return (
+            f"{subject} will be performed again (the flow is {flow.state}), its attempts "
+            "counted afresh."
+        )
+    if action == "give_up":
+        error = f" ({flow.error})" if flow.error else ""
+        return (
+            f"{subject} is not tried again: the flow fails with its last error{error}. You "
+            "can still retry, skip or resume it later."
+        )
     if action == "skip":
         after = (
             "the flow completes"
@@ -445,25 +476,67 @@ def confirm(
     form: OverrideForm | None = None,
     *,
     version: str | None = None,
+    position: Any = None,
     **extra: Any,
 ) -> dict[str, Any]:
     """The confirmation of an override: what it will do, and its form (for the flow
-    `version` the user's page showed; a bound `form` with the user's errors instead)."""
+    `version` the user's page showed; a bound `form` with the user's errors instead). A
+    retry, resume or move shows the flow's data and the params of the step it reruns (a
+    move's `position`, by default the step before the current one) to edit first."""
     if form is None:
-        initial = {
+        chosen = api.parse_id(position) if isinstance(position, str) else None
+        if chosen is None or chosen >= flow.length:
+            chosen = max(flow.position - 1, 0)
+        target = chosen if action == "move" else flow.position
+        initial: dict[str, Any] = {
             "version": str(flow.version) if version is None else version,
-            "position": max(flow.position - 1, 0),
+            "position": chosen,
         }
-        form = OverrideForm(initial=initial, action=action, steps=flow.steps)
+        if action in EDITABLE and 0 <= target < flow.length:
+            initial.update(
+                edit_data=_json_text(flow.data),
+                edit_params=_json_text(flow.steps[target].get("params") or {}),
+                params_step=target,
+            )
+        form = OverrideForm(initial=initial, **override_form_args(flow, action))
     return {
         "flow": flow,
         "action": action,
-        "title": OVERRIDES[action],
+        "title": _title(flow, action),
         "preview": preview(flow, action),
         "form": form,
-        "destructive": action in {"kill", "move"},
+        "destructive": action in {"kill", "move", "give_up"},
+        "asks_reason": action in REASONED,
+        "params_step": _params_step(flow, form),
         **extra,
     }
+
+
+def override_form_args(flow: Flow, action: str) -> dict[str, Any]:
+    """What an override's form needs of the flow (its steps, data and position)."""
+    return {"action": action, "steps": flow.steps, "flow_data": flow.data, "at": flow.position}
+
+
+def _title(flow: Flow, action: str) -> str:
+    if action == "retry" and flow.state == api.FlowState.RETRYING:
+        return "Retry now"
+    return OVERRIDES[action]
+
+
+def _json_text(value: Any) -> str:
+    return json.dumps(value, indent=2, ensure_ascii=False, sort_keys=True, default=str)
+
+
+def _params_step(flow: Flow, form: OverrideForm) -> dict[str, Any] | None:
+    """The step whose params the edits show: as the form holds it (posted, or initial)."""
+    if "params_step" not in form.fields:
+        return None
+    shown = form["params_step"].value()
+    index = api.parse_id(str(shown)) if shown is not None else None
+    if index is None or index >= flow.length:
+        index = flow.position
+    step = flow.steps[index]
+    return {"index": index, "number": index + 1, "name": step.get("name") or step.get("script")}
 
 
 # --- routines --------------------------------------------------------------------------------
@@ -530,9 +603,36 @@ def palette() -> list[dict[str, Any]]:
                 "form_fields": fields,
                 "decision": decision,
                 "human": bool(info["has_input_form"] or info["input_fields"]),
+                "policy": retry_policy_text(info),
             }
         )
     return sorted(infos, key=lambda info: (info["label"].lower(), info["name"]))
+
+
+def retry_policy_text(info: dict[str, Any]) -> str:
+    """A script's retry policy and time limit in brief, from what `engine.api.scripts()`
+    tells ("" when it neither retries nor has a time limit): "Retries 3 times, after 60 s,
+    each wait ×2 (at most 3600 s) · time limit 30 s"."""
+    parts = []
+    retries = info.get("retries") or 0
+    if retries:
+        times = "once" if retries == 1 else f"{retries} times"
+        delay = info.get("retry_delay") or 0
+        text = f"Retries {times}, " + (f"after {number_text(delay)} s" if delay else "at once")
+        backoff = info.get("retry_backoff") or 1
+        if delay and retries > 1 and backoff != 1:
+            most = number_text(info.get("retry_max_delay") or 0)
+            text += f", each wait ×{number_text(backoff)} (at most {most} s)"
+        if delay and info.get("retry_jitter"):
+            text += f", ±{number_text(round(info['retry_jitter'] * 100, 2))}% jitter"
+        retry_on = info.get("retry_on") or []
+        if retry_on and retry_on != ["Exception"]:
+            text += " on " + ", ".join(retry_on)
+        parts.append(text)
+    if info.get("time_limit"):
+        parts.append(f"time limit {number_text(info['time_limit'])} s")
+    text = " · ".join(parts)
+    return text[:1].upper() + text[1:]
 
 
 def apply_op(op: str, drafts: list[StepDraft]) -> list[StepDraft]:

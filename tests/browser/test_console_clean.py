@@ -148,6 +148,19 @@ def test_main_pages_leave_the_console_clean(browser, studio, user):
 
     visit("tokens", "/tokens/", live=False)
 
+    # Schedules: the cron hint as it is typed (htmx), a schedule created, a confirmation
+    # opened and dismissed.
+    visit("schedules", "/schedules/", live=False)
+    page.select_option("#id_routine", label="Echoes")
+    page.fill("#id_cron", "@yearly")
+    expect(page.locator("#cron-hint")).to_contain_text("only in January")
+    page.click("#create-schedule")
+    expect(page.locator(".messages")).to_contain_text("created")
+    page.locator("[id^=pause-]").first.click()
+    expect(page.locator("#schedule-confirm")).to_contain_text("Pause the schedule?")
+    page.locator("#schedule-confirm .js-dismiss").click()
+    expect(page.locator("#schedule-confirm")).to_be_empty()
+
     where["page"] = "favicon"
     answer = page.goto(f"{origin}/favicon.ico")
     assert answer is not None and answer.ok

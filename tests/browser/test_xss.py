@@ -263,6 +263,11 @@ def test_xss_payloads_render_as_text_everywhere(browser, studio, make_user, csp_
         answered.append(api.start_flow(routine, staff, data=data))
         killed.append(api.start_flow(routine, staff, data=data))
     flow_ids = [f.pk for f in answered + killed]
+    # Schedules of the routines, named with payloads (the page shows routine and schedule).
+    schedules = [
+        api.create_schedule(routine, staff, "@yearly", name=PAYLOADS[KILLS[r]])
+        for r, routine in enumerate(routines[:3])
+    ]
 
     def states() -> list[str]:
         by_id = dict(Flow.objects.filter(pk__in=flow_ids).values_list("pk", "state"))
@@ -321,6 +326,11 @@ def test_xss_payloads_render_as_text_everywhere(browser, studio, make_user, csp_
     decision = watch.visit(page, f"{origin}/flows/{approval.pk}/", "approval flow")
     assert KILLS[1] in decision and page.locator("#flow-input button[value=approve]").count()
     watch.visit(page, f"{origin}/routines/", "routine list")
+    listed = watch.visit(page, f"{origin}/schedules/", "schedules")
+    assert {NAMES[0], KILLS[0]} <= listed, "the schedules page lacks payloads"
+    for schedule in schedules:
+        url = f"{origin}/schedules/{schedule.pk}/confirm/delete/"
+        watch.visit(page, url, f"schedule {schedule.pk} confirm")
     for routine in routines:
         watch.visit(page, f"{origin}/routines/{routine.pk}/edit/", f"builder {routine.pk}")
     for routine in routines[:5]:

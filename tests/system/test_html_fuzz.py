@@ -22,7 +22,7 @@ from engine import api, diagram, jsonsafe
 from engine.flows.status import FlowState
 from engine.ltm.models import LtmEvent, LtmInstance, LtmRun
 from engine.ltm.store import STORED_DEPTH
-from engine.models import Flow, FlowEvent, Routine, RoutineStep
+from engine.models import Flow, FlowEvent, Routine, RoutineStep, Schedule
 from studio.models import ApiToken
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.bothmodes]
@@ -315,6 +315,44 @@ def endpoints(w: World) -> list[Endpoint]:
         *overrides,
         Endpoint("token create", "post", lambda: "/tokens/", lambda: [("name", "fuzz")], ["name"]),
         Endpoint(
+            "schedule create",
+            "post",
+            lambda: "/schedules/",
+            lambda: [
+                ("routine", str(w.routines["start"].pk)),
+                ("cron", "0 9 * * 1-5"),
+                ("timezone", "Europe/Berlin"),
+                ("data", '{"a": 1}'),
+                ("name", "fuzz"),
+                ("owner", "alice"),
+            ],
+            ["routine", "cron", "timezone", "data", "name", "owner"],
+            who="staff",
+        ),
+        Endpoint(
+            "schedule hint",
+            "get",
+            lambda: "/schedules/hint/",
+            lambda: [("cron", "*/5 * * * *"), ("timezone", "UTC")],
+            ["cron", "timezone"],
+        ),
+        *[
+            Endpoint(
+                f"bulk {step}",
+                "post",
+                lambda step=step: f"/bulk/{step}/",
+                lambda: [
+                    ("action", "kill"),
+                    ("ids", str(w.flow("bulk", "wait", waiting).pk)),
+                    ("reason", "fuzz"),
+                    ("state", "waiting"),
+                    ("q", "Ask"),
+                ],
+                ["action", "ids", "reason", "all", "state", "routine", "owner", "q"],
+            )
+            for step in ("preview", "start")
+        ],
+        Endpoint(
             "ltm start",
             "post",
             lambda: "/ltms/my_ltm/start/",
@@ -359,6 +397,13 @@ NASTY_PATHS = [
     "/ltm-runs/not-a-uuid/",
     "/flows/1/confirm/%00/",
     "/flows/1/act/%FF/",
+    "/schedules/" + HUGE + "/confirm/pause/",
+    "/schedules/" + HUGE + "/act/delete/",
+    "/schedules/1/act/%FF/",
+    "/schedules/?page=" + HUGE,
+    "/bulk/" + HUGE + "/",
+    "/bulk/0/",
+    "/bulk/?page=" + HUGE,
 ]
 
 
@@ -460,6 +505,15 @@ def test_no_form_field_or_query_parameter_answers_5xx_or_stores_bad_input(world)
         url = f"/ltm-runs/{failing}/act/{action}/"
         send(Endpoint(f"ltm {action}", "post", lambda u=url: u, list, []), list, False, url)
 
+    # The schedule actions, which take no fields, on one of the schedules the fuzz made.
+    made = Schedule.objects.order_by("pk").first()
+    assert made is not None
+    for action in ("pause", "pause", "resume", "nope", "delete", "resume", "delete"):
+        for kind in ("confirm", "act"):
+            url = f"/schedules/{made.pk}/{kind}/{action}/"
+            method = "get" if kind == "confirm" else "post"
+            send(Endpoint(f"schedule {kind}", method, lambda u=url: u, list, []), list, True, url)
+
     print(f"\nHTML fuzz: {requests} requests, status counts {dict(sorted(statuses.items()))}")
     for name, counts in by_endpoint.items():
         print(f"  {name}: {dict(sorted(counts.items()))}")
@@ -477,6 +531,7 @@ def test_no_form_field_or_query_parameter_answers_5xx_or_stores_bad_input(world)
     assert edited.version == 1 + successes["builder edit"]
     assert LtmRun.objects.filter(name="my_ltm").count() == successes["ltm start"]
     assert ApiToken.objects.count() == successes["token create"]
+    assert Schedule.objects.count() == successes["schedule create"] - 1  # one was deleted
     assert not ApiToken.objects.filter(revoked=False).exists()
     assert_consistent_and_storable()
 
@@ -502,6 +557,10 @@ def assert_consistent_and_storable() -> None:
         storable([event.message, event.data], f"flow event {event.pk}")
     for token in ApiToken.objects.all():
         storable(token.name, f"token {token.pk}")
+    for schedule in Schedule.objects.all():
+        storable([schedule.name, schedule.cron, schedule.timezone, schedule.data], "schedule")
+        api.validate_cron(schedule.cron)
+        api.validate_time_zone(schedule.timezone)
     for run in LtmRun.objects.all():
         storable([run.global_state, run.error], f"LTM run {run.pk}")
         seqs = list(run.events.order_by("seq").values_list("seq", flat=True))

@@ -42,6 +42,10 @@ def world(live_server, transactional_db, user, other_user, routine, settings):
     ]
     api.kill_flow(api.start_flow(routine("t_wait"), user), user, "for the fuzzer")
     runs = [api.start_ltm(name, user) for name in SAFE_LTMS[:3]]
+    schedules = [
+        api.create_schedule(flows[0].routine_id, user, "0 9 * * 1-5", timezone="Europe/Berlin"),
+        api.pause_schedule(api.create_schedule(flows[2].routine_id, user, "@hourly"), user),
+    ]
     browser = Client()
     browser.force_login(user)
     csrf = get_random_string(CSRF_SECRET_LENGTH, allowed_chars=CSRF_ALLOWED_CHARS)
@@ -55,6 +59,7 @@ def world(live_server, transactional_db, user, other_user, routine, settings):
             "routine_id": [flow.routine_id for flow in flows],
             "token_id": list(ApiToken.objects.values_list("pk", flat=True)),
             "run_id": [str(run_id) for run_id in runs],
+            "schedule_id": [schedule.pk for schedule in schedules],
         },
     }
 

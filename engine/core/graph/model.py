@@ -18,6 +18,7 @@ STATUS_COLOURS: dict[str, tuple[str, str]] = {
     "pending": ("#eeeeee", "#9e9e9e"),
     "running": ("#bbdefb", "#1e88e5"),
     "waiting": ("#fff3b0", "#c9a800"),
+    "retrying": ("#ffe0b2", "#ef6c00"),
     "complete": ("#c8e6c9", "#43a047"),
     "killed": ("#d7ccc8", "#6d4c41"),
 }

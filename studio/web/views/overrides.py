@@ -21,7 +21,9 @@ def confirm(request: HtmxHttpRequest, pk: int, action: str) -> HttpResponse:
     """The confirmation of an override, for the flow version the page showed (`?version=`)."""
     flow = pages.get_flow(request.user, pk)
     action = pages.override(action)
-    context = pages.confirm(flow, action, version=request.GET.get("version"))
+    context = pages.confirm(
+        flow, action, version=request.GET.get("version"), position=request.GET.get("position")
+    )
     template = "studio/partials/_confirm.html" if request.htmx else "studio/confirm.html"
     return render(request, template, context)
 
@@ -32,22 +34,26 @@ def act(request: HtmxHttpRequest, pk: int, action: str) -> HttpResponse:
     """Carry out a confirmed override through `engine.api`."""
     flow = pages.get_flow(request.user, pk)
     action = pages.override(action)
-    form = OverrideForm(request.POST, action=action, steps=flow.steps)
+    form = OverrideForm(request.POST, **pages.override_form_args(flow, action))
     error: Exception | None = None
     if form.is_valid():
         data = form.cleaned_data
         version, reason = data["version"], data.get("reason", "")
+        user = request.user
         try:
             if action == "move":
-                api.move_to(flow, data["position"], request.user, reason=reason, version=version)
+                edits = form.edits()
+                api.move_to(flow, data["position"], user, reason=reason, version=version, **edits)
             elif action == "retry":
-                api.retry(flow, request.user, version=version)
+                api.retry(flow, user, version=version, reason=reason, **form.edits())
             elif action == "skip":
-                api.skip(flow, request.user, reason=reason, version=version)
+                api.skip(flow, user, reason=reason, version=version)
             elif action == "kill":
-                api.kill_flow(flow, request.user, reason=reason, version=version)
+                api.kill_flow(flow, user, reason=reason, version=version)
+            elif action == "give_up":
+                api.give_up(flow, user, reason=reason, version=version)
             else:
-                api.resume(flow, request.user, version=version)
+                api.resume(flow, user, version=version, reason=reason, **form.edits())
         except ENGINE_ERRORS as exc:
             error = exc
         else:

@@ -26,7 +26,10 @@ def test_create_get_list_routine(c, user):
         "script": "t_wait",
         "label": "ask",
         "params": {"q": 1},
+        "key": body["steps"][1]["key"],  # a new identity, since none was given
+        "overrides": {},
     }
+    assert len(body["steps"][1]["key"]) >= 8
     assert c.get(f"/api/routines/{body['id']}").json() == body
     page = c.get("/api/routines").json()
     assert page["count"] == 1 and page["items"][0]["id"] == body["id"]
