@@ -294,3 +294,32 @@ def test_housekeeping_fails_a_running_step_past_its_time_limit(user):
     assert runner.commit_outcome(hung, late, expect_state="running") is None
     flow.refresh_from_db()
     assert flow.state == "failed" and flow.results == [None]
+
+
+def test_a_rerun_with_edited_data_records_the_diff_and_refuses_bad_edits(user):
+    flow = start(user, "t_wait", data={"amount": 10, "currency": "eur", "note": "x"})
+    assert flow.state == "waiting"
+    with pytest.raises(ValueError, match="must be a JSON object"):
+        api.resume(flow, user, data=["not", "an", "object"])
+    with pytest.raises(ValueError, match="must be a JSON object"):
+        api.move_to(flow, 0, user, params="{}")
+    flow.refresh_from_db()
+    assert flow.state == "waiting" and flow.data["amount"] == 10  # nothing written
+    assert "manual.resume" not in kinds(flow)
+
+    api.resume(flow, user, reason="amount fixed", data={"amount": 12, "currency": "eur", "vat": 2})
+    flow.refresh_from_db()
+    assert flow.data == {"amount": 12, "currency": "eur", "vat": 2}
+    event = FlowEvent.objects.get(flow=flow, kind="manual.resume")
+    assert event.data["edits"]["data"] == [
+        {"path": "amount", "op": "changed", "old": 10, "new": 12},
+        {"path": "note", "op": "removed", "old": "x"},
+        {"path": "vat", "op": "added", "new": 2},
+    ]
+    assert event.message == (
+        'amount fixed\ndata edited:\namount: 10 → 12\nnote: removed (was "x")\nvat: added 2'
+    )
+    # An edit that changes nothing is no edit.
+    api.resume(flow, user, data={"amount": 12, "currency": "eur", "vat": 2})
+    last = FlowEvent.objects.filter(flow=flow, kind="manual.resume").order_by("-seq").first()
+    assert "edits" not in last.data
