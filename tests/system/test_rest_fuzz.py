@@ -19,7 +19,7 @@ from engine.core.ltm.registry import ltm_registry
 from studio.models import ApiToken
 from tests.conftest import forget_rate_counts
 
-EXAMPLES_PER_OPERATION = 100
+EXAMPLES_PER_OPERATION = 50
 MIN_REQUESTS = 2000
 # LTMs of the test catalog that finish at once: others sleep or wait for files on purpose,
 # and their payload (which the fuzzer writes) says for how long.

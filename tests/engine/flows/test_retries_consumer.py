@@ -46,7 +46,7 @@ def test_housekeeping_fails_hung_steps_at_their_time_limit_and_discards_them(con
     and what they return when they wake is never recorded."""
     flows = []
     for script in ("t_slow", "t_slow_offloaded"):
-        step = {"script": script, "params": {"sleep": 8}, "overrides": {"time_limit": 1}}
+        step = {"script": script, "params": {"sleep": 5}, "overrides": {"time_limit": 1}}
         routine = api.create_routine(f"hung {script}", [step, "t_echo"], owner=user)
         flows.append(api.start_flow(routine, user))
     for flow in flows:
