@@ -16,9 +16,20 @@ from django.core import signing
 from django.core.serializers.json import DjangoJSONEncoder
 
 from engine import jsonsafe
+from engine.core.flows.results import ResultsView
 
 PICKLE_KEY = "__flowstudio_pickle__"
 _SALT = "engine.codec.result"
+
+
+class _Encoder(DjangoJSONEncoder):
+    """Django's encoder, and a step's view of earlier results (`self.results`, returned or
+    kept in a result as is) as the list it reads as."""
+
+    def default(self, o: Any) -> Any:
+        if isinstance(o, ResultsView):
+            return list(o)
+        return super().default(o)
 
 
 class TamperedResult(ValueError):
@@ -29,7 +40,7 @@ def encode(value: Any) -> Any:
     """A JSON-storable form of `value`: itself when it is JSON that every database stores
     alike, else pickled (signed) with its repr to show."""
     try:
-        stored = json.loads(json.dumps(value, cls=DjangoJSONEncoder))
+        stored = json.loads(json.dumps(value, cls=_Encoder))
         jsonsafe.ensure_json(stored, "the result")
         return stored
     except (TypeError, ValueError):

@@ -18,6 +18,7 @@ from django.utils import timezone
 from engine import dispatch
 from engine.core.flows import outcome as core
 from engine.core.flows import script as scripts
+from engine.core.flows.results import ResultsView
 from engine.core.flows.retry import TimeLimitExceeded
 from engine.flows import codec, humans, retries
 from engine.flows.lease import holding
@@ -54,7 +55,7 @@ def build_task(flow: Flow, cls: type[scripts.Task]) -> scripts.Task:
         user=flow.owner,
         position=flow.position,
         input=flow.input if flow.has_input else None,
-        results=flow.results[: flow.position],
+        results=ResultsView(flow.stored_results, codec.decode, flow.position),
         data=flow.data,
         params=dict(step.get("params") or {}),
         attempt=flow.attempt,

@@ -9,8 +9,10 @@ by name, never by code or dotted path.
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from typing import Any, ClassVar
 
+from .results import ResultsView
 from .retry import check_script
 
 NAME_PATTERN = re.compile(r"[a-z][a-z0-9_]*")
@@ -110,7 +112,7 @@ class Task:
         user: Any = None,
         position: int = 0,
         input: Any = None,
-        results: list[Any] | None = None,
+        results: Sequence[Any] | None = None,
         data: dict[str, Any] | None = None,
         params: dict[str, Any] | None = None,
         attempt: int = 1,
@@ -120,7 +122,8 @@ class Task:
         self.user = user
         self.position = position
         self.input = input
-        self.results = list(results or [])
+        # A view decoded on read (see engine.core.flows.results), or a list of its own.
+        self.results = results if isinstance(results, ResultsView) else list(results or [])
         self.data = data if data is not None else {}
         self.params = params if params is not None else {}
         self.attempt = attempt
