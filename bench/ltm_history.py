@@ -289,12 +289,15 @@ SHAPES = {
 
 @contextmanager
 def checkpoint_every(every: int) -> Iterator[None]:
-    saved = settings.FLOWSTUDIO.get("LTM_CHECKPOINT_EVERY")
+    """Checkpoints every `every` events, and after wide writes; none at all with OFF."""
+    saved = settings.FLOWSTUDIO.get("LTM_CHECKPOINT_EVERY"), store._WIDE_CHANGE
     settings.FLOWSTUDIO["LTM_CHECKPOINT_EVERY"] = every
+    if every >= OFF:
+        store._WIDE_CHANGE = OFF
     try:
         yield
     finally:
-        settings.FLOWSTUDIO["LTM_CHECKPOINT_EVERY"] = saved
+        settings.FLOWSTUDIO["LTM_CHECKPOINT_EVERY"], store._WIDE_CHANGE = saved
 
 
 @contextmanager

@@ -185,7 +185,7 @@ def _claim(snap: store.Snapshot, execution_id: int) -> store.Write | None:
         "worker": worker_id(),
     }
     execution.status, execution.attempts = claim["status"], claim["attempts"]
-    record = next(r for r in snap.records() if r.fqn == execution.fqn)
+    record = store.row_record(snap.run, row)  # only this one: a run may have many instances
     events = []
     if row.status != LtmStatus.ACTIVE:
         data = {"from": row.status, "to": LtmStatus.ACTIVE}
@@ -200,7 +200,7 @@ def _claim(snap: store.Snapshot, execution_id: int) -> store.Write | None:
 
 
 def _fail_without_class(snap: store.Snapshot, execution: LtmExecution, error: str) -> store.Write:
-    record = next(r for r in snap.records() if r.fqn == execution.fqn)
+    record = store.row_record(snap.run, snap.rows[execution.fqn])
     failed = {"status": ExecutionStatus.FAILED, "finished": timezone.now()}
     status = {"from": record.status, "to": LtmStatus.FAILED}
     return store.Write(

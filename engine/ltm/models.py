@@ -172,8 +172,9 @@ class LtmEvent(EventRow):
 
 class LtmCheckpoint(models.Model):
     """The whole of a run (every record, its state and error) as committed after event
-    `seq`, written every `LTM_CHECKPOINT_EVERY` events: the time machine starts from the
-    nearest one and replays the changes after it."""
+    `seq`, written every `LTM_CHECKPOINT_EVERY` events and after a write that changed much
+    of the run (a rollback): the time machine starts from the nearest one and replays the
+    changes after it."""
 
     run = models.ForeignKey(LtmRun, on_delete=models.CASCADE, related_name="checkpoints")
     seq = models.PositiveIntegerField()

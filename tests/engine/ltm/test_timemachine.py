@@ -7,6 +7,7 @@ an event sink reads the run as each batch of events is published."""
 from __future__ import annotations
 
 from collections import Counter
+from dataclasses import replace
 from typing import Any
 
 import pytest
@@ -324,3 +325,43 @@ def test_a_rollback_racing_another_write_is_a_conflict_and_writes_nothing(user, 
     after = LtmRun.objects.get(pk=run_id)
     assert after.seq == before.seq and after.version == before.version + 1
     assert not LtmEvent.objects.filter(run_id=run_id, kind="rollback").exists()
+
+
+def test_a_rollback_that_rewrites_much_of_the_run_is_checkpointed(user, truth):
+    """Besides every LTM_CHECKPOINT_EVERY events, a write that changes at least
+    max(20, half the run's) records keeps a snapshot: `ltm_at` after a series of rollbacks
+    replays none of them."""
+    with override_settings(FLOWSTUDIO={**_flowstudio(), "LTM_CHECKPOINT_EVERY": 10_000}):
+        run_id = api.start_ltm("flou_join", user, {"size": 30})
+        forked = set(LtmCheckpoint.objects.filter(run_id=run_id).values_list("seq", flat=True))
+        assert len(forked) == 1  # the fork created 30 of its 34 instances
+
+        api.rollback_ltm(run_id, min(forked), user, "run the branches again")  # 30 changed
+
+        rollback = LtmEvent.objects.get(run_id=run_id, kind="rollback")
+        end = LtmEvent.objects.filter(run_id=run_id, seq__gte=rollback.seq, change__isnull=False)
+        kept = set(LtmCheckpoint.objects.filter(run_id=run_id).values_list("seq", flat=True))
+        assert kept - forked == {end.order_by("seq")[0].seq}
+        check_every_event(truth, run_id, user)
+
+
+def test_a_write_stores_only_the_records_that_changed_and_changes_of_type_too(user):
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    from engine.ltm import store
+
+    run_id = api.start_ltm("flou_pairs", user)
+    snap = store.read(run_id)
+    records = snap.records()
+    with CaptureQueriesContext(connection) as queries:
+        store._write_records(snap, records)  # as stored: nothing to write
+    assert not [q for q in queries if q["sql"].startswith("UPDATE")]
+
+    first = next(r for r in records if "." in r.fqn)
+    changed = [replace(first, state={"n": 1, "x": [1]}), replace(first, state={"n": True})]
+    for record in changed:
+        store._write_records(snap, [record])
+        again = store.read(run_id).rows[first.fqn]
+        assert again.state == record.state
+        assert [type(v) for v in again.state.values()] == [type(v) for v in record.state.values()]
