@@ -1,34 +1,90 @@
-"""Flows dashboard render time with many flows.
+"""Flows dashboard server time with many flows (1,000,000 by default).
 
-    .venv/bin/python bench/dashboard.py [--flows 100000] [--repeat 15]
+    .venv/bin/python bench/dashboard.py [--flows 1000000] [--repeat 7] [--rounds 3]
+                                        [--database sqlite|postgresql|URL] [--keep]
 
-Creates the flows with bulk_create in a scratch runtime directory (embedded defaults: SQLite
-in WAL mode), then renders the dashboard through the Django test client as a staff user and
-as the flows' owner: first page, a filtered page, a search and a deep page. Prints the median
-render time in ms and the number of SQL queries of each (the query count must not grow with
-the page size: no N+1).
+Creates the flows in a scratch runtime directory (embedded defaults: SQLite in WAL mode), or
+in a scratch PostgreSQL database (`--database postgresql`), with one INSERT ... SELECT over a
+recursive CTE (1,000,000 flows in well under a minute): 20 owners,
+10 routines, every state (mostly finished, a few retrying), wait reasons on the waiting flows,
+`updated` spread over a year. Then it renders the dashboard through the Django test client
+(in process: the server's time, rendering included) as an operator and as an ordinary user
+(their own flows): the first page, each state, a routine, an owner, searches (a routine's
+name, a rare wait reason, `#id`, a username, text that matches nothing), the next page and a
+deep page (half way down the list, by the "Older" link's cursor). Prints, per page, the
+median server time in ms of `--repeat` loads, the range of the medians over `--rounds`
+rounds, and the number of SQL queries (which must not grow with the number of flows). The
+load average is printed before and after: other work on the machine shows in the figures.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
-import random
+import re
 import shutil
 import statistics
 import sys
 import tempfile
 import time
 from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+
+
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--flows", type=int, default=1_000_000)
+    parser.add_argument("--repeat", type=int, default=7)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument(
+        "--database",
+        default="sqlite",
+        help="sqlite (default), postgresql (postgres://postgres@127.0.0.1:5432) or a "
+        "postgres:// URL: a scratch database bench_dashboard_<pid> on that server, dropped after",
+    )
+    parser.add_argument(
+        "--keep", action="store_true", help="keep the scratch database (its name is printed)"
+    )
+    return parser.parse_args()
+
+
+ARGS = parse_args()
 SCRATCH = tempfile.mkdtemp(prefix="flowstudio-bench-dashboard-")
+PG_URL = ""
+if ARGS.database not in ("", "sqlite"):
+    server = (
+        "postgres://postgres@127.0.0.1:5432/postgres"
+        if ARGS.database in ("pg", "postgres", "postgresql")
+        else ARGS.database
+    )
+    PG_URL = urlunsplit(urlsplit(server)._replace(path=f"/bench_dashboard_{os.getpid()}"))
+os.environ.pop("REDIS_URL", None)  # SQLite-backed Huey: the queue is not what is measured
 os.environ.update(
     DJANGO_SETTINGS_MODULE="studio.settings",
     FLOWSTUDIO_VAR_DIR=SCRATCH,
     HUEY_IMMEDIATE="1",
+    HUEY_NAME=f"flowstudio-bench-{os.getpid()}",
+    DATABASE_POOL_SIZE="2",
 )
+if PG_URL:
+    os.environ["DATABASE_URL"] = PG_URL
+else:
+    os.environ.pop("DATABASE_URL", None)
+
+
+def _admin(sql: str) -> None:
+    import psycopg
+
+    admin = urlunsplit(urlsplit(PG_URL)._replace(scheme="postgresql", path="/postgres"))
+    with psycopg.connect(admin, autocommit=True) as conn:
+        conn.execute(sql)
+
+
+if PG_URL:
+    _admin(f'CREATE DATABASE "{urlsplit(PG_URL).path[1:]}"')
 
 import django  # noqa: E402
 
@@ -44,43 +100,98 @@ from engine import api  # noqa: E402
 from engine.flows.status import FlowState  # noqa: E402
 from engine.models import Flow  # noqa: E402
 
-STATES = [s.value for s in FlowState]
+# How often each state occurs, per thousand flows: mostly finished, a few retrying.
+STATE_SHARE = {
+    FlowState.COMPLETE: 600,
+    FlowState.FAILED: 80,
+    FlowState.KILLED: 40,
+    FlowState.WAITING: 150,
+    FlowState.RUNNING: 50,
+    FlowState.PENDING: 75,
+    FlowState.RETRYING: 5,
+}
+OWNERS = 20
+ROUTINES = 10
+REASONS = ("approval of invoice ", "manager sign-off for order ", "upload the contract of ")
 
 
-def create_flows(count: int) -> tuple[object, object]:
+def _state_case() -> str:
+    """A SQL CASE giving each row a state from `r % 1000`, as STATE_SHARE says."""
+    whens, upto = [], 0
+    for state, share in STATE_SHARE.items():
+        upto += share
+        whens.append(f"WHEN r % 1000 < {upto} THEN '{state.value}'")
+    return "CASE " + " ".join(whens) + " END"
+
+
+def create_flows(count: int) -> tuple[object, object, list[int], list[int]]:
+    """The flows, in one INSERT ... SELECT (SQLite or PostgreSQL); the operator, an owner,
+    the owners' and routines' ids."""
+    sqlite = connection.vendor == "sqlite"
     User = get_user_model()
     staff = User.objects.create_user("bench-staff", password="x", is_staff=True)
-    owners = [User.objects.create_user(f"bench-{i}", password="x") for i in range(20)]
+    owners = [User.objects.create_user(f"bench-{i}", password="x") for i in range(OWNERS)]
     routines = [
         api.create_routine(f"Routine {i}", ["greet", "ask_approval", "send_email"], owner=staff)
-        for i in range(10)
+        for i in range(ROUTINES)
     ]
-    snapshots = {r.pk: r.snapshot() for r in routines}
-    rng = random.Random(7)
-    batch: list[Flow] = []
-    for index in range(count):
-        routine = routines[index % len(routines)]
-        state = rng.choice(STATES)
-        batch.append(
-            Flow(
-                routine=routine,
-                routine_version=1,
-                steps=snapshots[routine.pk],
-                owner=owners[index % len(owners)],
-                state=state,
-                position=rng.randrange(3),
-                wait_reason="approval required" if state == FlowState.WAITING else "",
-            )
-        )
-        if len(batch) == 5000:
-            Flow.objects.bulk_create(batch)
-            batch = []
-    Flow.objects.bulk_create(batch)
-    return staff, owners[0]
+    steps = Flow._meta.get_field("steps").get_db_prep_value(routines[0].snapshot(), connection)
+    owner_ids = [u.pk for u in owners]
+    routine_ids = [r.pk for r in routines]
+    pick = lambda ids, var: "CASE {} {} END".format(  # noqa: E731
+        f"{var} % {len(ids)}", " ".join(f"WHEN {k} THEN {v}" for k, v in enumerate(ids))
+    )
+    reason = " ".join(f"WHEN {k} THEN '{text}'" for k, text in enumerate(REASONS))
+
+    def moment(seconds: str) -> str:
+        if sqlite:
+            return f"datetime('2025-01-01', '+' || ({seconds}) || ' seconds')"
+        return f"timestamptz '2025-01-01 00:00:00+00' + ({seconds}) * interval '1 second'"
+
+    rand = "abs(random())" if sqlite else "floor(random() * 1000000000)::bigint"
+    expressions = {
+        "routine_id": pick(routine_ids, "i"),
+        "routine_version": "1",
+        "steps": "%s",
+        "owner_id": pick(owner_ids, "(i / 7)"),
+        "state": "state",
+        "position": "r % 3",
+        "wait_reason": (
+            f"CASE WHEN state = 'waiting' THEN (CASE i % 3 {reason} END) || (i % 5000) ELSE '' END"
+        ),
+        "created": moment("i * 30"),
+        # Mostly in the order of creation, shuffled within ten minutes; ties happen.
+        "updated": moment("i * 30 + r % 600"),
+    }
+    columns, values, params = [], [], []
+    for field in Flow._meta.concrete_fields:
+        if field.primary_key:
+            continue
+        columns.append(field.column)
+        if field.column in expressions:
+            values.append(expressions[field.column])
+            if expressions[field.column] == "%s":
+                params.append(steps)
+        else:
+            values.append("%s")
+            params.append(field.get_db_prep_save(field.get_default(), connection))
+    sql = (
+        f"INSERT INTO {Flow._meta.db_table} ({', '.join(columns)}) "
+        f"WITH RECURSIVE n(i, r) AS (SELECT 1, {rand} UNION ALL "
+        f"SELECT i + 1, {rand} FROM n WHERE i < %s), "
+        f"s(i, r, state) AS (SELECT i, r, {_state_case()} FROM n) "
+        f"SELECT {', '.join(values)} FROM s"
+    )
+    sql = sql.replace("%", "%%").replace("%%s", "%s")  # the modulo operators, not parameters
+    with connection.cursor() as cursor:
+        cursor.execute(sql, [count, *params])
+        cursor.execute("ANALYZE")
+    return staff, owners[0], owner_ids, routine_ids
 
 
-def measure(client: Client, url: str, repeat: int) -> tuple[float, int]:
-    client.get(url)  # warm caches (templates, the SQLite page cache)
+def measure(client: Client, url: str, repeat: int) -> tuple[float, int, str]:
+    response = client.get(url)  # warm caches (templates, the SQLite page cache)
+    assert response.status_code == 200, (url, response.status_code)
     times = []
     queries = 0
     for _ in range(repeat):
@@ -90,31 +201,101 @@ def measure(client: Client, url: str, repeat: int) -> tuple[float, int]:
             times.append((time.perf_counter() - start) * 1000)
         assert response.status_code == 200, (url, response.status_code)
         queries = len(ctx.captured_queries)
-    return statistics.median(times), queries
+    html = response.content.decode()
+    shown = re.search(r'<p class="count"[^>]*>([^<]*)<', html)
+    return statistics.median(times), queries, (shown.group(1).strip() if shown else "?")
+
+
+def older_link(client: Client, url: str) -> str:
+    """The "Older" link of a page (rel="next")."""
+    html = client.get(url).content.decode()
+    found = re.search(r'<a href="([^"]*)"[^>]*rel="next"', html)
+    assert found, url
+    return "/" + found.group(1).replace("&amp;", "&")
+
+
+def deep_url(base: str, flows: object, position: int) -> str:
+    """A page half way down a list: by its keyset cursor when the dashboard has one, else
+    by page number."""
+    from studio.web import pages
+
+    if hasattr(pages, "cursor_of"):
+        flow = flows.order_by("-updated", "-id")[position]  # type: ignore[attr-defined]
+        sep = "&" if "?" in base else "?"
+        return f"{base}{sep}older={pages.cursor_of(flow)}"
+    sep = "&" if "?" in base else "?"
+    return f"{base}{sep}page={position // 50}"
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--flows", type=int, default=100_000)
-    parser.add_argument("--repeat", type=int, default=15)
-    args = parser.parse_args()
+    args = ARGS
+    print(f"{connection.vendor}: load average {os.getloadavg()}, {os.cpu_count()} cores")
     call_command("migrate", verbosity=0)
     start = time.perf_counter()
-    staff, owner = create_flows(args.flows)
-    print(f"created {args.flows} flows in {time.perf_counter() - start:.1f} s ({SCRATCH})")
-    pages = [
+    staff, owner, owner_ids, routine_ids = create_flows(args.flows)
+    print(f"created {Flow.objects.count()} flows in {time.perf_counter() - start:.1f} s")
+    waiting = Flow.objects.filter(state="waiting", owner=owner).order_by("-id")
+    waiting_id = waiting.values_list("pk")[0][0]
+    middle = Flow.objects.order_by("-id").values_list("pk")[args.flows // 2][0]
+    operator = [
+        ("first page", "/"),
+        *[(f"state={s.value}", f"/?state={s.value}") for s in FlowState],
+        ("routine", f"/?routine={routine_ids[3]}"),
+        ("owner", f"/?owner={owner_ids[5]}"),
+        ("owner+state=failed", f"/?owner={owner_ids[5]}&state=failed"),
+        ("search routine name", "/?q=Routine+3"),
+        ("search wait reason", "/?q=invoice+4242"),
+        ("search #id", f"/?q=%23{middle}"),
+        ("search username", "/?q=bench-7"),
+        ("search no match", "/?q=no+such+thing"),
+        ("page 2 (older link)", None),
+        ("deep page (middle)", "deep:/"),
+        ("deep state=waiting", "deep:/?state=waiting"),
+    ]
+    mine = [
         ("first page", "/"),
         ("state=waiting", "/?state=waiting"),
-        ("search 'Routine 3'", "/?q=Routine+3"),
-        ("page 500", "/?page=500"),
+        ("state=retrying", "/?state=retrying"),
+        ("search wait reason", "/?q=invoice+4242"),
+        ("search #id", f"/?q=%23{waiting_id}"),
+        ("page 2 (older link)", None),
+        ("deep page (middle)", "deep:/"),
     ]
-    for who, user in (("staff", staff), ("owner", owner)):
-        client = Client()
-        client.force_login(user)
-        for name, url in pages:
-            median, queries = measure(client, url, args.repeat)
-            print(f"{who:6} {name:20} median {median:7.1f} ms  {queries:2d} queries")
+    results: dict[tuple[str, str], list[tuple[float, int, str]]] = {}
+    for round_number in range(args.rounds):
+        for who, user, urls in (("operator", staff, operator), ("own", owner, mine)):
+            client = Client(HTTP_HOST="localhost")
+            client.force_login(user)
+            visible = api.visible_flows(user)
+            for name, url in urls:
+                if url is None:
+                    url = older_link(client, "/")
+                elif url.startswith("deep:"):
+                    base = url[5:]
+                    narrowed = visible
+                    if "state=" in base:
+                        narrowed = visible.filter(state=base.split("state=")[1])
+                    url = deep_url(base, narrowed, narrowed.count() // 2)
+                results.setdefault((who, name), []).append(measure(client, url, args.repeat))
+        print(f"round {round_number + 1}: load average {os.getloadavg()}")
+    print()
+    print("| who | page | median ms | range of medians | queries | count shown |")
+    print("|---|---|---:|---|---:|---|")
+    for (who, name), runs in results.items():
+        medians = [m for m, _, _ in runs]
+        queries = sorted({q for _, q, _ in runs})
+        print(
+            f"| {who} | {name} | {statistics.median(medians):.1f} | "
+            f"{min(medians):.1f}-{max(medians):.1f} | {'/'.join(map(str, queries))} | "
+            f"{runs[-1][2]} |"
+        )
+    print(f"\nload average {os.getloadavg()}")
     connection.close()
+    if args.keep:
+        print(f"kept {PG_URL or SCRATCH}")
+        return
+    if PG_URL:
+        _admin(f'DROP DATABASE "{urlsplit(PG_URL).path[1:]}" WITH (FORCE)')
     shutil.rmtree(SCRATCH, ignore_errors=True)
 
 

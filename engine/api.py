@@ -46,7 +46,18 @@ from engine.flows.humans import (
     unread_count,
     waiting_for,
 )
-from engine.flows.queries import FlowFilter, filter_flows, filter_from_json, parse_filter
+from engine.flows.queries import (
+    COUNT_LIMIT,
+    FlowFilter,
+    KeysetPage,
+    count_upto,
+    cursor_of,
+    filter_flows,
+    filter_from_json,
+    keyset_page,
+    parse_filter,
+)
+from engine.flows.queries import ORDER as FLOW_ORDER
 from engine.flows.queries import narrow as narrow_flows
 from engine.flows.retries import retry_status, step_policy
 from engine.flows.routines import (
@@ -136,6 +147,12 @@ __all__ = [
     "MAX_BULK_FLOWS",
     "BulkPreview",
     "FlowFilter",
+    "KeysetPage",
+    "COUNT_LIMIT",
+    "FLOW_ORDER",
+    "count_upto",
+    "cursor_of",
+    "keyset_page",
     "filter_flows",
     "filter_from_json",
     "narrow_flows",

@@ -172,8 +172,13 @@ class Flow(models.Model):
         ordering = ["-updated", "-id"]
         indexes = [
             models.Index(fields=["state", "lease_until"], name="flow_state_lease"),
-            models.Index(fields=["owner", "state"], name="flow_owner_state"),
             models.Index(fields=["-updated", "-id"], name="flow_recent"),
+            # The dashboard's filters, each in the lists' order (keyset pages, counts that
+            # stop at a limit: an index range, never a sort of every match).
+            models.Index(fields=["state", "-updated", "-id"], name="flow_state_recent"),
+            models.Index(fields=["owner", "-updated", "-id"], name="flow_owner_recent"),
+            models.Index(fields=["owner", "state", "-updated", "-id"], name="flow_owner_state"),
+            models.Index(fields=["routine", "-updated", "-id"], name="flow_routine_recent"),
             models.Index(fields=["state", "deadline"], name="flow_state_deadline"),
             models.Index(fields=["state", "retry_at"], name="flow_state_retry"),
             models.Index(fields=["state", "step_deadline"], name="flow_state_time_limit"),

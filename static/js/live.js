@@ -203,10 +203,12 @@
           for (var r = 0; r < shownRows.length; r++) {
             newest = Math.max(newest, Number(shownRows[r].dataset.flow) || 0);
           }
+          // A count that stopped at its limit ("10,000+ flows") stays as it is.
           var count = dashboard.querySelector(".count");
-          var total = count ? parseInt(count.textContent, 10) + 1 : NaN;
+          var total = count && !count.dataset.capped ? Number(count.dataset.count) + 1 : NaN;
           if (!isNaN(total) && message.id > newest) {
-            count.textContent = total + (total === 1 ? " flow" : " flows");
+            count.dataset.count = String(total);
+            count.textContent = total.toLocaleString("en-US") + (total === 1 ? " flow" : " flows");
           }
           tbody.insertBefore(holder.content.firstElementChild, tbody.firstChild);
           // The first page keeps its size: the last rows move on to the next page.

@@ -152,21 +152,37 @@ def list_flows(
     search: Text | None = SearchQuery,
     limit: int = Query(DEFAULT_LIMIT, ge=1, le=MAX_LIMIT),
     offset: int = Query(0, ge=0, le=MAX_ID),
+    cursor: str | None = Query(
+        None, max_length=60, description="the `next` of the previous page (instead of offset)"
+    ),
 ) -> dict[str, Any]:
     """The flows you may see, most recently updated first. The filter is the dashboard's
     (and a bulk action's `filter`): `search` matches the routine's name and the wait reason
-    (any part, any case), the owner's username and the flow's number (`17` or `#17`)."""
+    (any part, any case), the owner's username and the flow's number (`17`; `#17` is that
+    flow only). Pages: follow `next` (a cursor: `?cursor=...`), which costs the same at any
+    depth and neither repeats nor skips a flow when flows change between pages (a flow
+    updated meanwhile moves to the top); `offset` still works, but reads every row it skips.
+    `count` stops at 10,000 (`count_capped` is then true)."""
     # Others' flows are only in the visible set for staff and operators, so for anyone else
     # the owner filter can only narrow down their own.
     chosen = engine_api.FlowFilter(
         state=state or "", routine=routine, owner=owner or None, search=(search or "").strip()
     )
-    flows = engine_api.filter_flows(current_user(request), chosen).order_by("-updated", "-id")
+    flows = engine_api.filter_flows(current_user(request), chosen)
+    if cursor or not offset:
+        page = engine_api.keyset_page(flows, limit, older=cursor)
+        items, more = page.flows, page.has_older
+    else:
+        rows = list(flows.order_by(*engine_api.FLOW_ORDER)[offset : offset + limit + 1])
+        items, more = rows[:limit], len(rows) > limit
+    count, capped = engine_api.count_upto(flows)
     return {
-        "count": flows.count(),
+        "count": count,
+        "count_capped": capped,
         "limit": limit,
-        "offset": offset,
-        "items": [flow_out(flow) for flow in flows[offset : offset + limit]],
+        "offset": 0 if cursor else offset,
+        "next": engine_api.cursor_of(items[-1]) if more and items else None,
+        "items": [flow_out(flow) for flow in items],
     }
 
 

@@ -341,9 +341,17 @@ class NotificationPage(Schema):
 
 
 class FlowPage(Schema):
-    count: int
+    count: int = Field(
+        ..., description="how many flows match, counted up to 10,000 (see count_capped)"
+    )
+    count_capped: bool = Field(
+        False, description="true when more flows match than `count` says: the count stopped"
+    )
     limit: int
     offset: int
+    next: str | None = Field(
+        None, description="the cursor of the next page (pass it as `cursor`); null at the end"
+    )
     items: list[FlowOut]
 
 

@@ -126,18 +126,21 @@ def filter_words(flow_filter: api.FlowFilter) -> str:
     return ", ".join(words)
 
 
-def bar(user: Any, chosen: dict[str, Any], count: int) -> dict[str, Any]:
+def bar(user: Any, chosen: dict[str, Any], count: int, capped: bool = False) -> dict[str, Any]:
     """The dashboard's action bar: the actions, the list's filter as hidden fields, and
-    "select every flow matching this filter" when a filter is on (`count` flows; more than
-    a bulk action takes is said so)."""
+    "select every flow matching this filter" when a filter is on (`count` flows, or more
+    when `capped`: the count stopped there; more than a bulk action takes is said so)."""
     flow_filter: api.FlowFilter = chosen["filter"]
     return {
         "actions": list(ACTIONS.items()),
         "filter_fields": filter_fields(flow_filter),
         "filtered": flow_filter.active,
         "matching": count,
-        "too_many": count > api.MAX_BULK_FLOWS,
+        "matching_text": f"{count:,}",
+        "capped": capped,
+        "too_many": capped or count > api.MAX_BULK_FLOWS,
         "max_flows": api.MAX_BULK_FLOWS,
+        "max_flows_text": f"{api.MAX_BULK_FLOWS:,}",
     }
 
 

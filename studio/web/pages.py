@@ -146,6 +146,9 @@ def steps_diagram(title: str, drafts: list[StepDraft]) -> dict[str, str]:
 # --- the dashboard and "waiting for me" ------------------------------------------------------
 
 PAGE_SIZE = 50
+# The dashboard counts a list up to this many flows and says "10,000+" past it (a bulk
+# action takes at most as many: `engine.api.MAX_BULK_FLOWS`).
+COUNT_LIMIT = api.COUNT_LIMIT
 # The dashboard never loads the big per-flow columns it does not show.
 _LIST_DEFER = ("data", "stored_results", "traceback", "input", "error")
 
@@ -179,7 +182,8 @@ def _chosen(params: Any, flow_filter: api.FlowFilter) -> dict[str, Any]:
 def _filters(user: Any, params: QueryDict) -> dict[str, Any]:
     """What a list's filter form offers, and its query without the page number."""
     query = params.copy()
-    query.pop("page", None)
+    for name in ("page", "older", "newer"):
+        query.pop(name, None)
     return {
         "query": query.urlencode(),
         "states": api.FlowState.choices,
@@ -193,17 +197,29 @@ def _filters(user: Any, params: QueryDict) -> dict[str, Any]:
 
 
 def dashboard(user: Any, params: QueryDict) -> dict[str, Any]:
-    """The flows dashboard for the query parameters `params`: filters, search and page,
-    fifty rows a page, and the bulk actions' bar (`studio.web.bulk`) when it lists any."""
+    """The flows dashboard for the query parameters `params`: filters, search and a page of
+    fifty rows after a cursor (`older`, `newer`: `engine.api.keyset_page`, never an offset),
+    its count up to `COUNT_LIMIT` ("10,000+" past it), and the bulk actions' bar
+    (`studio.web.bulk`) when it lists any. A constant number of queries, however many flows."""
     flows, chosen = filtered_flows(user, params)
-    page = Paginator(flows, PAGE_SIZE).get_page(params.get("page"))
+    page = api.keyset_page(flows, PAGE_SIZE, older=params.get("older"), newer=params.get("newer"))
+    count, capped = api.count_upto(flows, COUNT_LIMIT) if page.flows else (0, False)
     return {
         "title": "Flows",
         "page": page,
+        "page_size": PAGE_SIZE,
+        "count": count,
+        "count_capped": capped,
+        "count_text": f"{count:,}",
         "chosen": chosen,
-        "bulk": bulk.bar(user, chosen, page.paginator.count) if page.object_list else None,
+        "bulk": bulk.bar(user, chosen, count, capped) if page.flows else None,
         **_filters(user, params),
     }
+
+
+def cursor_of(flow: Flow) -> str:
+    """The cursor of a dashboard link to the flows after `flow` (`?older=...`)."""
+    return api.cursor_of(flow)
 
 
 # Prefetched for `assigned_to` (the users and groups a wait is assigned to).
