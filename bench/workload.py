@@ -19,6 +19,15 @@ class Trivial(Task):
         return self.position
 
 
+class TinyDict(Task):
+    """A trivial blocking step returning a tiny dict (the peers' workload)."""
+
+    name = "bench_tiny"
+
+    def perform(self):
+        return {"result": self.position}
+
+
 class TrivialOffloaded(Task):
     """The same step, non-blocking: each one is its own Huey task."""
 

@@ -27,7 +27,7 @@ from engine.flows.models import Flow, Routine
 from engine.flows.retries import new_visit_key
 from engine.flows.runner import enqueue_run, recheck
 from engine.flows.status import ACTIONS, FlowState, actions_for
-from engine.flows.store import EventSpec, write_flow
+from engine.flows.store import EventSpec, create_flow, load_flow, routine_steps, write_flow
 from engine.jsonsafe import check_text, ensure_json
 from engine.leases import queue_deadline
 
@@ -71,28 +71,33 @@ def start_flow(routine: Routine | int, user: Any, data: dict[str, Any] | None = 
     if not isinstance(data, dict):
         raise ValueError("a flow's data must be a JSON object")
     ensure_json(data, "data")
-    steps = routine.snapshot()
+    steps = routine_steps(routine.pk)
     if not steps:
         raise FlowStateError(f"routine {routine.name!r} has no steps; add one before starting it")
     known = script_registry.registry()
     missing = [step["script"] for step in steps if step["script"] not in known]
     if missing:
         raise FlowStateError(f"routine {routine.name!r} uses unregistered scripts: {missing}")
+    flow = Flow(
+        routine=routine,
+        routine_version=routine.version,
+        steps=steps,
+        owner=user,
+        data=data,
+        lease_until=queue_deadline(),
+        visit_key=new_visit_key(),
+    )
+    created = ("flow.created", {"actor": user, "data": {"routine": routine.name}})
     with transaction.atomic():
-        flow = Flow.objects.create(
-            routine=routine,
-            routine_version=routine.version,
-            steps=steps,
-            owner=user,
-            data=data,
-            lease_until=queue_deadline(),
-            visit_key=new_visit_key(),
-        )
-        created = ("flow.created", {"actor": user, "data": {"routine": routine.name}})
-        write_flow(flow, {}, [created])
+        create_flow(flow, [created])
         enqueue_run(flow.pk)
-    flow.refresh_from_db()
-    return flow
+    # As it is now (run inline, it may be finished already), read in one statement.
+    current = load_flow(flow.pk)
+    if current is None:  # deleted meanwhile
+        flow.refresh_from_db()
+        return flow
+    current.routine = routine
+    return current
 
 
 # --- actions -----------------------------------------------------------------------------------

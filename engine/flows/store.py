@@ -6,6 +6,7 @@ SQLite ignores row locks (`select_for_update` is a no-op there), so every write 
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Iterable
 from typing import Any, cast
 
@@ -15,7 +16,7 @@ from django.utils import timezone
 
 from engine import events as engine_events
 from engine.flows import humans
-from engine.flows.models import Flow, FlowEvent
+from engine.flows.models import Flow, FlowEvent, RoutineStep, Task
 from engine.flows.status import FlowState
 from engine.liveness import worker_id
 
@@ -33,6 +34,8 @@ def _owner_model() -> type[Model]:
 
 _FLOW = Flow._meta
 _EVENT = FlowEvent._meta
+_STEP = RoutineStep._meta
+_TASK = Task._meta
 _EVENT_FIELDS = ("flow", "seq", "kind", "actor", "state", "position", "message", "data", "created")
 
 
@@ -57,21 +60,17 @@ def write_flow(
     changes = {**changes, "worker": worker_id()}
     now = timezone.now()
     db = connections[router.db_for_write(Flow)]
-    quote = db.ops.quote_name
-    sets, params = [], []
-    for name, value in changes.items():
-        field = _column(_FLOW, name)
-        sets.append(f"{quote(field.column)} = %s")
-        params.append(field.get_db_prep_save(value, db))
-    sets += ["version = version + 1", "seq = seq + %s", "updated = %s"]
-    params += [len(specs), _column(_FLOW, "updated").get_db_prep_save(now, db)]
-    where = "id = %s AND version = %s"
-    params += [flow.pk, flow.version]
+    states: list[str] = []
     if expect_state is not None:
         states = [expect_state] if isinstance(expect_state, str) else list(expect_state)
-        where += f" AND state IN ({', '.join(['%s'] * len(states))})"
-        params += [str(state) for state in states]
-    update = f"UPDATE {quote(_FLOW.db_table)} SET {', '.join(sets)} WHERE {where}"
+    expected = None if expect_state is None else len(states)
+    update, fields = _flow_update(db, tuple(changes), expected)
+    params = [
+        field.get_db_prep_save(value, db)
+        for field, value in zip(fields, changes.values(), strict=True)
+    ]
+    params += [len(specs), _UPDATED.get_db_prep_save(now, db), flow.pk, flow.version]
+    params += [str(state) for state in states]
     with transaction.atomic(using=db.alias), db.cursor() as cursor:
         cursor.execute(update, params)
         if cursor.rowcount != 1:
@@ -81,28 +80,108 @@ def write_flow(
             setattr(flow, name, value)
         flow.version += 1
         flow.updated = now
-        rows = []
-        for kind, spec in specs:
-            flow.seq += 1
-            rows.append(
-                FlowEvent(
-                    flow_id=flow.pk,
-                    seq=flow.seq,
-                    kind=kind,
-                    actor=spec.get("actor"),
-                    state=flow.state,
-                    position=flow.position,
-                    message=spec.get("message", ""),
-                    data=spec.get("data", {}),
-                    created=now,
-                )
-            )
+        rows = _event_rows(flow, specs, now)
         if rows:
             _insert_events(db, cursor, rows)
         if was_waiting and flow.state != FlowState.WAITING:
             humans.clear_wait(flow.pk)  # answered, timed out or overridden
         engine_events.publish_on_commit(_event_dict(flow, row) for row in rows)
     return True
+
+
+_UPDATED = _column(_FLOW, "updated")
+_UPDATES: dict[tuple[str, tuple[str, ...], int | None], tuple[str, list[Any]]] = {}
+
+
+def _flow_update(db: Any, names: tuple[str, ...], states: int | None) -> tuple[str, list[Any]]:
+    """`UPDATE flow SET <names>, version, seq, updated WHERE id, version [AND state IN
+    (<states>)]` and the fields of `names`, written once per shape of write."""
+    key = (db.vendor, names, states)
+    found = _UPDATES.get(key)
+    if found is None:
+        quote = db.ops.quote_name
+        fields = [_column(_FLOW, name) for name in names]
+        sets = [f"{quote(field.column)} = %s" for field in fields]
+        sets += ["version = version + 1", "seq = seq + %s", "updated = %s"]
+        where = "id = %s AND version = %s"
+        if states is not None:
+            where += f" AND state IN ({', '.join(['%s'] * states)})"
+        update = f"UPDATE {quote(_FLOW.db_table)} SET {', '.join(sets)} WHERE {where}"
+        found = _UPDATES[key] = (update, fields)
+    return found
+
+
+def create_flow(flow: Flow, events: Iterable[EventSpec] = ()) -> Flow:
+    """Insert the new, unsaved `flow` with its first `events`, in one transaction: the write
+    that begins its history, so it is at version 1 with `seq` = the number of its events,
+    taken in charge by this process (as `write_flow` would leave it after its creation,
+    without the second statement: a new row has nobody to lose a compare-and-set to).
+    Events are published after the commit."""
+    specs = list(events)
+    db = connections[router.db_for_write(Flow)]
+    flow.worker = worker_id()
+    flow.version = 1
+    flow.seq = 0
+    flow.seq = len(specs)
+    fields = [field for field in _FLOW.concrete_fields if field is not _FLOW.pk]
+    # What `save()` would send (each field's pre-save value: `created` and `updated` now),
+    # in a statement written once rather than compiled at every start.
+    params = [field.get_db_prep_save(field.pre_save(flow, True), db) for field in fields]
+    with transaction.atomic(using=db.alias, savepoint=False), db.cursor() as cursor:
+        insert, returning = _flow_insert(db, fields)
+        cursor.execute(insert, params)
+        if returning is None:
+            flow.pk = db.ops.last_insert_id(cursor, _FLOW.db_table, _FLOW.pk.column)
+        else:
+            flow.pk = db.ops.fetch_returned_insert_columns(cursor, returning)[0]
+        flow._state.adding = False
+        flow._state.db = db.alias
+        flow.seq = 0
+        rows = _event_rows(flow, specs, flow.updated)
+        if rows:
+            _insert_events(db, cursor, rows)
+        engine_events.publish_on_commit(_event_dict(flow, row) for row in rows)
+    return flow
+
+
+_INSERTS: dict[str, tuple[str, Any]] = {}
+
+
+def _flow_insert(db: Any, fields: list[Any]) -> tuple[str, Any]:
+    """`INSERT INTO flow (...) VALUES (...)`, returning the new id where the database can:
+    (the statement, the params of its RETURNING clause or None)."""
+    if db.vendor not in _INSERTS:
+        quote = db.ops.quote_name
+        columns = ", ".join(quote(field.column) for field in fields)
+        marks = ", ".join(["%s"] * len(fields))
+        insert = f"INSERT INTO {quote(_FLOW.db_table)} ({columns}) VALUES ({marks})"
+        returning = None
+        if db.features.can_return_columns_from_insert:
+            clause, returning = db.ops.return_insert_columns([_FLOW.pk])
+            insert = f"{insert} {clause}"
+        _INSERTS[db.vendor] = (insert, returning)
+    return _INSERTS[db.vendor]
+
+
+def _event_rows(flow: Flow, specs: list[EventSpec], now: Any) -> list[FlowEvent]:
+    """The event rows of a write, numbered on from `flow.seq` (which they advance)."""
+    rows = []
+    for kind, spec in specs:
+        flow.seq += 1
+        rows.append(
+            FlowEvent(
+                flow_id=flow.pk,
+                seq=flow.seq,
+                kind=kind,
+                actor=spec.get("actor"),
+                state=flow.state,
+                position=flow.position,
+                message=spec.get("message", ""),
+                data=spec.get("data", {}),
+                created=now,
+            )
+        )
+    return rows
 
 
 def _insert_events(db: Any, cursor: Any, rows: list[FlowEvent]) -> None:
@@ -150,13 +229,35 @@ class _Loader:
     @staticmethod
     def convert(db: Any, model: Any, values: list[Any]) -> Any:
         fields = model._meta.concrete_fields
+        converters = _converters(db, model._meta.db_table, fields)
         converted = []
-        for field, value in zip(fields, values, strict=True):
-            column = field.get_col(model._meta.db_table)
-            for converter in db.ops.get_db_converters(column) + field.get_db_converters(db):
+        for (column, funcs), value in zip(converters, values, strict=True):
+            for converter in funcs:
                 value = converter(value, column, db)
             converted.append(value)
         return model.from_db(db.alias, [field.attname for field in fields], converted)
+
+
+# Per connection (each thread has its own), per table and columns: each column with the
+# functions that turn what the driver returns into the field's value, looked up once.
+_CONVERTERS: weakref.WeakKeyDictionary[Any, dict[Any, list[tuple[Any, list[Any]]]]] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def _converters(db: Any, table: str, fields: Any) -> list[tuple[Any, list[Any]]]:
+    known = _CONVERTERS.get(db)
+    if known is None:
+        known = _CONVERTERS[db] = {}
+    key = (table, tuple(fields))
+    found = known.get(key)
+    if found is None:
+        found = []
+        for field in fields:
+            column = field.get_col(table)
+            found.append((column, db.ops.get_db_converters(column) + field.get_db_converters(db)))
+        known[key] = found
+    return found
 
 
 _loader = _Loader()
@@ -175,3 +276,72 @@ def load_flow(flow_id: int) -> Flow | None:
     owner_model = _FLOW.get_field("owner").related_model
     flow.owner = _loader.convert(db, owner_model, list(row[split:]))
     return flow
+
+
+class _Steps:
+    """`SELECT step JOIN task WHERE routine = ? ORDER BY order, id` written once and reused:
+    what `Routine.snapshot()` reads, without compiling the ORM query at every start."""
+
+    _STEP_FIELDS = ("label", "params", "key", "overrides")
+    _TASK_FIELDS = ("name", "script", "params")
+
+    def __init__(self) -> None:
+        self.sql: dict[str, str] = {}
+
+    def fields(self) -> list[tuple[str, Any]]:
+        return [("s", _column(_STEP, name)) for name in self._STEP_FIELDS] + [
+            ("t", _column(_TASK, name)) for name in self._TASK_FIELDS
+        ]
+
+    def query(self, db: Any) -> str:
+        if db.vendor not in self.sql:
+            quote = db.ops.quote_name
+            columns = ", ".join(f"{alias}.{quote(field.column)}" for alias, field in self.fields())
+            step_task = quote(_column(_STEP, "task").column)
+            step_routine = quote(_column(_STEP, "routine").column)
+            self.sql[db.vendor] = (
+                f"SELECT {columns} FROM {quote(_STEP.db_table)} s "
+                f"JOIN {quote(_TASK.db_table)} t ON t.{quote(_TASK.pk.column)} = s.{step_task} "
+                f"WHERE s.{step_routine} = %s "
+                f"ORDER BY s.{quote(_column(_STEP, 'order').column)}, s.{quote(_STEP.pk.column)}"
+            )
+        return self.sql[db.vendor]
+
+    def convert(self, db: Any, row: Any) -> list[Any]:
+        fields = [field for _, field in self.fields()]
+        split = len(self._STEP_FIELDS)
+        converters = _converters(db, _STEP.db_table, fields[:split]) + _converters(
+            db, _TASK.db_table, fields[split:]
+        )
+        values = []
+        for (column, funcs), value in zip(converters, row, strict=True):
+            for converter in funcs:
+                value = converter(value, column, db)
+            values.append(value)
+        return values
+
+
+_steps = _Steps()
+
+
+def routine_steps(routine_id: int) -> list[dict[str, Any]]:
+    """The routine's steps as a flow pins them (exactly `Routine.snapshot()`), in one
+    statement."""
+    db = connections[router.db_for_read(RoutineStep)]
+    with db.cursor() as cursor:
+        cursor.execute(_steps.query(db), [routine_id])
+        rows = cursor.fetchall()
+    steps = []
+    for row in rows:
+        label, params, key, overrides, task_name, script, task_params = _steps.convert(db, row)
+        step: dict[str, Any] = {
+            "name": label or task_name,
+            "script": script,
+            "params": {**task_params, **params},
+        }
+        if key:
+            step["key"] = key
+        if overrides:
+            step["overrides"] = dict(overrides)
+        steps.append(step)
+    return steps
