@@ -24,7 +24,7 @@ from engine.flows import codec, humans, retries
 from engine.flows.lease import holding
 from engine.flows.models import Flow
 from engine.flows.status import FINISHED, FlowState
-from engine.flows.store import load_flow, write_flow
+from engine.flows.store import ItemAt, load_flow, write_flow
 from engine.jsonsafe import storable_text
 from engine.leases import lease_until, queue_deadline
 from engine.liveness import worker_id
@@ -150,10 +150,14 @@ def commit_outcome(
     events: list[tuple[str, dict[str, Any]]] = []
     if decision.store_result:
         stored = codec.encode(decision.result)
+        kept = len(flow.stored_results)
         results = list(flow.stored_results)
         results.extend([None] * (performed + 1 - len(results)))
         results[performed] = stored
-        changes["stored_results"] = results
+        # The one result alone where it is an item of the stored array or the next one.
+        changes["stored_results"] = (
+            ItemAt(performed, stored, results) if performed <= kept else results
+        )
         events.append(
             ("step.completed", {"data": {"step": performed, "result": codec.display(stored)}})
         )

@@ -6,10 +6,12 @@ SQLite ignores row locks (`select_for_update` is a no-op there), so every write 
 
 from __future__ import annotations
 
+import json
 import weakref
 from collections.abc import Iterable
 from typing import Any, cast
 
+from django.core.serializers.json import DjangoJSONEncoder
 from django.db import connections, router, transaction
 from django.db.models import Field, Model
 from django.utils import timezone
@@ -64,11 +66,14 @@ def write_flow(
     if expect_state is not None:
         states = [expect_state] if isinstance(expect_state, str) else list(expect_state)
     expected = None if expect_state is None else len(states)
-    update, fields = _flow_update(db, tuple(changes), expected)
-    params = [
-        field.get_db_prep_save(value, db)
-        for field, value in zip(fields, changes.values(), strict=True)
-    ]
+    patched = _patches(db, changes)
+    update, fields = _flow_update(db, tuple(changes), expected, patched)
+    params: list[Any] = []
+    for field, (name, value) in zip(fields, changes.items(), strict=True):
+        if name in patched:
+            params += [value.path(db), json.dumps(value.stored, cls=DjangoJSONEncoder)]
+        else:
+            params.append(field.get_db_prep_save(_whole(value), db))
     params += [len(specs), _UPDATED.get_db_prep_save(now, db), flow.pk, flow.version]
     params += [str(state) for state in states]
     with transaction.atomic(using=db.alias), db.cursor() as cursor:
@@ -77,7 +82,7 @@ def write_flow(
             return False
         was_waiting = flow.state == FlowState.WAITING
         for name, value in changes.items():
-            setattr(flow, name, value)
+            setattr(flow, name, _whole(value))
         flow.version += 1
         flow.updated = now
         rows = _event_rows(flow, specs, now)
@@ -89,19 +94,58 @@ def write_flow(
     return True
 
 
+class ItemAt:
+    """A change of one item of a JSON array column: `stored` at `index` (one past the end
+    appends), `whole` the array as it is then. Written as that item alone where the database
+    can (so that a step's write does not grow with the flow's length), else as the whole."""
+
+    __slots__ = ("index", "stored", "whole")
+
+    def __init__(self, index: int, stored: Any, whole: list[Any]) -> None:
+        self.index, self.stored, self.whole = index, stored, whole
+
+    def path(self, db: Any) -> Any:
+        return f"$[{self.index}]" if db.vendor == "sqlite" else [str(self.index)]
+
+
+# How each database sets one item of a JSON array: (column, path param, JSON text param).
+_ITEM_SET = {
+    "sqlite": "json_set({0}, %s, json(%s))",
+    "postgresql": "jsonb_set({0}, %s::text[], %s::jsonb, true)",
+}
+
+
+def _whole(value: Any) -> Any:
+    return value.whole if isinstance(value, ItemAt) else value
+
+
+def _patches(db: Any, changes: dict[str, Any]) -> frozenset[str]:
+    """The changes written as one item of their array (see `ItemAt`)."""
+    if db.vendor not in _ITEM_SET:
+        return frozenset()
+    return frozenset(name for name, value in changes.items() if isinstance(value, ItemAt))
+
+
 _UPDATED = _column(_FLOW, "updated")
-_UPDATES: dict[tuple[str, tuple[str, ...], int | None], tuple[str, list[Any]]] = {}
+_UPDATES: dict[tuple[Any, ...], tuple[str, list[Any]]] = {}
 
 
-def _flow_update(db: Any, names: tuple[str, ...], states: int | None) -> tuple[str, list[Any]]:
+def _flow_update(
+    db: Any, names: tuple[str, ...], states: int | None, patched: frozenset[str] = frozenset()
+) -> tuple[str, list[Any]]:
     """`UPDATE flow SET <names>, version, seq, updated WHERE id, version [AND state IN
-    (<states>)]` and the fields of `names`, written once per shape of write."""
-    key = (db.vendor, names, states)
+    (<states>)]` and the fields of `names`, written once per shape of write (`patched`:
+    the names set as one item of their JSON array)."""
+    key = (db.vendor, names, states, patched)
     found = _UPDATES.get(key)
     if found is None:
         quote = db.ops.quote_name
         fields = [_column(_FLOW, name) for name in names]
-        sets = [f"{quote(field.column)} = %s" for field in fields]
+        sets = [
+            f"{quote(field.column)} = "
+            + (_ITEM_SET[db.vendor].format(quote(field.column)) if name in patched else "%s")
+            for name, field in zip(names, fields, strict=True)
+        ]
         sets += ["version = version + 1", "seq = seq + %s", "updated = %s"]
         where = "id = %s AND version = %s"
         if states is not None:
