@@ -170,11 +170,14 @@ DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 # --- Huey ----------------------------------------------------------------------------------
 REDIS_URL = os.environ.get("REDIS_URL", "")
 HUEY_WORKERS = int(os.environ.get("HUEY_WORKERS", "2"))
+_huey_poll = float(os.environ.get("HUEY_POLL_SECONDS", "0.5"))
 _huey_consumer = {
     "workers": HUEY_WORKERS,
     "worker_type": "thread",
-    # SQLite-backed Huey polls when idle; a short max delay keeps start-up of a task quick.
-    "max_delay": 0.5,
+    # How long an idle worker of a polling queue sleeps at most between looks. The SQLite
+    # queue's idle workers wait for its doorbell instead, and look this often only as the
+    # fallback for a missed ring; Redis-backed Huey blocks on the list (BRPOP).
+    "max_delay": _huey_poll,
     "backoff": 1.15,
     "periodic": True,
     "check_worker_health": True,
@@ -184,16 +187,24 @@ if REDIS_URL:
         "huey_class": "huey.RedisHuey",
         "name": os.environ.get("HUEY_NAME", "flowstudio"),
         "url": REDIS_URL,
+        # Idle workers block on the queue (BRPOP, back in Huey's loop every second): a task
+        # starts as soon as it is pushed, with no polling (Huey's default, said here).
+        "blocking": True,
         "immediate": env_bool("HUEY_IMMEDIATE", False),
         "results": False,
         "consumer": _huey_consumer,
     }
 else:
     HUEY = {
-        "huey_class": "huey.SqliteHuey",
+        # Huey's SQLite storage at synchronous=NORMAL, with a doorbell: an enqueue wakes the
+        # idle workers of every consumer on this machine (see engine/queue.py).
+        "huey_class": "engine.queue.QuickSqliteHuey",
         "name": "flowstudio",
         # Huey's queue lives in its own file: sharing Django's file doubles lock contention.
         "filename": os.environ.get("HUEY_SQLITE_PATH") or str(VAR_DIR / "huey.sqlite3"),
+        "synchronous": os.environ.get("HUEY_SQLITE_SYNCHRONOUS", "NORMAL"),
+        "doorbell": env_bool("HUEY_DOORBELL", True),
+        "poll_seconds": _huey_poll,
         "immediate": env_bool("HUEY_IMMEDIATE", False),
         "results": False,
         "consumer": _huey_consumer,

@@ -1,0 +1,207 @@
+"""Human latency: input pushed over HTTP -> the step it answers committed -> the browser's page
+told so over its websocket.
+
+    .venv/bin/python -m bench.human_latency [--flows 100] [--rounds 2]
+                                            [--modes embedded,polling,scaled]
+
+`--flows` flows wait for input on their first step (`t_wait`, then one trivial step). One
+websocket client, signed in as their owner and sending the studio's own Origin, watches one
+flow at a time as its page does; the bench POSTs the input to `/api/flows/<id>/input` (a
+token) and times from just before the POST to the websocket message carrying that flow's
+`step.completed` event (the answered step committed by the consumer and pushed to the page).
+One flow after another, 0.2 s apart, so each input reaches an idle consumer. Also the POST's
+own response time, and a GET of the flow (`/api/flows/<id>`) after each: the floor of a
+request to that server. Median and p99 (of 100 flows: the second slowest).
+
+Modes, each in a scratch directory: `embedded` (`manage.py studio` with the consumer inside,
+SQLite, the SQLite queue as shipped), `polling` (the same with the queue as it was:
+`synchronous=FULL`, idle workers polling with a 0.5 s maximum delay), `scaled` (a scratch
+PostgreSQL database and Redis: `manage.py studio --no-consumer` beside a `run_engine`
+process; see bench/windmill.py for the servers used).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from bench.live_latency import free_port  # noqa: E402
+from bench.windmill import (  # noqa: E402
+    drop_database,
+    flush_redis_queue,
+    mode_env,
+    percentile,
+    scratch_database,
+)
+
+PREPARE = """
+import django, json; django.setup()
+from django.core.management import call_command; call_command("migrate", verbosity=0)
+from django.contrib.auth import get_user_model
+from engine import api
+from tests.live_support import session_cookie
+from studio.models import ApiToken
+user = get_user_model().objects.create_user("bench")
+routine = api.create_routine("human", ["t_wait", "bench_trivial"], owner=user)
+flows = [api.start_flow(routine, user) for _ in range({flows})]
+print(json.dumps([[[f.pk, f.seq] for f in flows], session_cookie(user),
+                  ApiToken.issue(user, "bench")[1]]))
+"""
+
+
+def post_input(port: int, token: str, flow_id: int, method: str = "POST") -> float:
+    """ms to POST the input (or, `method` GET, to read the flow: the floor of a request)."""
+    started = time.perf_counter()
+    post = method == "POST"
+    request = urllib.request.Request(
+        f"http://127.0.0.1:{port}/api/flows/{flow_id}" + ("/input" if post else ""),
+        data=json.dumps({"data": {"answer": 1}}).encode() if post else None,
+        headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"},
+        method=method,
+    )
+    with urllib.request.urlopen(request, timeout=30) as response:
+        assert response.status == 200, response.status
+    return (time.perf_counter() - started) * 1000
+
+
+async def measure(port: int, cookie: str, token: str, watched: list[list[int]]) -> dict:
+    import websockets
+
+    latencies, posts, gets = [], [], []
+    async with websockets.connect(
+        f"ws://127.0.0.1:{port}/ws/live/",
+        additional_headers={"Cookie": cookie, "Origin": f"http://127.0.0.1:{port}"},
+        max_size=None,
+    ) as ws:
+        await ws.recv()
+        for flow_id, seq in watched:
+            await ws.send(json.dumps({"action": "watch_flow", "flow": flow_id, "since": seq}))
+            while json.loads(await ws.recv()).get("type") != "watching":
+                pass
+            await asyncio.sleep(0.2)  # the consumer is idle again
+            started = time.perf_counter()
+            post = asyncio.create_task(asyncio.to_thread(post_input, port, token, flow_id))
+            while True:
+                message = json.loads(await asyncio.wait_for(ws.recv(), 30))
+                event = message.get("event") or {}
+                if (
+                    message.get("type") == "event"
+                    and message.get("id") == flow_id
+                    and event.get("kind") == "step.completed"
+                ):
+                    break
+            latencies.append((time.perf_counter() - started) * 1000)
+            posts.append(await post)
+            gets.append(await asyncio.to_thread(post_input, port, token, flow_id, "GET"))
+    return {
+        "median": statistics.median(latencies),
+        "p99": percentile(latencies, 0.99),
+        "post_median": statistics.median(posts),
+        "get_median": statistics.median(gets),
+    }
+
+
+def wait_for_port(port: int, server: subprocess.Popen[bytes]) -> None:
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and server.poll() is None:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return
+        except OSError:
+            time.sleep(0.2)
+    raise RuntimeError("the studio did not start")
+
+
+def run_round(mode: str, flows: int) -> dict:
+    server = database = None
+    if mode == "scaled":
+        server, database = scratch_database()
+    env = mode_env(mode, database)
+    env["FLOWSTUDIO_SCRIPT_MODULES"] = "bench.workload,tests.catalog"
+    env["FLOWSTUDIO_API_RATE"] = "off"
+    procs: list[subprocess.Popen[bytes]] = []
+    try:
+        out = subprocess.run(
+            [sys.executable, "-c", PREPARE.format(flows=flows)],
+            cwd=ROOT,
+            env=dict(env, HUEY_IMMEDIATE="1"),
+            capture_output=True,
+            text=True,
+        )
+        if out.returncode:
+            raise RuntimeError(out.stderr[-3000:])
+        watched, cookie, token = json.loads(out.stdout.strip().splitlines()[-1])
+        port = free_port()
+        args = [sys.executable, "manage.py", "studio", "--port", str(port)]
+        log = open(Path(env["FLOWSTUDIO_VAR_DIR"]) / "studio.log", "wb")  # noqa: SIM115
+        if mode == "scaled":
+            args.append("--no-consumer")
+            procs.append(
+                subprocess.Popen(
+                    [sys.executable, "manage.py", "run_engine", "-w", "2"],
+                    cwd=ROOT,
+                    env=env,
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                )
+            )
+        procs.append(
+            subprocess.Popen(args, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+        )
+        wait_for_port(port, procs[-1])
+        time.sleep(1)
+        return asyncio.run(measure(port, cookie, token, watched))
+    finally:
+        for proc in procs:
+            proc.terminate()
+            proc.wait(15)
+        if server and database:
+            flush_redis_queue(env)
+            drop_database(server, database)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--flows", type=int, default=100)
+    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--modes", default="embedded,polling,scaled")
+    args = parser.parse_args()
+    modes = [m for m in args.modes.split(",") if m]
+    load_before = os.getloadavg()
+    results: dict[str, list[dict]] = {mode: [] for mode in modes}
+    for number in range(args.rounds):
+        for mode in modes:
+            results[mode].append(run_round(mode, args.flows))
+            print(f"round {number + 1} {mode}: {json.dumps(results[mode][-1])}", file=sys.stderr)
+    load_after = os.getloadavg()
+    print(
+        f"input POSTed -> step.completed on the page's websocket, {args.flows} flows one after "
+        f"another; {os.cpu_count()} cores; {args.rounds} rounds; load average "
+        f"{load_before[0]:.2f} before, {load_after[0]:.2f} after"
+    )
+    print()
+    print("| mode | median ms | p99 ms | POST answered, median ms | GET of the flow, median ms |")
+    print("|---|---|---|---|---|")
+    for mode in modes:
+        rows = results[mode]
+        cells = []
+        for key in ("median", "p99", "post_median", "get_median"):
+            low, high = min(r[key] for r in rows), max(r[key] for r in rows)
+            cells.append(f"{low:.1f}" if f"{low:.1f}" == f"{high:.1f}" else f"{low:.1f}-{high:.1f}")
+        print(f"| {mode} | {' | '.join(cells)} |")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,237 @@
+"""The SQLite-backed queue of embedded mode, made quick (the class `settings.HUEY` names).
+
+Huey's own SQLite storage polls: an idle worker sleeps up to the consumer's `max_delay`
+between looks at the queue, so a task enqueued into an idle consumer waits for the next look;
+and its file runs at `synchronous=FULL`, one fsync per enqueue. This storage changes both:
+
+- its file runs at `synchronous=NORMAL` (in WAL mode): a commit survives the crash of any
+  process, but may be lost with the machine (a power cut). The engine does not rely on the
+  queue for that: work whose queued task vanished is found and queued again from the
+  database (`engine/orphans.py`);
+- each enqueue **rings a doorbell** after its commit: every consumer process listens on a Unix
+  datagram socket in a directory beside the queue file, and the enqueuing process sends a byte
+  to each (and wakes its own idle workers directly, as the embedded studio's requests do). An
+  idle worker waits for a ring instead of sleeping. It still looks at the queue every
+  `poll_seconds` whatever rang, so a missed ring (a consumer that started meanwhile, a full
+  socket buffer) delays a task, never loses it.
+
+This module imports Huey beside `engine.huey_tasks`: Huey's Django integration builds the
+queue from settings while `engine.huey_tasks` is being imported, so the class it names cannot
+live there.
+"""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import hashlib
+import os
+import secrets
+import socket
+import tempfile
+import threading
+import time
+from typing import Any
+
+from huey.api import SqliteHuey
+from huey.storage import SqliteStorage
+
+__all__ = ["Doorbell", "QuickSqliteHuey", "QuickSqliteStorage"]
+
+# An idle worker goes back to Huey's loop at least this often: it checks its stop flag there.
+IDLE_SLICE_SECONDS = 1.0
+SYNCHRONOUS = {"OFF", "NORMAL", "FULL", "EXTRA"}
+# A Unix socket's path holds at most 107 bytes; a listener's name takes up to 24 of them.
+_MAX_DIRECTORY = 80
+
+
+def bell_directory(filename: str) -> str:
+    """Where the consumers of the queue in `filename` listen: beside the file, or (if that path
+    is too long for a socket) in a directory of the temporary folder named after it."""
+    path = os.path.abspath(filename)
+    beside = path + ".bell"
+    if len(beside.encode()) <= _MAX_DIRECTORY:
+        return beside
+    digest = hashlib.sha256(path.encode()).hexdigest()[:16]
+    return os.path.join(tempfile.gettempdir(), f"flowstudio-bell-{os.getuid()}-{digest}")
+
+
+class Doorbell:
+    """Wakes the idle workers of every consumer process of one queue on this machine."""
+
+    def __init__(self, directory: str) -> None:
+        self.directory = directory
+        self._rung = threading.Condition()
+        self._rings = 0
+        self._lock = threading.Lock()
+        self._pid = 0  # the process whose sockets these are (none after a fork)
+        self._sender: socket.socket | None = None
+        self._listener: socket.socket | None = None
+        self._path = ""
+
+    # -- the enqueuing side ----------------------------------------------------------------
+    def ring(self) -> None:
+        """After a commit to the queue: wake this process's idle workers, and every other
+        listening process's. Never fails: a ring that cannot be sent is left to polling."""
+        if self._listener is not None and self._pid == os.getpid():
+            self._wake_here()
+        try:
+            names = os.listdir(self.directory)
+        except OSError:
+            return
+        sender = self._socket_to_send()
+        if sender is None:
+            return
+        for name in names:
+            path = os.path.join(self.directory, name)
+            if path == self._path:
+                continue
+            try:
+                sender.sendto(b"!", path)
+            except BlockingIOError:
+                pass  # its buffer is full of rings it has not read yet: it is awake
+            except (ConnectionRefusedError, FileNotFoundError):
+                with contextlib.suppress(OSError):
+                    os.unlink(path)  # a consumer that died without removing its socket
+            except OSError:
+                pass
+
+    def _socket_to_send(self) -> socket.socket | None:
+        with self._lock:
+            self._forget_after_fork()
+            if self._sender is None:
+                try:
+                    self._sender = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+                except OSError:
+                    return None
+                self._sender.setblocking(False)
+            return self._sender
+
+    # -- the consumer's side ---------------------------------------------------------------
+    def rings(self) -> int:
+        """How many rings this process has heard so far."""
+        with self._rung:
+            return self._rings
+
+    def wait(self, seen: int, timeout: float) -> int:
+        """Wait until a ring after the `seen`-th, or `timeout` seconds; the rings heard."""
+        with self._rung:
+            self._rung.wait_for(lambda: self._rings != seen, max(0.0, timeout))
+            return self._rings
+
+    def listen(self) -> bool:
+        """Listen for rings in this process (once; a consumer's worker calls this when it first
+        looks at the queue). False if it cannot: its workers then poll."""
+        if self._listener is not None and self._pid == os.getpid():
+            return True
+        with self._lock:
+            self._forget_after_fork()
+            if self._listener is not None:
+                return True
+            try:
+                os.makedirs(self.directory, mode=0o700, exist_ok=True)
+                if os.stat(self.directory).st_uid != os.getuid():
+                    return False  # someone else's directory: do not talk to it
+                path = os.path.join(self.directory, f"{os.getpid()}-{secrets.token_hex(4)}")
+                listener = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+                listener.bind(path)
+            except OSError:
+                return False
+            self._listener, self._path, self._pid = listener, path, os.getpid()
+            threading.Thread(
+                target=self._hear, args=(listener,), name="queue-doorbell", daemon=True
+            ).start()
+            atexit.register(self.close)
+            return True
+
+    def close(self) -> None:
+        """Stop listening and remove this process's socket."""
+        with self._lock:
+            listener, path = self._listener, self._path
+            self._listener, self._path = None, ""
+        if listener is not None and self._pid == os.getpid():
+            with contextlib.suppress(OSError):
+                os.unlink(path)
+            listener.close()
+
+    def _hear(self, listener: socket.socket) -> None:
+        while True:
+            try:
+                listener.recv(16)
+                while True:  # many rings at once wake the workers once
+                    listener.recv(16, socket.MSG_DONTWAIT)
+            except BlockingIOError:
+                pass
+            except OSError:
+                return  # closed
+            self._wake_here()
+
+    def _wake_here(self) -> None:
+        with self._rung:
+            self._rings += 1
+            self._rung.notify_all()
+
+    def _forget_after_fork(self) -> None:
+        if self._pid != os.getpid():
+            self._sender = self._listener = None
+            self._path = ""
+            self._pid = os.getpid()
+
+
+class QuickSqliteStorage(SqliteStorage):
+    """Huey's SQLite storage at `synchronous=NORMAL`, whose idle workers wait for a doorbell
+    (see the module's docstring). `doorbell=False` keeps Huey's polling."""
+
+    def __init__(
+        self,
+        name: str = "huey",
+        filename: str = "huey.db",
+        synchronous: str = "NORMAL",
+        doorbell: bool = True,
+        poll_seconds: float = 0.5,
+        **kwargs: Any,
+    ) -> None:
+        synchronous = (synchronous or "").upper()
+        if synchronous and synchronous not in SYNCHRONOUS:
+            raise ValueError(f"synchronous must be one of {sorted(SYNCHRONOUS)}")
+        self._synchronous = synchronous
+        self.poll_seconds = float(poll_seconds)
+        self.doorbell = Doorbell(bell_directory(filename)) if doorbell else None
+        # Huey's worker sleeps between empty looks unless the storage blocks in dequeue().
+        self.blocking = self.doorbell is not None
+        self._idle = threading.local()
+        super().__init__(name, filename, **kwargs)
+
+    def _create_connection(self) -> Any:
+        conn = super()._create_connection()
+        if self._synchronous:
+            conn.execute(f"pragma synchronous={self._synchronous}")
+        return conn
+
+    def enqueue(self, data: Any, priority: Any = None) -> None:
+        super().enqueue(data, priority)
+        if self.doorbell is not None:
+            self.doorbell.ring()
+
+    def dequeue(self) -> Any:
+        bell = self.doorbell
+        if bell is None or not bell.listen():
+            self.blocking = False  # no doorbell here: Huey's worker polls with its backoff
+            return super().dequeue()
+        idle = self._idle
+        now = time.monotonic()
+        seen = bell.rings()  # before the look: a ring during it makes the wait below return
+        if seen != getattr(idle, "seen", None) or now >= getattr(idle, "next_look", 0.0):
+            data = super().dequeue()
+            if data is not None:
+                idle.seen = None
+                return data
+            idle.seen, idle.next_look = seen, now + self.poll_seconds
+        # Idle: wait for a ring, or until the next look is due; back in Huey's loop at least
+        # every slice, where the worker sees whether the consumer stops.
+        bell.wait(seen, min(idle.next_look - now, IDLE_SLICE_SECONDS))
+        return None
+
+
+class QuickSqliteHuey(SqliteHuey):
+    storage_class = QuickSqliteStorage
