@@ -3,10 +3,13 @@ websocket clients, in embedded mode (engine inside the daphne process, thread-sa
 channel layer) and in Redis mode (a separate consumer process, Redis channel layer).
 
     .venv/bin/python bench/live_latency.py [--flows 77] [--steps 10] [--clients 1,100]
-                                           [--modes embedded,redis]
+                                           [--modes embedded,redis] [--rate 50]
+                                           [--views flows,dashboard] [--client-procs 2]
 
 Each event's commit time is its `created` timestamp (taken just before the commit); arrival is
-the client's clock on the same machine. Prints median and p99 per mode and client count.
+the client's clock on the same machine. Prints median and p99 per mode and client count, the
+events a second the engine made, and the server's memory per client (its resident memory
+with every client connected, less before any).
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import multiprocessing
 import os
 import socket
 import statistics
@@ -24,6 +28,7 @@ import time
 import urllib.request
 from datetime import datetime
 from pathlib import Path
+from typing import Any, NamedTuple
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -95,15 +100,18 @@ async def client(
 ) -> None:
     """One browser's socket. `view` "flows": it watches every flow (as flow pages do) and
     times each event; "page": it watches one flow (its index `counter[2]` picks which), as
-    one open flow page; "dashboard": it watches the dashboard and times each row update."""
+    one open flow page; "dashboard": it watches the dashboard and times each row update.
+    Like a page of the studio, it also follows the header's notification count."""
     import websockets
 
     async with websockets.connect(
         f"ws://127.0.0.1:{port}/ws/live/",
         additional_headers={"Cookie": cookie, "Origin": f"http://127.0.0.1:{port}"},
         max_size=None,
+        open_timeout=120,
     ) as ws:
         await ws.recv()
+        await ws.send(json.dumps({"action": "watch_notifications"}))
         if view == "dashboard":
             await ws.send(json.dumps({"action": "watch_dashboard"}))
             expected = 1
@@ -127,18 +135,72 @@ async def client(
         complete = 0
         wanted = "row" if view == "dashboard" else "event"
         while complete < len(watched):
-            message = json.loads(await ws.recv())
+            frame = json.loads(await ws.recv())
             arrived = time.time()
-            if message.get("type") != wanted:
-                continue
-            event = message if view == "dashboard" else message["event"]
-            created = datetime.fromisoformat(event["created"]).timestamp()
-            latencies.append((arrived - created) * 1000)
-            complete += event["kind"] == "flow.complete"
+            # (several dashboard rows may come in one frame)
+            for message in frame["rows"] if frame.get("type") == "rows" else [frame]:
+                if message.get("type") != wanted:
+                    continue
+                event = message if view == "dashboard" else message["event"]
+                created = datetime.fromisoformat(event["created"]).timestamp()
+                latencies.append((arrived - created) * 1000)
+                complete += event["kind"] == "flow.complete"
+
+
+def client_process(
+    port: int, cookie: str, watched: list[list[int]], clients: int, view: str, pipe: Any
+) -> None:
+    """`clients` sockets in one process (the bench spreads them over a few, so that the
+    clients' own decoding is not what is measured): says "ready" once all watch, then sends
+    back every latency once every socket saw every flow complete."""
+
+    async def run() -> list[float]:
+        latencies: list[float] = []
+        ready = asyncio.Event()
+        counter = [0, clients, 0]
+        tasks = [
+            asyncio.create_task(client(port, cookie, watched, latencies, ready, counter, view))
+            for _ in range(clients)
+        ]
+        waiting = asyncio.create_task(ready.wait())
+        await asyncio.wait([waiting, *tasks], return_when=asyncio.FIRST_COMPLETED, timeout=180)
+        for task in tasks:
+            if task.done() and task.exception() is not None:
+                raise task.exception()  # type: ignore[misc]
+        if not ready.is_set():
+            raise RuntimeError(f"{counter[0]} of {clients} clients watching after 180 s")
+        pipe.send("ready")
+        await asyncio.wait_for(asyncio.gather(*tasks), 900)
+        return latencies
+
+    try:
+        pipe.send(asyncio.run(run()))
+    except Exception as exc:
+        pipe.send(exc)
+
+
+def rss_kb(pid: int) -> int:
+    """Resident memory of a process and its children, in KiB."""
+    total = 0
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            total += int(line.split()[1])
+    children = Path(f"/proc/{pid}/task/{pid}/children")
+    if children.exists():
+        for child in children.read_text().split():
+            total += rss_kb(int(child))
+    return total
+
+
+def cpu_seconds(pid: int) -> float:
+    """CPU time (user + system) a process has used so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def push_inputs(port: int, token: str, ids: list[int], interval: float) -> None:
-    for flow_id in ids:
+    started = time.monotonic()
+    for index, flow_id in enumerate(ids):
         request = urllib.request.Request(
             f"http://127.0.0.1:{port}/api/flows/{flow_id}/input",
             data=json.dumps({"data": {"answer": 1}}).encode(),
@@ -147,21 +209,31 @@ def push_inputs(port: int, token: str, ids: list[int], interval: float) -> None:
         )
         with urllib.request.urlopen(request, timeout=30) as response:
             assert response.status == 200, response.status
-        time.sleep(interval)
+        # a steady rate: the next input at its time, however long this one took
+        time.sleep(max(0.0, started + (index + 1) * interval - time.monotonic()))
+
+
+class Result(NamedTuple):
+    median: float
+    p99: float
+    deliveries: int
+    per_client_kb: float
+    events_per_second: float
+    server_cpu: float  # the daphne process's CPU seconds per second of the run
 
 
 def run_mode(
-    mode: str, flows: int, steps: int, clients: int, interval: float, view: str
-) -> tuple[float, float, int]:
+    mode: str, flows: int, steps: int, clients: int, interval: float, view: str, procs: int = 2
+) -> Result:
     env = setup_env(mode)
     env["FLOWSTUDIO_SCRIPT_MODULES"] = "bench.workload,tests.catalog"
     watched, cookie, token = prepare(env, flows, steps)
     port = free_port()
-    procs = []
+    servers = []
     args = [sys.executable, "manage.py", "studio", "--port", str(port)]
     if mode == "redis":
         args.append("--no-consumer")
-        procs.append(
+        servers.append(
             subprocess.Popen(
                 [sys.executable, "manage.py", "run_engine", "-w", "2"],
                 cwd=ROOT,
@@ -171,34 +243,57 @@ def run_mode(
             )
         )
     log = open(Path(env["FLOWSTUDIO_VAR_DIR"]) / "studio.log", "wb")  # noqa: SIM115
-    procs.append(subprocess.Popen(args, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT))
+    studio = subprocess.Popen(args, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+    servers.append(studio)
+    context = multiprocessing.get_context("spawn")
+    pipes, workers = [], []
     latencies: list[float] = []
     try:
         time.sleep(3)
-
-        async def main() -> None:
-            ready = asyncio.Event()
-            counter = [0, clients, 0]
-            tasks = [
-                asyncio.create_task(client(port, cookie, watched, latencies, ready, counter, view))
-                for _ in range(clients)
-            ]
-            await asyncio.wait_for(ready.wait(), 120)
-            # Input is pushed over the REST API, as a user's client would: the server
-            # commits it and publishes its event (in embedded mode a separate process could
-            # not reach the in-process channel layer).
-            ids = [flow_id for flow_id, _ in watched]
-            await asyncio.to_thread(push_inputs, port, token, ids, interval)
-            await asyncio.wait_for(asyncio.gather(*tasks), 900)
-
-        asyncio.run(main())
+        before = rss_kb(studio.pid)
+        procs = max(1, min(procs, clients))
+        for index in range(procs):
+            share = clients // procs + (index < clients % procs)
+            mine, theirs = context.Pipe()
+            worker = context.Process(
+                target=client_process, args=(port, cookie, watched, share, view, theirs)
+            )
+            worker.start()
+            pipes.append(mine)
+            workers.append(worker)
+        for pipe in pipes:  # every client subscribed (and caught up) before the clock runs
+            if not pipe.poll(240):
+                raise RuntimeError("the clients did not connect within 240 s")
+            answer = pipe.recv()
+            if isinstance(answer, Exception):
+                raise answer
+        per_client = (rss_kb(studio.pid) - before) / clients
+        # Input is pushed over the REST API, as a user's client would: the server commits it
+        # and publishes its event (in embedded mode a separate process could not reach the
+        # in-process channel layer).
+        started, cpu = time.monotonic(), cpu_seconds(studio.pid)
+        push_inputs(port, token, [flow_id for flow_id, _ in watched], interval)
+        for pipe in pipes:
+            if not pipe.poll(900):
+                raise RuntimeError("the clients did not see every flow complete")
+            answer = pipe.recv()
+            if isinstance(answer, Exception):
+                raise answer
+            latencies += answer
+        elapsed = time.monotonic() - started
+        server_cpu = (cpu_seconds(studio.pid) - cpu) / elapsed
     finally:
-        for proc in procs:
+        for worker in workers:
+            worker.join(5)
+            if worker.is_alive():
+                worker.terminate()
+        for proc in servers:
             proc.terminate()
             proc.wait(10)
     latencies.sort()
     p99 = latencies[max(0, int(len(latencies) * 0.99) - 1)]
-    return statistics.median(latencies), p99, len(latencies)
+    rate = flows * (steps + 3) / elapsed
+    return Result(statistics.median(latencies), p99, len(latencies), per_client, rate, server_cpu)
 
 
 def main() -> None:
@@ -206,9 +301,15 @@ def main() -> None:
     parser.add_argument("--flows", type=int, default=77, help="flows watched by every client")
     parser.add_argument("--steps", type=int, default=10)
     parser.add_argument(
-        "--interval", type=float, default=0.5, help="seconds between starting two flows"
+        "--rate",
+        type=float,
+        default=50,
+        help="events a second: a waiting flow is answered every (steps + 3) / rate seconds",
     )
     parser.add_argument("--clients", default="1,100")
+    parser.add_argument(
+        "--client-procs", type=int, default=2, help="processes the clients are spread over"
+    )
     parser.add_argument("--modes", default="embedded,redis")
     parser.add_argument(
         "--views",
@@ -226,23 +327,36 @@ def main() -> None:
         capacity(args)
         return
     events = args.flows * (args.steps + 3)  # input, running, one per step, complete
+    args.interval = (args.steps + 3) / args.rate
     print(
         f"commit-to-client latency: {args.flows} flows x {args.steps} steps watched by each "
-        f"client, {events} events per client"
+        f"client, {events} events per client, {args.rate:g} events/s; {os.cpu_count()} cores, "
+        f"load average {os.getloadavg()[0]:.1f}"
     )
     for mode in args.modes.split(","):
         for view in args.views.split(","):
             for clients in (int(c) for c in args.clients.split(",")):
                 try:
-                    median, p99, count = run_mode(
-                        mode, args.flows, args.steps, clients, args.interval, view
+                    result = run_mode(
+                        mode,
+                        args.flows,
+                        args.steps,
+                        clients,
+                        args.interval,
+                        view,
+                        args.client_procs,
                     )
                 except Exception as exc:  # report the configuration that broke, go on
                     print(f"  {mode:9s} {view:9s} {clients:4d} client(s): failed: {exc!r}")
                     continue
                 print(
-                    f"  {mode:9s} {view:9s} {clients:4d} client(s): median {median:6.1f} ms   "
-                    f"p99 {p99:6.1f} ms   ({count} deliveries)"
+                    f"  {mode:9s} {view:9s} {clients:4d} client(s): median {result.median:6.1f} "
+                    f"ms   p99 {result.p99:6.1f} ms   ({result.deliveries} deliveries, "
+                    f"{result.events_per_second:.0f} events/s, server CPU "
+                    f"{result.server_cpu * 100:.0f} %, server memory "
+                    f"{result.per_client_kb:.0f} KiB per client; load average "
+                    f"{os.getloadavg()[0]:.1f})",
+                    flush=True,
                 )
 
 
@@ -253,20 +367,26 @@ def capacity(args: argparse.Namespace) -> None:
     )
     for mode in args.modes.split(","):
         served = 0
-        for clients in (50, 100, 150, 200, 300, 400, 600, 800):
+        for clients in (100, 200, 400, 600, 800, 1000, 1500, 2000):
             try:
-                median, p99, count = run_mode(
-                    mode, args.flows, args.steps, clients, args.interval, "dashboard"
+                result = run_mode(
+                    mode,
+                    args.flows,
+                    args.steps,
+                    clients,
+                    (args.steps + 3) / args.rate,
+                    "dashboard",
+                    args.client_procs,
                 )
             except Exception as exc:
                 print(f"  {mode:9s} {clients:4d} clients: failed: {exc!r}")
                 break
             print(
-                f"  {mode:9s} {clients:4d} clients: median {median:6.1f} ms   p99 {p99:6.1f} ms"
-                f"   ({count} deliveries)",
+                f"  {mode:9s} {clients:4d} clients: median {result.median:6.1f} ms   p99 "
+                f"{result.p99:6.1f} ms   ({result.deliveries} deliveries)",
                 flush=True,
             )
-            if p99 >= 250:
+            if result.p99 >= 250:
                 break
             served = clients
         print(f"  {mode}: one daphne process served {served} clients with p99 under 250 ms")

@@ -44,6 +44,7 @@ from engine.flows.humans import (
     script_schema,
     sees_results,
     unread_count,
+    unread_counts,
     waiting_for,
 )
 from engine.flows.queries import (
@@ -232,6 +233,7 @@ __all__ = [
     "script_schema",
     "sees_results",
     "unread_count",
+    "unread_counts",
     "waiting_for",
     "create_checked_routine",
     "create_routine",

@@ -8,6 +8,7 @@ import socket
 import subprocess
 import sys
 import time
+import weakref
 from pathlib import Path
 from typing import Any
 
@@ -89,8 +90,22 @@ class Studio:
                 self.process.kill()
 
 
+_held: weakref.WeakKeyDictionary[Any, list[dict[str, Any]]] = weakref.WeakKeyDictionary()
+# (rows of a `rows` frame not yet returned)
+
+
 def receive(ws, timeout: float = 30) -> dict[str, Any]:
-    return json.loads(ws.recv(timeout=timeout))
+    """The next message of the socket; the rows of a `rows` frame (several dashboard rows
+    sent together) one by one, as if each had come alone."""
+    held = _held.get(ws)
+    if held:
+        return held.pop(0)
+    message = json.loads(ws.recv(timeout=timeout))
+    if message.get("type") == "rows":
+        rows = list(message["rows"])
+        _held[ws] = rows[1:]
+        return rows[0]
+    return message
 
 
 def scaled_out() -> bool:

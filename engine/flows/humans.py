@@ -30,7 +30,7 @@ from django.core.exceptions import ValidationError
 from django.core.mail import send_mail
 from django.core.serializers.json import DjangoJSONEncoder
 from django.db import transaction
-from django.db.models import Q, QuerySet
+from django.db.models import Count, Q, QuerySet
 from django.utils import timezone
 
 from engine import access, config
@@ -402,6 +402,13 @@ def unread_count(user: Any) -> int:
     if user is None or not user.is_authenticated:
         return 0
     return Notification.objects.filter(user=user, cleared__isnull=True).count()
+
+
+def unread_counts(user_ids: list[int]) -> dict[int, int]:
+    """`unread_count` of many users in one query (users without any are left out)."""
+    rows = Notification.objects.filter(user_id__in=user_ids, cleared__isnull=True)
+    counts = rows.values("user_id").annotate(n=Count("pk")).values_list("user_id", "n")
+    return dict(counts)
 
 
 def notifications_of(user: Any) -> QuerySet[Notification]:

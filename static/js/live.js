@@ -182,6 +182,9 @@
       Object.keys(message.html || {}).forEach(function (id) { swap(id, message.html[id]); });
     } else if (message.type === "bulk") {
       Object.keys(message.html || {}).forEach(function (id) { swap(id, message.html[id]); });
+    } else if (message.type === "rows" && Array.isArray(message.rows)) {
+      // several rows in one frame (a busy moment): each as if it came alone
+      message.rows.forEach(function (row) { onMessage(row); });
     } else if (message.type === "row" && dashboard) {
       var row = document.getElementById("flow-" + message.id + "-row");
       if (row) {

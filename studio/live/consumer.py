@@ -14,7 +14,9 @@ every (re)connection a page sends what it shows — the seq its flow or run show
 its dashboard rows' seqs and newest flow id — and the server sends what differs from the
 database. Server: {"type": "event", "stream":
 "flow", "id": 7, "seq": 13, "event": {…}} at once, then {"type": "fragments", "id": 7, "seq":
-13, "html": {element id: fragment}} rendered for the newest event | {"type": "row", …} |
+13, "html": {element id: fragment}} rendered for the newest event | {"type": "row", "id": 7,
+"seq": 13, "state": …, "kind": …, "created": …, "html": …} (a dashboard row: each flow's newest
+row, a few times a second at most) | {"type": "rows", "rows": [row, …]} (several at once) |
 {"type": "watching", …} | {"type": "notifications", "count": 2, "flow": 7} (the user's
 open notifications: at once when asked, then whenever they change) | {"type": "bulk", "id": 4,
 "processed": 200, "state": "running", "html": {element id: fragment}} (the progress of one of
@@ -41,6 +43,7 @@ from channels.generic.websocket import AsyncJsonWebsocketConsumer
 
 from engine import api
 from studio.live import fragments, publisher, reads
+from studio.live.hub import encode_rows, hub_of, row_message
 
 Stream = tuple[str, Any]  # ("flow", id) or ("ltm", run id)
 ACTIONS = (
@@ -55,8 +58,6 @@ MAX_BULKS = 20  # bulk actions one socket follows at once
 # The largest text frame read. The client's own are a few hundred bytes (a dashboard's rows
 # a few kilobytes); daphne refuses frames over 1 MiB itself (close 1009).
 MAX_FRAME = 64 * 1024
-SYNC_SECONDS = 2.0
-COUNT_EVERY = 5  # sync rounds between two checks of the notification count (10 s)
 RENDER_INTERVAL = 0.2
 
 # Every watcher of a stream gets the same frames: they are encoded and rendered once per
@@ -107,7 +108,6 @@ class LiveConsumer(AsyncJsonWebsocketConsumer):
         self.sent: dict[Stream, int] = {}  # last sequence number sent per watched stream
         self.rows: dict[Any, int] = {}  # last sequence number of each dashboard row sent
         self.open_rows: set[int] = set()  # rows whose flow had not finished when last sent
-        self.dashboard = False
         self.latest: dict[Stream, dict[str, Any]] = {}  # newest event per stream, to render
         self.rendering: set[Stream] = set()
         # What the user is to each watched stream: the fragments they get (a flow's
@@ -115,41 +115,23 @@ class LiveConsumer(AsyncJsonWebsocketConsumer):
         self.roles: dict[Stream, Any] = {}
         self.unread: int | None = None  # the notification count sent, once asked for
         self.bulks: dict[int, tuple[int, str]] = {}  # bulk actions followed: (processed, state)
+        self.hub = hub_of(self.channel_layer)
         await self.accept()
+        await self.hub.add(self)
         await self.send_json({"type": "hello", "user": user.get_username()})
-        self.syncing = asyncio.ensure_future(self.sync_loop())
 
     async def disconnect(self, code: int) -> None:
-        syncing = getattr(self, "syncing", None)
-        if syncing is not None:
-            syncing.cancel()
+        hub = getattr(self, "hub", None)
+        if hub is not None:
+            hub.forget(self)
 
-    async def sync_loop(self) -> None:
-        """Every few seconds, compare the watched streams, and the dashboard rows of flows
-        still under way, with the database. A message lost last (with nothing after it to
-        reveal the gap) is found and sent this way."""
-        rounds = 0
-        while True:
-            await asyncio.sleep(SYNC_SECONDS)
-            rounds += 1
-            if self.unread is not None and rounds % COUNT_EVERY == 0:
-                await self.send_count(None, only_if_changed=True)  # a lost message, too
-            if self.sent:
-                latest = await database_sync_to_async(reads.latest_seqs)(list(self.sent))
-                for stream, seq in latest.items():
-                    if seq > self.sent.get(stream, seq):
-                        await self.catch_up(stream)
-            if self.bulks:
-                found = await database_sync_to_async(reads.bulk_progress)(
-                    self.user, list(self.bulks)
-                )
-                for key, shown in list(self.bulks.items()):
-                    if found.get(key) != shown:
-                        await self.send_bulk(key)
-            if self.open_rows:
-                known = {key: self.rows[key] for key in self.open_rows}
-                for event in await database_sync_to_async(reads.newer_rows)(known):
-                    await self.send_row(event)
+    async def sync_bulks(self) -> None:
+        """The bulk actions this socket follows, compared with the database (the hub's
+        periodic check calls it: a chunk whose message was lost)."""
+        found = await database_sync_to_async(reads.bulk_progress)(self.user, list(self.bulks))
+        for key, shown in list(self.bulks.items()):
+            if found.get(key) != shown:
+                await self.send_bulk(key)
 
     async def dispatch(self, message: dict[str, Any]) -> None:
         # Channels closes stale database connections (a hop to a worker thread) before every
@@ -259,8 +241,7 @@ class LiveConsumer(AsyncJsonWebsocketConsumer):
             return
         everything = await database_sync_to_async(reads.sees_everything)(self.user)
         group = publisher.ALL_FLOWS if everything else publisher.owner_group(self.user.pk)
-        await self.channel_layer.group_add(group, self.channel_name)
-        self.dashboard = True
+        await self.hub.watch_dashboard(group, self)
         if shown or newest is not None:
             lacking, finished = await database_sync_to_async(reads.dashboard_lacks)(
                 self.user, shown, newest
@@ -300,7 +281,7 @@ class LiveConsumer(AsyncJsonWebsocketConsumer):
     async def watch_notifications(self) -> None:
         """Follow the user's notification count (the header of every page): sent now, and
         again whenever the engine says their notifications changed."""
-        await self.channel_layer.group_add(publisher.user_group(self.user.pk), self.channel_name)
+        await self.hub.watch_user(self)
         await self.send_count(None)
 
     async def watch_bulk(self, key: Any, processed: Any, state: Any) -> None:
@@ -319,7 +300,7 @@ class LiveConsumer(AsyncJsonWebsocketConsumer):
         if key not in self.bulks and len(self.bulks) >= MAX_BULKS:
             await self.error(f"too many bulk actions followed: at most {MAX_BULKS}", "bulk")
             return
-        await self.channel_layer.group_add(publisher.user_group(self.user.pk), self.channel_name)
+        await self.hub.watch_user(self)
         self.bulks[key] = (shown, state[:16])
         if found[key] != self.bulks[key]:
             await self.send_bulk(key)
@@ -351,19 +332,10 @@ class LiveConsumer(AsyncJsonWebsocketConsumer):
         if key in self.bulks and (event.get("processed"), event.get("state")) != self.bulks[key]:
             await self.send_bulk(key)
 
-    async def send_count(self, flow: Any, only_if_changed: bool = False) -> None:
+    async def send_count(self, flow: Any) -> None:
         count = await database_sync_to_async(reads.unread)(self.user)
-        if only_if_changed and count == self.unread:
-            return
         self.unread = count
         await self.send_json({"type": "notifications", "count": count, "flow": flow})
-
-    async def live_notifications(self, message: dict[str, Any]) -> None:
-        """Some users' notifications changed (a step began waiting for them, or was
-        answered); this user is one of them."""
-        if self.unread is not None:
-            flow = message.get("event", {}).get("flow")
-            await self.send_count(flow if isinstance(flow, int) else None)
 
     async def catch_up(self, stream: Stream, until: int | None = None) -> None:
         """Send the stored events after the last one sent (up to `until`)."""
@@ -437,21 +409,14 @@ class LiveConsumer(AsyncJsonWebsocketConsumer):
         stream = (kind, key)
         if stream in self.sent and await self.still_sees(stream, event["seq"]):
             await self.send_event(stream, event)
-        if self.dashboard and kind == "flow":
-            await self.send_row(event)
 
     async def send_row(self, event: dict[str, Any]) -> None:
-        """The dashboard row of the event's flow, if it is newer than the one sent. The group
-        this socket joined is the permission: its owner's flows, or all of them for staff.
-        Rows are the same for every watcher: rendered and encoded once per event."""
+        """The dashboard row of the event's flow, if it is newer than the one sent (a row the
+        page lacks when it connects). The group this socket joined is the permission: its
+        owner's flows, or all of them for staff."""
         key, seq = event["flow"], event["seq"]
         if seq <= self.rows.get(key, 0):
             return
-        self.rows[key] = seq
-        if event.get("state") in api.FINISHED:
-            self.open_rows.discard(key)
-        else:
-            self.open_rows.add(key)
         html = await shared_render(
             ("row", key, seq),
             lambda: fragments.peek_row(key, seq),
@@ -459,17 +424,23 @@ class LiveConsumer(AsyncJsonWebsocketConsumer):
         )
         if not html:
             return  # the flow is gone
-        text = frame(
-            ("row", key, seq),
-            lambda: {
-                "type": "row",
-                "stream": "flow",
-                "id": key,
-                "seq": seq,
-                "state": event.get("state"),
-                "kind": event.get("kind"),
-                "created": event.get("created"),
-                "html": html,
-            },
-        )
+        message = row_message(event, html)
+        await self.take_rows([message], frame(("row", key, seq), lambda: message))
+
+    async def take_rows(self, messages: list[dict[str, Any]], text: str) -> None:
+        """Send these dashboard rows (`text`: them encoded, the same frame for every socket
+        that gets them all), less any this socket already has."""
+        fresh = [
+            message for message in messages if message["seq"] > self.rows.get(message["id"], 0)
+        ]
+        if not fresh:
+            return
+        for message in fresh:
+            self.rows[message["id"]] = message["seq"]
+            if message["state"] in api.FINISHED:
+                self.open_rows.discard(message["id"])
+            else:
+                self.open_rows.add(message["id"])
+        if len(fresh) < len(messages):
+            text = encode_rows(fresh)
         await self.send(text_data=text)

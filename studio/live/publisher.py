@@ -69,8 +69,9 @@ def publish(events: list[dict[str, Any]]) -> None:
     send_from_thread = getattr(type(layer), "send_from_thread", None)
     for event in events:
         kind = KINDS.get(str(event.get("type")), "live.event")
-        message = {"type": kind, "event": event}
         for group in groups_for(event):
+            # (the group named: a process's hub listens to several with one channel)
+            message = {"type": kind, "event": event, "group": group}
             if send_from_thread is not None:
                 send_from_thread(layer, group, message)  # the server's loop (embedded mode)
             else:
