@@ -367,3 +367,46 @@ def test_the_notification_count_follows_new_waits_and_answers(studio, user, make
         while message.get("type") != "notifications":
             message = receive(ws, timeout=30)
         assert message["count"] == 1
+
+
+def test_dashboards_get_each_flows_newest_row_in_one_shared_frame_per_window(studio, user):
+    """A burst of events reaches dashboards as a few frames, not one per event: the server's
+    hub coalesces rows for a window (each flow's newest row only) and writes the same encoded
+    frame to every dashboard of the group. Whatever the machine's speed, a socket gets at
+    most one frame per window between the first event's commit and the last frame."""
+    from studio.live.hub import WINDOW
+
+    steps = ["t_wait"] + ["t_echo"] * 30
+    flow = api.start_flow(api.create_routine("burst", steps, owner=user), user)
+    assert wait_until(lambda: Flow.objects.get(pk=flow.pk).state == "waiting")
+    before = Flow.objects.get(pk=flow.pk).seq
+    with ExitStack() as stack:
+        boards = [stack.enter_context(studio.ws(session_cookie(user))) for _ in range(5)]
+        for ws in boards:
+            assert receive(ws)["type"] == "hello"
+            ws.send(json.dumps({"action": "watch_dashboard", "rows": {str(flow.pk): before}}))
+            assert receive(ws)["type"] == "watching"
+        api.push_input(flow, {"answer": 1}, user)
+        assert wait_until(lambda: Flow.objects.get(pk=flow.pk).state == "complete")
+        frames: list[list[str]] = []
+        for ws in boards:
+            texts, done = [], False
+            while not done:
+                texts.append(ws.recv(timeout=30))
+                last_received = time.time()
+                message = json.loads(texts[-1])
+                for row in message["rows"] if message["type"] == "rows" else [message]:
+                    assert row["type"] == "row", row
+                    done |= row["id"] == flow.pk and row["kind"] == "flow.complete"
+            frames.append(texts)
+    assert all(texts == frames[0] for texts in frames)  # the same frames, byte for byte
+    rows = []
+    for text in frames[0]:
+        message = json.loads(text)
+        rows += [r for r in (message.get("rows") or [message]) if r["id"] == flow.pk]
+    seqs = [row["seq"] for row in rows]
+    assert seqs == sorted(set(seqs)) and seqs[-1] == stored_seqs(flow.pk)[-1]
+    events = FlowEvent.objects.filter(flow_id=flow.pk, seq__gt=before).order_by("seq")
+    assert events.count() >= 32  # input, 30 steps, complete
+    first = events.first().created.timestamp()
+    assert len(frames[0]) <= (last_received - first) / WINDOW + 2
