@@ -145,7 +145,8 @@ def _act(
             raise StaleFlowError(f"flow {flow_id} changed while you acted; reload and try again")
     else:
         raise StaleFlowError(f"flow {flow_id} keeps changing; try again")
-    flow.refresh_from_db()
+    # As it is now (a step may already have run on), with its routine and owner: one query.
+    flow = Flow.objects.select_related("owner", "routine").filter(pk=flow_id).first() or flow
     if isinstance(flow_ref, Flow):
         flow_ref.refresh_from_db()
     return flow
