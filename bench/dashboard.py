@@ -2,6 +2,7 @@
 
     .venv/bin/python bench/dashboard.py [--flows 1000000] [--repeat 7] [--rounds 3]
                                         [--database sqlite|postgresql|URL] [--keep]
+                                        [--reuse KEPT] [--pages REGEX]
 
 Creates the flows in a scratch runtime directory (embedded defaults: SQLite in WAL mode), or
 in a scratch PostgreSQL database (`--database postgresql`), with one INSERT ... SELECT over a
@@ -10,8 +11,11 @@ recursive CTE (1,000,000 flows in well under a minute): 20 owners,
 `updated` spread over a year. Then it renders the dashboard through the Django test client
 (in process: the server's time, rendering included) as an operator and as an ordinary user
 (their own flows): the first page, each state, a routine, an owner, searches (a routine's
-name, a rare wait reason, `#id`, a username, text that matches nothing), the next page and a
-deep page (half way down the list, by the "Older" link's cursor). Prints, per page, the
+name, a common, a rare and a short wait reason, `#id`, a username, text that matches nothing),
+the next page and a deep page (half way down the list, by the "Older" link's cursor).
+`--keep` keeps the database built, `--reuse` measures a kept one again (migrated first: the
+flows are not built again), `--pages` measures only the pages whose name matches. Prints, per
+page, the
 median server time in ms of `--repeat` loads, the range of the medians over `--rounds`
 rounds, and the number of SQL queries (which must not grow with the number of flows). The
 load average is printed before and after: other work on the machine shows in the figures.
@@ -28,6 +32,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -48,11 +53,19 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument(
         "--keep", action="store_true", help="keep the scratch database (its name is printed)"
     )
+    parser.add_argument(
+        "--reuse",
+        default="",
+        help="measure a database kept by --keep (the directory of the SQLite one, or the name "
+        "of the PostgreSQL one, with --database) instead of building one; it is kept",
+    )
+    parser.add_argument(
+        "--pages", default="", help="only the pages whose name matches this regular expression"
+    )
     return parser.parse_args()
 
 
 ARGS = parse_args()
-SCRATCH = tempfile.mkdtemp(prefix="flowstudio-bench-dashboard-")
 PG_URL = ""
 if ARGS.database not in ("", "sqlite"):
     server = (
@@ -60,7 +73,13 @@ if ARGS.database not in ("", "sqlite"):
         if ARGS.database in ("pg", "postgres", "postgresql")
         else ARGS.database
     )
-    PG_URL = urlunsplit(urlsplit(server)._replace(path=f"/bench_dashboard_{os.getpid()}"))
+    name = ARGS.reuse or f"bench_dashboard_{os.getpid()}"
+    PG_URL = urlunsplit(urlsplit(server)._replace(path=f"/{name}"))
+SCRATCH = (
+    ARGS.reuse
+    if ARGS.reuse and not PG_URL
+    else tempfile.mkdtemp(prefix="flowstudio-bench-dashboard-")
+)
 os.environ.pop("REDIS_URL", None)  # SQLite-backed Huey: the queue is not what is measured
 os.environ.update(
     DJANGO_SETTINGS_MODULE="studio.settings",
@@ -83,7 +102,7 @@ def _admin(sql: str) -> None:
         conn.execute(sql)
 
 
-if PG_URL:
+if PG_URL and not ARGS.reuse:
     _admin(f'CREATE DATABASE "{urlsplit(PG_URL).path[1:]}"')
 
 import django  # noqa: E402
@@ -124,7 +143,7 @@ def _state_case() -> str:
     return "CASE " + " ".join(whens) + " END"
 
 
-def create_flows(count: int) -> tuple[object, object, list[int], list[int]]:
+def create_flows(count: int) -> tuple[Any, Any, list[int], list[int]]:
     """The flows, in one INSERT ... SELECT (SQLite or PostgreSQL); the operator, an owner,
     the owners' and routines' ids."""
     sqlite = connection.vendor == "sqlite"
@@ -189,6 +208,16 @@ def create_flows(count: int) -> tuple[object, object, list[int], list[int]]:
     return staff, owners[0], owner_ids, routine_ids
 
 
+def existing() -> tuple[Any, Any, list[int], list[int]]:
+    """What `create_flows` returns, of a database it built before (`--reuse`)."""
+    from engine.models import Routine
+
+    User = get_user_model()
+    owners = [User.objects.get(username=f"bench-{i}") for i in range(OWNERS)]
+    routines = [Routine.objects.get(name=f"Routine {i}").pk for i in range(ROUTINES)]
+    return User.objects.get(username="bench-staff"), owners[0], [u.pk for u in owners], routines
+
+
 def measure(client: Client, url: str, repeat: int) -> tuple[float, int, str]:
     response = client.get(url)  # warm caches (templates, the SQLite page cache)
     assert response.status_code == 200, (url, response.status_code)
@@ -230,10 +259,17 @@ def deep_url(base: str, flows: object, position: int) -> str:
 def main() -> None:
     args = ARGS
     print(f"{connection.vendor}: load average {os.getloadavg()}, {os.cpu_count()} cores")
-    call_command("migrate", verbosity=0)
     start = time.perf_counter()
-    staff, owner, owner_ids, routine_ids = create_flows(args.flows)
-    print(f"created {Flow.objects.count()} flows in {time.perf_counter() - start:.1f} s")
+    call_command("migrate", verbosity=0)
+    if args.reuse:
+        print(f"migrated in {time.perf_counter() - start:.1f} s")
+        staff, owner, owner_ids, routine_ids = existing()
+        args.flows = Flow.objects.count()
+        print(f"reusing {args.flows} flows")
+    else:
+        start = time.perf_counter()
+        staff, owner, owner_ids, routine_ids = create_flows(args.flows)
+        print(f"created {Flow.objects.count()} flows in {time.perf_counter() - start:.1f} s")
     waiting = Flow.objects.filter(state="waiting", owner=owner).order_by("-id")
     waiting_id = waiting.values_list("pk")[0][0]
     middle = Flow.objects.order_by("-id").values_list("pk")[args.flows // 2][0]
@@ -245,6 +281,8 @@ def main() -> None:
         ("owner+state=failed", f"/?owner={owner_ids[5]}&state=failed"),
         ("search routine name", "/?q=Routine+3"),
         ("search wait reason", "/?q=invoice+4242"),
+        ("search common wait reason", "/?q=sign-off"),
+        ("search short text", "/?q=rd"),
         ("search #id", f"/?q=%23{middle}"),
         ("search username", "/?q=bench-7"),
         ("search no match", "/?q=no+such+thing"),
@@ -257,6 +295,7 @@ def main() -> None:
         ("state=waiting", "/?state=waiting"),
         ("state=retrying", "/?state=retrying"),
         ("search wait reason", "/?q=invoice+4242"),
+        ("search no match", "/?q=no+such+thing"),
         ("search #id", f"/?q=%23{waiting_id}"),
         ("page 2 (older link)", None),
         ("deep page (middle)", "deep:/"),
@@ -268,6 +307,8 @@ def main() -> None:
             client.force_login(user)
             visible = api.visible_flows(user)
             for name, url in urls:
+                if args.pages and not re.search(args.pages, name):
+                    continue
                 if url is None:
                     url = older_link(client, "/")
                 elif url.startswith("deep:"):
@@ -291,8 +332,8 @@ def main() -> None:
         )
     print(f"\nload average {os.getloadavg()}")
     connection.close()
-    if args.keep:
-        print(f"kept {PG_URL or SCRATCH}")
+    if args.keep or args.reuse:
+        print(f"kept {urlsplit(PG_URL).path[1:] if PG_URL else SCRATCH}")
         return
     if PG_URL:
         _admin(f'DROP DATABASE "{urlsplit(PG_URL).path[1:]}" WITH (FORCE)')

@@ -4,15 +4,19 @@ exactly the flows the dashboard lists for it).
 
 A filter narrows by state, routine, owner (a user id, or a username) and a search, which
 matches the routine's name and the wait reason (any part, any case), the owner's username
-(all of it, any case) and the flow's number (`17`); `#17` matches flow 17 only. It adds no
-query of its own: every criterion is a condition of the one query that lists the flows.
+(all of it, any case) and the flow's number (`17`); `#17` matches flow 17 only. Every
+criterion is a condition of the one query that lists the flows; a search of text first looks
+up the routines and users it names, in one query of their own (small) tables.
 
 What it costs over many flows (the lists read them newest first, `ORDER`, and count up to
 `COUNT_LIMIT`): state, routine and owner each read an index in that order
-(flow_state_recent, flow_routine_recent, flow_owner_recent), and `#17` one row. A search of
-text reads the flows newest first until it has a page (and the count until it has
-COUNT_LIMIT + 1): fast when the text is common, but text that few or no flows match reads
-every visible flow (no index finds "any part" of a wait reason).
+(flow_state_recent, flow_routine_recent, flow_owner_recent), and `#17` one row. A search's
+wait reason is found by a trigram index of the flows that have one (migration 0008): on
+PostgreSQL the partial GIN index flow_wait_reason_trgm, on SQLite the FTS5 table
+engine_flow_search (text of 3 characters or more). The query of the flows names the
+routines and users found, so that its planner knows how many flows each matches: few, and it
+reads them by their indexes and sorts them; many, and it reads the flows in the list's order
+until it has a page (SQLite, whose planner cannot tell, is told: see _SQLITE_COMMON).
 """
 
 from __future__ import annotations
@@ -23,7 +27,11 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from django.contrib.auth import get_user_model
-from django.db.models import Q, QuerySet
+from django.db import connections
+from django.db.models import F, Q, QuerySet, Value
+from django.db.models.expressions import Combinable, RawSQL
+from django.db.models.functions import NullIf, Upper
+from django.db.models.lookups import Contains, Exact, In
 from django.utils import timezone
 
 from engine.flows.models import Flow, Routine
@@ -123,8 +131,114 @@ def filter_from_json(value: Any) -> FlowFilter:
     )
 
 
+# PostgreSQL: the wait reason as the partial trigram index flow_wait_reason_trgm (migration
+# 0008) holds it: upper case, NULL when empty. Matching it (`LIKE`, strict) implies its
+# condition (`IS NOT NULL`), so the index serves the search; and its own statistics say how
+# many flows a text matches, so the planner reads that index for rare text and the flows in
+# the list's order for common text.
+_PG_REASON = NullIf(Upper("wait_reason"), Value(""))
+# SQLite: the flows whose wait reason holds a text, by the FTS5 trigram table that migration
+# 0008 keeps (rowid = the flow's id): a phrase of the text's trigrams, any case. It folds case
+# as Unicode does where SQLite's LIKE folds ASCII only, so the flow's own `icontains` beside it
+# decides (and `%`, `_` and `\` are text to a phrase: no pattern to escape).
+_SQLITE_TABLE = "engine_flow_search"
+_SQLITE_SEARCH = f"SELECT rowid FROM {_SQLITE_TABLE} WHERE {_SQLITE_TABLE} MATCH %s"
+_SQLITE_TRIGRAM = 3  # the shortest text its index finds
+# SQLite's planner does not know how many flows a routine, a user or a text matches: from this
+# many, a search reads the flows in the list's order (a page stops at its 51st match, a count
+# at COUNT_LIMIT + 1); below it, it reads the matches by their indexes and sorts them.
+_SQLITE_COMMON = 10_000
+# More routines or users than this named by a search are matched by a subquery, not a list.
+_LISTED = 1_000
+
+
+@dataclass(frozen=True)
+class _Named:
+    """What a search's text names, found in one query before the query of the flows."""
+
+    routines: list[int]  # the routines whose name holds it (any case)
+    users: list[int]  # the users whose username it is (any case)
+    common: bool  # SQLite: whether those and the wait reasons match _SQLITE_COMMON flows
+
+
+def _phrase(query: str) -> str:
+    return '"' + query.replace('"', '""') + '"'
+
+
+def _named(flows: QuerySet[Flow], query: str) -> _Named:
+    """The routines and users a search names, from their own (small) tables, and on SQLite
+    whether the flows it matches are many (counted no further than _SQLITE_COMMON, by the
+    indexes): one query."""
+    database = flows.db
+    routines = Routine.objects.using(database).filter(name__icontains=query).order_by()
+    users = get_user_model().objects.using(database).filter(username__iexact=query).order_by()
+    routine_sql, routine_params = routines.values("pk").query.sql_with_params()
+    user_sql, user_params = users.values("pk").query.sql_with_params()
+    sql = (
+        f"SELECT 0, r.* FROM ({routine_sql} LIMIT {_LISTED + 1}) r "
+        f"UNION ALL SELECT 1, u.* FROM ({user_sql} LIMIT {_LISTED + 1}) u"
+    )
+    params: list[Any] = [*routine_params, *user_params]
+    sqlite = connections[database].vendor == "sqlite"
+    if sqlite and len(query) >= _SQLITE_TRIGRAM:
+        table = Flow._meta.db_table
+        routine_id = Flow._meta.get_field("routine").column
+        owner_id = Flow._meta.get_field("owner").column
+        sql += (
+            f" UNION ALL SELECT 2, count(*) FROM (SELECT 1 FROM {table} WHERE {routine_id} IN "
+            f"({routine_sql}) UNION ALL SELECT 1 FROM {table} WHERE {owner_id} IN ({user_sql}) "
+            f"UNION ALL SELECT 1 FROM {_SQLITE_TABLE} WHERE {_SQLITE_TABLE} MATCH %s "
+            f"LIMIT {_SQLITE_COMMON})"
+        )
+        params += [*routine_params, *user_params, _phrase(query)]
+    named = _Named([], [], common=sqlite and len(query) < _SQLITE_TRIGRAM)
+    with connections[database].cursor() as cursor:
+        cursor.execute(sql, params)
+        for kind, value in cursor.fetchall():
+            if kind == 2:
+                named = _Named(named.routines, named.users, common=value >= _SQLITE_COMMON)
+            else:
+                (named.routines, named.users)[kind].append(value)
+    return named
+
+
+def _search(flows: QuerySet[Flow], query: str) -> Q:
+    """The flows a search's text matches: its routines, its user, the wait reasons that hold
+    it (any case: Django's `icontains`), and the flow it numbers."""
+    named = _named(flows, query)
+    vendor = connections[flows.db].vendor
+    routine: Combinable = F("routine_id")
+    owner: Combinable = F("owner_id")
+    pk: Combinable = F("pk")
+    if vendor == "sqlite" and named.common:
+        # The flows in the list's order, no index of the routine, owner or id (`+ 0`): the
+        # page stops at its 51st match, the count at COUNT_LIMIT + 1.
+        routine, owner, pk = routine + 0, owner + 0, pk + 0
+        reason = Q(wait_reason__icontains=query)
+    elif vendor == "sqlite" and len(query) >= _SQLITE_TRIGRAM:
+        reason = Q(pk__in=RawSQL(_SQLITE_SEARCH, (_phrase(query),)))
+        reason &= Q(wait_reason__icontains=query)
+    elif vendor == "postgresql":
+        reason = Q(Contains(_PG_REASON, Upper(Value(query))))
+    else:
+        reason = Q(wait_reason__icontains=query)
+    match = reason
+    if len(named.routines) > _LISTED:  # (a text most routines' names hold)
+        match |= Q(In(routine, Routine.objects.filter(name__icontains=query).values("pk")))
+    elif named.routines:
+        match |= Q(In(routine, named.routines))
+    if len(named.users) > _LISTED:
+        match |= Q(In(owner, get_user_model().objects.filter(username__iexact=query).values("pk")))
+    elif named.users:
+        match |= Q(In(owner, named.users))
+    if (number := parse_id(query.lstrip("#"))) is not None:
+        match |= Q(Exact(pk, number))
+    return match
+
+
 def narrow(flows: QuerySet[Flow], flow_filter: FlowFilter) -> QuerySet[Flow]:
-    """`flows` narrowed by `flow_filter` (no query is run)."""
+    """`flows` narrowed by `flow_filter` (no query is run, but the one of a search of text:
+    the routines and users it names)."""
     if flow_filter.state:
         flows = flows.filter(state=flow_filter.state)
     if flow_filter.routine is not None:
@@ -140,15 +254,7 @@ def narrow(flows: QuerySet[Flow], flow_filter: FlowFilter) -> QuerySet[Flow]:
     if query.startswith("#") and (number := parse_id(query[1:])) is not None:
         return flows.filter(pk=number)  # `#17`: that flow only (its primary key: no scan)
     if query:
-        # The routines and users a search names are looked up in their own (small) tables, in
-        # subqueries of the one query: no join for each flow.
-        routines = Routine.objects.filter(name__icontains=query).values("pk")
-        users = get_user_model().objects.filter(username__iexact=query).values("pk")
-        match = Q(routine_id__in=routines) | Q(wait_reason__icontains=query)
-        match |= Q(owner_id__in=users)
-        if (number := parse_id(query.lstrip("#"))) is not None:
-            match |= Q(pk=number)
-        flows = flows.filter(match)
+        flows = flows.filter(_search(flows, query))
     return flows
 
 

