@@ -32,6 +32,9 @@ from typing import Any, NamedTuple
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+# The studio measured: this checkout, or another one's (`--server-root`, e.g. a worktree of an
+# earlier commit, to compare with in the same run)
+SERVER = [ROOT]
 
 
 def free_port() -> int:
@@ -79,7 +82,7 @@ print(json.dumps([[[f.pk, f.seq] for f in flows], session_cookie(user), token]))
     prep_env = dict(env, HUEY_IMMEDIATE="1")
     out = subprocess.run(
         [sys.executable, "-c", code],
-        cwd=ROOT,
+        cwd=SERVER[0],
         env=prep_env,
         check=True,
         capture_output=True,
@@ -236,14 +239,14 @@ def run_mode(
         servers.append(
             subprocess.Popen(
                 [sys.executable, "manage.py", "run_engine", "-w", "2"],
-                cwd=ROOT,
+                cwd=SERVER[0],
                 env=env,
                 stdout=subprocess.DEVNULL,
                 stderr=subprocess.DEVNULL,
             )
         )
     log = open(Path(env["FLOWSTUDIO_VAR_DIR"]) / "studio.log", "wb")  # noqa: SIM115
-    studio = subprocess.Popen(args, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+    studio = subprocess.Popen(args, cwd=SERVER[0], env=env, stdout=log, stderr=subprocess.STDOUT)
     servers.append(studio)
     context = multiprocessing.get_context("spawn")
     pipes, workers = [], []
@@ -274,8 +277,8 @@ def run_mode(
         started, cpu = time.monotonic(), cpu_seconds(studio.pid)
         push_inputs(port, token, [flow_id for flow_id, _ in watched], interval)
         for pipe in pipes:
-            if not pipe.poll(900):
-                raise RuntimeError("the clients did not see every flow complete")
+            if not pipe.poll(max(0.0, started + 300 - time.monotonic())):
+                raise RuntimeError("the clients did not see every flow complete within 300 s")
             answer = pipe.recv()
             if isinstance(answer, Exception):
                 raise answer
@@ -310,6 +313,12 @@ def main() -> None:
     parser.add_argument(
         "--client-procs", type=int, default=2, help="processes the clients are spread over"
     )
+    parser.add_argument(
+        "--server-root",
+        default="",
+        help="comma-separated checkouts whose studio is measured in turn, in the same run "
+        "(default: this one)",
+    )
     parser.add_argument("--modes", default="embedded,redis")
     parser.add_argument(
         "--views",
@@ -333,31 +342,39 @@ def main() -> None:
         f"client, {events} events per client, {args.rate:g} events/s; {os.cpu_count()} cores, "
         f"load average {os.getloadavg()[0]:.1f}"
     )
-    for mode in args.modes.split(","):
-        for view in args.views.split(","):
-            for clients in (int(c) for c in args.clients.split(",")):
-                try:
-                    result = run_mode(
-                        mode,
-                        args.flows,
-                        args.steps,
-                        clients,
-                        args.interval,
-                        view,
-                        args.client_procs,
-                    )
-                except Exception as exc:  # report the configuration that broke, go on
-                    print(f"  {mode:9s} {view:9s} {clients:4d} client(s): failed: {exc!r}")
-                    continue
-                print(
-                    f"  {mode:9s} {view:9s} {clients:4d} client(s): median {result.median:6.1f} "
-                    f"ms   p99 {result.p99:6.1f} ms   ({result.deliveries} deliveries, "
-                    f"{result.events_per_second:.0f} events/s, server CPU "
-                    f"{result.server_cpu * 100:.0f} %, server memory "
-                    f"{result.per_client_kb:.0f} KiB per client; load average "
-                    f"{os.getloadavg()[0]:.1f})",
-                    flush=True,
-                )
+    roots = [Path(root).resolve() for root in args.server_root.split(",") if root] or [ROOT]
+    for mode, view, clients, root in (
+        (mode, view, int(clients), root)
+        for mode in args.modes.split(",")
+        for view in args.views.split(",")
+        for clients in args.clients.split(",")
+        for root in roots
+    ):
+        SERVER[0] = root
+        if len(roots) > 1:
+            print(f"  studio of {root}:")
+        try:
+            result = run_mode(
+                mode,
+                args.flows,
+                args.steps,
+                clients,
+                args.interval,
+                view,
+                args.client_procs,
+            )
+        except Exception as exc:  # report the configuration that broke, go on
+            print(f"  {mode:9s} {view:9s} {clients:4d} client(s): failed: {exc!r}")
+            continue
+        print(
+            f"  {mode:9s} {view:9s} {clients:4d} client(s): median {result.median:6.1f} "
+            f"ms   p99 {result.p99:6.1f} ms   ({result.deliveries} deliveries, "
+            f"{result.events_per_second:.0f} events/s, server CPU "
+            f"{result.server_cpu * 100:.0f} %, server memory "
+            f"{result.per_client_kb:.0f} KiB per client; load average "
+            f"{os.getloadavg()[0]:.1f})",
+            flush=True,
+        )
 
 
 def capacity(args: argparse.Namespace) -> None:

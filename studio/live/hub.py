@@ -41,6 +41,10 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 WINDOW = 0.05  # seconds: dashboard rows leave at most this often, each flow's newest only
+# ...and the window widens to this many times the last send's duration: with many sockets
+# the hub spends at most a third of the server's loop writing frames, whatever the rate of
+# events, and the rest stays for requests and for the sockets' own messages.
+SPACING = 2.0
 SYNC_SECONDS = 2.0
 COUNT_EVERY = 5  # sync rounds between two checks of the notification counts (10 s)
 CHUNK = 1000  # ids per query of the periodic check
@@ -96,6 +100,8 @@ class Hub:
         self.counts: dict[int, Any] = {}  # users whose notifications changed -> the flow
         self.flushing: asyncio.Future[Any] | None = None
         self.last_flush = 0.0
+        self.spacing = WINDOW  # the current window (see SPACING)
+        self.writing = 0.0  # seconds the last flush spent writing to sockets
         self.tasks: list[asyncio.Future[Any]] = []
         self.starting: asyncio.Future[Any] | None = None
 
@@ -195,7 +201,7 @@ class Hub:
     async def _flush(self) -> None:
         try:
             while self.pending or self.counts:
-                wait = self.last_flush + WINDOW - self.loop.time()
+                wait = self.last_flush + self.spacing - self.loop.time()
                 if wait > 0:
                     await asyncio.sleep(wait)  # what comes meanwhile leaves with it
                 pending, self.pending = self.pending, {}
@@ -205,6 +211,8 @@ class Hub:
                     await self._send_counts(counts)
                 if pending:
                     await self._send(pending)
+                self.spacing = max(WINDOW, SPACING * self.writing)
+                self.writing = 0.0
         except Exception:
             logger.exception("live updates not sent")
         finally:
@@ -218,10 +226,12 @@ class Hub:
         for user, flow in changed.items():
             count = found.get(user, 0)
             text = json.dumps({"type": "notifications", "count": count, "flow": flow})
+            started = self.loop.time()
             for socket in list(self.users.get(user, ())):
                 if socket.unread is not None:
                     socket.unread = count
                     await socket.send(text_data=text)
+            self.writing += self.loop.time() - started
 
     async def _send(self, pending: dict[str, dict[int, dict[str, Any]]]) -> None:
         wanted = sorted(
@@ -240,8 +250,10 @@ class Hub:
             if not messages:
                 continue
             text = encode_rows(messages)
+            started = self.loop.time()
             for socket in list(self.boards.get(group, ())):
                 await socket.take_rows(messages, text)
+            self.writing += self.loop.time() - started
 
     # --- the periodic check ------------------------------------------------------------------
 
