@@ -61,23 +61,32 @@ def setup_env(mode: str) -> dict[str, str]:
     return env
 
 
-def prepare(env: dict[str, str], flows: int, steps: int) -> tuple[list[list[int]], str, str]:
-    """Migrate, create a user, its session, an API token and `flows` flows parked on a
-    waiting first step; returns ([[flow id, its last sequence number], ...], session cookie,
-    token)."""
+def prepare(
+    env: dict[str, str], flows: int, steps: int, watchers: int = 0
+) -> tuple[list[list[int]], list[str], str]:
+    """Migrate, create a user, an API token and `flows` flows of theirs parked on a waiting
+    first step, and the sessions the clients sign in with: the owner's own when `watchers` is
+    0 (every client is the owner, in as many tabs), else that many operators (staff) of their
+    own, each watching every flow as operators do. Returns ([[flow id, its last sequence
+    number], ...], session cookies, token)."""
     code = f"""
 import django, json; django.setup()
 from django.core.management import call_command; call_command("migrate", verbosity=0)
 from django.contrib.auth import get_user_model
 from engine import api
 from tests.live_support import session_cookie
-user = get_user_model().objects.create_user("bench")
+User = get_user_model()
+user = User.objects.create_user("bench")
 steps = ["t_wait"] + [{{"script": "t_sleep", "params": {{"sleep": 0.02}}}}] * {steps}
 routine = api.create_routine("latency", steps, owner=user)
 flows = [api.start_flow(routine, user) for _ in range({flows})]
 from studio.models import ApiToken
 token = ApiToken.issue(user, "bench")[1]
-print(json.dumps([[[f.pk, f.seq] for f in flows], session_cookie(user), token]))
+staff = User.objects.bulk_create(
+    User(username=f"operator{{n}}", is_staff=True) for n in range({watchers})
+)
+cookies = [session_cookie(watcher) for watcher in staff] or [session_cookie(user)]
+print(json.dumps([[[f.pk, f.seq] for f in flows], cookies, token]))
 """
     prep_env = dict(env, HUEY_IMMEDIATE="1")
     out = subprocess.run(
@@ -88,8 +97,8 @@ print(json.dumps([[[f.pk, f.seq] for f in flows], session_cookie(user), token]))
         capture_output=True,
         text=True,
     ).stdout
-    watched, cookie, token = json.loads(out.strip().splitlines()[-1])
-    return watched, cookie, token
+    watched, cookies, token = json.loads(out.strip().splitlines()[-1])
+    return watched, cookies, token
 
 
 async def client(
@@ -151,11 +160,12 @@ async def client(
 
 
 def client_process(
-    port: int, cookie: str, watched: list[list[int]], clients: int, view: str, pipe: Any
+    port: int, cookies: list[str], watched: list[list[int]], view: str, pipe: Any
 ) -> None:
-    """`clients` sockets in one process (the bench spreads them over a few, so that the
-    clients' own decoding is not what is measured): says "ready" once all watch, then sends
-    back every latency once every socket saw every flow complete."""
+    """A socket for each of `cookies` in one process (the bench spreads them over a few, so
+    that the clients' own decoding is not what is measured): says "ready" once all watch,
+    then sends back every latency once every socket saw every flow complete."""
+    clients = len(cookies)
 
     async def run() -> list[float]:
         latencies: list[float] = []
@@ -163,7 +173,7 @@ def client_process(
         counter = [0, clients, 0]
         tasks = [
             asyncio.create_task(client(port, cookie, watched, latencies, ready, counter, view))
-            for _ in range(clients)
+            for cookie in cookies
         ]
         waiting = asyncio.create_task(ready.wait())
         await asyncio.wait([waiting, *tasks], return_when=asyncio.FIRST_COMPLETED, timeout=180)
@@ -226,11 +236,19 @@ class Result(NamedTuple):
 
 
 def run_mode(
-    mode: str, flows: int, steps: int, clients: int, interval: float, view: str, procs: int = 2
+    mode: str,
+    flows: int,
+    steps: int,
+    clients: int,
+    interval: float,
+    view: str,
+    procs: int = 2,
+    same_user: bool = False,
 ) -> Result:
     env = setup_env(mode)
     env["FLOWSTUDIO_SCRIPT_MODULES"] = "bench.workload,tests.catalog"
-    watched, cookie, token = prepare(env, flows, steps)
+    watched, cookies, token = prepare(env, flows, steps, 0 if same_user else clients)
+    cookies = (cookies * clients)[:clients]
     port = free_port()
     servers = []
     args = [sys.executable, "manage.py", "studio", "--port", str(port)]
@@ -256,10 +274,9 @@ def run_mode(
         before = rss_kb(studio.pid)
         procs = max(1, min(procs, clients))
         for index in range(procs):
-            share = clients // procs + (index < clients % procs)
             mine, theirs = context.Pipe()
             worker = context.Process(
-                target=client_process, args=(port, cookie, watched, share, view, theirs)
+                target=client_process, args=(port, cookies[index::procs], watched, view, theirs)
             )
             worker.start()
             pipes.append(mine)
@@ -314,6 +331,13 @@ def main() -> None:
         "--client-procs", type=int, default=2, help="processes the clients are spread over"
     )
     parser.add_argument(
+        "--same-user",
+        action="store_true",
+        help="every client is the flows' owner (one user in many tabs: every input changes "
+        "their notifications, and each tab is told); by default each client is an operator "
+        "of its own",
+    )
+    parser.add_argument(
         "--server-root",
         default="",
         help="comma-separated checkouts whose studio is measured in turn, in the same run "
@@ -362,6 +386,7 @@ def main() -> None:
                 args.interval,
                 view,
                 args.client_procs,
+                args.same_user,
             )
         except Exception as exc:  # report the configuration that broke, go on
             print(f"  {mode:9s} {view:9s} {clients:4d} client(s): failed: {exc!r}")
@@ -394,6 +419,7 @@ def capacity(args: argparse.Namespace) -> None:
                     (args.steps + 3) / args.rate,
                     "dashboard",
                     args.client_procs,
+                    args.same_user,
                 )
             except Exception as exc:
                 print(f"  {mode:9s} {clients:4d} clients: failed: {exc!r}")

@@ -3,11 +3,26 @@ engine's Huey consumer threads with their housekeeping."""
 
 from __future__ import annotations
 
+import gc
+
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 
 from engine import dbpool, huey_tasks
 from engine.housekeeping import Housekeeper
+
+
+def settle() -> None:
+    """Load the views now and set everything loaded so far (Django, the URL conf, the
+    libraries: some 150,000 objects) aside from the garbage collector, which otherwise walks
+    them at every full collection: with a thousand live sockets that halved the server's
+    longest pauses (gc.freeze; nothing loaded at start-up is ever freed anyway)."""
+    from django.urls import get_resolver
+
+    get_resolver().url_patterns  # noqa: B018  (imports every view)
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(50_000, 20, 10)
 
 
 class Command(BaseCommand):
@@ -51,6 +66,7 @@ class Command(BaseCommand):
             + ")"
         )
         self.stdout.flush()
+        settle()
         try:
             host = options["host"].strip("[]").replace(":", r"\:")  # as daphne's -b does
             endpoint = f"tcp:port={options['port']}:interface={host}:backlog={options['backlog']}"
