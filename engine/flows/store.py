@@ -228,18 +228,29 @@ def _event_rows(flow: Flow, specs: list[EventSpec], now: Any) -> list[FlowEvent]
     return rows
 
 
+_EVENT_INSERTS: dict[str, tuple[str, list[Any]]] = {}
+
+
 def _insert_events(db: Any, cursor: Any, rows: list[FlowEvent]) -> None:
-    fields = [_column(_EVENT, name) for name in _EVENT_FIELDS]
-    columns = ", ".join(db.ops.quote_name(field.column) for field in fields)
-    marks = ", ".join(["%s"] * len(fields))
-    insert = f"INSERT INTO {db.ops.quote_name(_EVENT.db_table)} ({columns}) VALUES ({marks})"
-    cursor.executemany(
-        insert,
-        [
-            [field.get_db_prep_save(getattr(row, field.attname), db) for field in fields]
-            for row in rows
-        ],
-    )
+    found = _EVENT_INSERTS.get(db.vendor)
+    if found is None:
+        fields = [_column(_EVENT, name) for name in _EVENT_FIELDS]
+        columns = ", ".join(db.ops.quote_name(field.column) for field in fields)
+        marks = ", ".join(["%s"] * len(fields))
+        table = db.ops.quote_name(_EVENT.db_table)
+        found = _EVENT_INSERTS[db.vendor] = (
+            f"INSERT INTO {table} ({columns}) VALUES ({marks})",
+            fields,
+        )
+    insert, fields = found
+    values = [
+        [field.get_db_prep_save(getattr(row, field.attname), db) for field in fields]
+        for row in rows
+    ]
+    if len(values) == 1:  # (most writes: psycopg runs even one row of executemany in a pipeline)
+        cursor.execute(insert, values[0])
+    else:
+        cursor.executemany(insert, values)
 
 
 def _event_dict(flow: Flow, row: FlowEvent) -> dict[str, Any]:
