@@ -58,7 +58,14 @@ MAX_BULKS = 20  # bulk actions one socket follows at once
 # The largest text frame read. The client's own are a few hundred bytes (a dashboard's rows
 # a few kilobytes); daphne refuses frames over 1 MiB itself (close 1009).
 MAX_FRAME = 64 * 1024
-RENDER_INTERVAL = 0.2
+# A page's fragments (its live area: a render of its partial template for the newest state)
+# follow its events: SETTLE after the first event of a burst, so that what commits together
+# (an answer, the step it lets run, the flow's end) shows in one render; then at most one
+# render per RENDER_GAP, or per RENDER_GAP_FACTOR times the last render's duration if that is
+# longer: under load, renders spread out by themselves.
+SETTLE = 0.02
+RENDER_GAP = 0.05
+RENDER_GAP_FACTOR = 4
 
 # Every watcher of a stream gets the same frames: they are encoded and rendered once per
 # server process, not once per socket. Both live in the server's event loop (one thread).
@@ -378,12 +385,15 @@ class LiveConsumer(AsyncJsonWebsocketConsumer):
 
     async def render_loop(self, stream: Stream) -> None:
         kind, key = stream
+        loop = asyncio.get_running_loop()
         try:
             rendered = 0
+            await asyncio.sleep(SETTLE)
             while self.latest.get(stream) and self.latest[stream]["seq"] > rendered:
                 seq = self.latest[stream]["seq"]
                 event = self.latest[stream]
                 role = self.roles.get(stream)
+                started = loop.time()
                 html = await shared_render(
                     ("fragments", kind, key, seq, role),
                     partial(fragments.peek, kind, key, seq, role),
@@ -394,10 +404,12 @@ class LiveConsumer(AsyncJsonWebsocketConsumer):
                     ("fragments", kind, key, seq, role),
                     partial(fragments_message, kind, key, seq, html),
                 )
+                took = loop.time() - started
                 await self.send(text_data=text)
-                # Fragments are snapshots: a few a second show every change, while a burst
-                # of events (or a hundred watchers) does not turn into a flood of renders.
-                await asyncio.sleep(RENDER_INTERVAL)
+                # Fragments are snapshots: the newest state soon after each change, while a
+                # burst of events (or a hundred watchers) does not turn into a flood of
+                # renders (watchers of a stream share each render).
+                await asyncio.sleep(max(RENDER_GAP, RENDER_GAP_FACTOR * took))
         finally:
             self.rendering.discard(stream)
 
