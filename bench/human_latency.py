@@ -7,11 +7,16 @@ told so over its websocket.
 `--flows` flows wait for input on their first step (`t_wait`, then one trivial step). One
 websocket client, signed in as their owner and sending the studio's own Origin, watches one
 flow at a time as its page does; the bench POSTs the input to `/api/flows/<id>/input` (a
-token) and times from just before the POST to the websocket message carrying that flow's
-`step.completed` event (the answered step committed by the consumer and pushed to the page).
-One flow after another, 0.2 s apart, so each input reaches an idle consumer. Also the POST's
-own response time, and a GET of the flow (`/api/flows/<id>`) after each: the floor of a
-request to that server. Median and p99 (of 100 flows: the second slowest).
+token, over a connection kept alive as a browser keeps it) and times from just before the
+POST to the websocket message carrying that flow's `step.completed` event (the answered step
+committed by the consumer and pushed to the page), and to the first `fragments` message that
+shows it (the page's live area re-rendered: what the user sees change). One flow after
+another, 0.2 s apart, so each input reaches an idle consumer. Also the POST's own response
+time, a GET of the flow (`/api/flows/<id>`) after each (the floor of a request to that
+server), and where the time went, from the events' commit times: to the input's commit, to
+the run's claim (the enqueue, a worker woken), to the step's commit, to the page. Median and
+p99 (of 100 flows: the second slowest). `--server-root A,B` measures other checkouts' studios
+in the same rounds (e.g. a worktree of an earlier commit).
 
 Modes, each in a scratch directory: `embedded` (`manage.py studio` with the consumer inside,
 SQLite, the SQLite queue as shipped), `polling` (the same with the queue as it was:
@@ -115,7 +120,7 @@ async def measure(port: int, cookie: str, token: str, watched: list[list[int]]) 
                 message = json.loads(await asyncio.wait_for(ws.recv(), 30))
                 event = message.get("event") or {}
                 if message.get("type") == "event" and message.get("id") == flow_id:
-                    committed[event.get("kind")] = datetime.fromisoformat(event["created"])
+                    committed[str(event.get("kind"))] = datetime.fromisoformat(event["created"])
                     if event.get("kind") == "step.completed" and step_seq is None:
                         step_seq = event["seq"]
                         latencies.append((time.perf_counter() - started) * 1000)
@@ -244,11 +249,15 @@ def main() -> None:
         f"{load_before[0]:.2f} before, {load_after[0]:.2f} after"
     )
     print()
-    print("| mode | median ms | p99 ms | POST answered, median ms | GET of the flow, median ms |")
-    print("|---|---|---|---|---|")
+    print(
+        "| mode | step on the page (event), median ms | p99 ms | the page's live area shows it, "
+        "median ms | p99 ms | POST answered, median ms | GET of the flow, median ms |"
+    )
+    print("|---|---|---|---|---|---|---|")
     for mode, rows in results.items():
         cells = []
-        for key in ("median", "p99", "post_median", "get_median"):
+        keys = ("median", "p99", "shown_median", "shown_p99", "post_median", "get_median")
+        for key in keys:
             low, high = min(r[key] for r in rows), max(r[key] for r in rows)
             cells.append(f"{low:.1f}" if f"{low:.1f}" == f"{high:.1f}" else f"{low:.1f}-{high:.1f}")
         print(f"| {mode} | {' | '.join(cells)} |")
