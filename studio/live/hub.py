@@ -48,6 +48,7 @@ SPACING = 2.0
 SYNC_SECONDS = 2.0
 COUNT_EVERY = 5  # sync rounds between two checks of the notification counts (10 s)
 CHUNK = 1000  # ids per query of the periodic check
+REJOIN_EVERY = 300  # sync rounds between two renewals of the hub's group memberships (10 min)
 
 _hubs: dict[int, Hub] = {}  # by event loop (a server process has one)
 
@@ -263,11 +264,24 @@ class Hub:
             await asyncio.sleep(SYNC_SECONDS)
             rounds += 1
             try:
+                if rounds % REJOIN_EVERY == 0:
+                    await self.rejoin()
                 await self.sync(counts=rounds % COUNT_EVERY == 0)
             except asyncio.CancelledError:
                 raise
             except Exception:
                 logger.exception("the live check against the database failed")
+
+    async def rejoin(self) -> None:
+        """Join again the groups that sockets still watch: a channel layer may let a group
+        membership expire (Channels' in-memory layer after a day), and the hub joins each
+        group once for however long its sockets keep watching it."""
+        if self.channel is None:
+            return
+        groups = [group for group, members in self.boards.items() if members]
+        groups += [publisher.user_group(user) for user, members in self.users.items() if members]
+        for group in groups:
+            await self.layer.group_add(group, self.channel)
 
     async def sync(self, counts: bool = False) -> None:
         """Compare what every socket was sent with the database, and send what a socket
