@@ -149,12 +149,18 @@
     var found = document.querySelectorAll("[data-live-refresh]");
     for (var i = 0; i < found.length; i++) {
       var list = found[i];
-      if (editing(list)) { refreshHeld = true; continue; }
+      // (nor while a request from inside it is under way: replacing the list would drop
+      // that request's answer, such as the note saying the decision was taken)
+      if (editing(list) || list.querySelector(".htmx-request")) { refreshHeld = true; continue; }
       if (window.htmx && list.id && list.dataset.liveRefresh) {
         window.htmx.ajax("GET", list.dataset.liveRefresh, { target: "#" + list.id, swap: "outerHTML" });
       }
     }
   }
+
+  document.addEventListener("htmx:afterRequest", function () {
+    if (refreshHeld) { setTimeout(refreshLists, 0); }
+  });
 
   // While the socket is up the page does not poll; while it is down, htmx polling goes on.
   document.addEventListener("htmx:beforeRequest", function (event) {
