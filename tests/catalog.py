@@ -30,6 +30,15 @@ class Echo(Task):
         return {"position": self.position, "params": self.params, "seen": len(self.results)}
 
 
+class ReadsResults(Task):
+    """Returns the positions the earlier steps' results (t_echo's) say they were at."""
+
+    name = "t_results"
+
+    def perform(self):
+        return {"seen": [earlier["position"] for earlier in self.results]}
+
+
 class ResultFields(Task):
     name = "t_result_fields"
 

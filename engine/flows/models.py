@@ -135,8 +135,6 @@ class Flow(models.Model):
     state = models.CharField(max_length=16, choices=FlowState.choices, default=FlowState.PENDING)
     position = models.PositiveIntegerField(default=0)
     data = models.JSONField(default=dict, blank=True, encoder=DjangoJSONEncoder)
-    # Stored step results, one per position (None until performed); see engine.codec.
-    stored_results = models.JSONField(default=list, encoder=DjangoJSONEncoder)
     wait_reason = models.CharField(max_length=500, blank=True)
     error = models.TextField(blank=True)
     traceback = models.TextField(blank=True)
@@ -189,6 +187,26 @@ class Flow(models.Model):
         return f"Flow {self.pk} of {self.routine_id} ({self.state} at {self.position})"
 
     @property
+    def stored_results(self) -> list[Any]:
+        """Each performed step's stored result (see engine.codec), by position up to the last
+        one stored (None where there is none): the flow's `FlowResult` rows, read once when
+        first asked for and then kept in step with the flow's own writes (`write_flow`)."""
+        cached: list[Any] | None = self.__dict__.get("_stored_results")
+        if cached is None:
+            cached = [] if self.pk is None else result_list(self.pk)
+            self.__dict__["_stored_results"] = cached
+        return cached
+
+    @stored_results.setter
+    def stored_results(self, value: list[Any]) -> None:
+        """What is kept in memory (written by `write_flow`'s `stored_results` change)."""
+        self.__dict__["_stored_results"] = list(value)
+
+    def refresh_from_db(self, *args: Any, **kwargs: Any) -> None:
+        super().refresh_from_db(*args, **kwargs)
+        self.__dict__.pop("_stored_results", None)  # read again when next asked for
+
+    @property
     def results(self) -> list[Any]:
         """Each step's latest result (None where not performed), decoded."""
         stored = list(self.stored_results) + [None] * (len(self.steps) - len(self.stored_results))
@@ -205,6 +223,37 @@ class Flow(models.Model):
     @property
     def offloaded(self) -> bool:
         return self.state == FlowState.RUNNING and bool(self.job_id)
+
+
+class FlowResult(models.Model):
+    """The latest stored result of one step of a flow (see engine.codec; NULL for a step
+    performed or skipped without one). A row per step, not an array in the flow's row: a
+    step's write then costs the same at step 1,000 as at step 10."""
+
+    # The unique constraint's index (flow, position) serves lookups by flow: no index of its own.
+    flow = models.ForeignKey(
+        Flow, on_delete=models.CASCADE, related_name="result_rows", db_index=False
+    )
+    position = models.PositiveIntegerField()
+    value = models.JSONField(null=True, encoder=DjangoJSONEncoder)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["flow", "position"], name="flowresult_unique_step"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.flow_id} step {self.position}"
+
+
+def result_list(flow_id: int) -> list[Any]:
+    """A flow's stored results as a list by position, up to its last row (None between)."""
+    rows = FlowResult.objects.filter(flow_id=flow_id).values_list("position", "value")
+    stored: list[Any] = []
+    for position, value in rows.order_by("position"):
+        stored.extend([None] * (position - len(stored)))
+        stored.append(value)
+    return stored
 
 
 class FlowEvent(EventRow):

@@ -55,7 +55,8 @@ def build_task(flow: Flow, cls: type[scripts.Task]) -> scripts.Task:
         user=flow.owner,
         position=flow.position,
         input=flow.input if flow.has_input else None,
-        results=ResultsView(flow.stored_results, codec.decode, flow.position),
+        # Read when the step first looks at them (most never do), not at every step.
+        results=ResultsView(lambda: flow.stored_results, codec.decode, flow.position),
         data=flow.data,
         params=dict(step.get("params") or {}),
         attempt=flow.attempt,
@@ -150,14 +151,7 @@ def commit_outcome(
     events: list[tuple[str, dict[str, Any]]] = []
     if decision.store_result:
         stored = codec.encode(decision.result)
-        kept = len(flow.stored_results)
-        results = list(flow.stored_results)
-        results.extend([None] * (performed + 1 - len(results)))
-        results[performed] = stored
-        # The one result alone where it is an item of the stored array or the next one.
-        changes["stored_results"] = (
-            ItemAt(performed, stored, results) if performed <= kept else results
-        )
+        changes["stored_results"] = ItemAt(performed, stored)  # this step's row alone
         events.append(
             ("step.completed", {"data": {"step": performed, "result": codec.display(stored)}})
         )

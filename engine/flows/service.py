@@ -27,7 +27,14 @@ from engine.flows.models import Flow, Routine
 from engine.flows.retries import new_visit_key
 from engine.flows.runner import enqueue_run, recheck
 from engine.flows.status import ACTIONS, FlowState, actions_for
-from engine.flows.store import EventSpec, create_flow, load_flow, routine_steps, write_flow
+from engine.flows.store import (
+    EventSpec,
+    ItemAt,
+    create_flow,
+    load_flow,
+    routine_steps,
+    write_flow,
+)
 from engine.jsonsafe import check_text, ensure_json
 from engine.leases import queue_deadline
 
@@ -381,9 +388,7 @@ def skip(
     check_text(reason, "reason")
 
     def build(flow: Flow) -> tuple[dict[str, Any], list[EventSpec], bool]:
-        results = list(flow.stored_results)
-        results.extend([None] * (flow.position + 1 - len(results)))
-        results[flow.position] = None
+        results = ItemAt(flow.position, None)  # the step's row: no result
         event = _edited("manual.skip", user, {"step": flow.position}, reason, {}, bulk)
         if flow.position + 1 >= flow.length:
             changes = {

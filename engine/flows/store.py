@@ -18,7 +18,7 @@ from django.utils import timezone
 
 from engine import events as engine_events
 from engine.flows import humans
-from engine.flows.models import Flow, FlowEvent, RoutineStep, Task
+from engine.flows.models import Flow, FlowEvent, FlowResult, RoutineStep, Task
 from engine.flows.status import FlowState
 from engine.liveness import worker_id
 
@@ -60,29 +60,29 @@ def write_flow(
     pending or running, the others hand the flow on as soon as its heartbeat stops."""
     specs = list(events)
     changes = {**changes, "worker": worker_id()}
+    results = changes.pop("stored_results", None)
     now = timezone.now()
     db = connections[router.db_for_write(Flow)]
     states: list[str] = []
     if expect_state is not None:
         states = [expect_state] if isinstance(expect_state, str) else list(expect_state)
     expected = None if expect_state is None else len(states)
-    patched = _patches(db, changes)
-    update, fields = _flow_update(db, tuple(changes), expected, patched)
-    params: list[Any] = []
-    for field, (name, value) in zip(fields, changes.items(), strict=True):
-        if name in patched:
-            params += [value.path(db), json.dumps(value.stored, cls=DjangoJSONEncoder)]
-        else:
-            params.append(field.get_db_prep_save(_whole(value), db))
+    update, fields = _flow_update(db, tuple(changes), expected)
+    params = [
+        field.get_db_prep_save(value, db)
+        for field, value in zip(fields, changes.values(), strict=True)
+    ]
     params += [len(specs), _UPDATED.get_db_prep_save(now, db), flow.pk, flow.version]
     params += [str(state) for state in states]
     with transaction.atomic(using=db.alias), db.cursor() as cursor:
         cursor.execute(update, params)
         if cursor.rowcount != 1:
             return False
+        if results is not None:
+            _write_results(db, cursor, flow, results)
         was_waiting = flow.state == FlowState.WAITING
         for name, value in changes.items():
-            setattr(flow, name, _whole(value))
+            setattr(flow, name, value)
         flow.version += 1
         flow.updated = now
         rows = _event_rows(flow, specs, now)
@@ -95,57 +95,76 @@ def write_flow(
 
 
 class ItemAt:
-    """A change of one item of a JSON array column: `stored` at `index` (one past the end
-    appends), `whole` the array as it is then. Written as that item alone where the database
-    can (so that a step's write does not grow with the flow's length), else as the whole."""
+    """A change of one step's stored result (`stored` at `index`; None: no result), written as
+    that step's `FlowResult` row alone. The other form of a `stored_results` change, a list,
+    replaces every row of the flow."""
 
-    __slots__ = ("index", "stored", "whole")
+    __slots__ = ("index", "stored")
 
-    def __init__(self, index: int, stored: Any, whole: list[Any]) -> None:
-        self.index, self.stored, self.whole = index, stored, whole
-
-    def path(self, db: Any) -> Any:
-        return f"$[{self.index}]" if db.vendor == "sqlite" else [str(self.index)]
+    def __init__(self, index: int, stored: Any) -> None:
+        self.index, self.stored = index, stored
 
 
-# How each database sets one item of a JSON array: (column, path param, JSON text param).
-_ITEM_SET = {
-    "sqlite": "json_set({0}, %s, json(%s))",
-    "postgresql": "jsonb_set({0}, %s::text[], %s::jsonb, true)",
-}
+_RESULT = FlowResult._meta
+_RESULT_SQL: dict[str, tuple[str, str, str]] = {}
 
 
-def _whole(value: Any) -> Any:
-    return value.whole if isinstance(value, ItemAt) else value
+def _result_sql(db: Any) -> tuple[str, str, str]:
+    """(upsert one step's row, delete a flow's rows, insert a row), written once per
+    database."""
+    found = _RESULT_SQL.get(db.vendor)
+    if found is None:
+        quote = db.ops.quote_name
+        table = quote(_RESULT.db_table)
+        flow, position, value = (
+            quote(_column(_RESULT, name).column) for name in ("flow", "position", "value")
+        )
+        json_param = "%s::jsonb" if db.vendor == "postgresql" else "%s"
+        insert = f"INSERT INTO {table} ({flow}, {position}, {value}) VALUES (%s, %s, {json_param})"
+        found = _RESULT_SQL[db.vendor] = (
+            f"{insert} ON CONFLICT ({flow}, {position}) DO UPDATE SET {value} = excluded.{value}",
+            f"DELETE FROM {table} WHERE {flow} = %s",
+            insert,
+        )
+    return found
 
 
-def _patches(db: Any, changes: dict[str, Any]) -> frozenset[str]:
-    """The changes written as one item of their array (see `ItemAt`)."""
-    if db.vendor not in _ITEM_SET:
-        return frozenset()
-    return frozenset(name for name, value in changes.items() if isinstance(value, ItemAt))
+def _json(value: Any) -> str | None:
+    return None if value is None else json.dumps(value, cls=DjangoJSONEncoder)
+
+
+def _write_results(db: Any, cursor: Any, flow: Flow, results: ItemAt | list[Any]) -> None:
+    """Write a `stored_results` change (in the flow's transaction) and keep the flow's
+    in-memory list in step with it, if it has been read."""
+    upsert, delete, insert = _result_sql(db)
+    if isinstance(results, ItemAt):
+        cursor.execute(upsert, [flow.pk, results.index, _json(results.stored)])
+        known: list[Any] | None = flow.__dict__.get("_stored_results")
+        if known is not None:
+            known.extend([None] * (results.index + 1 - len(known)))
+            known[results.index] = results.stored
+        return
+    cursor.execute(delete, [flow.pk])
+    if results:
+        cursor.executemany(
+            insert, [[flow.pk, index, _json(value)] for index, value in enumerate(results)]
+        )
+    flow.stored_results = results
 
 
 _UPDATED = _column(_FLOW, "updated")
 _UPDATES: dict[tuple[Any, ...], tuple[str, list[Any]]] = {}
 
 
-def _flow_update(
-    db: Any, names: tuple[str, ...], states: int | None, patched: frozenset[str] = frozenset()
-) -> tuple[str, list[Any]]:
+def _flow_update(db: Any, names: tuple[str, ...], states: int | None) -> tuple[str, list[Any]]:
     """`UPDATE flow SET <names>, version, seq, updated WHERE id, version [AND state IN
-    (<states>)]` and the fields of `names`, written once per shape of write (`patched`:
-    the names set as one item of their JSON array)."""
-    key = (db.vendor, names, states, patched)
+    (<states>)]` and the fields of `names`, written once per shape of write."""
+    key = (db.vendor, names, states)
     found = _UPDATES.get(key)
     if found is None:
         quote = db.ops.quote_name
         fields = [_column(_FLOW, name) for name in names]
-        sets = [
-            f"{quote(field.column)} = "
-            + (_ITEM_SET[db.vendor].format(quote(field.column)) if name in patched else "%s")
-            for name, field in zip(names, fields, strict=True)
-        ]
+        sets = [f"{quote(field.column)} = %s" for field in fields]
         sets += ["version = version + 1", "seq = seq + %s", "updated = %s"]
         where = "id = %s AND version = %s"
         if states is not None:
@@ -180,6 +199,7 @@ def create_flow(flow: Flow, events: Iterable[EventSpec] = ()) -> Flow:
             flow.pk = db.ops.fetch_returned_insert_columns(cursor, returning)[0]
         flow._state.adding = False
         flow._state.db = db.alias
+        flow.stored_results = []  # a new flow has no results: nothing to read
         flow.seq = 0
         rows = _event_rows(flow, specs, flow.updated)
         if rows:

@@ -150,7 +150,7 @@ PAGE_SIZE = 50
 # action takes at most as many: `engine.api.MAX_BULK_FLOWS`).
 COUNT_LIMIT = api.COUNT_LIMIT
 # The dashboard never loads the big per-flow columns it does not show.
-_LIST_DEFER = ("data", "stored_results", "traceback", "input", "error")
+_LIST_DEFER = ("data", "traceback", "input", "error")
 
 
 def filtered_flows(user: Any, params: Any) -> tuple[Any, dict[str, Any]]:

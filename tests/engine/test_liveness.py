@@ -13,7 +13,7 @@ from django.utils import timezone
 from engine import api, liveness
 from engine.flows.status import FlowState
 from engine.housekeeping import Housekeeper
-from engine.models import Flow, FlowEvent, LtmEvent, LtmExecution, LtmRun, Worker
+from engine.models import Flow, FlowEvent, FlowResult, LtmEvent, LtmExecution, LtmRun, Worker
 from tests.conftest import wait_until
 
 
@@ -64,11 +64,11 @@ def test_a_dead_workers_running_flow_is_handed_on_at_once_despite_a_long_lease(r
     Flow.objects.filter(pk=flow.pk).update(
         state=FlowState.RUNNING,
         position=1,
-        stored_results=flow.stored_results[:1],
         lease_until=timezone.now() + timedelta(hours=1),
         worker="dead",
         finished=None,
     )
+    FlowResult.objects.filter(flow=flow, position__gte=1).delete()
     live = Flow.objects.create(
         routine=flow.routine,
         routine_version=1,

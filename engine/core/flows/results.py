@@ -10,12 +10,19 @@ from typing import Any, overload
 class ResultsView(Sequence[Any]):
     """The first `upto` stored results, each decoded with `decode` the first time it is
     read (then kept). It reads like the list it stands for: `len`, indexes, slices (lists),
-    iteration, `==` with a list, `+`, and `list(view)`."""
+    iteration, `==` with a list, `+`, and `list(view)`. `stored` is the stored results or a
+    function that reads them, called when an item is first read."""
 
-    __slots__ = ("_stored", "_decode", "_upto", "_decoded")
+    __slots__ = ("_stored", "_read", "_decode", "_upto", "_decoded")
 
-    def __init__(self, stored: Sequence[Any], decode: Callable[[Any], Any], upto: int) -> None:
-        self._stored = stored
+    def __init__(
+        self,
+        stored: Sequence[Any] | Callable[[], Sequence[Any]],
+        decode: Callable[[Any], Any],
+        upto: int,
+    ) -> None:
+        self._read = stored if callable(stored) else None
+        self._stored: Sequence[Any] = () if callable(stored) else stored
         self._decode = decode
         self._upto = max(0, upto)
         self._decoded: dict[int, Any] = {}
@@ -37,6 +44,8 @@ class ResultsView(Sequence[Any]):
         if not 0 <= index < self._upto:
             raise IndexError("result index out of range")
         if index not in self._decoded:
+            if self._read is not None:
+                self._stored, self._read = self._read(), None
             stored = self._stored[index] if index < len(self._stored) else None
             self._decoded[index] = self._decode(stored)
         return self._decoded[index]

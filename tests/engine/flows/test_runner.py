@@ -157,25 +157,27 @@ def test_a_long_wait_reason_with_nul_is_cut_and_escaped_and_the_flow_still_waits
     assert flow.state == "complete" and flow.results[0]["input"] == {"ok": True}
 
 
-def test_a_step_writes_its_own_result_not_the_whole_array(routine, user):
-    """A step's write sets its one item of the stored results (json_set / jsonb_set), so it
-    does not grow with the flow's length; moved back, a step's result replaces its item."""
+def test_a_step_writes_its_own_result_row_whatever_the_flows_length(routine, user):
+    """A step's write stores its result as a row of its own (FlowResult): the flow's row
+    carries no results, so a step's write does not grow with the flow's length; moved back,
+    a step's result replaces its row."""
     from django.db import connection
     from django.test.utils import CaptureQueriesContext
+
+    from engine.models import FlowResult
 
     with CaptureQueriesContext(connection) as captured:
         flow = api.start_flow(routine(*["t_echo"] * 30), user)
     assert flow.state == "complete"
     assert [result["position"] for result in flow.results] == list(range(30))
-    updates = [
-        q["sql"] for q in captured if q["sql"].startswith("UPDATE") and "stored_results" in q["sql"]
-    ]
-    assert len(updates) >= 30
-    assert all("json_set(" in sql or "jsonb_set(" in sql for sql in updates), updates[0]
-    longest = max(len(sql) for sql in updates)
-    assert longest < 2000, "a step's write carried the whole results array"
+    writes = [q["sql"] for q in captured if "engine_flowresult" in q["sql"]]
+    assert len(writes) == 30 and all(sql.startswith("INSERT") for sql in writes), writes[:2]
+    updates = [q["sql"] for q in captured if q["sql"].startswith("UPDATE")]
+    assert max(len(sql) for sql in updates) < 2000, "a step's write carried the results"
+    assert FlowResult.objects.filter(flow=flow).count() == 30
     api.move_to(flow, 3, user, reason="again")
     flow.refresh_from_db()
     assert flow.state == "complete"
     assert [result["position"] for result in flow.results] == list(range(30))
+    assert FlowResult.objects.filter(flow=flow).count() == 30  # replaced, not added
     assert Flow.objects.get(pk=flow.pk).stored_results == flow.stored_results

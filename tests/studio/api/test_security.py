@@ -17,7 +17,7 @@ from django.utils.crypto import get_random_string
 
 from engine import api
 from engine.flows import codec
-from engine.models import Flow, FlowEvent, Routine
+from engine.models import Flow, FlowEvent, FlowResult, Routine
 from studio.models import ApiToken
 from tests.conftest import ROOT, bearer
 
@@ -188,7 +188,7 @@ def test_user_written_values_are_never_unpickled(user, routine, monkeypatch, set
     assert pushed.status_code == 200
     # A stored result shaped like a pickled value (as a step could store user input) is
     # shown by its repr, never decoded.
-    Flow.objects.filter(pk=flow.pk).update(stored_results=[forged])
+    FlowResult.objects.update_or_create(flow=flow, position=0, defaults={"value": forged})
     detail = client.get(f"/api/flows/{flow.pk}").json()
     assert detail["results"] == ["<forged>"]
     assert client.get(f"/api/flows/{flow.pk}/events").status_code == 200
