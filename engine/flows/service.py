@@ -25,13 +25,12 @@ from engine.core.flows import script as script_registry
 from engine.flows import codec, humans
 from engine.flows.models import Flow, Routine
 from engine.flows.retries import new_visit_key
-from engine.flows.runner import enqueue_run, recheck
+from engine.flows.runner import enqueue_run, recheck, starting
 from engine.flows.status import ACTIONS, FlowState, actions_for
 from engine.flows.store import (
     EventSpec,
     ItemAt,
     create_flow,
-    load_flow,
     routine_steps,
     write_flow,
 )
@@ -95,16 +94,12 @@ def start_flow(routine: Routine | int, user: Any, data: dict[str, Any] | None = 
         visit_key=new_visit_key(),
     )
     created = ("flow.created", {"actor": user, "data": {"routine": routine.name}})
-    with transaction.atomic():
+    with starting(flow), transaction.atomic():
         create_flow(flow, [created])
         enqueue_run(flow.pk)
-    # As it is now (run inline, it may be finished already), read in one statement.
-    current = load_flow(flow.pk)
-    if current is None:  # deleted meanwhile
-        flow.refresh_from_db()
-        return flow
-    current.routine = routine
-    return current
+    # As it is now: as committed, or as its run left it when the queue ran it inline (at the
+    # commit, in this thread): the run writes through this very object.
+    return flow
 
 
 # --- actions -----------------------------------------------------------------------------------

@@ -12,7 +12,7 @@ from collections.abc import Iterable
 from typing import Any, cast
 
 from django.core.serializers.json import DjangoJSONEncoder
-from django.db import connections, router, transaction
+from django.db import connections, models, router, transaction
 from django.db.models import Field, Model
 from django.utils import timezone
 
@@ -69,8 +69,7 @@ def write_flow(
     expected = None if expect_state is None else len(states)
     update, fields = _flow_update(db, tuple(changes), expected)
     params = [
-        field.get_db_prep_save(value, db)
-        for field, value in zip(fields, changes.values(), strict=True)
+        _db_value(field, value, db) for field, value in zip(fields, changes.values(), strict=True)
     ]
     params += [len(specs), _UPDATED.get_db_prep_save(now, db), flow.pk, flow.version]
     params += [str(state) for state in states]
@@ -85,12 +84,12 @@ def write_flow(
             setattr(flow, name, value)
         flow.version += 1
         flow.updated = now
-        rows = _event_rows(flow, specs, now)
+        rows = _event_rows(flow, specs)
         if rows:
-            _insert_events(db, cursor, rows)
+            _insert_events(db, cursor, rows, now)
         if was_waiting and flow.state != FlowState.WAITING:
             humans.clear_wait(flow.pk)  # answered, timed out or overridden
-        engine_events.publish_on_commit(_event_dict(flow, row) for row in rows)
+        engine_events.publish_on_commit(row.feed(flow, now) for row in rows)
     return True
 
 
@@ -189,7 +188,7 @@ def create_flow(flow: Flow, events: Iterable[EventSpec] = ()) -> Flow:
     fields = [field for field in _FLOW.concrete_fields if field is not _FLOW.pk]
     # What `save()` would send (each field's pre-save value: `created` and `updated` now),
     # in a statement written once rather than compiled at every start.
-    params = [field.get_db_prep_save(field.pre_save(flow, True), db) for field in fields]
+    params = [_db_value(field, field.pre_save(flow, True), db) for field in fields]
     with transaction.atomic(using=db.alias, savepoint=False), db.cursor() as cursor:
         insert, returning = _flow_insert(db, fields)
         cursor.execute(insert, params)
@@ -201,10 +200,10 @@ def create_flow(flow: Flow, events: Iterable[EventSpec] = ()) -> Flow:
         flow._state.db = db.alias
         flow.stored_results = []  # a new flow has no results: nothing to read
         flow.seq = 0
-        rows = _event_rows(flow, specs, flow.updated)
+        rows = _event_rows(flow, specs)
         if rows:
-            _insert_events(db, cursor, rows)
-        engine_events.publish_on_commit(_event_dict(flow, row) for row in rows)
+            _insert_events(db, cursor, rows, flow.updated)
+        engine_events.publish_on_commit(row.feed(flow, flow.updated) for row in rows)
     return flow
 
 
@@ -227,31 +226,51 @@ def _flow_insert(db: Any, fields: list[Any]) -> tuple[str, Any]:
     return _INSERTS[db.vendor]
 
 
-def _event_rows(flow: Flow, specs: list[EventSpec], now: Any) -> list[FlowEvent]:
+class _EventRow:
+    """An event row as a write inserts and publishes it: `FlowEvent`'s columns, without
+    building the model (whose `__init__` cost more than the row's insert)."""
+
+    __slots__ = ("flow_id", "seq", "kind", "actor_id", "state", "position", "message", "data")
+
+    def __init__(self, flow: Flow, kind: str, spec: dict[str, Any]) -> None:
+        actor = spec.get("actor")
+        self.flow_id, self.seq, self.kind = flow.pk, flow.seq, kind
+        self.actor_id = None if actor is None else actor.pk
+        self.state, self.position = flow.state, flow.position
+        self.message = spec.get("message", "")
+        self.data = spec.get("data", {})
+
+    def feed(self, flow: Flow, created: Any) -> dict[str, Any]:
+        """What `FlowEvent.feed` makes of the same row (the live feed's dict)."""
+        return {
+            "flow": self.flow_id,
+            "position": self.position,
+            "message": self.message,
+            "seq": self.seq,
+            "kind": self.kind,
+            "actor": self.actor_id,
+            "state": self.state,
+            "data": self.data,
+            "created": created.isoformat(),
+            "type": FlowEvent.feed_type,
+            "owner": flow.owner_id,
+            "version": flow.version,
+        }
+
+
+def _event_rows(flow: Flow, specs: list[EventSpec]) -> list[_EventRow]:
     """The event rows of a write, numbered on from `flow.seq` (which they advance)."""
     rows = []
     for kind, spec in specs:
         flow.seq += 1
-        rows.append(
-            FlowEvent(
-                flow_id=flow.pk,
-                seq=flow.seq,
-                kind=kind,
-                actor=spec.get("actor"),
-                state=flow.state,
-                position=flow.position,
-                message=spec.get("message", ""),
-                data=spec.get("data", {}),
-                created=now,
-            )
-        )
+        rows.append(_EventRow(flow, kind, spec))
     return rows
 
 
 _EVENT_INSERTS: dict[str, tuple[str, list[Any]]] = {}
 
 
-def _insert_events(db: Any, cursor: Any, rows: list[FlowEvent]) -> None:
+def _insert_events(db: Any, cursor: Any, rows: list[_EventRow], created: Any) -> None:
     found = _EVENT_INSERTS.get(db.vendor)
     if found is None:
         fields = [_column(_EVENT, name) for name in _EVENT_FIELDS]
@@ -263,8 +282,15 @@ def _insert_events(db: Any, cursor: Any, rows: list[FlowEvent]) -> None:
             fields,
         )
     insert, fields = found
+    at = _db_value(fields[-1], created, db)
     values = [
-        [field.get_db_prep_save(getattr(row, field.attname), db) for field in fields]
+        [
+            *(
+                _db_value(field, getattr(row, field.attname), db)
+                for field in fields[:-1]  # (`created`, the last, is the write's time)
+            ),
+            at,
+        ]
         for row in rows
     ]
     if len(values) == 1:  # (most writes: psycopg runs even one row of executemany in a pipeline)
@@ -273,8 +299,29 @@ def _insert_events(db: Any, cursor: Any, rows: list[FlowEvent]) -> None:
         cursor.executemany(insert, values)
 
 
-def _event_dict(flow: Flow, row: FlowEvent) -> dict[str, Any]:
-    return row.feed(owner=flow.owner_id, version=flow.version)
+# Each field's Python types whose values go to the driver as they are (what the field's
+# `get_db_prep_save` would return unchanged): text, integers (and the ids of foreign keys),
+# booleans. Others (JSON, dates and times, anything else) take `get_db_prep_save`.
+_AS_IS: dict[Any, tuple[type, ...]] = {}
+
+
+def _db_value(field: Any, value: Any, db: Any) -> Any:
+    """`field.get_db_prep_save(value, db)`, without its layers where they change nothing."""
+    kinds = _AS_IS.get(field)
+    if kinds is None:
+        target = field.target_field if field.is_relation else field
+        if isinstance(target, models.CharField | models.TextField):
+            kinds = (str,)
+        elif isinstance(target, models.BooleanField):
+            kinds = (bool,)
+        elif isinstance(target, models.IntegerField):
+            kinds = (int,)
+        else:
+            kinds = ()
+        _AS_IS[field] = kinds
+    if kinds and (value is None or type(value) in kinds):
+        return value
+    return field.get_db_prep_save(value, db)
 
 
 # --- reading -----------------------------------------------------------------------------------

@@ -1,0 +1,85 @@
+"""The flows' hot path (engine.flows.store): what it sends is what the ORM would have sent,
+what it publishes is what the stored rows say, and a flow started inline is not read back."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from decimal import Decimal
+
+import pytest
+from django.core.exceptions import ValidationError
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
+
+from engine import api
+from engine import events as engine_events
+from engine.flows import store
+from engine.models import Flow, FlowEvent
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        None,
+        "text",
+        "",
+        0,
+        7,
+        True,
+        False,
+        datetime(2026, 12, 6, 3, 4, 5, 6, tzinfo=UTC),
+        {"a": [1, "b", None]},
+        [1, 2],
+        Decimal("1.5"),
+        "waiting",
+    ],
+)
+def test_each_value_goes_to_the_database_as_the_field_would_send_it(value):
+    for field in [*Flow._meta.concrete_fields, *FlowEvent._meta.concrete_fields]:
+        try:
+            expected = field.get_db_prep_save(value, connection)
+        except (TypeError, ValueError, AttributeError, ValidationError):
+            continue  # a value this field does not take
+        got = store._db_value(field, value, connection)
+        assert got == expected and type(got) is type(expected), (field.name, value)
+
+
+def test_a_published_event_is_its_stored_row_as_the_feed_carries_it(user, routine):
+    published: list[dict] = []
+
+    def sink(batch: list[dict]) -> None:
+        published.extend(event for event in batch if event.get("type") == "flow.event")
+
+    engine_events.connect(sink)
+    try:
+        flow = api.start_flow(routine("t_echo", "t_wait"), user)
+        api.push_input(flow, {"answer": "yes"}, user)
+    finally:
+        engine_events.disconnect(sink)
+    flow.refresh_from_db()
+    rows = {row.seq: row for row in FlowEvent.objects.filter(flow=flow)}
+    assert len(published) == len(rows) > 4
+    for event in published:
+        row = rows[event["seq"]]
+        expected = row.feed(owner=flow.owner_id, version=event["version"])
+        assert event == expected, event["kind"]
+    actors = {event["kind"]: event["actor"] for event in published}
+    assert actors["flow.created"] == user.pk and actors["flow.running"] is None
+
+
+def test_a_flow_run_inline_is_answered_without_reading_it_back(user, routine):
+    """start_flow's run (inline here) takes the flow just written, and start_flow answers
+    with the flow as that run left it: no SELECT of the flow's row."""
+    with CaptureQueriesContext(connection) as captured:
+        flow = api.start_flow(routine("t_echo", "t_echo"), user)
+    assert flow.state == "complete" and flow.results[1]["position"] == 1
+    reads = [
+        q["sql"] for q in captured if q["sql"].startswith("SELECT") and "engine_flow" in q["sql"]
+    ]
+    assert not [
+        sql for sql in reads if 'FROM "engine_flow"' in sql or "FROM engine_flow " in sql
+    ], reads
+    stored = Flow.objects.get(pk=flow.pk)
+    assert (stored.state, stored.version, stored.seq) == (flow.state, flow.version, flow.seq)
