@@ -53,8 +53,9 @@ def write_flow(
     transaction. On success the in-memory `flow` is updated and True returned; otherwise
     nothing is written and False returned. Events are published after the commit.
 
-    This is the hot path of every step, so it speaks SQL directly: two statements, no query
-    compilation (the ORM's compiler cost three times the statements' own time).
+    This is the hot path of every step, so it speaks SQL directly: the flow's `UPDATE`, its
+    events' `INSERT` and, for a step's result (`stored_results`: see `ItemAt`), that step's
+    row; no query compilation (the ORM's compiler cost three times the statements' own time).
 
     The writing process takes charge of the flow (`worker`): if it dies while the flow is
     pending or running, the others hand the flow on as soon as its heartbeat stops."""
