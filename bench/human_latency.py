@@ -13,10 +13,14 @@ committed by the consumer and pushed to the page), and to the first `fragments` 
 shows it (the page's live area re-rendered: what the user sees change). One flow after
 another, 0.2 s apart, so each input reaches an idle consumer. Also the POST's own response
 time, a GET of the flow (`/api/flows/<id>`) after each (the floor of a request to that
-server), and where the time went, from the events' commit times: to the input's commit, to
-the run's claim (the enqueue, a worker woken), to the step's commit, to the page. Median and
-p99 (of 100 flows: the second slowest). `--server-root A,B` measures other checkouts' studios
-in the same rounds (e.g. a worktree of an earlier commit).
+server), and where the time went, from the events' `created` times: to the input's write, to
+the run's claim, to the step's write, to the page. An event's `created` is the engine's clock
+when its write *begins* (`write_flow`, before its statements), not its commit: "to the
+claim" holds the rest of the input's own transaction (its UPDATE and event, the wait cleared,
+the commit), the hooks after that commit (the events published, then the enqueue), the worker
+woken, the dequeue and the flow read; "to the step" holds the claim's transaction and the
+step. Median and p99 (of 100 flows: the second slowest). `--server-root A,B` measures other
+checkouts' studios in the same rounds (e.g. a worktree of an earlier commit).
 
 Modes, each in a scratch directory: `embedded` (`manage.py studio` with the consumer inside,
 SQLite, the SQLite queue as shipped), `polling` (the same with the queue as it was:
@@ -147,9 +151,10 @@ async def measure(port: int, cookie: str, token: str, watched: list[list[int]]) 
         "shown_p99": percentile(shown, 0.99),
         "post_median": statistics.median(posts),
         "get_median": statistics.median(gets),
-        # where the time went (the engine's clock at each commit): to the input's commit,
-        # from it to the run's claim (the enqueue, the worker woken), to the step's commit,
-        # to the page
+        # where the time went, by the events' `created` (the engine's clock as each write
+        # begins, not its commit): to the input's write, from it to the run's claim (the
+        # input's transaction and commit, its events published, the enqueue, the worker
+        # woken, the dequeue, the flow read), to the step's write, to the page
         "to_input": statistics.median(p[0] for p in phases) * 1000,
         "to_claim": statistics.median(p[1] for p in phases) * 1000,
         "to_step": statistics.median(p[2] for p in phases) * 1000,

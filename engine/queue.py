@@ -13,7 +13,14 @@ and its file runs at `synchronous=FULL`, one fsync per enqueue. This storage cha
   to each (and wakes its own idle workers directly, as the embedded studio's requests do). An
   idle worker waits for a ring instead of sleeping. It still looks at the queue every
   `poll_seconds` whatever rang, so a missed ring (a consumer that started meanwhile, a full
-  socket buffer) delays a task, never loses it.
+  socket buffer) delays a task, never loses it;
+- a ring wakes **one** idle worker of a process (one enqueue, one task): waking them all had
+  the others look at the queue at the very moment the woken one took the task, and Huey's
+  storage serves a process's threads through one connection under one lock. Each statement
+  gives the GIL up and takes it back, which a thread waits for while the process's other
+  threads run Python (the request that enqueued, the server's loop), so the woken worker
+  takes its task with one statement (`DELETE … RETURNING`, its own transaction) and an
+  enqueue is one `INSERT`, instead of Huey's three to five statements.
 
 This module imports Huey beside `engine.huey_tasks`: Huey's Django integration builds the
 queue from settings while `engine.huey_tasks` is being imported, so the class it names cannot
@@ -156,20 +163,25 @@ class Doorbell:
 
     def _hear(self, listener: socket.socket) -> None:
         while True:
+            heard = 0
             try:
                 listener.recv(16)
-                while True:  # many rings at once wake the workers once
+                heard = 1
+                while True:  # the rings read at once: one worker woken for each
                     listener.recv(16, socket.MSG_DONTWAIT)
+                    heard += 1
             except BlockingIOError:
                 pass
             except OSError:
                 return  # closed
-            self._wake_here()
+            self._wake_here(heard)
 
-    def _wake_here(self) -> None:
+    def _wake_here(self, rings: int = 1) -> None:
+        """Count `rings` and wake as many idle workers (one per enqueue: the others, woken
+        too, would only look at the queue as the first takes the task, and slow it down)."""
         with self._rung:
-            self._rings += 1
-            self._rung.notify_all()
+            self._rings += rings
+            self._rung.notify(rings)
 
     def _forget_after_fork(self) -> None:
         if self._pid != os.getpid():
@@ -209,7 +221,12 @@ class QuickSqliteStorage(SqliteStorage):
         return conn
 
     def enqueue(self, data: Any, priority: Any = None) -> None:
-        super().enqueue(data, priority)
+        # One statement, its own transaction (Huey's connection is in autocommit mode); Huey's
+        # own enqueue wraps it in BEGIN EXCLUSIVE ... COMMIT: three statements.
+        self.sql(
+            "insert into task (queue, data, priority) values (?, ?, ?)",
+            (self.name, self.to_blob(data), priority or 0),
+        )
         if self.doorbell is not None:
             self.doorbell.ring()
 
@@ -221,8 +238,10 @@ class QuickSqliteStorage(SqliteStorage):
         idle = self._idle
         now = time.monotonic()
         seen = bell.rings()  # before the look: a ring during it makes the wait below return
-        if seen != getattr(idle, "seen", None) or now >= getattr(idle, "next_look", 0.0):
-            data = super().dequeue()
+        before = getattr(idle, "seen", None)  # None: the first look, or one after a task
+        rung = before is not None and seen != before
+        if before is None or rung or now >= getattr(idle, "next_look", 0.0):
+            data = self.take(look_first=not rung)
             if data is not None:
                 idle.seen = None
                 return data
@@ -231,6 +250,23 @@ class QuickSqliteStorage(SqliteStorage):
         # every slice, where the worker sees whether the consumer stops.
         bell.wait(seen, min(idle.next_look - now, IDLE_SLICE_SECONDS))
         return None
+
+    def take(self, look_first: bool = False) -> Any:
+        """Remove the next task from the queue and return its data (None: none there), in one
+        statement: its own transaction, so no two workers take the same task. `look_first`:
+        read whether the queue holds any task before (a poll, which mostly finds none, then
+        takes no write lock)."""
+        if look_first and not self.sql(
+            "select 1 from task where queue = ? limit 1", (self.name,), results=True
+        ):
+            return None
+        rows = self.sql(
+            "delete from task where id = (select id from task where queue = ? "
+            "order by priority desc, id limit 1) returning data",
+            (self.name,),
+            results=True,
+        )
+        return rows[0][0] if rows else None
 
 
 class QuickSqliteHuey(SqliteHuey):

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import socket
+import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -106,3 +107,72 @@ def test_a_ring_reaches_a_listener_and_clears_a_dead_ones_socket(tmp_path):
     listener.close()
     assert list(directory.iterdir()) == []
     ringer.ring()  # nobody listens: nothing fails
+
+
+def test_a_ring_wakes_one_idle_worker_for_each_enqueue(tmp_path):
+    """One enqueue, one task: a ring wakes one of the process's idle workers, not all of them
+    (the others would only look at the queue while the first takes the task)."""
+    bell = Doorbell(str(tmp_path / "bell"))
+    assert bell.listen()
+    seen = bell.rings()
+    woken: list[int] = []
+    waiters = [
+        threading.Thread(target=lambda: woken.append(bell.wait(seen, timeout=60))) for _ in range(2)
+    ]
+    for waiter in waiters:
+        waiter.start()
+    # The threads waiting on the bell's condition (threading.Condition's own list).
+    waiting = bell._rung._waiters  # type: ignore[attr-defined]
+    assert wait_until(lambda: len(waiting) == 2, timeout=30)
+    bell.ring()
+    # notify() takes the waiters it wakes off the condition at once: one is left waiting.
+    assert len(waiting) == 1
+    bell.ring()
+    for waiter in waiters:
+        waiter.join(30)
+    assert len(woken) == 2 and all(rings > seen for rings in woken)
+    bell.close()
+
+
+def test_rings_from_another_process_wake_a_worker_each(tmp_path):
+    directory = str(tmp_path / "bell")
+    listener, ringer = Doorbell(directory), Doorbell(directory)
+    assert listener.listen()
+    seen = listener.rings()
+    woken: list[int] = []
+    waiters = [
+        threading.Thread(target=lambda: woken.append(listener.wait(seen, timeout=60)))
+        for _ in range(2)
+    ]
+    for waiter in waiters:
+        waiter.start()
+    waiting = listener._rung._waiters  # type: ignore[attr-defined]
+    assert wait_until(lambda: len(waiting) == 2, timeout=30)
+    ringer.ring()
+    ringer.ring()  # heard together or one by one: two rings, two workers
+    for waiter in waiters:
+        waiter.join(30)
+    assert len(woken) == 2 and listener.rings() == seen + 2
+    listener.close()
+
+
+def test_the_queue_takes_and_gives_a_task_in_one_statement_each(tmp_path):
+    """An enqueue is one INSERT and a worker takes a task with one DELETE … RETURNING (each
+    its own transaction), in Huey's order: priority first, then first in first out."""
+    storage = QuickSqliteStorage("q", str(tmp_path / "queue.sqlite3"), doorbell=False)
+    statements: list[str] = []
+    storage.conn.set_trace_callback(statements.append)
+    storage.enqueue(b"first")
+    assert [s.split()[0].lower() for s in statements] == ["insert"]
+    storage.enqueue(b"second")
+    storage.enqueue(b"urgent", priority=5)
+    statements.clear()
+    assert storage.take() == b"urgent"
+    assert [s.split()[0].lower() for s in statements] == ["delete"]
+    assert [storage.take(), storage.take(), storage.take()] == [b"first", b"second", None]
+    statements.clear()
+    assert storage.take(look_first=True) is None  # a poll of an empty queue: a read alone
+    assert [s.split()[0].lower() for s in statements] == ["select"]
+    storage.enqueue(b"polled")
+    assert storage.take(look_first=True) == b"polled"
+    assert storage.queue_size() == 0
