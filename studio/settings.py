@@ -121,13 +121,17 @@ if DATABASE_URL:
 else:
     DATABASES = {
         "default": {
-            "ENGINE": "django.db.backends.sqlite3",
+            # Django's SQLite backend, its connections reused (engine/sqlite/base.py)
+            "ENGINE": "engine.sqlite",
             "NAME": str(VAR_DIR / "studio.sqlite3"),
         }
     }
-if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
+SQLITE_ENGINES = {"django.db.backends.sqlite3", "engine.sqlite"}
+if DATABASES["default"]["ENGINE"] in SQLITE_ENGINES:
     DATABASES["default"]["OPTIONS"] = dict(SQLITE_OPTIONS)
-    DATABASES["default"]["CONN_MAX_AGE"] = 60
+    # Closed at the end of each request, task and round, a connection goes back to its
+    # file's pool (engine/sqlite/base.py): the next request's thread takes it as it is.
+    DATABASES["default"]["CONN_MAX_AGE"] = 0
     # Django's default test database is in-memory with a shared cache, which locks whole
     # tables and ignores the busy timeout: two threads fail at once. Use a file.
     DATABASES["default"]["TEST"] = {"NAME": str(VAR_DIR / "test.sqlite3")}

@@ -1,0 +1,1 @@
+"""Django's SQLite backend with the connections kept for reuse (see `base`)."""
