@@ -46,11 +46,12 @@ def starting(flow: Flow) -> Iterator[None]:
     (inline), its run (and the jobs it queues, inline too) take this object, just written,
     instead of reading the row back. Every write is a compare-and-set on the version all the
     same, and each updates this object, so the caller sees the flow as its run left it."""
+    outer = getattr(_inline, "flow", None)  # (a step of an inline run may start a flow)
     _inline.flow = flow
     try:
         yield
     finally:
-        _inline.flow = None
+        _inline.flow = outer
 
 
 def load(flow_id: int) -> Flow | None:

@@ -11,7 +11,7 @@ from django.core.exceptions import ValidationError
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
 
-from engine import api
+from engine import Task, api
 from engine import events as engine_events
 from engine.flows import store
 from engine.models import Flow, FlowEvent
@@ -83,3 +83,24 @@ def test_a_flow_run_inline_is_answered_without_reading_it_back(user, routine):
     ], reads
     stored = Flow.objects.get(pk=flow.pk)
     assert (stored.state, stored.version, stored.seq) == (flow.state, flow.version, flow.seq)
+
+
+class _StartsAnother(Task):
+    """Starts the routine its flow's data names (inline here, inside this step)."""
+
+    name = "t_starts_another"
+
+    def perform(self):
+        inner = api.start_flow(self.data["inner"], self.user)
+        return {"inner": inner.pk, "state": inner.state}
+
+
+def test_a_flow_started_inside_an_inline_step_leaves_the_outer_answer_current(user, routine):
+    inner = routine("t_echo")
+    flow = api.start_flow(
+        routine("t_starts_another", "t_offloaded", "t_echo"), user, data={"inner": inner.pk}
+    )
+    assert flow.results[0]["state"] == "complete"
+    stored = Flow.objects.get(pk=flow.pk)
+    assert stored.state == "complete"
+    assert (flow.state, flow.version) == (stored.state, stored.version)
