@@ -61,15 +61,20 @@ class ThreadSafeInMemoryChannelLayer(InMemoryChannelLayer):
         self._remember_loop()
         await super().group_add(group, channel)
 
-    def send_from_thread(self, group: str, message: dict[str, Any]) -> Future[Any] | None:
-        """`group_send` from a thread that is not the server's loop. Without a loop nobody
-        is listening yet, so there is nobody to tell."""
+    def send_from_thread(self, messages: list[tuple[str, dict[str, Any]]]) -> Future[Any] | None:
+        """`group_send` of each `(group, message)`, in order, from a thread that is not the
+        server's loop: one hand-over to the loop for all of them. Without a loop nobody is
+        listening yet, so there is nobody to tell."""
         loop = self.loop
         if loop is None or loop.is_closed():
             return None
-        future = asyncio.run_coroutine_threadsafe(self.group_send(group, message), loop)
+        future = asyncio.run_coroutine_threadsafe(self._send_all(messages), loop)
         future.add_done_callback(_log_failure)
         return future
+
+    async def _send_all(self, messages: list[tuple[str, dict[str, Any]]]) -> None:
+        for group, message in messages:
+            await self.group_send(group, message)
 
 
 def _log_failure(future: Future[Any]) -> None:

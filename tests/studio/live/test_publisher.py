@@ -1,0 +1,101 @@
+"""The scaled-out publisher: a consumer process's events leave for Redis in order, what has
+queued up together in one round trip (a pipeline), exactly as channels_redis's pub/sub
+layer would publish each message (its servers' sockets read them with that layer)."""
+
+from __future__ import annotations
+
+import os
+import socket
+import time
+import uuid
+
+import pytest
+from channels_redis.core import RedisChannelLayer
+from channels_redis.pubsub import RedisPubSubChannelLayer
+
+from studio.live import publisher
+from tests.conftest import wait_until
+
+REDIS = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
+
+
+def _redis_or_skip() -> None:
+    try:
+        socket.create_connection(("127.0.0.1", 6379), timeout=2).close()
+    except OSError as exc:
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"Redis is required under CI: {exc}")
+        pytest.skip(f"needs Redis at 127.0.0.1:6379 ({exc})")
+
+
+def _events(flow: int, owner: int, count: int) -> list[dict]:
+    return [
+        {"type": "flow.event", "flow": flow, "seq": seq, "owner": owner, "kind": "step.completed"}
+        for seq in range(1, count + 1)
+    ]
+
+
+def _receive(subscription, layer, want: int) -> list[tuple[str, dict]]:
+    got: list[tuple[str, dict]] = []
+    deadline = time.monotonic() + 10
+    while len(got) < want and time.monotonic() < deadline:
+        item = subscription.get_message(timeout=0.5)
+        if item and item["type"] == "message":
+            got.append((item["channel"].decode(), layer.deserialize(item["data"])))
+    return got
+
+
+def test_a_batch_leaves_in_one_round_trip_in_order_as_the_layer_publishes_it():
+    _redis_or_skip()
+    import redis
+
+    layer = RedisPubSubChannelLayer(hosts=[REDIS], prefix=f"test-{uuid.uuid4().hex[:8]}")
+    groups = [publisher.flow_group(7), publisher.ALL_FLOWS, publisher.owner_group(3)]
+    client = redis.Redis.from_url(REDIS)
+    subscription = client.pubsub()
+    names = [f"{layer._kwargs['prefix']}__group__{group}" for group in groups]
+    subscription.subscribe(*names)
+    for _ in names:  # the subscriptions' confirmations
+        assert subscription.get_message(timeout=5)["type"] == "subscribe"
+    try:
+        messages = publisher.messages_for(_events(7, 3, 20))
+        assert len(messages) == 60
+        sender = publisher.Publisher()  # (a process's own: no other events meanwhile)
+        sender.send(layer, messages)
+        got = _receive(subscription, layer, 60)
+        assert len(got) == 60
+        # one pipeline for the whole batch, not a round trip per message (counted once the
+        # pipeline's answer is back, which may be just after the messages arrived)
+        assert wait_until(lambda: sender.trips > 0, timeout=5)
+        assert sender.trips == 1
+        for name, group in zip(names, groups, strict=True):
+            mine = [message for channel, message in got if channel == name]
+            assert [message["event"]["seq"] for message in mine] == list(range(1, 21))
+            assert all(message["group"] == group for message in mine)
+            assert all(message["type"] == "live.event" for message in mine)
+    finally:
+        subscription.close()
+        client.close()
+
+
+def test_a_layer_of_another_kind_gets_each_message_by_group_send():
+    _redis_or_skip()
+    import asyncio
+
+    layer = RedisChannelLayer(hosts=[REDIS], prefix=f"test-{uuid.uuid4().hex[:8]}")
+
+    async def join() -> str:
+        channel = await layer.new_channel()
+        await layer.group_add(publisher.flow_group(9), channel)
+        return channel
+
+    channel = asyncio.run(join())
+    sender = publisher.Publisher()
+    sender.send(layer, publisher.messages_for(_events(9, 4, 3))[0::3])
+
+    async def receive_three() -> list[dict]:
+        return [await asyncio.wait_for(layer.receive(channel), 10) for _ in range(3)]
+
+    received = asyncio.run(receive_three())
+    assert [message["event"]["seq"] for message in received] == [1, 2, 3]
+    assert wait_until(lambda: sender.trips == 3, timeout=5)
