@@ -31,6 +31,7 @@ from engine.flows.store import (
     EventSpec,
     ItemAt,
     create_flow,
+    creating,
     routine_steps,
     write_flow,
 )
@@ -94,7 +95,7 @@ def start_flow(routine: Routine | int, user: Any, data: dict[str, Any] | None = 
         visit_key=new_visit_key(),
     )
     created = ("flow.created", {"actor": user, "data": {"routine": routine.name}})
-    with starting(flow), transaction.atomic():
+    with starting(flow), creating():
         create_flow(flow, [created])
         enqueue_run(flow.pk)
     # As it is now: as committed, or as its run left it when the queue ran it inline (at the

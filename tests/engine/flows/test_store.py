@@ -104,3 +104,79 @@ def test_a_flow_started_inside_an_inline_step_leaves_the_outer_answer_current(us
     stored = Flow.objects.get(pk=flow.pk)
     assert stored.state == "complete"
     assert (flow.state, flow.version) == (stored.state, stored.version)
+
+
+def _write_step(flow: Flow, position: int) -> bool:
+    return store.write_flow(
+        flow,
+        {"position": position + 1, "stored_results": store.ItemAt(position, {"n": position})},
+        [("step.completed", {"data": {"n": position}})],
+        expect_state="running",
+    )
+
+
+@pytest.mark.bothmodes
+def test_a_write_that_loses_its_compare_and_set_stores_nothing_and_leaves_the_flow_as_read(
+    user, routine
+):
+    flow = api.start_flow(routine("t_wait", "t_echo"), user)
+    Flow.objects.filter(pk=flow.pk).update(state="running")
+    flow.refresh_from_db()
+    stale = Flow.objects.get(pk=flow.pk)
+    assert _write_step(flow, 0)  # the winner
+    events = FlowEvent.objects.filter(flow=flow).count()
+    before = (stale.position, stale.version, stale.seq, stale.updated)
+
+    assert not _write_step(stale, 0)  # read before that write: it loses
+
+    assert (stale.position, stale.version, stale.seq, stale.updated) == before
+    assert FlowEvent.objects.filter(flow=flow).count() == events
+    stored = Flow.objects.get(pk=flow.pk)
+    assert (stored.version, stored.position) == (flow.version, 1)
+    assert stored.stored_results == [{"n": 0}]
+
+
+@pytest.mark.bothmodes
+def test_a_step_write_is_its_result_its_events_and_the_flow_at_once(user, routine):
+    """Outside a transaction a step's write commits by itself: on PostgreSQL one statement
+    (the update, the result row and the events), elsewhere one transaction."""
+    flow = api.start_flow(routine("t_wait", "t_echo"), user)
+    Flow.objects.filter(pk=flow.pk).update(state="running")
+    flow.refresh_from_db()
+    published: list[dict] = []
+    engine_events.connect(published.extend)
+    try:
+        with CaptureQueriesContext(connection) as captured:
+            assert _write_step(flow, 0)
+    finally:
+        engine_events.disconnect(published.extend)
+    statements = [q["sql"] for q in captured]
+    if connection.vendor == "postgresql":
+        assert len(statements) == 1 and statements[0].startswith("WITH f AS (UPDATE"), statements
+    stored = Flow.objects.get(pk=flow.pk)
+    assert (stored.version, stored.seq, stored.position) == (flow.version, flow.seq, 1)
+    assert stored.stored_results == [{"n": 0}]
+    last = FlowEvent.objects.filter(flow=flow).order_by("-seq").first()
+    assert last is not None and (last.seq, last.kind, last.data) == (
+        flow.seq,
+        "step.completed",
+        {"n": 0},
+    )
+    assert [event["seq"] for event in published] == [flow.seq]
+    assert published[0] == last.feed(owner=flow.owner_id, version=flow.version)
+
+
+@pytest.mark.bothmodes
+def test_a_step_write_inside_a_callers_transaction_rolls_back_with_it(user, routine):
+    from django.db import transaction
+
+    flow = api.start_flow(routine("t_wait", "t_echo"), user)
+    Flow.objects.filter(pk=flow.pk).update(state="running")
+    flow.refresh_from_db()
+    version, events = flow.version, FlowEvent.objects.filter(flow=flow).count()
+    with pytest.raises(RuntimeError), transaction.atomic():
+        assert _write_step(flow, 0)
+        raise RuntimeError("the caller fails after the write")
+    stored = Flow.objects.get(pk=flow.pk)
+    assert stored.version == version and stored.stored_results == []
+    assert FlowEvent.objects.filter(flow=flow).count() == events
