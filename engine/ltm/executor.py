@@ -136,10 +136,12 @@ def _lease() -> Any:
 
 def execute_execution(execution_id: int) -> None:
     """Body of the Huey task: claim, execute, commit (see the module's docstring)."""
-    run_id = _run_of(execution_id)
-    if run_id is None:
+    found = _run_of(execution_id)
+    if found is None:
         return
-    claimed = store.commit(run_id, lambda snap: _claim(snap, execution_id))
+    run_id, fqn = found
+    # The claim looks at its own instance only (a run may have hundreds).
+    claimed = store.commit(run_id, lambda snap: _claim(snap, execution_id), only=[fqn])
     if claimed is None or claimed.outcome is None:
         return
     execution: LtmExecution = claimed.outcome
@@ -156,8 +158,9 @@ def execute_execution(execution_id: int) -> None:
         store.commit(execution.run_id, lambda snap: _finish(snap, execution, effects))
 
 
-def _run_of(execution_id: int) -> Any:
-    return LtmExecution.objects.filter(pk=execution_id).values_list("run_id", flat=True).first()
+def _run_of(execution_id: int) -> tuple[Any, str] | None:
+    """The run and the instance (fqn) of an execution."""
+    return LtmExecution.objects.filter(pk=execution_id).values_list("run_id", "fqn").first()
 
 
 def _claim(snap: store.Snapshot, execution_id: int) -> store.Write | None:

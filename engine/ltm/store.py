@@ -60,10 +60,21 @@ def root_class(name: str) -> type[LTM]:
 
 @dataclass
 class Snapshot:
-    """A run and its instance rows, as read together."""
+    """A run and its instance rows, as read together: all of them, or (`partial`) only
+    those a write needs (`read(run_id, only=...)`: a claim reads one instance of a run that
+    may have hundreds)."""
 
     run: LtmRun
     rows: dict[str, LtmInstance]
+    partial: bool = False
+
+    def complete(self) -> dict[str, LtmInstance]:
+        """Every instance row (those not read yet are read now, in this transaction)."""
+        if self.partial:
+            for row in LtmInstance.objects.filter(run=self.run).exclude(fqn__in=list(self.rows)):
+                self.rows[row.fqn] = row
+            self.partial = False
+        return self.rows
 
     def records(self) -> list[InstanceRecord]:
         """The rows as core records; the root's state is the run's global state."""
@@ -93,10 +104,14 @@ def row_record(run: LtmRun, row: LtmInstance) -> InstanceRecord:
     )
 
 
-def read(run_id: Any) -> Snapshot:
-    """The run (first: its version guards what is read after it) and its instances."""
+def read(run_id: Any, only: Iterable[str] | None = None) -> Snapshot:
+    """The run (first: its version guards what is read after it) and its instances: all of
+    them, or the instances named by `only` (a partial snapshot)."""
     run = LtmRun.objects.select_related("owner").get(pk=run_id)
-    return Snapshot(run, {row.fqn: row for row in LtmInstance.objects.filter(run=run)})
+    rows = LtmInstance.objects.filter(run=run)
+    if only is not None:
+        return Snapshot(run, {row.fqn: row for row in rows.filter(fqn__in=list(only))}, True)
+    return Snapshot(run, {row.fqn: row for row in rows})
 
 
 @dataclass
@@ -119,14 +134,20 @@ class Write:
 
 
 def commit(
-    run_id: Any, build: Callable[[Snapshot], Write | None], *, retry: bool = True
+    run_id: Any,
+    build: Callable[[Snapshot], Write | None],
+    *,
+    retry: bool = True,
+    only: Iterable[str] | None = None,
 ) -> Write | None:
     """Apply `build(snapshot)` to the run with a compare-and-set; `build` is called again
     on a fresh snapshot when another writer got in first (with `retry=False` that is a
-    StaleFlowError instead). None from `build`: write nothing."""
+    StaleFlowError instead). None from `build`: write nothing. With `only`, the snapshot
+    holds just those instances: `build` must look at no other, nor write another."""
+    names = None if only is None else list(only)
     for _ in range(_ATTEMPTS if retry else 1):
         with transaction.atomic():
-            snap = read(run_id)
+            snap = read(run_id, names)
             write = build(snap)
             if write is None:
                 return None
@@ -146,6 +167,8 @@ def apply(snap: Snapshot, write: Write) -> bool:
     rides on its last event (`LtmEvent.change`), the executions it queued or closed carry
     that event's seq, and every `checkpoint_every()` events a whole snapshot is kept."""
     run, now = snap.run, timezone.now()
+    if snap.partial and any(r.fqn not in snap.rows for r in write.records):
+        snap.complete()  # (a record of an instance not read: is it new, or stored?)
     state = _next_state(snap, write)
     events = list(write.events)
     if state != run.state:
@@ -256,9 +279,9 @@ def _checkpoint(snap: Snapshot, first_seq: int, end_seq: int, changed: int = 0) 
     every = config.checkpoint_every()
     crossed = end_seq // every != first_seq // every
     if not crossed and changed < max(_WIDE_CHANGE, len(snap.rows) // 2):
-        return
+        return  # (a partial snapshot's few rows: only a crossing checkpoints its write)
     point = history.PointInTime(
-        {fqn: row_record(snap.run, row) for fqn, row in snap.rows.items()},
+        {fqn: row_record(snap.run, row) for fqn, row in snap.complete().items()},
         snap.run.state,
         snap.run.error,
     )
@@ -281,7 +304,7 @@ def _next_state(snap: Snapshot, write: Write) -> str:
             open_ids.discard(execution_id)
     if open_ids or write.executions:
         return LtmRunState.PENDING if run.state == LtmRunState.PENDING else LtmRunState.RUNNING
-    statuses = {fqn: row.status for fqn, row in snap.rows.items()}
+    statuses = {fqn: row.status for fqn, row in snap.complete().items()}
     statuses.update((record.fqn, record.status) for record in write.records)
     return LtmRunState.FAILED if "failed" in statuses.values() else LtmRunState.COMPLETE
 

@@ -15,12 +15,11 @@ Pure: no Django, no I/O.
 
 from __future__ import annotations
 
-import copy
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from .records import InstanceRecord
+from .records import InstanceRecord, copy_data
 
 
 def record_to_json(record: InstanceRecord) -> dict[str, Any]:
@@ -30,8 +29,8 @@ def record_to_json(record: InstanceRecord) -> dict[str, Any]:
         "name": record.name,
         "declared_name": record.declared_name,
         "status": record.status,
-        "state": copy.deepcopy(record.state),
-        "params": copy.deepcopy(record.params),
+        "state": copy_data(record.state),
+        "params": copy_data(record.params),
         "error": record.error,
         "entry": record.entry,
     }
@@ -44,8 +43,8 @@ def record_from_json(data: Mapping[str, Any]) -> InstanceRecord:
         name=data["name"],
         declared_name=data["declared_name"],
         status=data["status"],
-        state=copy.deepcopy(dict(data.get("state") or {})),
-        params=copy.deepcopy(dict(data.get("params") or {})),
+        state=copy_data(dict(data.get("state") or {})),
+        params=copy_data(dict(data.get("params") or {})),
         error=data.get("error") or None,
         entry=int(data.get("entry", 0)),
     )

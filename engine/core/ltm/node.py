@@ -20,7 +20,6 @@ Pure Python: this package imports no Django, Huey or Channels.
 
 from __future__ import annotations
 
-import copy
 import traceback
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -44,7 +43,7 @@ from .definition import (
     snake_case,
 )
 from .planner import find_moves
-from .records import Effects, InstanceRecord, TransitionCall
+from .records import Effects, InstanceRecord, TransitionCall, copy_data
 from .runtime import get_default_runtime
 from .tree import RecordTree
 
@@ -158,13 +157,13 @@ class LTM:
 
     def _setup(self, parent: LTM | None, name: str, params: Mapping[str, Any]) -> None:
         self.name = name
-        self.params = copy.deepcopy(dict(params))
+        self.params = copy_data(dict(params))
         self.fqn = f"{parent.fqn}.{name}" if parent is not None else name
         self.error = None
         self._parent = parent
         self._root: LTM = parent._root if parent is not None else self
         self._children: dict[str, LTM] = {}
-        self._state: dict[str, Any] = copy.deepcopy(dict(type(self).initial_state))
+        self._state: dict[str, Any] = copy_data(dict(type(self).initial_state))
         self._status = "init"
         self._entry = 0
         # Meaningful on the root only.
@@ -267,10 +266,10 @@ class LTM:
         items = _merge_update(update)
         buffer = self._root._buffer
         if buffer is not None:
-            buffer.updates.append((self.fqn, copy.deepcopy(items)))
+            buffer.updates.append((self.fqn, copy_data(items)))
         elif self._root._start_called or self._root._id is not None:
             raise RuntimeError("update_state() outside run() after start(): nothing would store it")
-        self._state.update(copy.deepcopy(items))
+        self._state.update(copy_data(items))
 
     def transition(
         self,
@@ -291,7 +290,7 @@ class LTM:
         call = TransitionCall(
             caller_fqn=self.fqn,
             label=label,
-            payload=copy.deepcopy(dict(payload or {})),
+            payload=copy_data(dict(payload or {})),
             params=normalise_params(params),
             namespace=namespace or self.default_namespace(),
         )
@@ -309,8 +308,8 @@ class LTM:
             raise RuntimeError("atomic_state_append() works inside run() of a started LTM")
         index = root._buffer.next_call_index()
         result = list(root._runtime.atomic_state_append(self, key, value, index))
-        self._state[key] = copy.deepcopy(result)
-        root._buffer.appended[(self.fqn, key)] = copy.deepcopy(result)
+        self._state[key] = copy_data(result)
+        root._buffer.appended[(self.fqn, key)] = copy_data(result)
         return result
 
     def start(self, /, **payload: Any) -> str:
@@ -343,7 +342,7 @@ class LTM:
         root._id = run_id
         root.apply_records(records)
         if global_state is not None:
-            root._state = copy.deepcopy(dict(global_state))
+            root._state = copy_data(dict(global_state))
         return root
 
     def apply_records(self, records: Iterable[InstanceRecord]) -> None:
@@ -363,7 +362,7 @@ class LTM:
             if fqn in stored:
                 node = nodes[fqn]
                 node._status = record.status
-                node._state = copy.deepcopy(record.state)
+                node._state = copy_data(record.state)
                 node.error = record.error
                 node._entry = record.entry
 
@@ -374,8 +373,8 @@ class LTM:
             name=self.name,
             declared_name=type(self).name,
             status=self._status,
-            state=copy.deepcopy(self._state),
-            params=copy.deepcopy(self.params),
+            state=copy_data(self._state),
+            params=copy_data(self.params),
             error=self.error,
             entry=self._entry,
         )
@@ -394,7 +393,7 @@ class LTM:
         root = self._root
         if root._buffer is not None:
             raise RuntimeError(f"{root.fqn} is already executing {root._buffer.executing.fqn}")
-        saved = {i.fqn: (i._status, copy.deepcopy(i._state), i.error) for i in root.walk()}
+        saved = {i.fqn: (i._status, copy_data(i._state), i.error) for i in root.walk()}
         buffer = _EffectBuffer(self)
         root._buffer = buffer
         self._status = "active"
@@ -409,7 +408,7 @@ class LTM:
                 status, state, instance.error = saved.get(instance.fqn, ("init", {}, None))
                 instance._status, instance._state = status, state
             for (fqn, key), value in buffer.appended.items():
-                root.find(fqn)._state[key] = copy.deepcopy(value)
+                root.find(fqn)._state[key] = copy_data(value)
         if error is not None:
             return Effects(error=error)
         return Effects(updates=list(buffer.updates), transitions=list(buffer.transitions))

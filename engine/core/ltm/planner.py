@@ -12,12 +12,11 @@ and publish. It changes nothing it is given and does no I/O:
 
 from __future__ import annotations
 
-import copy
 from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from .definition import InvalidTransition, TransitionDef, format_name, normalise_params
-from .records import Effects, InstanceRecord, Move, Plan, TransitionCall
+from .records import Effects, InstanceRecord, Move, Plan, TransitionCall, copy_data
 from .tree import RecordTree
 
 if TYPE_CHECKING:
@@ -45,8 +44,8 @@ def plan(
         planner.set_status(fqn, "active")
     for target, update in effects.updates:
         at = tree.find(target)
-        tree.update(at, state={**tree.record(at).state, **copy.deepcopy(update)})
-        planner.event("state.updated", target, {"update": copy.deepcopy(update)})
+        tree.update(at, state={**tree.record(at).state, **copy_data(update)})
+        planner.event("state.updated", target, {"update": copy_data(update)})
     if not moved_on:
         for cls in tree.class_of(fqn).definition().init:
             child = tree.child(fqn, cls)
@@ -81,7 +80,7 @@ def plan_transition(
     call = TransitionCall(
         caller_fqn=None,
         label=label,
-        payload=copy.deepcopy(dict(payload or {})),
+        payload=copy_data(dict(payload or {})),
         params=normalise_params(params),
         namespace=namespace or tree.root,
     )
@@ -187,14 +186,14 @@ class _Planner:
     def queue(self, fqn: str, payload: Mapping[str, Any]) -> None:
         self.set_status(fqn, "queued")
         entry = self.tree.record(fqn).entry
-        self.queued.append((fqn, copy.deepcopy(dict(payload)), entry))
+        self.queued.append((fqn, copy_data(dict(payload)), entry))
 
     def reinitialise(self, fqn: str) -> None:
         """A new visit of `fqn`: its state and its children start afresh, and executions
         queued for an earlier visit of any of them will find themselves stale."""
         for each in list(self.tree.walk(fqn)):
             record = self.tree.record(each)
-            initial = copy.deepcopy(dict(self.tree.class_of(each).initial_state))
+            initial = copy_data(dict(self.tree.class_of(each).initial_state))
             self.tree.update(each, state=initial, error=None, entry=record.entry + 1)
             if each != fqn:
                 self.set_status(each, "init")
@@ -240,7 +239,7 @@ class _Planner:
             {
                 "label": call.label,
                 "namespace": call.namespace,
-                "payload": copy.deepcopy(call.payload),
+                "payload": copy_data(call.payload),
                 "from": list(move.sources),
                 "to": targets,
             },

@@ -12,7 +12,6 @@ it is handed (`from_records`, `records`, `apply_records`, `execute`).
 
 from __future__ import annotations
 
-import copy
 import itertools
 import random
 from abc import ABC, abstractmethod
@@ -21,7 +20,7 @@ from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
 from .planner import plan, plan_start, plan_transition
-from .records import InstanceRecord, Plan, TransitionCall
+from .records import InstanceRecord, Plan, TransitionCall, copy_data
 
 if TYPE_CHECKING:
     from .node import LTM
@@ -115,9 +114,9 @@ class InMemoryRuntime(Runtime):
         execution = next((n for r, n in reversed(self._executing) if r == run_id), -1)
         if (execution, call_index) not in run.appends:
             run.appends.add((execution, call_index))
-            current = [*current, copy.deepcopy(value)]
+            current = [*current, copy_data(value)]
             run.records[instance.fqn] = replace(record, state={**record.state, key: current})
-        return copy.deepcopy(current)
+        return copy_data(current)
 
     # -- operator and test helpers ---------------------------------------------------------
 

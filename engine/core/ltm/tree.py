@@ -8,13 +8,12 @@ instances: the classes are only asked for their checked definitions.
 
 from __future__ import annotations
 
-import copy
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 from .definition import InvalidTransition, check_tree, format_name
-from .records import InstanceRecord
+from .records import InstanceRecord, copy_data
 
 if TYPE_CHECKING:
     from .node import LTM
@@ -39,7 +38,7 @@ class RecordTree:
         self._records: dict[str, InstanceRecord] = {}
         self._classes: dict[str, type[LTM]] = {}
         self._children: dict[str, list[str]] = {}
-        initial = copy.deepcopy(dict(machine.initial_state))
+        initial = copy_data(dict(machine.initial_state))
         self._add(
             InstanceRecord(self.root, self.root, machine.name, "init", initial), machine, None
         )
@@ -54,25 +53,41 @@ class RecordTree:
             self._children[parent].append(record.fqn)
 
     def _load(self, record: InstanceRecord) -> None:
+        cls: type[LTM] | None = None
+        parent: str | None = None
         try:
             if record.fqn == self.root:
                 fqn = self.root
             else:
                 parent = self.find(record.parent_fqn or "")
                 cls = self.child_class(parent, record.declared_name)
-                fqn = self.child(parent, cls, record.params if cls.placeholders else None)
+                name = format_name(cls.name, record.params) if cls.placeholders else cls.name
+                fqn = f"{parent}.{name}"
         except (KeyError, InvalidTransition) as exc:
             fits = self.machine.__qualname__
             raise ValueError(f"record {record.fqn!r} does not fit {fits}: {exc}") from exc
         if fqn != record.fqn:
             raise ValueError(f"record {record.fqn!r} rebuilds as {fqn!r}")
-        self.update(
+        state = copy_data(record.state)
+        if fqn in self._records:  # the root, or a machine made on the way to another record
+            self.update(
+                fqn, status=record.status, state=state, error=record.error, entry=record.entry
+            )
+            return
+        assert cls is not None and parent is not None
+        # What `child` would create, with the record's status, state, error and entry.
+        params = copy_data(dict(record.params)) if cls.placeholders else {}
+        loaded = InstanceRecord(
             fqn,
-            status=record.status,
-            state=copy.deepcopy(record.state),
+            fqn.rsplit(".", 1)[1],
+            cls.name,
+            record.status,
+            state,
+            params,
             error=record.error,
             entry=record.entry,
         )
+        self._add(loaded, cls, parent)
 
     # -- reading ---------------------------------------------------------------------------
 
@@ -130,10 +145,8 @@ class RecordTree:
         name = format_name(cls.name, params) if cls.placeholders else cls.name
         fqn = f"{parent}.{name}"
         if fqn not in self._records:
-            initial = copy.deepcopy(dict(cls.initial_state))
-            record = InstanceRecord(
-                fqn, name, cls.name, "init", initial, copy.deepcopy(dict(params))
-            )
+            initial = copy_data(dict(cls.initial_state))
+            record = InstanceRecord(fqn, name, cls.name, "init", initial, copy_data(dict(params)))
             self._add(record, cls, parent)
         return fqn
 

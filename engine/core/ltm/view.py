@@ -8,7 +8,6 @@ runtime, and no way to start, transition or update anything.
 
 from __future__ import annotations
 
-import copy
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
@@ -17,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 from engine.core.graph.dot import to_dot
 from engine.core.graph.extract import ltm_graph
 
-from .records import InstanceRecord
+from .records import InstanceRecord, copy_data
 from .tree import RecordTree
 
 if TYPE_CHECKING:
@@ -27,7 +26,7 @@ if TYPE_CHECKING:
 
 
 def _frozen(value: Mapping[str, Any]) -> Mapping[str, Any]:
-    return MappingProxyType(copy.deepcopy(dict(value)))
+    return MappingProxyType(copy_data(dict(value)))
 
 
 @dataclass(frozen=True)
@@ -67,8 +66,8 @@ class InstanceView:
             name=self.name,
             declared_name=self.declared_name,
             status=self.status,
-            state=copy.deepcopy(dict(self.state)),
-            params=copy.deepcopy(dict(self.params)),
+            state=copy_data(dict(self.state)),
+            params=copy_data(dict(self.params)),
             error=self.error,
             entry=self.entry,
         )
