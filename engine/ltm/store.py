@@ -58,6 +58,35 @@ def root_class(name: str) -> type[LTM]:
     return known[name]
 
 
+_ROW_FIELDS = ("id", "fqn", "name", "declared_name", "status", "state", "params", "error", "entry")
+
+
+class InstanceRow:
+    """An instance's stored row as a snapshot reads it: `LtmInstance`'s columns, without
+    building the model (a run of 205 instances is read twice an execution, and the models'
+    `__init__` was most of a read's Python)."""
+
+    __slots__ = _ROW_FIELDS
+    id: int
+    fqn: str
+    name: str
+    declared_name: str
+    status: str
+    state: dict[str, Any]
+    params: dict[str, Any]
+    error: str
+    entry: int
+
+    def __init__(self, values: tuple[Any, ...]) -> None:
+        for name, value in zip(_ROW_FIELDS, values, strict=True):
+            setattr(self, name, value)
+
+
+def _rows(queryset: Any) -> dict[str, Any]:
+    """fqn -> InstanceRow of the instance rows `queryset` selects."""
+    return {row.fqn: row for row in map(InstanceRow, queryset.values_list(*_ROW_FIELDS))}
+
+
 @dataclass
 class Snapshot:
     """A run and its instance rows, as read together: all of them, or (`partial`) only
@@ -65,14 +94,14 @@ class Snapshot:
     may have hundreds)."""
 
     run: LtmRun
-    rows: dict[str, LtmInstance]
+    rows: dict[str, Any]  # fqn -> InstanceRow (or LtmInstance: the same columns)
     partial: bool = False
 
-    def complete(self) -> dict[str, LtmInstance]:
+    def complete(self) -> dict[str, Any]:
         """Every instance row (those not read yet are read now, in this transaction)."""
         if self.partial:
-            for row in LtmInstance.objects.filter(run=self.run).exclude(fqn__in=list(self.rows)):
-                self.rows[row.fqn] = row
+            missing = LtmInstance.objects.filter(run=self.run).exclude(fqn__in=list(self.rows))
+            self.rows.update(_rows(missing))
             self.partial = False
         return self.rows
 
@@ -90,7 +119,7 @@ class Snapshot:
         )
 
 
-def row_record(run: LtmRun, row: LtmInstance) -> InstanceRecord:
+def row_record(run: LtmRun, row: Any) -> InstanceRecord:
     """One instance row as a core record (the root's state is the run's global state)."""
     return InstanceRecord(
         fqn=row.fqn,
@@ -110,8 +139,8 @@ def read(run_id: Any, only: Iterable[str] | None = None) -> Snapshot:
     run = LtmRun.objects.select_related("owner").get(pk=run_id)
     rows = LtmInstance.objects.filter(run=run)
     if only is not None:
-        return Snapshot(run, {row.fqn: row for row in rows.filter(fqn__in=list(only))}, True)
-    return Snapshot(run, {row.fqn: row for row in rows})
+        return Snapshot(run, _rows(rows.filter(fqn__in=list(only))), True)
+    return Snapshot(run, _rows(rows))
 
 
 @dataclass
@@ -318,7 +347,7 @@ def _write_records(snap: Snapshot, records: Iterable[InstanceRecord]) -> None:
     plain SQL: Django's `bulk_update` builds a CASE expression per field in Python, which
     cost a 205-instance rollback about 300 ms on SQLite."""
     new: list[LtmInstance] = []
-    changed: list[LtmInstance] = []
+    changed: list[Any] = []
     for record in records:
         values = {
             "name": record.name,
@@ -344,7 +373,7 @@ def _write_records(snap: Snapshot, records: Iterable[InstanceRecord]) -> None:
         _update_rows(changed)
 
 
-def _update_rows(rows: list[LtmInstance]) -> None:
+def _update_rows(rows: list[Any]) -> None:
     """`UPDATE ... SET <every field> WHERE id = ?`, once per row, in one executemany."""
     db = connections[router.db_for_write(LtmInstance)]
     quote = db.ops.quote_name
