@@ -180,3 +180,35 @@ def test_a_step_write_inside_a_callers_transaction_rolls_back_with_it(user, rout
     stored = Flow.objects.get(pk=flow.pk)
     assert stored.version == version and stored.stored_results == []
     assert FlowEvent.objects.filter(flow=flow).count() == events
+
+
+@pytest.mark.bothmodes
+def test_a_flows_creation_is_one_statement_on_postgresql_with_its_first_event(user, routine):
+    from huey.contrib.djhuey import HUEY
+
+    steps = routine("t_echo")
+    immediate, HUEY.immediate = HUEY.immediate, False  # created and queued, not run here
+    try:
+        with CaptureQueriesContext(connection) as captured:
+            flow = api.start_flow(steps, user)
+    finally:
+        HUEY.immediate = immediate
+        HUEY.storage.flush_all()
+    writes = [q["sql"] for q in captured if not q["sql"].startswith("SELECT")]
+    if connection.vendor == "postgresql":
+        assert len(writes) == 1 and writes[0].startswith("WITH f AS (INSERT"), writes
+    stored = Flow.objects.get(pk=flow.pk)
+    assert (stored.state, stored.version, stored.seq) == ("pending", 1, 1)
+    created = FlowEvent.objects.get(flow=flow)
+    assert (created.seq, created.kind, created.actor_id) == (1, "flow.created", user.pk)
+
+
+@pytest.mark.bothmodes
+def test_an_answer_is_written_in_its_own_transaction_without_a_savepoint(user, routine):
+    flow = api.start_flow(routine("t_wait", "t_echo"), user)
+    assert flow.state == "waiting"
+    with CaptureQueriesContext(connection) as captured:
+        api.push_input(flow, {"answer": "yes"}, user)
+    assert not [q["sql"] for q in captured if "SAVEPOINT" in q["sql"]]
+    flow.refresh_from_db()
+    assert flow.state == "complete"
