@@ -155,7 +155,9 @@ def execute_execution(execution_id: int) -> None:
             effects = Effects(error=traceback.format_exc())
         if effects.error:
             effects = replace(effects, error=storable_text(effects.error))
-        store.commit(execution.run_id, lambda snap: _finish(snap, execution, effects))
+        # The rows read for the tree serve the commit too if nobody wrote the run meanwhile
+        # (its version): the commit then reads only the run's row inside the write lock.
+        store.commit(execution.run_id, lambda now: _finish(now, execution, effects), known=snap)
 
 
 def _run_of(execution_id: int) -> tuple[Any, str] | None:

@@ -133,10 +133,16 @@ def row_record(run: LtmRun, row: Any) -> InstanceRecord:
     )
 
 
-def read(run_id: Any, only: Iterable[str] | None = None) -> Snapshot:
+def read(
+    run_id: Any, only: Iterable[str] | None = None, *, known: Snapshot | None = None
+) -> Snapshot:
     """The run (first: its version guards what is read after it) and its instances: all of
-    them, or the instances named by `only` (a partial snapshot)."""
+    them, or the instances named by `only` (a partial snapshot). `known`, a whole snapshot
+    read earlier: when the run is still at its version, its instance rows are those rows
+    (every write of a run's instances bumps the version), so they are not read again."""
     run = LtmRun.objects.select_related("owner").get(pk=run_id)
+    if known is not None and not known.partial and known.run.version == run.version:
+        return Snapshot(run, dict(known.rows))
     rows = LtmInstance.objects.filter(run=run)
     if only is not None:
         return Snapshot(run, _rows(rows.filter(fqn__in=list(only))), True)
@@ -168,15 +174,19 @@ def commit(
     *,
     retry: bool = True,
     only: Iterable[str] | None = None,
+    known: Snapshot | None = None,
 ) -> Write | None:
     """Apply `build(snapshot)` to the run with a compare-and-set; `build` is called again
     on a fresh snapshot when another writer got in first (with `retry=False` that is a
     StaleFlowError instead). None from `build`: write nothing. With `only`, the snapshot
-    holds just those instances: `build` must look at no other, nor write another."""
+    holds just those instances: `build` must look at no other, nor write another. `known`:
+    a whole snapshot read earlier, whose rows are taken if the run is still at its version
+    (`read`); `build` and the write must not have changed them."""
     names = None if only is None else list(only)
     for _ in range(_ATTEMPTS if retry else 1):
         with transaction.atomic():
-            snap = read(run_id, names)
+            snap = read(run_id, names, known=known)
+            known = None  # (a retry reads afresh)
             write = build(snap)
             if write is None:
                 return None

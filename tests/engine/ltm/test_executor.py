@@ -227,3 +227,30 @@ def test_live_events_are_published_after_commit(user):
     assert [e["seq"] for e in mine] == list(range(1, len(mine) + 1))
     assert mine[-1]["state"] == "complete" and mine[0]["owner"] == user.pk
     json.dumps(mine)  # what a channel layer carries
+
+
+def test_a_commit_takes_the_rows_read_before_only_while_the_run_is_at_that_version(user):
+    """An execution's commit reuses the instance rows read for its tree when nobody wrote the
+    run meanwhile (one query: the run's row), and reads them again when somebody did."""
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    from engine.ltm import store
+
+    run_id = api.start_ltm("flou_join", user, {"size": 3})
+    earlier = store.read(run_id)
+    with CaptureQueriesContext(connection) as captured:
+        same = store.read(run_id, known=earlier)
+    assert len(captured) == 1 and "engine_ltminstance" not in captured[0]["sql"]
+    assert set(same.rows) == set(earlier.rows) and same.run.version == earlier.run.version
+
+    LtmRun.objects.filter(pk=run_id).update(version=earlier.run.version + 1)  # a write
+    LtmInstance.objects.filter(run_id=run_id, fqn=next(iter(earlier.rows))).update(error="new")
+    with CaptureQueriesContext(connection) as captured:
+        fresh = store.read(run_id, known=earlier)
+    assert any("engine_ltminstance" in query["sql"] for query in captured)
+    assert fresh.rows[next(iter(earlier.rows))].error == "new"
+    partial = store.read(run_id, [next(iter(earlier.rows))])
+    with CaptureQueriesContext(connection) as captured:
+        store.read(run_id, known=partial)  # a partial snapshot is never taken for the whole
+    assert any("engine_ltminstance" in query["sql"] for query in captured)
