@@ -36,6 +36,7 @@ pytestmark = pytest.mark.django_db(transaction=True)
         "waiting",
     ],
 )
+@pytest.mark.bothmodes
 def test_each_value_goes_to_the_database_as_the_field_would_send_it(value):
     for field in [*Flow._meta.concrete_fields, *FlowEvent._meta.concrete_fields]:
         try:
@@ -43,7 +44,18 @@ def test_each_value_goes_to_the_database_as_the_field_would_send_it(value):
         except (TypeError, ValueError, AttributeError, ValidationError):
             continue  # a value this field does not take
         got = store._db_value(field, value, connection)
-        assert got == expected and type(got) is type(expected), (field.name, value)
+        assert _sent(got) == _sent(expected), (field.name, value)
+
+
+def _sent(value):
+    """What the driver sends for a value, comparable: psycopg's wrappers (PostgreSQL) as
+    what they wrap and the type they name (`Int4(7)` is sent as an int4, plain 7 as the
+    smallest integer type that holds it: both store alike in an integer column)."""
+    wrapped = getattr(value, "obj", value)  # Jsonb(...) -> its object
+    kind = type(wrapped)
+    if isinstance(wrapped, int) and not isinstance(wrapped, bool):
+        kind = int  # Int2 / Int4 / Int8 / plain int
+    return kind, type(value).__name__ if hasattr(value, "obj") else "", wrapped
 
 
 def test_a_published_event_is_its_stored_row_as_the_feed_carries_it(user, routine):
