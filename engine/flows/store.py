@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import weakref
 from collections.abc import Iterable
+from contextlib import nullcontext
 from typing import Any, cast
 
 from django.core.serializers.json import DjangoJSONEncoder
@@ -137,7 +138,7 @@ def _write_in_one_statement(
         with (
             transaction.atomic(using=db.alias, savepoint=False)
             if db.in_atomic_block
-            else _nothing()
+            else nullcontext()
         ):
             with db.cursor() as cursor:
                 cursor.execute(sql, params)
@@ -152,16 +153,6 @@ def _write_in_one_statement(
     if won and results is not None:
         _remember_result(flow, results)
     return won
-
-
-class _nothing:
-    """A context that does nothing (a statement outside a transaction commits by itself)."""
-
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, *exc: object) -> None:
-        return None
 
 
 class ItemAt:
@@ -320,7 +311,7 @@ def creating(database: str | None = None) -> Any:
     none on PostgreSQL, where `create_flow` is one statement that commits by itself outside
     a transaction (inside a caller's, it is part of it); elsewhere `transaction.atomic()`."""
     db = connections[database or router.db_for_write(Flow)]
-    return _nothing() if db.vendor == "postgresql" else transaction.atomic(using=db.alias)
+    return nullcontext() if db.vendor == "postgresql" else transaction.atomic(using=db.alias)
 
 
 _INSERTS: dict[str, tuple[str, Any]] = {}
