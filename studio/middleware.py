@@ -16,13 +16,8 @@ logger = logging.getLogger("studio")
 
 
 class DatabaseBusyMiddleware(MiddlewareMixin):
-    # Synchronous only, on purpose: Django then runs every middleware outside this one (all
-    # of them but axes) synchronously in the request's one thread, instead of hopping between
-    # the server's event loop and a thread for each hook of each middleware (a dozen hops a
-    # request: half the time of a GET through daphne).
-    sync_capable = True
-    async_capable = False
-
+    # (Synchronous, as every middleware here runs: studio.asgi enters the whole chain once,
+    # in the request's thread.)
     def process_exception(self, request: HttpRequest, exception: Exception) -> HttpResponse | None:
         if not isinstance(exception, OperationalError) or not api.is_pool_timeout(exception):
             return None
