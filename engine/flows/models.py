@@ -206,6 +206,18 @@ class Flow(models.Model):
         super().refresh_from_db(*args, **kwargs)
         self.__dict__.pop("_stored_results", None)  # read again when next asked for
 
+    def refresh_from(self, fresh: Flow) -> None:
+        """What `refresh_from_db()` does, from `fresh`, the same flow read just now, with no
+        query: its columns and the owner and routine read with it; nothing prefetched."""
+        for field in self._meta.concrete_fields:
+            setattr(self, field.attname, getattr(fresh, field.attname))
+        for name in ("owner", "routine"):
+            if self._meta.get_field(name).is_cached(fresh):
+                setattr(self, name, getattr(fresh, name))
+        self.__dict__.pop("_prefetched_objects_cache", None)
+        self.__dict__.pop("_stored_results", None)
+        self._state.db = fresh._state.db
+
     @property
     def results(self) -> list[Any]:
         """Each step's latest result (None where not performed), decoded."""

@@ -121,12 +121,18 @@ def _act(
 
     `version` (the version the caller saw, e.g. on its page) makes a changed flow an error
     (`StaleFlowError`) instead of re-reading it. `may` replaces the owner-or-operator rule
-    (input: whoever may answer the wait)."""
+    (input: whoever may answer the wait).
+
+    A `Flow` the caller passes is taken as read (a request's view has just read it to check
+    that the caller may see it): no second read. The compare-and-set makes that safe: the
+    write wins only if the flow is still at the version the caller's object has, so the
+    checks and `build` saw the flow as it is. If the object is stale the write loses and the
+    flow is read again; if a check or `build` refuses it, the refusal is decided again on
+    the flow read afresh. The caller's object is brought up to date at the end (the re-read
+    that answers; no `refresh_from_db()`)."""
     flow_id = flow_ref.pk if isinstance(flow_ref, Flow) else int(flow_ref)
-    for _ in range(_ATTEMPTS):
-        flow = Flow.objects.select_related("owner", "routine").filter(pk=flow_id).first()
-        if flow is None:
-            raise Flow.DoesNotExist(f"flow {flow_id} does not exist")
+
+    def prepare(flow: Flow) -> tuple[dict[str, Any], list[EventSpec], bool]:
         if may is None:
             access.require(user, flow.owner_id, "flow")
         elif not may(user, flow):
@@ -138,7 +144,19 @@ def _act(
             )
         if flow.state not in allowed:
             raise FlowStateError(refuse(flow))
-        changes, events, requeue = build(flow)
+        return build(flow)
+
+    given = flow_ref if isinstance(flow_ref, Flow) else None
+    for _ in range(_ATTEMPTS):
+        flow = given or _read_for_action(flow_id)
+        try:
+            changes, events, requeue = prepare(flow)
+        except Exception:
+            if given is None:
+                raise
+            flow = _read_for_action(flow_id)  # decided on the flow as it is, not as passed
+            changes, events, requeue = prepare(flow)
+        given = None
         with transaction.atomic():
             if write_flow(flow, changes, events, expect_state=flow.state):
                 if requeue:
@@ -150,8 +168,15 @@ def _act(
         raise StaleFlowError(f"flow {flow_id} keeps changing; try again")
     # As it is now (a step may already have run on), with its routine and owner: one query.
     flow = Flow.objects.select_related("owner", "routine").filter(pk=flow_id).first() or flow
-    if isinstance(flow_ref, Flow):
-        flow_ref.refresh_from_db()
+    if isinstance(flow_ref, Flow) and flow_ref is not flow:
+        flow_ref.refresh_from(flow)
+    return flow
+
+
+def _read_for_action(flow_id: int) -> Flow:
+    flow = Flow.objects.select_related("owner", "routine").filter(pk=flow_id).first()
+    if flow is None:
+        raise Flow.DoesNotExist(f"flow {flow_id} does not exist")
     return flow
 
 

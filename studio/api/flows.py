@@ -222,8 +222,10 @@ def start_flow(request: HttpRequest, payload: FlowStartIn) -> Status[Any]:
     return Status(201, flow_detail(get_visible(request, flow.pk), user))
 
 
-def _acted(request: HttpRequest, flow: Flow) -> Any:
-    return flow_out(get_visible(request, flow.pk))
+def _acted(flow: Flow) -> Any:
+    """The flow an operator's action answers with: as the action read it back after its
+    write (whoever may act on a flow may see it: no second check, no second read)."""
+    return flow_out(flow)
 
 
 @router.post("/flows/{flow_id}/input", response=FlowOut, summary="Push input to a flow")
@@ -239,7 +241,7 @@ def push_input(request: HttpRequest, payload: InputIn, flow_id: int = FlowId) ->
     if wrong:
         raise ValidationError(wrong)
     try:
-        answered = engine_api.push_input(flow.pk, payload.data, user, payload.version)
+        answered = engine_api.push_input(flow, payload.data, user, payload.version)
     except FormErrors as exc:
         raise ValidationError(input_errors(exc)) from None
     except PermissionDenied:
@@ -255,7 +257,7 @@ def move_to(request: HttpRequest, payload: MoveIn, flow_id: int = FlowId) -> Any
     flow = get_visible(request, flow_id)
     user = current_user(request)
     moved = engine_api.move_to(
-        flow.pk,
+        flow,
         payload.position,
         user,
         payload.reason,
@@ -263,7 +265,7 @@ def move_to(request: HttpRequest, payload: MoveIn, flow_id: int = FlowId) -> Any
         data=payload.data,
         params=payload.params,
     )
-    return _acted(request, moved)
+    return _acted(moved)
 
 
 @router.post("/flows/{flow_id}/retry", response=FlowOut, summary="Retry a flow's step")
@@ -275,14 +277,14 @@ def retry(request: HttpRequest, payload: RerunIn | None = None, flow_id: int = F
     payload = payload or RerunIn()
     flow = get_visible(request, flow_id)
     retried = engine_api.retry(
-        flow.pk,
+        flow,
         current_user(request),
         payload.version,
         reason=payload.reason,
         data=payload.data,
         params=payload.params,
     )
-    return _acted(request, retried)
+    return _acted(retried)
 
 
 @router.post("/flows/{flow_id}/give-up", response=FlowOut, summary="Give up retrying")
@@ -292,7 +294,7 @@ def give_up(request: HttpRequest, payload: ReasonIn | None = None, flow_id: int 
     payload = payload or ReasonIn()
     flow = get_visible(request, flow_id)
     user = current_user(request)
-    return _acted(request, engine_api.give_up(flow.pk, user, payload.reason, payload.version))
+    return _acted(engine_api.give_up(flow, user, payload.reason, payload.version))
 
 
 @router.post("/flows/{flow_id}/skip", response=FlowOut, summary="Skip a flow's step")
@@ -301,7 +303,7 @@ def skip(request: HttpRequest, payload: ReasonIn | None = None, flow_id: int = F
     payload = payload or ReasonIn()
     flow = get_visible(request, flow_id)
     user = current_user(request)
-    return _acted(request, engine_api.skip(flow.pk, user, payload.reason, payload.version))
+    return _acted(engine_api.skip(flow, user, payload.reason, payload.version))
 
 
 @router.post("/flows/{flow_id}/kill", response=FlowOut, summary="Kill a flow")
@@ -310,7 +312,7 @@ def kill(request: HttpRequest, payload: ReasonIn | None = None, flow_id: int = F
     payload = payload or ReasonIn()
     flow = get_visible(request, flow_id)
     user = current_user(request)
-    return _acted(request, engine_api.kill_flow(flow.pk, user, payload.reason, payload.version))
+    return _acted(engine_api.kill_flow(flow, user, payload.reason, payload.version))
 
 
 @router.post("/flows/{flow_id}/resume", response=FlowOut, summary="Resume a flow")
@@ -320,11 +322,11 @@ def resume(request: HttpRequest, payload: RerunIn | None = None, flow_id: int = 
     payload = payload or RerunIn()
     flow = get_visible(request, flow_id)
     resumed = engine_api.resume(
-        flow.pk,
+        flow,
         current_user(request),
         payload.version,
         reason=payload.reason,
         data=payload.data,
         params=payload.params,
     )
-    return _acted(request, resumed)
+    return _acted(resumed)

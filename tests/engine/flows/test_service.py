@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import pytest
 from django.core.exceptions import PermissionDenied
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
 
 from engine import api
 from engine.api import FlowStateError, StaleFlowError
-from engine.models import FlowEvent
+from engine.models import Flow, FlowEvent
 from tests.engine.flows.test_runner import kinds
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.bothmodes]
@@ -23,6 +25,45 @@ def test_wait_then_push_input_completes(routine, user):
     assert flow.wait_reason == ""
     event = FlowEvent.objects.get(flow=flow, kind="input.pushed")
     assert event.actor == user and event.data["input"] == {"answer": 42}
+
+
+def test_a_flow_object_given_to_an_action_is_taken_as_read(routine, user):
+    """A request's view has just read the flow (to check the caller may see it): the action
+    writes from that object, with no second read before its write and no refresh after."""
+    flow = api.start_flow(routine("t_wait", "t_echo"), user)
+    flow.assignees.all()  # (anything prefetched or cached goes with the refresh)
+    with CaptureQueriesContext(connection) as queries:
+        answered = api.push_input(flow, {"answer": 1}, user)
+    sql = [query["sql"] for query in queries.captured_queries]
+    write = next(i for i, text in enumerate(sql) if 'UPDATE "engine_flow"' in text)
+    assert [text for text in sql[:write] if 'FROM "engine_flow"' in text] == []
+    assert answered.state == "complete"
+    # The caller's object is as the flow is now, like after refresh_from_db().
+    assert (flow.state, flow.version) == ("complete", answered.version)
+    assert flow.results == answered.results
+    assert flow.results[0] == {"got": {"answer": 1}}
+    assert flow.version == Flow.objects.get(pk=flow.pk).version
+
+
+def test_a_stale_flow_object_loses_and_the_action_is_decided_on_the_flow_as_it_is(routine, user):
+    flow = api.start_flow(routine("t_wait", "t_echo"), user)
+    stale = Flow.objects.get(pk=flow.pk)  # waiting, as a page read it
+    api.push_input(flow, {"answer": 1}, user)  # someone else answered meanwhile
+    with pytest.raises(FlowStateError, match="is complete at step 2"):
+        api.push_input(stale, {"answer": 2}, user)
+    assert list(
+        FlowEvent.objects.filter(flow=flow, kind="input.pushed").values_list(
+            "data__input", flat=True
+        )
+    ) == [{"answer": 1}]
+    # ...and the other way round: an object older than the wait is refused as it was read,
+    # then accepted as the flow is now.
+    flow = api.start_flow(routine("t_wait", "t_echo"), user)
+    older = Flow.objects.get(pk=flow.pk)
+    older.state, older.version = "running", older.version - 1
+    answered = api.push_input(older, {"answer": 3}, user)
+    assert answered.state == older.state == "complete"
+    assert answered.results[0] == {"got": {"answer": 3}}
 
 
 def test_input_to_a_flow_that_is_not_waiting_is_an_error(routine, user):
