@@ -396,25 +396,45 @@ def clear_wait(flow_id: int) -> None:
             cursor.execute(clear, [_CLEARED.get_db_prep_save(timezone.now(), db), flow_id])
             told = {user for (user,) in cursor.fetchall()}
             cursor.execute(delete, [flow_id])
+    wait_cleared(flow_id, told)
+
+
+def wait_cleared(flow_id: int, told: Iterable[int]) -> None:
+    """After `clear_wait` (or its statements inside a flow's write): tell the studio whose
+    notifications were cleared."""
     if told:
         _publish(told, None, flow_id=flow_id)
 
 
+def clear_wait_ctes(db: Any) -> tuple[list[str], list[Any]]:
+    """`clear_wait` as two data-modifying CTEs for the flow that the CTE `f` of a flow's
+    write updated (store's one-statement write on PostgreSQL): `n` clears its
+    notifications, returning whom they told (pass them to `wait_cleared` after), and `a`
+    deletes its assignees. (CTEs, their parameters.)"""
+    clear, delete = _clear_statements(db, of_written=True)
+    return [f"n AS ({clear})", f"a AS ({delete})"], [_CLEARED.get_db_prep_save(timezone.now(), db)]
+
+
 _CLEARED = Notification._meta.get_field("cleared")
-_CLEAR_STATEMENTS: dict[str, tuple[str, str]] = {}
+_CLEAR_STATEMENTS: dict[tuple[str, bool], tuple[str, str]] = {}
 
 
-def _clear_statements(db: Any) -> tuple[str, str]:
-    found = _CLEAR_STATEMENTS.get(db.vendor)
+def _clear_statements(db: Any, *, of_written: bool = False) -> tuple[str, str]:
+    """(clear the flow's notifications, returning whom they told; delete its assignees),
+    written once per database. `of_written`: for the flow the data-modifying CTE `f` of a
+    flow's write updated (store's one-statement write on PostgreSQL), in place of a
+    `flow_id` parameter."""
+    found = _CLEAR_STATEMENTS.get((db.vendor, of_written))
     if found is None:
         quote = db.ops.quote_name
         notes, assignees = Notification._meta, FlowAssignee._meta
         column = lambda meta, name: quote(meta.get_field(name).column)  # noqa: E731
-        found = _CLEAR_STATEMENTS[db.vendor] = (
+        of_flow = "IN (SELECT f.id FROM f)" if of_written else "= %s"
+        found = _CLEAR_STATEMENTS[db.vendor, of_written] = (
             f"UPDATE {quote(notes.db_table)} SET {column(notes, 'cleared')} = %s "
-            f"WHERE {column(notes, 'flow')} = %s AND {column(notes, 'cleared')} IS NULL "
+            f"WHERE {column(notes, 'flow')} {of_flow} AND {column(notes, 'cleared')} IS NULL "
             f"RETURNING {column(notes, 'user')}",
-            f"DELETE FROM {quote(assignees.db_table)} WHERE {column(assignees, 'flow')} = %s",
+            f"DELETE FROM {quote(assignees.db_table)} WHERE {column(assignees, 'flow')} {of_flow}",
         )
     return found
 

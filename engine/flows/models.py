@@ -211,9 +211,10 @@ class Flow(models.Model):
         query: its columns and the owner and routine read with it; nothing prefetched."""
         for field in self._meta.concrete_fields:
             setattr(self, field.attname, getattr(fresh, field.attname))
-        for name in ("owner", "routine"):
-            if self._meta.get_field(name).is_cached(fresh):
-                setattr(self, name, getattr(fresh, name))
+        if Flow.owner.is_cached(fresh):
+            self.owner = fresh.owner
+        if Flow.routine.is_cached(fresh):
+            self.routine = fresh.routine
         self.__dict__.pop("_prefetched_objects_cache", None)
         self.__dict__.pop("_stored_results", None)
         self._state.db = fresh._state.db

@@ -78,8 +78,10 @@ def write_flow(
     leaves_wait = flow.state == FlowState.WAITING and changes.get("state", flow.state) != (
         FlowState.WAITING
     )
-    if db.vendor == "postgresql" and not isinstance(results, list) and not leaves_wait:
-        return _write_in_one_statement(db, flow, changes, specs, results, now, update, params)
+    if db.vendor == "postgresql" and not isinstance(results, list):
+        return _write_in_one_statement(
+            db, flow, changes, specs, results, now, update, params, clears_wait=leaves_wait
+        )
     # (No savepoint inside a caller's transaction: an error here fails the caller's whole
     # transaction, which every caller lets go. A savepoint cost two more round trips.)
     with transaction.atomic(using=db.alias, savepoint=False), db.cursor() as cursor:
@@ -111,12 +113,17 @@ def _write_in_one_statement(
     now: Any,
     update: str,
     params: list[Any],
+    *,
+    clears_wait: bool = False,
 ) -> bool:
     """`write_flow` on PostgreSQL: the flow's `UPDATE`, its result row and its events in ONE
     statement (data-modifying CTEs: each insert selects from the update's RETURNING, so
     nothing is inserted when the compare-and-set loses). Outside a transaction it commits
     by itself: one round trip for a step, where BEGIN, three statements and COMMIT took
-    five. Inside one (a caller's atomic block) it is part of it, with no savepoint."""
+    five. Inside one (a caller's atomic block) it is part of it, with no savepoint.
+    `clears_wait` (the flow stops waiting: answered, timed out, overridden): its
+    notifications cleared and its assignees deleted in the same statement (`clear_wait`'s
+    two statements, for the flow `f` updated)."""
     saved = {name: getattr(flow, name) for name in changes}
     saved_counters = (flow.version, flow.seq, flow.updated)
     for name, value in changes.items():
@@ -132,7 +139,13 @@ def _write_in_one_statement(
     for index, row_values in enumerate(values):
         parts.append(f"e{index} AS ({insert})")
         params += row_values
-    sql = f"WITH {', '.join(parts)} SELECT count(*) FROM f"
+    answer = "SELECT count(*) FROM f"
+    if clears_wait:
+        ctes, values = humans.clear_wait_ctes(db)
+        parts += ctes
+        params += values
+        answer = "SELECT (SELECT count(*) FROM f), ARRAY(SELECT * FROM n)"
+    sql = f"WITH {', '.join(parts)} {answer}"
     won = False
     try:
         with (
@@ -142,8 +155,11 @@ def _write_in_one_statement(
         ):
             with db.cursor() as cursor:
                 cursor.execute(sql, params)
-                won = cursor.fetchone()[0] == 1
+                answered = cursor.fetchone()
+                won = answered[0] == 1
             if won:
+                if clears_wait:
+                    humans.wait_cleared(flow.pk, answered[1])
                 engine_events.publish_on_commit(row.feed(flow, now) for row in rows)
     finally:
         if not won:  # nothing was written: the flow in memory is as it was read

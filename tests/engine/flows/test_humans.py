@@ -274,6 +274,45 @@ def test_each_assignee_is_told_once_per_wait_in_app_and_by_email(user, approvers
     assert len(mail.outbox) == 2
 
 
+def test_an_answer_clears_the_wait_in_its_write_and_tells_whom_it_had_told(user, approvers):
+    """The answer's write clears the wait's notifications and deletes its assignees with the
+    flow's update and event (on PostgreSQL in the one statement, whose losing
+    compare-and-set clears nothing), then tells the studio whose notifications went."""
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    from engine import events as engine_events
+
+    group, ann, ben = approvers
+    flow = start(user, "t_approve", {"assign_to": "approvers"})
+    stale = Flow.objects.get(pk=flow.pk)
+    stale.version -= 1  # read before the wait began: its write must lose
+    from engine.flows import store
+
+    assert not store.write_flow(stale, {"state": "pending"}, expect_state="waiting")
+    assert Notification.objects.filter(flow=flow, cleared__isnull=True).count() == 2
+    assert FlowAssignee.objects.filter(flow=flow).count() == 1
+
+    published: list[dict] = []
+    engine_events.connect(published.extend)
+    try:
+        with CaptureQueriesContext(connection) as captured:
+            api.push_input(flow, {"decision": "approve"}, ben)
+    finally:
+        engine_events.disconnect(published.extend)
+    writes = [q["sql"] for q in captured if not q["sql"].startswith(("SELECT", "BEGIN"))]
+    if connection.vendor == "postgresql":
+        answer = writes[0]  # then the run's own writes (Huey runs inline here)
+        assert answer.startswith("WITH f AS (UPDATE") and "DELETE FROM" in answer, writes
+        assert not [sql for sql in writes if sql.startswith(("UPDATE", "DELETE", "INSERT"))]
+    assert Notification.objects.filter(flow=flow, cleared__isnull=True).count() == 0
+    assert not FlowAssignee.objects.filter(flow=flow).exists()
+    told = [event for event in published if event.get("type") == "notifications"]
+    assert told == [{"type": "notifications", "users": sorted([ann.pk, ben.pk]), "flow": flow.pk}]
+    kinds = [event.get("kind") for event in published]
+    assert kinds.index("input.pushed") > published.index(told[0])  # as before: told first
+
+
 @override_settings(EMAIL_BACKEND=LOCMEM)
 def test_the_owner_is_told_when_nobody_is_assigned_and_a_reminder_comes_once(make_user):
     owner = make_user("olive", email="olive@example.com")
