@@ -32,6 +32,7 @@ from engine.flows.store import (
     ItemAt,
     create_flow,
     creating,
+    load_flow,
     routine_steps,
     write_flow,
 )
@@ -49,6 +50,12 @@ def can_operate(user: Any, flow: Flow) -> bool:
 def visible_flows(user: Any) -> QuerySet[Flow]:
     """The flows `user` may see."""
     return access.visible(user, Flow.objects.select_related("routine", "owner"))
+
+
+def read_flow(flow_id: int) -> Flow | None:
+    """The flow with its owner and routine (None: no such flow), in one statement written
+    once: what a request about one flow reads first, before it checks who may see it."""
+    return load_flow(flow_id, with_routine=True)
 
 
 def can_see_flow(user: Any, flow: Flow) -> bool:
@@ -167,14 +174,14 @@ def _act(
     else:
         raise StaleFlowError(f"flow {flow_id} keeps changing; try again")
     # As it is now (a step may already have run on), with its routine and owner: one query.
-    flow = Flow.objects.select_related("owner", "routine").filter(pk=flow_id).first() or flow
+    flow = load_flow(flow_id, with_routine=True) or flow
     if isinstance(flow_ref, Flow) and flow_ref is not flow:
         flow_ref.refresh_from(flow)
     return flow
 
 
 def _read_for_action(flow_id: int) -> Flow:
-    flow = Flow.objects.select_related("owner", "routine").filter(pk=flow_id).first()
+    flow = load_flow(flow_id, with_routine=True)
     if flow is None:
         raise Flow.DoesNotExist(f"flow {flow_id} does not exist")
     return flow

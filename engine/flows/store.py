@@ -19,7 +19,7 @@ from django.utils import timezone
 
 from engine import events as engine_events
 from engine.flows import humans
-from engine.flows.models import Flow, FlowEvent, FlowResult, RoutineStep, Task
+from engine.flows.models import Flow, FlowEvent, FlowResult, Routine, RoutineStep, Task
 from engine.flows.status import FlowState
 from engine.liveness import worker_id
 
@@ -36,6 +36,7 @@ def _owner_model() -> type[Model]:
 
 
 _FLOW = Flow._meta
+_ROUTINE = Routine._meta
 _EVENT = FlowEvent._meta
 _STEP = RoutineStep._meta
 _TASK = Task._meta
@@ -469,25 +470,36 @@ def _db_value(field: Any, value: Any, db: Any) -> Any:
 
 
 class _Loader:
-    """`SELECT flow JOIN owner WHERE id = ?` written once and reused: loading a flow is done
-    for every step, and compiling the equivalent ORM query cost more than running it."""
+    """`SELECT flow JOIN owner [JOIN routine] WHERE id = ?` written once and reused: loading a
+    flow is done for every step and every request about one, and compiling the equivalent
+    ORM query cost more than running it."""
 
     def __init__(self) -> None:
-        self.sql: dict[str, str] = {}
+        self.sql: dict[tuple[str, bool], str] = {}
 
-    def query(self, db: Any) -> str:
-        if db.vendor not in self.sql:
+    def query(self, db: Any, with_routine: bool = False) -> str:
+        key = (db.vendor, with_routine)
+        if key not in self.sql:
             quote = db.ops.quote_name
             user_meta = _owner_model()._meta
-            flow_cols = [f"f.{quote(field.column)}" for field in _FLOW.concrete_fields]
-            user_cols = [f"u.{quote(field.column)}" for field in user_meta.concrete_fields]
-            self.sql[db.vendor] = (
-                f"SELECT {', '.join(flow_cols + user_cols)} FROM {quote(_FLOW.db_table)} f "
+            routine_meta = _ROUTINE
+            columns = [f"f.{quote(field.column)}" for field in _FLOW.concrete_fields]
+            columns += [f"u.{quote(field.column)}" for field in user_meta.concrete_fields]
+            joins = (
                 f"JOIN {quote(user_meta.db_table)} u "
-                f"ON u.{quote(user_meta.pk.column)} = f.{quote(_FLOW.get_field('owner').column)} "
+                f"ON u.{quote(user_meta.pk.column)} = f.{quote(_FLOW.get_field('owner').column)}"
+            )
+            if with_routine:
+                columns += [f"r.{quote(field.column)}" for field in routine_meta.concrete_fields]
+                joins += (
+                    f" JOIN {quote(routine_meta.db_table)} r ON r.{quote(routine_meta.pk.column)}"
+                    f" = f.{quote(_FLOW.get_field('routine').column)}"
+                )
+            self.sql[key] = (
+                f"SELECT {', '.join(columns)} FROM {quote(_FLOW.db_table)} f {joins} "
                 f"WHERE f.{quote(_FLOW.pk.column)} = %s"
             )
-        return self.sql[db.vendor]
+        return self.sql[key]
 
     @staticmethod
     def convert(db: Any, model: Any, values: list[Any]) -> Any:
@@ -526,18 +538,22 @@ def _converters(db: Any, table: str, fields: Any) -> list[tuple[Any, list[Any]]]
 _loader = _Loader()
 
 
-def load_flow(flow_id: int) -> Flow | None:
-    """The flow with its owner, in one statement."""
+def load_flow(flow_id: int, *, with_routine: bool = False) -> Flow | None:
+    """The flow with its owner (and its routine: `with_routine`), in one statement: what
+    `Flow.objects.select_related("owner", "routine").filter(pk=flow_id).first()` reads."""
     db = connections[router.db_for_read(Flow)]
     with db.cursor() as cursor:
-        cursor.execute(_loader.query(db), [flow_id])
+        cursor.execute(_loader.query(db, with_routine), [flow_id])
         row = cursor.fetchone()
     if row is None:
         return None
     split = len(_FLOW.concrete_fields)
     flow = _loader.convert(db, Flow, list(row[:split]))
-    owner_model = _FLOW.get_field("owner").related_model
-    flow.owner = _loader.convert(db, owner_model, list(row[split:]))
+    owner_model = _owner_model()
+    end = split + len(owner_model._meta.concrete_fields)
+    flow.owner = _loader.convert(db, owner_model, list(row[split:end]))
+    if with_routine:
+        flow.routine = _loader.convert(db, Routine, list(row[end:]))
     return flow
 
 

@@ -74,7 +74,7 @@ def get_visible(request: HttpRequest, flow_id: int) -> Flow:
 def get_seen(request: HttpRequest, flow_id: int) -> Flow:
     """The flow if the caller may see its page: those of `get_visible`, and a flow waiting
     for the caller as an assignee; 404 otherwise, like a missing one."""
-    flow = Flow.objects.select_related("routine", "owner").filter(pk=flow_id).first()
+    flow = engine_api.read_flow(flow_id)
     if flow is None or not engine_api.can_see_flow(current_user(request), flow):
         raise Http404
     return flow

@@ -66,7 +66,7 @@ def get_flow(user: Any, pk: int) -> Flow:
 def seen_flow(user: Any, pk: int) -> Flow | None:
     """A flow whose page `user` may see (`engine.api.can_see_flow`): its owner, operators,
     and the assignees of its wait while it waits for them."""
-    flow = Flow.objects.select_related("routine", "owner").filter(pk=pk).first()
+    flow = api.read_flow(pk)
     return flow if flow is not None and api.can_see_flow(user, flow) else None
 
 
@@ -307,7 +307,7 @@ def notifications(user: Any, params: QueryDict) -> dict[str, Any]:
 def flow_row(flow_id: int) -> dict[str, Any] | None:
     """A dashboard row (`FLOW_ROW`), the same for everyone who sees the flow; None if the flow
     is gone."""
-    flow = Flow.objects.select_related("routine", "owner").filter(pk=flow_id).first()
+    flow = api.read_flow(flow_id)
     return None if flow is None else {"flow": flow}
 
 

@@ -224,3 +224,18 @@ def test_an_answer_is_written_in_its_own_transaction_without_a_savepoint(user, r
     assert not [q["sql"] for q in captured if "SAVEPOINT" in q["sql"]]
     flow.refresh_from_db()
     assert flow.state == "complete"
+
+
+@pytest.mark.bothmodes
+def test_a_flow_read_in_one_statement_is_what_the_orm_reads(user, routine):
+    flow = api.start_flow(routine("t_wait", "t_echo"), user, data={"n": 1})
+    orm = Flow.objects.select_related("owner", "routine").get(pk=flow.pk)
+    with CaptureQueriesContext(connection) as captured:
+        read = api.read_flow(flow.pk)
+        assert read is not None
+        owner, steps_of = read.owner, read.routine  # read with it: no query
+    assert len(captured) == 1
+    for left, right in ((read, orm), (owner, orm.owner), (steps_of, orm.routine)):
+        for field in type(right)._meta.concrete_fields:
+            assert getattr(left, field.attname) == getattr(right, field.attname), field.name
+    assert api.read_flow(flow.pk + 1000) is None
