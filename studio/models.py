@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import hashlib
 import secrets
+import weakref
 from datetime import timedelta
+from typing import Any
 
 from django.conf import settings
-from django.db import models
+from django.contrib.auth import get_user_model
+from django.db import connections, models, router
 from django.utils import timezone
 
 from engine.api import check_text
@@ -68,12 +71,7 @@ class ApiToken(models.Model):
         """The active token whose hash matches `raw` (with its user), or None."""
         if not raw.startswith(TOKEN_PREFIX) or len(raw) > 200:
             return None
-        token = (
-            cls.objects.active()
-            .select_related("user")
-            .filter(hashed_key=hash_token(raw), user__is_active=True)
-            .first()
-        )
+        token = _read_active_token(hash_token(raw))
         if token is not None:
             token.touch()
         return token
@@ -89,3 +87,67 @@ class ApiToken(models.Model):
         if not self.revoked:
             ApiToken.objects.filter(pk=self.pk).update(revoked=True)
             self.revoked = True
+
+
+# --- reading a token on every API request --------------------------------------------------
+#
+# What `ApiToken.objects.active().select_related("user").filter(hashed_key=?,
+# user__is_active=True).first()` reads (the hash is unique), as one statement written once:
+# compiling that query cost more than running it, on every request of the API.
+
+_TOKEN_SQL: dict[str, str] = {}
+_CONVERTERS: weakref.WeakKeyDictionary[Any, dict[type[models.Model], list[Any]]] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def _token_sql(db: Any) -> str:
+    sql = _TOKEN_SQL.get(db.vendor)
+    if sql is None:
+        quote = db.ops.quote_name
+        token, user = ApiToken._meta, get_user_model()._meta
+        column = lambda meta, name: quote(meta.get_field(name).column)  # noqa: E731
+        columns = [f"t.{quote(field.column)}" for field in token.concrete_fields]
+        columns += [f"u.{quote(field.column)}" for field in user.concrete_fields]
+        sql = _TOKEN_SQL[db.vendor] = (
+            f"SELECT {', '.join(columns)} FROM {quote(token.db_table)} t "
+            f"JOIN {quote(user.db_table)} u "
+            f"ON u.{quote(user.pk.column)} = t.{column(token, 'user')} "
+            f"WHERE t.{column(token, 'hashed_key')} = %s AND t.{column(token, 'revoked')} = %s "
+            f"AND u.{column(user, 'is_active')} = %s"
+        )
+    return sql
+
+
+def _from_row(db: Any, model: type[models.Model], values: Any) -> Any:
+    """A `model` instance from its concrete columns' values as the driver returned them,
+    through the converters the ORM would apply (looked up once per connection)."""
+    known = _CONVERTERS.setdefault(db, {})
+    converters = known.get(model)
+    fields: Any = model._meta.concrete_fields
+    if converters is None:
+        converters = known[model] = []
+        for field in fields:
+            column = field.get_col(model._meta.db_table)
+            converters.append(
+                (column, db.ops.get_db_converters(column) + field.get_db_converters(db))
+            )
+    converted = []
+    for (column, funcs), value in zip(converters, values, strict=True):
+        for convert in funcs:
+            value = convert(value, column, db)
+        converted.append(value)
+    return model.from_db(db.alias, [field.attname for field in fields], converted)
+
+
+def _read_active_token(hashed: str) -> ApiToken | None:
+    db = connections[router.db_for_read(ApiToken)]
+    with db.cursor() as cursor:
+        cursor.execute(_token_sql(db), [hashed, False, True])
+        row = cursor.fetchone()
+    if row is None:
+        return None
+    split = len(ApiToken._meta.concrete_fields)
+    token: ApiToken = _from_row(db, ApiToken, row[:split])
+    token.user = _from_row(db, get_user_model(), row[split:])
+    return token

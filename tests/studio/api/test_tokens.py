@@ -36,3 +36,31 @@ def test_token_create_use_and_revoke(user):
 
     assert browser.delete(f"/api/tokens/{record.pk}").json()["revoked"] is True
     assert token_client.get("/api/flows").status_code == 401
+
+
+@pytest.mark.bothmodes
+def test_a_token_is_read_in_one_statement_as_the_orm_reads_it(user, make_user):
+    """Every API request reads its token: one statement written once, with its user, giving
+    exactly what the ORM's query gives; a revoked token or an inactive user reads as none."""
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    record, raw = ApiToken.issue(user, "laptop")
+    ApiToken.objects.filter(pk=record.pk).update(last_used=record.created)
+    orm = ApiToken.objects.select_related("user").get(pk=record.pk)
+    with CaptureQueriesContext(connection) as captured:
+        read = ApiToken.authenticate(raw)
+        assert read is not None
+        reader = read.user  # read with it: no query
+    assert len(captured) == 1  # (last_used is fresh: no write either)
+    assert captured[0]["sql"].startswith("SELECT t.")  # the statement written once
+    for left, right in ((read, orm), (reader, orm.user)):
+        for field in type(right)._meta.concrete_fields:
+            assert getattr(left, field.attname) == getattr(right, field.attname), field.name
+
+    assert ApiToken.authenticate(raw + "x") is None
+    record.revoke()
+    assert ApiToken.authenticate(raw) is None
+    other, other_raw = ApiToken.issue(make_user("inactive"), "old")
+    type(user).objects.filter(pk=other.user_id).update(is_active=False)
+    assert ApiToken.authenticate(other_raw) is None
