@@ -14,7 +14,6 @@ from collections.abc import Callable
 from typing import Any
 
 from django.core.exceptions import PermissionDenied
-from django.db import transaction
 from django.db.models import QuerySet
 from django.utils import timezone
 
@@ -164,11 +163,13 @@ def _act(
             flow = _read_for_action(flow_id)  # decided on the flow as it is, not as passed
             changes, events, requeue = prepare(flow)
         given = None
-        with transaction.atomic():
-            if write_flow(flow, changes, events, expect_state=flow.state):
-                if requeue:
-                    enqueue_run(flow.pk)
-                break
+        # The write is its own transaction (on PostgreSQL one statement that commits by
+        # itself); the run is queued once it is committed (at once here, or at the end of a
+        # caller's transaction). A transaction around it only cost BEGIN and COMMIT trips.
+        if write_flow(flow, changes, events, expect_state=flow.state):
+            if requeue:
+                enqueue_run(flow.pk)
+            break
         if version is not None:
             raise StaleFlowError(f"flow {flow_id} changed while you acted; reload and try again")
     else:

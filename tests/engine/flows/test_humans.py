@@ -276,8 +276,8 @@ def test_each_assignee_is_told_once_per_wait_in_app_and_by_email(user, approvers
 
 def test_an_answer_clears_the_wait_in_its_write_and_tells_whom_it_had_told(user, approvers):
     """The answer's write clears the wait's notifications and deletes its assignees with the
-    flow's update and event (on PostgreSQL in the one statement, whose losing
-    compare-and-set clears nothing), then tells the studio whose notifications went."""
+    flow's update and event (on PostgreSQL in the one statement, committing by itself, whose
+    losing compare-and-set clears nothing), then tells the studio whose notifications went."""
     from django.db import connection
     from django.test.utils import CaptureQueriesContext
 
@@ -294,17 +294,27 @@ def test_an_answer_clears_the_wait_in_its_write_and_tells_whom_it_had_told(user,
     assert FlowAssignee.objects.filter(flow=flow).count() == 1
 
     published: list[dict] = []
+    in_transaction: list[bool] = []
+
+    def note(execute, sql, params, many, context):
+        in_transaction.append(connection.in_atomic_block)
+        return execute(sql, params, many, context)
+
     engine_events.connect(published.extend)
     try:
-        with CaptureQueriesContext(connection) as captured:
+        with CaptureQueriesContext(connection) as captured, connection.execute_wrapper(note):
             api.push_input(flow, {"decision": "approve"}, ben)
     finally:
         engine_events.disconnect(published.extend)
-    writes = [q["sql"] for q in captured if not q["sql"].startswith(("SELECT", "BEGIN"))]
+    sql = [q["sql"] for q in captured]
     if connection.vendor == "postgresql":
-        answer = writes[0]  # then the run's own writes (Huey runs inline here)
-        assert answer.startswith("WITH f AS (UPDATE") and "DELETE FROM" in answer, writes
-        assert not [sql for sql in writes if sql.startswith(("UPDATE", "DELETE", "INSERT"))]
+        # the answer (then the run's own writes: Huey runs inline here), committing by
+        # itself: no BEGIN and COMMIT around it
+        answer = next(i for i, text in enumerate(sql) if not text.startswith("SELECT"))
+        assert sql[answer].startswith("WITH f AS (UPDATE") and "DELETE FROM" in sql[answer], sql
+        assert not in_transaction[answer]
+        writes = [text for text in sql if text.startswith(("UPDATE", "DELETE", "INSERT"))]
+        assert not writes
     assert Notification.objects.filter(flow=flow, cleared__isnull=True).count() == 0
     assert not FlowAssignee.objects.filter(flow=flow).exists()
     told = [event for event in published if event.get("type") == "notifications"]
