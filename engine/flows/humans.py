@@ -73,7 +73,13 @@ def resolve_assignees(refs: Iterable[Any]) -> tuple[list[int], list[int]]:
 
 
 def assignees_of(flow: Flow) -> tuple[set[int], set[int]]:
-    """The (user ids, group ids) assigned to the flow's current wait."""
+    """The (user ids, group ids) assigned to the flow's current wait: as read with the flow
+    (`engine.api.read_flow`, in the same statement) while the flow is at the version read,
+    else read now. (A wait's assignees change only in the writes that begin and end it,
+    which change the flow's version: so the ones read with a version are that version's.)"""
+    known = flow.__dict__.get(_READ_WITH_FLOW)
+    if known is not None and known[0] == flow.version:
+        return set(known[1]), set(known[2])
     users: set[int] = set()
     groups: set[int] = set()
     db = connections[router.db_for_read(FlowAssignee)]
@@ -86,6 +92,33 @@ def assignees_of(flow: Flow) -> tuple[set[int], set[int]]:
         if group_id is not None:
             groups.add(group_id)
     return users, groups
+
+
+_READ_WITH_FLOW = "_assignees_read"
+
+
+def assignees_column(db: Any, flow_id: str) -> str:
+    """A column for the statement that reads a flow (`flow_id`: its id column there): its
+    assignees, as `user:group` pairs joined by commas (see `remember_assignees`)."""
+    quote, meta = db.ops.quote_name, cast(Any, FlowAssignee._meta)
+    user, group, flow = (quote(meta.get_field(name).column) for name in ("user", "group", "flow"))
+    join = "string_agg" if db.vendor == "postgresql" else "group_concat"
+    pair = f"COALESCE(CAST(a.{user} AS TEXT), '') || ':' || COALESCE(CAST(a.{group} AS TEXT), '')"
+    return f"(SELECT {join}({pair}, ',') FROM {quote(meta.db_table)} a WHERE a.{flow} = {flow_id})"
+
+
+def remember_assignees(flow: Flow, pairs: str | None) -> None:
+    """Keep what `assignees_column` read with `flow`, for `assignees_of` at this version."""
+    users: list[int] = []
+    groups: list[int] = []
+    for pair in (pairs or "").split(","):
+        if pair:
+            user, _, group = pair.partition(":")
+            if user:
+                users.append(int(user))
+            if group:
+                groups.append(int(group))
+    flow.__dict__[_READ_WITH_FLOW] = (flow.version, users, groups)
 
 
 _ASSIGNEES_SQL: dict[str, str] = {}

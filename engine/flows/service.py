@@ -52,8 +52,9 @@ def visible_flows(user: Any) -> QuerySet[Flow]:
 
 
 def read_flow(flow_id: int) -> Flow | None:
-    """The flow with its owner and routine (None: no such flow), in one statement written
-    once: what a request about one flow reads first, before it checks who may see it."""
+    """The flow with its owner, its routine and its wait's assignees (None: no such flow),
+    in one statement written once: what a request about one flow reads first, before it
+    checks who may see it and answer it."""
     return load_flow(flow_id, with_routine=True)
 
 

@@ -491,6 +491,7 @@ class _Loader:
             )
             if with_routine:
                 columns += [f"r.{quote(field.column)}" for field in routine_meta.concrete_fields]
+                columns.append(humans.assignees_column(db, f"f.{quote(_FLOW.pk.column)}"))
                 joins += (
                     f" JOIN {quote(routine_meta.db_table)} r ON r.{quote(routine_meta.pk.column)}"
                     f" = f.{quote(_FLOW.get_field('routine').column)}"
@@ -539,8 +540,9 @@ _loader = _Loader()
 
 
 def load_flow(flow_id: int, *, with_routine: bool = False) -> Flow | None:
-    """The flow with its owner (and its routine: `with_routine`), in one statement: what
-    `Flow.objects.select_related("owner", "routine").filter(pk=flow_id).first()` reads."""
+    """The flow with its owner (and its routine and its wait's assignees: `with_routine`),
+    in one statement: what `Flow.objects.select_related("owner", "routine")
+    .filter(pk=flow_id).first()` reads, and `humans.assignees_of(flow)`."""
     db = connections[router.db_for_read(Flow)]
     with db.cursor() as cursor:
         cursor.execute(_loader.query(db, with_routine), [flow_id])
@@ -553,7 +555,8 @@ def load_flow(flow_id: int, *, with_routine: bool = False) -> Flow | None:
     end = split + len(owner_model._meta.concrete_fields)
     flow.owner = _loader.convert(db, owner_model, list(row[split:end]))
     if with_routine:
-        flow.routine = _loader.convert(db, Routine, list(row[end:]))
+        flow.routine = _loader.convert(db, Routine, list(row[end:-1]))
+        humans.remember_assignees(flow, row[-1])
     return flow
 
 

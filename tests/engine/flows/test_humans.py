@@ -274,6 +274,33 @@ def test_each_assignee_is_told_once_per_wait_in_app_and_by_email(user, approvers
     assert len(mail.outbox) == 2
 
 
+def test_a_waits_assignees_are_read_with_the_flow_for_its_version(user, approvers, make_user):
+    """`read_flow` reads the wait's assignees in its one statement; they answer for the
+    flow at the version read, and are read again once the flow is written."""
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    from engine.flows import humans
+
+    group, ann, ben = approvers
+    carl = make_user("carl")
+    flow = start(user, "t_approve", {"assign_to": "approvers"})
+    FlowAssignee.objects.create(flow=flow, user=carl)
+    read = api.read_flow(flow.pk)
+    assert read is not None
+    with CaptureQueriesContext(connection) as captured:
+        assert humans.assignees_of(read) == ({carl.pk}, {group.pk})
+        assert api.may_answer(carl, read) and api.may_answer(ann, read)
+        assert not api.may_answer(user, read)
+    assert not [q["sql"] for q in captured if "engine_flowassignee" in q["sql"]]
+    read.version += 1  # as after a write: what was read no longer answers for it
+    with CaptureQueriesContext(connection) as captured:
+        assert humans.assignees_of(read) == ({carl.pk}, {group.pk})
+    assert len(captured) == 1
+    nobody = start(user, "t_approve")
+    assert humans.assignees_of(api.read_flow(nobody.pk)) == (set(), set())
+
+
 def test_an_answer_clears_the_wait_in_its_write_and_tells_whom_it_had_told(user, approvers):
     """The answer's write clears the wait's notifications and deletes its assignees with the
     flow's update and event (on PostgreSQL in the one statement, committing by itself, whose
