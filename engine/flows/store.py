@@ -544,6 +544,9 @@ def load_flow(flow_id: int, *, with_routine: bool = False) -> Flow | None:
     in one statement: what `Flow.objects.select_related("owner", "routine")
     .filter(pk=flow_id).first()` reads, and `humans.assignees_of(flow)`."""
     db = connections[router.db_for_read(Flow)]
+    low, high = db.ops.integer_field_range(_FLOW.pk.get_internal_type())
+    if not low <= flow_id <= high:
+        return None  # no flow has it (the ORM answers so too; the driver would refuse it)
     with db.cursor() as cursor:
         cursor.execute(_loader.query(db, with_routine), [flow_id])
         row = cursor.fetchone()

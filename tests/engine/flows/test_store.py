@@ -239,3 +239,4 @@ def test_a_flow_read_in_one_statement_is_what_the_orm_reads(user, routine):
         for field in type(right)._meta.concrete_fields:
             assert getattr(left, field.attname) == getattr(right, field.attname), field.name
     assert api.read_flow(flow.pk + 1000) is None
+    assert api.read_flow(2**63) is None and api.read_flow(-(2**63) - 1) is None  # no 500
