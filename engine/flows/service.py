@@ -135,8 +135,8 @@ def _act(
     write wins only if the flow is still at the version the caller's object has, so the
     checks and `build` saw the flow as it is. If the object is stale the write loses and the
     flow is read again; if a check or `build` refuses it, the refusal is decided again on
-    the flow read afresh. The caller's object is brought up to date at the end (the re-read
-    that answers; no `refresh_from_db()`)."""
+    the flow read afresh. The caller's object is brought up to date at the end (from the
+    object written; no `refresh_from_db()`)."""
     flow_id = flow_ref.pk if isinstance(flow_ref, Flow) else int(flow_ref)
 
     def prepare(flow: Flow) -> tuple[dict[str, Any], list[EventSpec], bool]:
@@ -169,14 +169,15 @@ def _act(
         # caller's transaction). A transaction around it only cost BEGIN and COMMIT trips.
         if write_flow(flow, changes, events, expect_state=flow.state):
             if requeue:
-                enqueue_run(flow.pk)
+                with starting(flow):  # (a run inline, at the commit, writes through `flow`)
+                    enqueue_run(flow.pk)
             break
         if version is not None:
             raise StaleFlowError(f"flow {flow_id} changed while you acted; reload and try again")
     else:
         raise StaleFlowError(f"flow {flow_id} keeps changing; try again")
-    # As it is now (a step may already have run on), with its routine and owner: one query.
-    flow = load_flow(flow_id, with_routine=True) or flow
+    # As it is now: as written, or as its run left it when the queue ran it inline (at the
+    # commit, in this thread): no read back.
     if isinstance(flow_ref, Flow) and flow_ref is not flow:
         flow_ref.refresh_from(flow)
     return flow
