@@ -124,7 +124,10 @@ async def measure(port: int, cookie: str, token: str, watched: list[list[int]]) 
                 message = json.loads(await asyncio.wait_for(ws.recv(), 30))
                 event = message.get("event") or {}
                 if message.get("type") == "event" and message.get("id") == flow_id:
-                    committed[str(event.get("kind"))] = datetime.fromisoformat(event["created"])
+                    # the first of each kind: the answered step's (the next step's follow)
+                    committed.setdefault(
+                        str(event.get("kind")), datetime.fromisoformat(event["created"])
+                    )
                     if event.get("kind") == "step.completed" and step_seq is None:
                         step_seq = event["seq"]
                         latencies.append((time.perf_counter() - started) * 1000)
