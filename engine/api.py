@@ -107,6 +107,7 @@ from engine.flows.service import (
     visible_flows,
 )
 from engine.flows.status import ACTIONS, ACTIVE, FINISHED, FlowState
+from engine.flows.store import model_from_row
 from engine.flows.sweep import sweep
 from engine.flows.versions import (
     DiffRow,
@@ -245,6 +246,7 @@ __all__ = [
     "kill_ltm",
     "load_ltm",
     "ltm_at",
+    "model_from_row",
     "move_to",
     "push_input",
     "read_flow",

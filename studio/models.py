@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import secrets
-import weakref
 from datetime import timedelta
 from typing import Any
 
@@ -13,7 +12,7 @@ from django.contrib.auth import get_user_model
 from django.db import connections, models, router
 from django.utils import timezone
 
-from engine.api import check_text
+from engine.api import check_text, model_from_row
 
 TOKEN_PREFIX = "fs_"
 PREFIX_LENGTH = 8  # characters of the raw token kept in clear so a user can tell tokens apart
@@ -96,9 +95,6 @@ class ApiToken(models.Model):
 # compiling that query cost more than running it, on every request of the API.
 
 _TOKEN_SQL: dict[str, str] = {}
-_CONVERTERS: weakref.WeakKeyDictionary[Any, dict[type[models.Model], list[Any]]] = (
-    weakref.WeakKeyDictionary()
-)
 
 
 def _token_sql(db: Any) -> str:
@@ -119,27 +115,6 @@ def _token_sql(db: Any) -> str:
     return sql
 
 
-def _from_row(db: Any, model: type[models.Model], values: Any) -> Any:
-    """A `model` instance from its concrete columns' values as the driver returned them,
-    through the converters the ORM would apply (looked up once per connection)."""
-    known = _CONVERTERS.setdefault(db, {})
-    converters = known.get(model)
-    fields: Any = model._meta.concrete_fields
-    if converters is None:
-        converters = known[model] = []
-        for field in fields:
-            column = field.get_col(model._meta.db_table)
-            converters.append(
-                (column, db.ops.get_db_converters(column) + field.get_db_converters(db))
-            )
-    converted = []
-    for (column, funcs), value in zip(converters, values, strict=True):
-        for convert in funcs:
-            value = convert(value, column, db)
-        converted.append(value)
-    return model.from_db(db.alias, [field.attname for field in fields], converted)
-
-
 def _read_active_token(hashed: str) -> ApiToken | None:
     db = connections[router.db_for_read(ApiToken)]
     with db.cursor() as cursor:
@@ -148,6 +123,6 @@ def _read_active_token(hashed: str) -> ApiToken | None:
     if row is None:
         return None
     split = len(ApiToken._meta.concrete_fields)
-    token: ApiToken = _from_row(db, ApiToken, row[:split])
-    token.user = _from_row(db, get_user_model(), row[split:])
+    token: ApiToken = model_from_row(db, ApiToken, row[:split])
+    token.user = model_from_row(db, get_user_model(), row[split:])
     return token

@@ -502,16 +502,19 @@ class _Loader:
             )
         return self.sql[key]
 
-    @staticmethod
-    def convert(db: Any, model: Any, values: list[Any]) -> Any:
-        fields = model._meta.concrete_fields
-        converters = _converters(db, model._meta.db_table, fields)
-        converted = []
-        for (column, funcs), value in zip(converters, values, strict=True):
-            for converter in funcs:
-                value = converter(value, column, db)
-            converted.append(value)
-        return model.from_db(db.alias, [field.attname for field in fields], converted)
+
+def model_from_row(db: Any, model: Any, values: Any) -> Any:
+    """A `model` instance from its concrete columns' values as the driver returned them (a
+    statement written once selected them in field order), through the converters the ORM
+    would apply: what the ORM builds from the same row, without compiling a query."""
+    fields = model._meta.concrete_fields
+    converters = _converters(db, model._meta.db_table, fields)
+    converted = []
+    for (column, funcs), value in zip(converters, values, strict=True):
+        for converter in funcs:
+            value = converter(value, column, db)
+        converted.append(value)
+    return model.from_db(db.alias, [field.attname for field in fields], converted)
 
 
 # Per connection (each thread has its own), per table and columns: each column with the
@@ -553,12 +556,12 @@ def load_flow(flow_id: int, *, with_routine: bool = False) -> Flow | None:
     if row is None:
         return None
     split = len(_FLOW.concrete_fields)
-    flow = _loader.convert(db, Flow, list(row[:split]))
+    flow = model_from_row(db, Flow, list(row[:split]))
     owner_model = _owner_model()
     end = split + len(owner_model._meta.concrete_fields)
-    flow.owner = _loader.convert(db, owner_model, list(row[split:end]))
+    flow.owner = model_from_row(db, owner_model, list(row[split:end]))
     if with_routine:
-        flow.routine = _loader.convert(db, Routine, list(row[end:-1]))
+        flow.routine = model_from_row(db, Routine, list(row[end:-1]))
         humans.remember_assignees(flow, row[-1])
     return flow
 
