@@ -120,6 +120,11 @@ def append(execution: LtmExecution, target: str, key: str, value: Any, index: in
             row = LtmInstance.objects.get(run=run, fqn=target)
         else:
             row.save(update_fields=["state"])
+        held = store.committed.get(run.pk, run.version - 1)  # (the version before the bump)
+        if held is not None:  # (the root's row holds no state: its list is the run's)
+            record = store.row_record(run, row)
+            tree = None if held.tree is None else held.tree.with_records([record])
+            store.committed.after_commit(run.pk, run.version, {**held.rows, row.fqn: row}, tree)
         event = {"key": key, "value": value, "length": len(state[key])}
         store.add_event(run, "state.appended", target, event, store.row_record(run, row))
         return list(state[key])
@@ -235,13 +240,13 @@ def _finish(snap: store.Snapshot, execution: LtmExecution, effects: Effects) -> 
         discarded = {"kind": "execution.discarded", "fqn": execution.fqn, "data": data}
         return store.Write(events=[discarded], execution_changes=[(execution.pk, stale)])
     machine = store.root_class(snap.run.name)
-    result = plan(machine, snap.records(), execution.fqn, effects)
+    result = plan(machine, snap.record_tree(), execution.fqn, effects)
     write = store.Write(result.records_changed, result.executions, result.events)
     try:
         store.check_json(write)
     except ValueError as exc:
         effects = Effects(error=f"{type(exc).__name__}: {exc}")
-        result = plan(machine, snap.records(), execution.fqn, effects)
+        result = plan(machine, snap.record_tree(), execution.fqn, effects)
         write = store.Write(result.records_changed, result.executions, result.events)
     status = ExecutionStatus.FAILED if effects.error else ExecutionStatus.DONE
     write.execution_changes = [(execution.pk, {"status": status, "finished": now})]

@@ -11,9 +11,9 @@ and `build` runs again on what is stored now. New executions go to the outbox
 from __future__ import annotations
 
 import threading
-from collections import deque
+from collections import OrderedDict, deque
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, cast
 
 from django.db import connections, router, transaction
@@ -28,6 +28,7 @@ from engine.core.ltm import history
 from engine.core.ltm.node import LTM
 from engine.core.ltm.records import InstanceRecord
 from engine.core.ltm.registry import ltm_registry
+from engine.core.ltm.tree import RecordTree
 from engine.jsonsafe import MAX_DEPTH, ensure_json
 from engine.ltm.models import (
     LtmAppend,
@@ -87,6 +88,88 @@ def _rows(queryset: Any) -> dict[str, Any]:
     return {row.fqn: row for row in map(InstanceRow, queryset.values_list(*_ROW_FIELDS))}
 
 
+def _as_row(row: Any) -> InstanceRow:
+    """An InstanceRow of `row` (an LtmInstance, or an InstanceRow: returned as it is)."""
+    if isinstance(row, InstanceRow):
+        return row
+    return InstanceRow(tuple(getattr(row, name) for name in _ROW_FIELDS))
+
+
+class CommittedRuns:
+    """The instance rows of the runs this process wrote last, each at the version its write
+    committed, with their tree once built: a snapshot of a run still at that version takes
+    them instead of reading and decoding every row again, and the next write's tree is this
+    one with its records stored over it (`RecordTree.with_records`) instead of a tree built
+    from every record (an execution of a run of 200 instances did both, several times).
+
+    Safe because every write of a run's instances bumps its version, and an entry is kept
+    only once its write has committed (a rolled-back write's rows never serve: another write
+    may commit the same version number). A run written by another process is at a version
+    this one does not hold, and is read from the database. The rows and the trees are shared
+    between snapshots and never changed in place (a write replaces a row object, see
+    `_write_records`; whoever changes a tree changes a copy). Least recently used runs go
+    first past `max_rows` rows in all."""
+
+    def __init__(self, max_rows: int = 50_000) -> None:
+        self.max_rows = max_rows
+        self._lock = threading.Lock()
+        self._runs: OrderedDict[str, Held] = OrderedDict()
+        self._held = 0
+
+    def get(self, run_id: Any, version: int) -> Held | None:
+        """The run at `version`, if this process committed that version."""
+        with self._lock:
+            held = self._runs.get(str(run_id))
+            if held is None or held.version != version:
+                return None
+            self._runs.move_to_end(str(run_id))
+            return held
+
+    def put(self, run_id: Any, held: Held) -> None:
+        """Keep `held` (an older version than the one kept: ignored, a write committed after
+        it got there first)."""
+        key = str(run_id)
+        with self._lock:
+            kept = self._runs.get(key)
+            if kept is not None:
+                if kept.version >= held.version:
+                    return
+                self._held -= len(kept.rows)
+                del self._runs[key]
+            if len(held.rows) > self.max_rows:
+                return
+            self._runs[key] = held
+            self._held += len(held.rows)
+            while self._held > self.max_rows:
+                _, dropped = self._runs.popitem(last=False)
+                self._held -= len(dropped.rows)
+
+    def after_commit(
+        self, run_id: Any, version: int, rows: dict[str, Any], tree: RecordTree | None = None
+    ) -> None:
+        """Keep `rows` (their current values: copied now) and their `tree` as the run at
+        `version` once the transaction under way commits."""
+        held = Held(version, {fqn: _as_row(row) for fqn, row in rows.items()}, tree)
+        transaction.on_commit(lambda: self.put(run_id, held))
+
+    def clear(self) -> None:
+        with self._lock:
+            self._runs.clear()
+            self._held = 0
+
+
+@dataclass(frozen=True)
+class Held:
+    """A run as committed at `version`: its instance rows, and their tree if built."""
+
+    version: int
+    rows: dict[str, InstanceRow]
+    tree: RecordTree | None = None
+
+
+committed = CommittedRuns()
+
+
 @dataclass
 class Snapshot:
     """A run and its instance rows, as read together: all of them, or (`partial`) only
@@ -96,6 +179,7 @@ class Snapshot:
     run: LtmRun
     rows: dict[str, Any]  # fqn -> InstanceRow (or LtmInstance: the same columns)
     partial: bool = False
+    _tree: RecordTree | None = field(default=None, repr=False, compare=False)
 
     def complete(self) -> dict[str, Any]:
         """Every instance row (those not read yet are read now, in this transaction)."""
@@ -109,10 +193,27 @@ class Snapshot:
         """The rows as core records; the root's state is the run's global state."""
         return [row_record(self.run, row) for row in self.rows.values()]
 
+    def built_tree(self) -> RecordTree | None:
+        """The tree of the rows, if built already."""
+        return self._tree
+
+    def forget_tree(self) -> None:
+        """Drop the tree (the rows have been written since)."""
+        self._tree = None
+
+    def record_tree(self) -> RecordTree:
+        """The records as their tree, built once per snapshot (the live tree for run(), its
+        transitions' checks and the commit's plan all start from it; each one that changes
+        a tree changes a copy). Every instance's row is read first."""
+        if self._tree is None:
+            self.complete()
+            self._tree = RecordTree(root_class(self.run.name), self.records())
+        return self._tree
+
     def tree(self, runtime: Any = None) -> LTM:
         """A live tree of the stored records."""
         return root_class(self.run.name).from_records(
-            self.records(),
+            self.record_tree(),
             self.run.global_state,
             run_id=str(self.run.pk),
             runtime=runtime,
@@ -142,7 +243,10 @@ def read(
     (every write of a run's instances bumps the version), so they are not read again."""
     run = LtmRun.objects.select_related("owner").get(pk=run_id)
     if known is not None and not known.partial and known.run.version == run.version:
-        return Snapshot(run, dict(known.rows))
+        return Snapshot(run, dict(known.rows), _tree=known._tree)
+    held = committed.get(run.pk, run.version)
+    if held is not None:  # this process wrote that version: its rows are these
+        return Snapshot(run, dict(held.rows), _tree=held.tree)
     rows = LtmInstance.objects.filter(run=run)
     if only is not None:
         return Snapshot(run, _rows(rows.filter(fqn__in=list(only))), True)
@@ -234,6 +338,8 @@ def apply(snap: Snapshot, write: Write) -> bool:
     )
     if won != 1:
         return False
+    base = committed.get(run.pk, run.version)
+    tree = snap.built_tree() or (base.tree if base is not None else None)
     for name, value in changes.items():
         setattr(run, name, value)
     run.version += 1
@@ -284,6 +390,16 @@ def apply(snap: Snapshot, write: Write) -> bool:
     LtmEvent.objects.bulk_create(rows)
     run.seq = end_seq
     _checkpoint(snap, first_seq, end_seq, len(change["records"]) + len(change["removed"]))
+    if tree is not None:  # the tree of the rows as written, from the tree before
+        root = [replace(r, state=global_state) for r in write.records if "." not in r.fqn]
+        records = [*(r for r in write.records if "." in r.fqn), *root]
+        tree = tree.with_records(records, write.removed)
+    if not snap.partial:
+        committed.after_commit(run.pk, run.version, snap.rows, tree)
+    elif base is not None:  # the rows read are current; the others are as held
+        kept = {fqn: row for fqn, row in base.rows.items() if fqn not in write.removed}
+        committed.after_commit(run.pk, run.version, {**kept, **snap.rows}, tree)
+    snap.forget_tree()  # (its rows have changed)
     engine_events.publish_on_commit(event_dict(run, row) for row in rows)
     to_dispatch = [*write.new_execution_ids, *write.redispatch]
     if to_dispatch:
@@ -374,8 +490,8 @@ def _write_records(snap: Snapshot, records: Iterable[InstanceRecord]) -> None:
             continue
         if all(_same(getattr(row, name), value) for name, value in values.items()):
             continue
-        for name, value in values.items():
-            setattr(row, name, value)
+        # A new row object: the one read may be shared with other snapshots (CommittedRuns).
+        row = snap.rows[record.fqn] = InstanceRow((row.id, record.fqn, *values.values()))
         changed.append(row)
     for row in LtmInstance.objects.bulk_create(new):
         snap.rows[row.fqn] = row

@@ -171,6 +171,9 @@ class LTM:
         self._runtime = None
         self._buffer: _EffectBuffer | None = None
         self._start_called = False
+        # The records the tree was last set from (`apply_records`), as their tree: what
+        # transition() checks its moves against (statuses change only with the records).
+        self._stored: RecordTree | None = None
 
     def __repr__(self) -> str:
         return f"<{type(self).__qualname__} {self.fqn} {self._status}>"
@@ -294,7 +297,8 @@ class LTM:
             params=normalise_params(params),
             namespace=namespace or self.default_namespace(),
         )
-        if not find_moves(type(root), root.records(), call):
+        stored = root._stored if root._stored is not None else root.records()
+        if not find_moves(type(root), stored, call):
             raise InvalidTransition(
                 f"{label!r} in namespace {call.namespace!r} moves nothing (called by {self.fqn})"
             )
@@ -330,14 +334,15 @@ class LTM:
     @classmethod
     def from_records(
         cls: type[_Self],
-        records: Iterable[InstanceRecord],
+        records: Iterable[InstanceRecord] | RecordTree,
         global_state: Mapping[str, Any] | None = None,
         *,
         run_id: str | None = None,
         runtime: Runtime | None = None,
     ) -> _Self:
-        """A live tree of this root class from stored records. `global_state` is the root's
-        state when it is stored apart from the records (None keeps the root record's)."""
+        """A live tree of this root class from stored records (or their tree: see
+        `apply_records`). `global_state` is the root's state when it is stored apart from
+        the records (None keeps the root record's)."""
         root = cls(runtime=runtime)
         root._id = run_id
         root.apply_records(records)
@@ -345,13 +350,23 @@ class LTM:
             root._state = copy_data(dict(global_state))
         return root
 
-    def apply_records(self, records: Iterable[InstanceRecord]) -> None:
+    def apply_records(self, records: Iterable[InstanceRecord] | RecordTree) -> None:
         """Set status, state and error of this tree's instances from records (creating the
-        instances that do not exist yet). Records that do not fit raise ValueError."""
+        instances that do not exist yet). Records that do not fit raise ValueError. Given
+        their tree (`RecordTree`, built once for several uses), it is kept as it is: the
+        caller changes it no more."""
         root = self._root
-        given = list(records)
-        tree = RecordTree(type(root), given)  # checks that they fit, orders them
-        stored = {record.fqn for record in given}
+        if isinstance(records, RecordTree):
+            if records.machine is not type(root):
+                raise TypeError(f"a tree of {records.machine.__qualname__}, not of {root}")
+            tree = records
+            stored = set(tree.fqns())  # (machines made on the way hold what a node has)
+            root._stored = tree
+        else:
+            given = list(records)
+            tree = RecordTree(type(root), given)  # checks that they fit, orders them
+            stored = {record.fqn for record in given}
+            root._stored = None  # (records of some instances only, maybe)
         nodes: dict[str, LTM] = {root.fqn: root}
         for fqn in tree.walk():
             record = tree.record(fqn)

@@ -24,12 +24,15 @@ if TYPE_CHECKING:
 
 
 def plan(
-    machine: type[LTM], records: Iterable[InstanceRecord], executed_fqn: str, effects: Effects
+    machine: type[LTM],
+    records: Iterable[InstanceRecord] | RecordTree,
+    executed_fqn: str,
+    effects: Effects,
 ) -> Plan:
     """What the `effects` of executing `executed_fqn` do to the run whose stored records
-    are `records`. Transitions that move nothing by now are skipped, not raised: the run may
-    have changed since run() checked them."""
-    planner = _Planner(RecordTree(machine, records))
+    are `records` (or their tree, which is not changed). Transitions that move nothing by
+    now are skipped, not raised: the run may have changed since run() checked them."""
+    planner = _Planner(RecordTree.of(machine, records))
     tree = planner.tree
     fqn = tree.find(executed_fqn)
     if effects.error is not None:
@@ -68,7 +71,7 @@ def plan_start(
 
 def plan_transition(
     machine: type[LTM],
-    records: Iterable[InstanceRecord],
+    records: Iterable[InstanceRecord] | RecordTree,
     label: str,
     payload: Mapping[str, Any] | None = None,
     params: Mapping[str, Any] | Iterable[Mapping[str, Any]] | None = None,
@@ -76,7 +79,7 @@ def plan_transition(
 ) -> Plan:
     """An operator's transition from outside any run(): no caller; the namespace defaults
     to the root's fqn. A transition that moves nothing is in `skipped_transitions`."""
-    tree = RecordTree(machine, records)
+    tree = RecordTree.of(machine, records)
     call = TransitionCall(
         caller_fqn=None,
         label=label,
@@ -90,13 +93,15 @@ def plan_transition(
 
 
 def find_moves(
-    machine: type[LTM], records: Iterable[InstanceRecord], call: TransitionCall
+    machine: type[LTM], records: Iterable[InstanceRecord] | RecordTree, call: TransitionCall
 ) -> list[Move]:
     """Every machine of the run where `call` applies now: a transition with the label, whose
-    namespace (declared, else the machine's fqn) is the call's, from active children.
+    namespace (declared, else the machine's fqn) is the call's, from active children. Given
+    a tree, it reads it as it is (it changes nothing).
 
     Raises InvalidTransition if a move's parameterised target cannot be named from params."""
-    return _moves(RecordTree(machine, records), call)
+    tree = records if isinstance(records, RecordTree) else RecordTree(machine, records)
+    return _moves(tree, call)
 
 
 def _moves(tree: RecordTree, call: TransitionCall) -> list[Move]:

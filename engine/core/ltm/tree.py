@@ -45,6 +45,42 @@ class RecordTree:
         for record in sorted(records, key=lambda r: r.fqn.count(".")):
             self._load(record)
 
+    @classmethod
+    def of(cls, machine: type[LTM], records: Iterable[InstanceRecord] | RecordTree) -> RecordTree:
+        """A tree of `records`; given a tree already, a copy of it (see `copy`)."""
+        if isinstance(records, RecordTree):
+            if records.machine is not machine:
+                raise TypeError(f"a tree of {records.machine.__qualname__}, not of {machine}")
+            return records.copy()
+        return cls(machine, records)
+
+    def copy(self) -> RecordTree:
+        """A tree of the same records that can be changed apart from this one. It shares the
+        records (frozen) and their data, which nothing changes in place: `update` replaces a
+        record, and every state it is given is new."""
+        twin = object.__new__(RecordTree)
+        twin.machine, twin.root = self.machine, self.root
+        twin._records = dict(self._records)
+        twin._classes = dict(self._classes)
+        twin._children = {fqn: list(children) for fqn, children in self._children.items()}
+        return twin
+
+    def with_records(
+        self, records: Iterable[InstanceRecord], removed: Iterable[str] = ()
+    ) -> RecordTree:
+        """A copy of this tree with the instances `removed` gone (with what is below them)
+        and `records` stored over it (new instances added last among their siblings): the
+        tree a write of those leaves, without building it again from every record."""
+        twin = self.copy()
+        for fqn in removed:
+            if fqn in twin._records and fqn != twin.root:
+                for each in list(twin.walk(fqn)):
+                    del twin._records[each], twin._classes[each], twin._children[each]
+                twin._children[fqn.rsplit(".", 1)[0]].remove(fqn)
+        for record in sorted(records, key=lambda r: r.fqn.count(".")):
+            twin._load(record)
+        return twin
+
     def _add(self, record: InstanceRecord, cls: type[LTM], parent: str | None) -> None:
         self._records[record.fqn] = record
         self._classes[record.fqn] = cls
@@ -93,6 +129,10 @@ class RecordTree:
 
     def __contains__(self, fqn: object) -> bool:
         return fqn in self._records
+
+    def fqns(self) -> Iterable[str]:
+        """Every fqn in the tree (in no particular order)."""
+        return self._records.keys()
 
     def record(self, fqn: str) -> InstanceRecord:
         """The record at `fqn` (KeyError if there is none)."""

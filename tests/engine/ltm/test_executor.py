@@ -254,3 +254,115 @@ def test_a_commit_takes_the_rows_read_before_only_while_the_run_is_at_that_versi
     with CaptureQueriesContext(connection) as captured:
         store.read(run_id, known=partial)  # a partial snapshot is never taken for the whole
     assert any("engine_ltminstance" in query["sql"] for query in captured)
+
+
+# -- the runs this process committed (engine.ltm.store.committed) ------------------------------
+
+
+def _stored_records(run_id: str) -> dict[str, Any]:
+    """fqn -> record of every instance as the database holds it now."""
+    from engine.ltm import store
+
+    store.committed.clear()
+    return {record.fqn: record for record in store.read(run_id).records()}
+
+
+def test_a_run_this_process_committed_is_read_without_its_instance_rows(user):
+    """After a run's last write committed here, a snapshot at that version reads the run's
+    row only, and holds what the database holds: the rows and their tree alike."""
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    from engine.core.ltm.tree import RecordTree
+    from engine.ltm import store
+
+    run_id = api.start_ltm("flou_join", user, {"size": 12})
+    with CaptureQueriesContext(connection) as captured:
+        held = store.read(run_id)
+    assert len(captured) == 1 and "engine_ltminstance" not in captured[0]["sql"]
+    records = {record.fqn: record for record in held.records()}
+    tree = held.record_tree()  # derived write by write, never built from every record
+    assert records == _stored_records(run_id)
+    fresh = RecordTree(store.root_class("flou_join"), records.values())
+    assert {r.fqn: r for r in tree.records()} == {r.fqn: r for r in fresh.records()}
+    assert {f: tree.children(f) for f in tree.fqns()} == {
+        f: fresh.children(f) for f in fresh.fqns()
+    }
+
+
+def test_a_write_that_rolled_back_never_serves_as_the_run(user):
+    """What a rolled-back write would have stored is never held: the write that commits that
+    version number afterwards is what the next snapshot reads."""
+    from django.db import transaction
+
+    from engine.ltm import store
+
+    run_id = api.start_ltm("flou_join", user, {"size": 3})
+    fqn = next(f for f in store.read(run_id).rows if "." in f)
+
+    def write_error(text: str) -> Any:
+        def build(snap: store.Snapshot) -> store.Write:
+            record = store.row_record(snap.run, snap.rows[fqn])
+            return store.Write(records=[record.__class__(**{**record.__dict__, "error": text})])
+
+        return build
+
+    with pytest.raises(RuntimeError), transaction.atomic():
+        store.commit(run_id, write_error("rolled back"))
+        raise RuntimeError("the caller fails after the write")
+    store.commit(run_id, write_error("committed"))  # the same version number
+    assert store.read(run_id).rows[fqn].error == "committed"
+    assert _stored_records(run_id)[fqn].error == "committed"
+
+
+def test_a_run_another_process_wrote_is_read_from_the_database(user):
+    from engine.ltm import store
+
+    run_id = api.start_ltm("flou_join", user, {"size": 3})
+    version = store.read(run_id).run.version
+    fqn = next(f for f in store.read(run_id).rows if "." in f)
+    LtmInstance.objects.filter(run_id=run_id, fqn=fqn).update(error="elsewhere")
+    assert store.read(run_id).rows[fqn].error == ""  # held: the version is the same
+    LtmRun.objects.filter(pk=run_id).update(version=version + 1)  # as another process's write
+    assert store.read(run_id).rows[fqn].error == "elsewhere"
+
+
+def test_a_write_of_a_partial_snapshot_keeps_the_run_held_whole(user):
+    """A write read only some instances (a claim) while the run at that version was held:
+    the run it leaves is held whole, as the database holds it, and its events still go out."""
+    from django.db import transaction
+
+    from engine import events as engine_events
+    from engine.ltm import store
+
+    run_id = api.start_ltm("flou_join", user, {"size": 3})
+    whole = _stored_records(run_id)  # (clears what was held)
+    fqn = next(f for f in whole if "." in f)
+    snap = store.read(run_id, only=[fqn])
+    assert snap.partial
+    full = store.read(run_id)
+    store.committed.put(run_id, store.Held(full.run.version, full.rows, full.record_tree()))
+    record = store.row_record(snap.run, snap.rows[fqn])
+    write = store.Write(
+        records=[record.__class__(**{**record.__dict__, "error": "partly"})],
+        events=[{"kind": "note", "fqn": fqn, "data": {}}],
+        run_state=snap.run.state,  # (as a claim's: the other instances are not read)
+    )
+    seen: list[dict[str, Any]] = []
+    engine_events.connect(seen.extend)
+    try:
+        with transaction.atomic():
+            assert store.apply(snap, write)
+            assert snap.partial
+    finally:
+        engine_events.disconnect(seen.extend)
+
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    with CaptureQueriesContext(connection) as captured:
+        held = store.read(run_id)
+    assert len(captured) == 1  # held whole
+    assert {r.fqn: r for r in held.records()} == _stored_records(run_id)
+    assert _stored_records(run_id)[fqn].error == "partly"
+    assert [e["kind"] for e in seen if e.get("run") == run_id] == ["note"]

@@ -9,6 +9,7 @@ import pytest
 
 from engine.core.ltm.planner import plan, plan_transition
 from engine.core.ltm.records import Effects, InstanceRecord, TransitionCall
+from engine.core.ltm.tree import RecordTree
 from tests import ltm_catalog as catalog
 
 
@@ -93,3 +94,61 @@ def test_params_that_make_a_bad_name_are_refused() -> None:
         catalog.FanOut, SPLIT_ACTIVE, "split", params=[{"n": "a.b"}], namespace="fan_out.batch"
     )
     assert result.skipped_transitions and result.executions == []
+
+
+# -- a run's tree built once: copied, and stored over (engine.core.ltm.tree) -------------------
+
+
+def _fanned_out(size: int) -> list[InstanceRecord]:
+    records = [
+        InstanceRecord("fan_out", "fan_out", "fan_out", "active", {"size": size}),
+        InstanceRecord("fan_out.batch", "batch", "batch", "active", {"results": []}),
+        InstanceRecord("fan_out.batch.split", "split", "split", "completed"),
+    ]
+    records += [
+        InstanceRecord(f"fan_out.batch.work_{n}", f"work_{n}", "work_{n}", "queued", {}, {"n": n})
+        for n in range(size)
+    ]
+    return records
+
+
+def _as_built(tree: RecordTree) -> tuple[list[InstanceRecord], dict[str, list[str]]]:
+    return tree.records(), {fqn: tree.children(fqn) for fqn in tree.fqns()}
+
+
+def test_a_copy_of_a_tree_changes_apart_from_it_and_planning_on_a_tree_leaves_it_as_it_was():
+    tree = RecordTree(catalog.FanOut, _fanned_out(3))
+    before = _as_built(tree)
+
+    twin = tree.copy()
+    twin.update("fan_out.batch.work_0", status="active")
+    twin.child("fan_out.batch", catalog.Work, {"n": 9})
+    assert _as_built(tree) == before
+    assert twin.record("fan_out.batch.work_0").status == "active"
+
+    effects = Effects(
+        transitions=[TransitionCall("fan_out.batch.work_1", "join", {}, None, "fan_out.batch")]
+    )
+    given = plan(catalog.FanOut, tree, "fan_out.batch.work_1", effects)
+    assert _as_built(tree) == before  # the planner planned on a copy
+    assert given == plan(catalog.FanOut, _fanned_out(3), "fan_out.batch.work_1", effects)
+
+
+def test_a_tree_with_records_stored_over_it_is_the_tree_built_from_them():
+    records = _fanned_out(4)
+    tree = RecordTree(catalog.FanOut, records)
+    changed = [
+        InstanceRecord("fan_out", "fan_out", "fan_out", "active", {"size": 4, "total": 60}),
+        InstanceRecord(
+            "fan_out.batch.work_2", "work_2", "work_{n}", "completed", {"saw": 3}, {"n": 2}
+        ),
+        InstanceRecord("fan_out.batch.collect", "collect", "collect", "queued", entry=1),
+    ]
+    removed = ["fan_out.batch.work_3"]
+    after = {r.fqn: r for r in records if r.fqn not in removed}
+    after.update((r.fqn, r) for r in changed)
+
+    stored_over = tree.with_records(changed, removed)
+
+    assert _as_built(stored_over) == _as_built(RecordTree(catalog.FanOut, after.values()))
+    assert _as_built(tree) == _as_built(RecordTree(catalog.FanOut, records))  # as it was
