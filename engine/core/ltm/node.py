@@ -163,6 +163,9 @@ class LTM:
         self._parent = parent
         self._root: LTM = parent._root if parent is not None else self
         self._children: dict[str, LTM] = {}
+        # False while children of this instance in the root's stored tree are not all made
+        # yet (a tree built `from_records` of a RecordTree makes each one on first use).
+        self._complete = True
         self._state: dict[str, Any] = copy_data(dict(type(self).initial_state))
         self._status = "init"
         self._entry = 0
@@ -208,7 +211,7 @@ class LTM:
     @property
     def children(self) -> Mapping[str, LTM]:
         """The child instances created so far, keyed by instance name."""
-        return MappingProxyType(self._children)
+        return MappingProxyType(self._every_child())
 
     def child_class(self, state: str | type[LTM]) -> type[LTM]:
         """The child state class for a class, declared name or existing instance name."""
@@ -218,23 +221,65 @@ class LTM:
                 return state
         elif state in children:
             return children[state]
-        elif state in self._children:
+        elif state in self._children or self._stored_child(state) is not None:
             return type(self._children[state])
         raise KeyError(f"{self.fqn} has no child state {state!r}")
 
     def child(self, state: str | type[LTM], params: Mapping[str, Any] | None = None) -> LTM:
         """The child instance for `state`, created on first use (parameterised states need
         `params` to name the instance)."""
-        if isinstance(state, str) and state in self._children:
-            return self._children[state]
+        if isinstance(state, str):
+            if state in self._children:
+                return self._children[state]
+            stored = self._stored_child(state)
+            if stored is not None:
+                return stored
         cls = self.child_class(state)
         if cls.placeholders and params is None:
             raise KeyError(f"{self.fqn}: {cls.name!r} is parameterised, pass params")
         params = params if cls.placeholders and params is not None else {}
         name = format_name(cls.name, params) if cls.placeholders else cls.name
-        if name not in self._children:
+        if name not in self._children and self._stored_child(name) is None:
             self._children[name] = cls._make_child(self, name, params)
         return self._children[name]
+
+    def _stored_child(self, name: str) -> LTM | None:
+        """The child `name` as the root's stored tree holds it (made now if it was not), or
+        None if that tree has no such child."""
+        stored = self._root._stored
+        if self._complete or stored is None or f"{self.fqn}.{name}" not in stored:
+            return None
+        return self._children.get(name) or self._made_from(stored, f"{self.fqn}.{name}")
+
+    def _made_from(self, stored: RecordTree, fqn: str) -> LTM:
+        """The child at `fqn` made from its stored record (its own children made later)."""
+        record, cls = stored.record(fqn), stored.class_of(fqn)
+        child = cls._make_child(self, record.name, record.params if cls.placeholders else {})
+        child._status, child._state = record.status, copy_data(record.state)
+        child.error, child._entry = record.error, record.entry
+        child._complete = False
+        self._children[record.name] = child
+        return child
+
+    def _every_child(self) -> dict[str, LTM]:
+        """Every child made so far, and all those of the stored tree: in its order, then
+        those made since."""
+        stored = self._root._stored
+        if not self._complete and stored is not None and self.fqn in stored:
+            made = self._children
+            ordered: dict[str, LTM] = {}
+            for fqn in stored.children(self.fqn):
+                name = fqn.rsplit(".", 1)[1]
+                ordered[name] = made.get(name) or self._made_from(stored, fqn)
+            self._children = {**ordered, **made}
+        self._complete = True
+        return self._children
+
+    def _made(self) -> Iterator[LTM]:
+        """This instance and every instance below it made so far (none made now)."""
+        yield self
+        for child in list(self._children.values()):
+            yield from child._made()
 
     def find(self, fqn: str) -> LTM:
         """The instance at `fqn` in this tree (non-parameterised ones are created on use)."""
@@ -249,7 +294,7 @@ class LTM:
     def walk(self) -> Iterator[LTM]:
         """This instance and every instance below it, parents first."""
         yield self
-        for child in list(self._children.values()):
+        for child in list(self._every_child().values()):
             yield from child.walk()
 
     def default_namespace(self) -> str:
@@ -340,12 +385,22 @@ class LTM:
         run_id: str | None = None,
         runtime: Runtime | None = None,
     ) -> _Self:
-        """A live tree of this root class from stored records (or their tree: see
-        `apply_records`). `global_state` is the root's state when it is stored apart from
-        the records (None keeps the root record's)."""
+        """A live tree of this root class from stored records. `global_state` is the root's
+        state when it is stored apart from the records (None keeps the root record's).
+
+        Given their tree (`RecordTree`, which it keeps as it is), each instance is made on
+        first use: an execution of one state of a wide run makes the few it looks at."""
         root = cls(runtime=runtime)
         root._id = run_id
-        root.apply_records(records)
+        if isinstance(records, RecordTree):
+            if records.machine is not cls:
+                raise TypeError(f"a tree of {records.machine.__qualname__}, not of {cls}")
+            record = records.record(records.root)
+            root._status, root._state = record.status, copy_data(record.state)
+            root.error, root._entry = record.error, record.entry
+            root._stored, root._complete = records, False
+        else:
+            root.apply_records(records)
         if global_state is not None:
             root._state = copy_data(dict(global_state))
         return root
@@ -408,7 +463,9 @@ class LTM:
         root = self._root
         if root._buffer is not None:
             raise RuntimeError(f"{root.fqn} is already executing {root._buffer.executing.fqn}")
-        saved = {i.fqn: (i._status, copy_data(i._state), i.error) for i in root.walk()}
+        # (Only the instances made so far: those made while it runs come from the stored
+        # tree, or are new.)
+        saved = {i.fqn: (i._status, copy_data(i._state), i.error) for i in root._made()}
         buffer = _EffectBuffer(self)
         root._buffer = buffer
         self._status = "active"
@@ -419,8 +476,13 @@ class LTM:
             error = traceback.format_exc()
         finally:
             root._buffer = None
-            for instance in root.walk():
-                status, state, instance.error = saved.get(instance.fqn, ("init", {}, None))
+            stored = root._stored
+            for instance in root._made():
+                before = saved.get(instance.fqn)
+                if before is None and stored is not None and instance.fqn in stored:
+                    record = stored.record(instance.fqn)  # made from it while run() ran
+                    before = (record.status, copy_data(record.state), record.error)
+                status, state, instance.error = before or ("init", {}, None)
                 instance._status, instance._state = status, state
             for (fqn, key), value in buffer.appended.items():
                 root.find(fqn)._state[key] = copy_data(value)

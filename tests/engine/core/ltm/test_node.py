@@ -281,3 +281,54 @@ def test_records_round_trip_through_from_records() -> None:
     )
     with pytest.raises(RuntimeError, match="already started"):
         rebuilt.start()
+
+
+# -- a tree from a RecordTree: each instance made on first use ----------------------------------
+
+
+def _wide(size: int, split: str = "completed") -> list[InstanceRecord]:
+    records = [
+        InstanceRecord("fan_out", "fan_out", "fan_out", "active", {"size": size}),
+        InstanceRecord("fan_out.batch", "batch", "batch", "active", {"results": []}),
+        InstanceRecord("fan_out.batch.split", "split", "split", split),
+    ]
+    records += [
+        InstanceRecord(f"fan_out.batch.work_{n}", f"work_{n}", "work_{n}", "queued", {}, {"n": n})
+        for n in range(size)
+    ]
+    return records
+
+
+def test_a_tree_from_a_record_tree_makes_only_the_instances_it_is_asked_for():
+    from engine.core.ltm.tree import RecordTree
+
+    records = _wide(50)
+    lazy = catalog.FanOut.from_records(RecordTree(catalog.FanOut, records))
+    eager = catalog.FanOut.from_records(records)
+
+    work = lazy.find("fan_out.batch.work_7")
+    assert (work.status, work.params, work.parent and work.parent.state) == (
+        "queued",
+        {"n": 7},
+        {"results": []},
+    )
+    assert [i.fqn for i in lazy._made()] == ["fan_out", "fan_out.batch", "fan_out.batch.work_7"]
+    assert lazy.child("batch").child_class("work_9") is catalog.Work
+    assert len(list(lazy._made())) == 4  # (asking for a class makes the instance it names)
+    # Walked, it is the tree made from the records at once, in the same order.
+    assert lazy.records() == eager.records()
+    assert list(lazy.child("batch").children) == list(eager.child("batch").children)
+
+
+def test_executing_a_state_of_a_tree_made_on_use_does_what_it_does_on_a_whole_tree():
+    from engine.core.ltm.tree import RecordTree
+
+    records = _wide(3, split="queued")[:3]  # (the branches not made yet)
+    lazy = catalog.FanOut.from_records(RecordTree(catalog.FanOut, records))
+    eager = catalog.FanOut.from_records(records)
+
+    effects = lazy.find("fan_out.batch.split").execute({})
+
+    assert effects == eager.find("fan_out.batch.split").execute({})
+    assert effects.transitions and effects.transitions[0].label == "split"
+    assert lazy.records() == eager.records()  # both as they were
