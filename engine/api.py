@@ -107,7 +107,6 @@ from engine.flows.service import (
     visible_flows,
 )
 from engine.flows.status import ACTIONS, ACTIVE, FINISHED, FlowState
-from engine.flows.store import model_from_row
 from engine.flows.sweep import sweep
 from engine.flows.versions import (
     DiffRow,
@@ -144,6 +143,7 @@ from engine.ltm.service import (
     visible_ltm_runs,
 )
 from engine.ltm.timemachine import copy_ltm, ltm_at, rollback_ltm
+from engine.rows import model_from_row
 
 __all__ = [
     "BULK_ACTIONS",

@@ -7,13 +7,12 @@ SQLite ignores row locks (`select_for_update` is a no-op there), so every write 
 from __future__ import annotations
 
 import json
-import weakref
 from collections.abc import Iterable
 from contextlib import nullcontext
 from typing import Any, cast
 
 from django.core.serializers.json import DjangoJSONEncoder
-from django.db import connections, models, router, transaction
+from django.db import connections, router, transaction
 from django.db.models import Field, Model
 from django.utils import timezone
 
@@ -22,6 +21,7 @@ from engine.flows import humans
 from engine.flows.models import Flow, FlowEvent, FlowResult, Routine, RoutineStep, Task
 from engine.flows.status import FlowState
 from engine.liveness import worker_id
+from engine.rows import convert, db_value, model_from_row
 
 EventSpec = tuple[str, dict[str, Any]]  # (kind, {"message":..., "data":..., "actor":...})
 
@@ -72,7 +72,7 @@ def write_flow(
     expected = None if expect_state is None else len(states)
     update, fields = _flow_update(db, tuple(changes), expected)
     params = [
-        _db_value(field, value, db) for field, value in zip(fields, changes.values(), strict=True)
+        db_value(field, value, db) for field, value in zip(fields, changes.values(), strict=True)
     ]
     params += [len(specs), _UPDATED.get_db_prep_save(now, db), flow.pk, flow.version]
     params += [str(state) for state in states]
@@ -276,7 +276,7 @@ def create_flow(flow: Flow, events: Iterable[EventSpec] = ()) -> Flow:
     fields = [field for field in _FLOW.concrete_fields if field is not _FLOW.pk]
     # What `save()` would send (each field's pre-save value: `created` and `updated` now),
     # in a statement written once rather than compiled at every start.
-    params = [_db_value(field, field.pre_save(flow, True), db) for field in fields]
+    params = [db_value(field, field.pre_save(flow, True), db) for field in fields]
     if db.vendor == "postgresql":
         return _create_in_one_statement(db, flow, fields, params, specs)
     with transaction.atomic(using=db.alias, savepoint=False), db.cursor() as cursor:
@@ -412,11 +412,11 @@ def _event_sql(db: Any) -> tuple[str, str, list[Any]]:
 
 
 def _event_values(db: Any, fields: list[Any], rows: list[_EventRow], created: Any) -> list[Any]:
-    at = _db_value(fields[-1], created, db)
+    at = db_value(fields[-1], created, db)
     return [
         [
             *(
-                _db_value(field, getattr(row, field.attname), db)
+                db_value(field, getattr(row, field.attname), db)
                 for field in fields[:-1]  # (`created`, the last, is the write's time)
             ),
             at,
@@ -439,31 +439,6 @@ def _event_statement(db: Any, rows: list[_EventRow], created: Any) -> tuple[str,
     values but the flow id (`_write_in_one_statement`)."""
     _, insert, fields = _event_sql(db)
     return insert, [values[1:] for values in _event_values(db, fields, rows, created)]
-
-
-# Each field's Python types whose values go to the driver as they are (what the field's
-# `get_db_prep_save` would return unchanged): text, integers (and the ids of foreign keys),
-# booleans. Others (JSON, dates and times, anything else) take `get_db_prep_save`.
-_AS_IS: dict[Any, tuple[type, ...]] = {}
-
-
-def _db_value(field: Any, value: Any, db: Any) -> Any:
-    """`field.get_db_prep_save(value, db)`, without its layers where they change nothing."""
-    kinds = _AS_IS.get(field)
-    if kinds is None:
-        target = field.target_field if field.is_relation else field
-        if isinstance(target, models.CharField | models.TextField):
-            kinds = (str,)
-        elif isinstance(target, models.BooleanField):
-            kinds = (bool,)
-        elif isinstance(target, models.IntegerField):
-            kinds = (int,)
-        else:
-            kinds = ()
-        _AS_IS[field] = kinds
-    if kinds and (value is None or type(value) in kinds):
-        return value
-    return field.get_db_prep_save(value, db)
 
 
 # --- reading -----------------------------------------------------------------------------------
@@ -501,42 +476,6 @@ class _Loader:
                 f"WHERE f.{quote(_FLOW.pk.column)} = %s"
             )
         return self.sql[key]
-
-
-def model_from_row(db: Any, model: Any, values: Any) -> Any:
-    """A `model` instance from its concrete columns' values as the driver returned them (a
-    statement written once selected them in field order), through the converters the ORM
-    would apply: what the ORM builds from the same row, without compiling a query."""
-    fields = model._meta.concrete_fields
-    converters = _converters(db, model._meta.db_table, fields)
-    converted = []
-    for (column, funcs), value in zip(converters, values, strict=True):
-        for converter in funcs:
-            value = converter(value, column, db)
-        converted.append(value)
-    return model.from_db(db.alias, [field.attname for field in fields], converted)
-
-
-# Per connection (each thread has its own), per table and columns: each column with the
-# functions that turn what the driver returns into the field's value, looked up once.
-_CONVERTERS: weakref.WeakKeyDictionary[Any, dict[Any, list[tuple[Any, list[Any]]]]] = (
-    weakref.WeakKeyDictionary()
-)
-
-
-def _converters(db: Any, table: str, fields: Any) -> list[tuple[Any, list[Any]]]:
-    known = _CONVERTERS.get(db)
-    if known is None:
-        known = _CONVERTERS[db] = {}
-    key = (table, tuple(fields))
-    found = known.get(key)
-    if found is None:
-        found = []
-        for field in fields:
-            column = field.get_col(table)
-            found.append((column, db.ops.get_db_converters(column) + field.get_db_converters(db)))
-        known[key] = found
-    return found
 
 
 _loader = _Loader()
@@ -598,15 +537,9 @@ class _Steps:
     def convert(self, db: Any, row: Any) -> list[Any]:
         fields = [field for _, field in self.fields()]
         split = len(self._STEP_FIELDS)
-        converters = _converters(db, _STEP.db_table, fields[:split]) + _converters(
-            db, _TASK.db_table, fields[split:]
+        return convert(db, _STEP.db_table, fields[:split], row[:split]) + convert(
+            db, _TASK.db_table, fields[split:], row[split:]
         )
-        values = []
-        for (column, funcs), value in zip(converters, row, strict=True):
-            for converter in funcs:
-                value = converter(value, column, db)
-            values.append(value)
-        return values
 
 
 _steps = _Steps()

@@ -17,7 +17,6 @@ from dataclasses import replace
 from typing import Any
 
 from django.db import IntegrityError, transaction
-from django.db.models import F
 from django.utils import timezone
 
 from engine.core.errors import FlowStateError
@@ -86,17 +85,20 @@ def append(execution: LtmExecution, target: str, key: str, value: Any, index: in
     repeating call `index` finds it done and appends nothing. Bumps the run's version, so a
     planner that read the list before writes nothing over it."""
     ensure_json(value, "an appended value", max_depth=store.STORED_DEPTH)
+    db = store.db_for(LtmRun)
     with transaction.atomic():
         # Takes the run's row lock (PostgreSQL; SQLite's IMMEDIATE transaction holds its
         # write lock already), ordering this append with every other write of the run.
-        LtmRun.objects.filter(pk=execution.run_id).update(version=F("version") + 1)
-        run = LtmRun.objects.get(pk=execution.run_id)
+        store.RUNS.update(db, {}, bump=["version"], pk=execution.run_id)
+        run = store.RUNS.first(db, related="owner", pk=execution.run_id)
         if run.state == LtmRunState.KILLED:
             raise FlowStateError(f"LTM run {run.pk} was killed")
-        status = LtmExecution.objects.filter(pk=execution.pk).values_list("status", flat=True)
-        if status.first() != ExecutionStatus.CLAIMED:  # rolled back or handed on meanwhile
-            raise FlowStateError(f"this execution of {execution.fqn} was discarded")
-        row = None if "." not in target else LtmInstance.objects.get(run=run, fqn=target)
+        current = _execution(execution.pk)
+        if current is None or current.status != ExecutionStatus.CLAIMED:  # rolled back or
+            raise FlowStateError(f"this execution of {execution.fqn} was discarded")  # handed on
+        row = None if "." not in target else store.INSTANCES.first(db, run=run.pk, fqn=target)
+        if "." in target and row is None:
+            raise LtmInstance.DoesNotExist(f"no instance {target} in LTM run {run.pk}")
         state = run.global_state if row is None else row.state
         if key not in state:
             raise KeyError(f"{target}: state {key!r} must be set to a list first")
@@ -116,10 +118,10 @@ def append(execution: LtmExecution, target: str, key: str, value: Any, index: in
             return list(state[key])  # done before this execution was re-run
         state[key] = [*state[key], value]
         if row is None:
-            LtmRun.objects.filter(pk=run.pk).update(global_state=state)
-            row = LtmInstance.objects.get(run=run, fqn=target)
+            store.RUNS.update(db, {"global_state": state}, pk=run.pk)
+            row = store.INSTANCES.first(db, run=run.pk, fqn=target)
         else:
-            row.save(update_fields=["state"])
+            store.INSTANCES.update(db, {"state": state}, pk=row.pk)
         held = store.committed.get(run.pk, run.version - 1)  # (the version before the bump)
         if held is not None:  # (the root's row holds no state: its list is the run's)
             record = store.row_record(run, row)
@@ -167,11 +169,16 @@ def execute_execution(execution_id: int) -> None:
 
 def _run_of(execution_id: int) -> tuple[Any, str] | None:
     """The run and the instance (fqn) of an execution."""
-    return LtmExecution.objects.filter(pk=execution_id).values_list("run_id", "fqn").first()
+    execution = _execution(execution_id)
+    return None if execution is None else (execution.run_id, execution.fqn)
+
+
+def _execution(execution_id: int) -> LtmExecution | None:
+    return store.EXECUTIONS.first(store.db_for(LtmExecution), pk=execution_id)
 
 
 def _claim(snap: store.Snapshot, execution_id: int) -> store.Write | None:
-    execution = LtmExecution.objects.filter(pk=execution_id).first()
+    execution = _execution(execution_id)
     if execution is None or execution.status != ExecutionStatus.QUEUED:
         return None  # claimed by another worker, or over
     now = timezone.now()
@@ -225,7 +232,7 @@ def _fail_without_class(snap: store.Snapshot, execution: LtmExecution, error: st
 
 
 def _finish(snap: store.Snapshot, execution: LtmExecution, effects: Effects) -> store.Write | None:
-    current = LtmExecution.objects.filter(pk=execution.pk).first()
+    current = _execution(execution.pk)
     if (
         current is None
         or current.status != ExecutionStatus.CLAIMED

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any, cast
 
 from django.db import connections, router, transaction
-from django.db.models import F, Field
+from django.db.models import Field
 from django.utils import timezone
 
 from engine import config
@@ -39,6 +39,7 @@ from engine.ltm.models import (
     LtmRun,
 )
 from engine.ltm.status import FINISHED, OPEN, LtmRunState
+from engine.rows import Table
 
 _ATTEMPTS = 50  # compare-and-set retries before giving up (each one re-plans, never re-runs)
 # What a run writes wraps what it was given: an event holds a payload, a state an update of
@@ -57,6 +58,20 @@ def root_class(name: str) -> type[LTM]:
             f"or a FLOWSTUDIO['SCRIPT_MODULES'] module (known: {sorted(known)})"
         )
     return known[name]
+
+
+# The statements of the hot path (an execution's claim and commit), written once.
+RUNS, INSTANCES, EXECUTIONS, EVENTS = (
+    Table(LtmRun),
+    Table(LtmInstance),
+    Table(LtmExecution),
+    Table(LtmEvent),
+)
+
+
+def db_for(model: Any) -> Any:
+    """The connection that writes `model`'s table."""
+    return connections[router.db_for_write(model)]
 
 
 _ROW_FIELDS = ("id", "fqn", "name", "declared_name", "status", "state", "params", "error", "entry")
@@ -241,7 +256,9 @@ def read(
     them, or the instances named by `only` (a partial snapshot). `known`, a whole snapshot
     read earlier: when the run is still at its version, its instance rows are those rows
     (every write of a run's instances bumps the version), so they are not read again."""
-    run = LtmRun.objects.select_related("owner").get(pk=run_id)
+    run = RUNS.first(db_for(LtmRun), related="owner", pk=run_id)
+    if run is None:
+        raise LtmRun.DoesNotExist(f"no LTM run {run_id}")
     if known is not None and not known.partial and known.run.version == run.version:
         return Snapshot(run, dict(known.rows), _tree=known._tree)
     held = committed.get(run.pk, run.version)
@@ -333,8 +350,13 @@ def apply(snap: Snapshot, write: Write) -> bool:
         "finished": finished,
         "updated": now,
     }
-    won = LtmRun.objects.filter(pk=run.pk, version=run.version).update(
-        version=F("version") + 1, seq=run.seq + len(events), **changes
+    db = db_for(LtmRun)
+    won = RUNS.update(
+        db,
+        {"seq": run.seq + len(events), **changes},
+        bump=["version"],
+        pk=run.pk,
+        version=run.version,
     )
     if won != 1:
         return False
@@ -349,19 +371,18 @@ def apply(snap: Snapshot, write: Write) -> bool:
         LtmInstance.objects.filter(run=run, fqn__in=write.removed).delete()
         for fqn in write.removed:
             snap.rows.pop(fqn, None)
-    created = LtmExecution.objects.bulk_create(
-        [
-            LtmExecution(
-                run=run,
-                fqn=fqn,
-                payload=payload,
-                entry=snap.rows[fqn].entry,
-                dispatched_at=now,
-                queued_seq=end_seq,
-            )
-            for fqn, payload in write.executions
-        ]
-    )
+    created = [
+        LtmExecution(
+            run=run,
+            fqn=fqn,
+            payload=payload,
+            entry=snap.rows[fqn].entry,
+            dispatched_at=now,
+            queued_seq=end_seq,
+        )
+        for fqn, payload in write.executions
+    ]
+    EXECUTIONS.insert(db, created)
     write.new_execution_ids.extend(execution.pk for execution in created)
     if write.inherit:
         _inherit_appends({created[i].pk: earlier for i, earlier in write.inherit.items()})
@@ -373,7 +394,7 @@ def apply(snap: Snapshot, write: Write) -> bool:
         key = repr(sorted(execution_changes.items()))
         alike.setdefault(key, (execution_changes, []))[1].append(execution_id)
     for execution_changes, ids in alike.values():
-        LtmExecution.objects.filter(pk__in=ids).update(**execution_changes)
+        EXECUTIONS.update(db, execution_changes, pk=ids)
     rows = [
         LtmEvent(
             run=run,
@@ -387,7 +408,7 @@ def apply(snap: Snapshot, write: Write) -> bool:
         )
         for index, spec in enumerate(events, start=1)
     ]
-    LtmEvent.objects.bulk_create(rows)
+    EVENTS.insert(db, rows)
     run.seq = end_seq
     _checkpoint(snap, first_seq, end_seq, len(change["records"]) + len(change["removed"]))
     if tree is not None:  # the tree of the rows as written, from the tree before
@@ -449,8 +470,12 @@ def _next_state(snap: Snapshot, write: Write) -> str:
         return write.run_state
     if run.state == LtmRunState.KILLED:
         return LtmRunState.KILLED
+    if write.executions:  # (whatever else is open or closes)
+        return LtmRunState.PENDING if run.state == LtmRunState.PENDING else LtmRunState.RUNNING
+    closing = [pk for pk, changes in write.execution_changes if "status" in changes]
+    # More open than this write closes: one stays open, whichever it is.
     open_ids = set(
-        LtmExecution.objects.filter(run=run, status__in=OPEN).values_list("pk", flat=True)
+        EXECUTIONS.pks(db_for(LtmExecution), len(closing) + 1, run=run.pk, status=list(OPEN))
     )
     for execution_id, changes in write.execution_changes:
         if changes.get("status") in OPEN:
@@ -537,11 +562,13 @@ def add_event(
     bumped by this transaction already), with the next sequence number; `changed` is the
     instance it changed, as stored now."""
     run.seq += 1
-    LtmRun.objects.filter(pk=run.pk).update(seq=run.seq, updated=timezone.now())
+    db = db_for(LtmRun)
+    RUNS.update(db, {"seq": run.seq, "updated": timezone.now()}, pk=run.pk)
     change = history.change_of({}, [changed], state=run.state, error=run.error)
-    row = LtmEvent.objects.create(
+    row = LtmEvent(
         run=run, seq=run.seq, kind=kind, fqn=fqn, state=run.state, data=data, change=change
     )
+    EVENTS.insert(db, [row])
     every = config.checkpoint_every()
     if run.seq % every == 0:
         snap = Snapshot(run, {r.fqn: r for r in LtmInstance.objects.filter(run=run)})

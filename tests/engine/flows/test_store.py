@@ -11,7 +11,7 @@ from django.core.exceptions import ValidationError
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
 
-from engine import Task, api
+from engine import Task, api, rows
 from engine import events as engine_events
 from engine.flows import store
 from engine.models import Flow, FlowEvent
@@ -43,7 +43,7 @@ def test_each_value_goes_to_the_database_as_the_field_would_send_it(value):
             expected = field.get_db_prep_save(value, connection)
         except (TypeError, ValueError, AttributeError, ValidationError):
             continue  # a value this field does not take
-        got = store._db_value(field, value, connection)
+        got = rows.db_value(field, value, connection)
         assert _sent(got) == _sent(expected), (field.name, value)
 
 

@@ -1,0 +1,252 @@
+"""Statements written once, for the engine's hot paths: a model's rows read, inserted and
+updated by SQL that is built the first time a shape is used and reused after, with the values
+sent and read through the same field conversions the ORM applies.
+
+Compiling an ORM query cost more than running it on SQLite (an LTM execution spent 45 % of
+its time in Django's query compiler for about 20 small statements). What is here covers the
+simple shapes those paths use: rows by key or by equal columns, updates of given columns
+(and counters bumped) where columns equal given values or lie in a list, inserts of model
+instances. Anything else stays with the ORM.
+"""
+
+from __future__ import annotations
+
+import weakref
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+from django.db import models
+
+# Each field's Python types whose values go to the driver as they are (what the field's
+# `get_db_prep_save` would return unchanged): text, integers (and the ids of foreign keys),
+# booleans. Others (JSON, dates and times, anything else) take `get_db_prep_save`.
+_AS_IS: dict[Any, tuple[type, ...]] = {}
+
+
+def db_value(field: Any, value: Any, db: Any) -> Any:
+    """`field.get_db_prep_save(value, db)`, without its layers where they change nothing."""
+    kinds = _AS_IS.get(field)
+    if kinds is None:
+        target = field.target_field if field.is_relation else field
+        if isinstance(target, models.CharField | models.TextField):
+            kinds = (str,)
+        elif isinstance(target, models.BooleanField):
+            kinds = (bool,)
+        elif isinstance(target, models.IntegerField):
+            kinds = (int,)
+        else:
+            kinds = ()
+        _AS_IS[field] = kinds
+    if kinds and (value is None or type(value) in kinds):
+        return value
+    return field.get_db_prep_save(value, db)
+
+
+def model_from_row(db: Any, model: Any, values: Any) -> Any:
+    """A `model` instance from its concrete columns' values as the driver returned them (a
+    statement written once selected them in field order), through the converters the ORM
+    would apply: what the ORM builds from the same row, without compiling a query."""
+    fields = model._meta.concrete_fields
+    converted = convert(db, model._meta.db_table, fields, values)
+    return model.from_db(db.alias, [field.attname for field in fields], converted)
+
+
+def convert(db: Any, table: str, fields: Sequence[Any], values: Iterable[Any]) -> list[Any]:
+    """The values of `fields` (columns of `table`) as the driver returned them, converted
+    as the ORM converts them."""
+    converted = []
+    for (column, funcs), value in zip(converters(db, table, fields), values, strict=True):
+        for converter in funcs:
+            value = converter(value, column, db)
+        converted.append(value)
+    return converted
+
+
+# Per connection (each thread has its own), per table and columns: each column with the
+# functions that turn what the driver returns into the field's value, looked up once.
+_CONVERTERS: weakref.WeakKeyDictionary[Any, dict[Any, list[tuple[Any, list[Any]]]]] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def converters(db: Any, table: str, fields: Any) -> list[tuple[Any, list[Any]]]:
+    """Each of `fields` (columns of `table`) with its converters on `db`, looked up once."""
+    known = _CONVERTERS.get(db)
+    if known is None:
+        known = _CONVERTERS[db] = {}
+    key = (table, tuple(fields))
+    found = known.get(key)
+    if found is None:
+        found = []
+        for field in fields:
+            column = field.get_col(table)
+            found.append((column, db.ops.get_db_converters(column) + field.get_db_converters(db)))
+        known[key] = found
+    return found
+
+
+class Table:
+    """The statements of one model, each shape written once per database vendor.
+
+    A `where` maps field names (or "pk") to a value (`column = %s`) or to a list or tuple of
+    values (`column IN (%s, ...)`, one shape per length)."""
+
+    def __init__(self, model: type[models.Model]) -> None:
+        self.model = model
+        self.meta = model._meta
+        self.fields = list(self.meta.concrete_fields)
+        self._sql: dict[Any, Any] = {}
+
+    def _field(self, name: str) -> Any:
+        return self.meta.pk if name == "pk" else self.meta.get_field(name)
+
+    def _where(self, db: Any, where: dict[str, Any]) -> tuple[tuple[Any, ...], list[Any]]:
+        """The WHERE clause's shape (names, and list lengths) and its parameters."""
+        shape: list[tuple[str, int | None]] = []
+        params: list[Any] = []
+        for name, value in where.items():
+            field = self._field(name)
+            if isinstance(value, list | tuple):
+                shape.append((name, len(value)))
+                params += [db_value(field, item, db) for item in value]
+            else:
+                shape.append((name, None))
+                params.append(db_value(field, value, db))
+        return tuple(shape), params
+
+    def _clause(self, db: Any, shape: tuple[Any, ...], prefix: str = "") -> str:
+        quote = db.ops.quote_name
+        parts = []
+        for name, length in shape:
+            column = prefix + quote(self._field(name).column)
+            if length is None:
+                parts.append(f"{column} = %s")
+            elif length == 0:
+                parts.append("1 = 0")
+            else:
+                parts.append(f"{column} IN ({', '.join(['%s'] * length)})")
+        return " AND ".join(parts) or "1 = 1"
+
+    def first(self, db: Any, *, related: str | None = None, **where: Any) -> Any:
+        """The model instance of the first row where `where` holds (by key: the one), or
+        None. `related`, a foreign key's name: the object it points to is read with it
+        (`select_related`), None where the key is null."""
+        shape, params = self._where(db, where)
+        key = (db.vendor, "select", related, shape)
+        sql = self._sql.get(key)
+        if sql is None:
+            quote = db.ops.quote_name
+            columns = [f"t.{quote(field.column)}" for field in self.fields]
+            joins = ""
+            if related is not None:
+                foreign = self._field(related)
+                other = foreign.related_model._meta
+                columns += [f"j.{quote(field.column)}" for field in other.concrete_fields]
+                joins = (
+                    f" LEFT JOIN {quote(other.db_table)} j"
+                    f" ON j.{quote(foreign.target_field.column)} = t.{quote(foreign.column)}"
+                )
+            sql = self._sql[key] = (
+                f"SELECT {', '.join(columns)} FROM {quote(self.meta.db_table)} t{joins} "
+                f"WHERE {self._clause(db, shape, 't.')} LIMIT 1"
+            )
+        with db.cursor() as cursor:
+            cursor.execute(sql, params)
+            row = cursor.fetchone()
+        if row is None:
+            return None
+        split = len(self.fields)
+        found = model_from_row(db, self.model, row[:split])
+        if related is not None:
+            foreign = self._field(related)
+            if getattr(found, foreign.attname) is None:
+                foreign.set_cached_value(found, None)
+            else:
+                foreign.set_cached_value(
+                    found, model_from_row(db, foreign.related_model, row[split:])
+                )
+        return found
+
+    def pks(self, db: Any, limit: int, **where: Any) -> list[Any]:
+        """The keys of at most `limit` rows where `where` holds."""
+        shape, params = self._where(db, where)
+        key = (db.vendor, "pks", shape)
+        sql = self._sql.get(key)
+        if sql is None:
+            quote = db.ops.quote_name
+            sql = self._sql[key] = (
+                f"SELECT {quote(self.meta.pk.column)} FROM {quote(self.meta.db_table)} "
+                f"WHERE {self._clause(db, shape)} LIMIT %s"
+            )
+        with db.cursor() as cursor:
+            cursor.execute(sql, [*params, limit])
+            rows = cursor.fetchall()
+        return [value for (value,) in rows]
+
+    def update(
+        self,
+        db: Any,
+        changes: dict[str, Any],
+        *,
+        bump: Sequence[str] = (),
+        **where: Any,
+    ) -> int:
+        """`UPDATE ... SET` each of `changes`, and each field of `bump` plus one, where
+        `where` holds; the number of rows updated."""
+        shape, where_params = self._where(db, where)
+        fields = [self._field(name) for name in changes]
+        key = (db.vendor, "update", tuple(changes), tuple(bump), shape)
+        sql = self._sql.get(key)
+        if sql is None:
+            quote = db.ops.quote_name
+            sets = [f"{quote(field.column)} = %s" for field in fields]
+            sets += [
+                f"{quote(self._field(name).column)} = {quote(self._field(name).column)} + 1"
+                for name in bump
+            ]
+            sql = self._sql[key] = (
+                f"UPDATE {quote(self.meta.db_table)} SET {', '.join(sets)} "
+                f"WHERE {self._clause(db, shape)}"
+            )
+        params = [
+            db_value(field, value, db)
+            for field, value in zip(fields, changes.values(), strict=True)
+        ]
+        with db.cursor() as cursor:
+            cursor.execute(sql, params + where_params)
+            return int(cursor.rowcount)
+
+    def insert(self, db: Any, objs: Sequence[models.Model]) -> None:
+        """Insert the rows of `objs` (as `bulk_create` would: defaults and `auto_now_add`
+        filled in, keys made by the database set on each)."""
+        if not objs:
+            return
+        pk = self.meta.pk
+        made_by_db = isinstance(pk, models.AutoField | models.BigAutoField | models.SmallAutoField)
+        fields = [field for field in self.fields if not (made_by_db and field is pk)]
+        if made_by_db and not db.features.can_return_rows_from_bulk_insert:
+            self.model._default_manager.using(db.alias).bulk_create(objs)
+            return
+        key = (db.vendor, "insert", len(objs))
+        sql = self._sql.get(key)
+        if sql is None:
+            quote = db.ops.quote_name
+            row = f"({', '.join(['%s'] * len(fields))})"
+            sql = self._sql[key] = (
+                f"INSERT INTO {quote(self.meta.db_table)} "
+                f"({', '.join(quote(field.column) for field in fields)}) "
+                f"VALUES {', '.join([row] * len(objs))}"
+                + (f" RETURNING {quote(pk.column)}" if made_by_db else "")
+            )
+        params = [
+            db_value(field, field.pre_save(obj, True), db) for obj in objs for field in fields
+        ]
+        with db.cursor() as cursor:
+            cursor.execute(sql, params)
+            made = cursor.fetchall() if made_by_db else []
+        for index, obj in enumerate(objs):
+            if made_by_db:
+                (value,) = convert(db, self.meta.db_table, [pk], made[index])
+                setattr(obj, pk.attname, value)
+            obj._state.adding = False
+            obj._state.db = db.alias
