@@ -1,0 +1,93 @@
+"""Statements written once (engine.rows): what each reads, updates and inserts is what the
+ORM reads, updates and inserts, on SQLite and PostgreSQL alike."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+from django.db import connections
+from django.test.utils import CaptureQueriesContext
+from django.utils import timezone
+
+from engine.ltm.models import LtmEvent, LtmExecution, LtmInstance, LtmRun
+from engine.rows import Table
+
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.bothmodes]
+connection = connections["default"]  # (the connection itself: the proxy is not a key)
+
+RUNS, EXECUTIONS, EVENTS, INSTANCES = (
+    Table(LtmRun),
+    Table(LtmExecution),
+    Table(LtmEvent),
+    Table(LtmInstance),
+)
+
+
+def _fields(obj):
+    return {field.attname: getattr(obj, field.attname) for field in type(obj)._meta.concrete_fields}
+
+
+@pytest.fixture
+def run(user):
+    return LtmRun.objects.create(
+        name="r", owner=user, global_state={"a": [1, "b", None], "n": 1.5}, error="e"
+    )
+
+
+def test_a_row_by_key_is_the_row_the_orm_reads_with_its_related_object(run, user):
+    orm = LtmRun.objects.select_related("owner").get(pk=run.pk)
+    with CaptureQueriesContext(connection) as captured:
+        got = RUNS.first(connection, related="owner", pk=run.pk)
+        owner = got.owner
+    assert len(captured) == 1  # the owner came with it
+    assert _fields(got) == _fields(orm) and _fields(owner) == _fields(user)
+    assert got._state.adding is False and got._state.db == "default"
+
+    orphan = LtmRun.objects.create(name="from code")
+    got = RUNS.first(connection, related="owner", pk=str(orphan.pk))  # (a key as text too)
+    assert got.pk == orphan.pk and got.owner is None
+    assert RUNS.first(connection, pk="00000000-0000-0000-0000-000000000000") is None
+
+
+def test_rows_where_columns_equal_values_or_lie_in_a_list(run):
+    for fqn in ("r", "r.a", "r.b"):
+        LtmInstance.objects.create(run=run, fqn=fqn, name=fqn, declared_name=fqn, state={"x": fqn})
+    got = INSTANCES.first(connection, run=run.pk, fqn="r.b")
+    assert _fields(got) == _fields(LtmInstance.objects.get(run=run, fqn="r.b"))
+    ids = list(LtmInstance.objects.filter(run=run).order_by("pk").values_list("pk", flat=True))
+    assert sorted(INSTANCES.pks(connection, 10, run=run.pk, fqn=["r.a", "r.b"])) == ids[1:]
+    assert len(INSTANCES.pks(connection, 2, run=run.pk)) == 2
+    assert INSTANCES.pks(connection, 10, run=run.pk, fqn=[]) == []
+
+
+def test_an_update_sets_values_bumps_counters_and_counts_what_it_changed(run):
+    later = timezone.now() + timedelta(days=1)
+    changes = {"state": "running", "global_state": {"k": [True]}, "finished": later, "error": ""}
+    assert RUNS.update(connection, changes, bump=["version"], pk=run.pk, version=0) == 1
+    assert RUNS.update(connection, {"error": "no"}, pk=run.pk, version=0) == 0  # lost the race
+    stored = LtmRun.objects.get(pk=run.pk)
+    assert (stored.state, stored.global_state, stored.finished, stored.error) == (
+        "running",
+        {"k": [True]},
+        later,
+        "",
+    )
+    assert stored.version == 1
+
+
+def test_an_insert_stores_what_bulk_create_would_and_sets_the_keys(run, user):
+    made = [
+        LtmExecution(run=run, fqn=f"r.{n}", payload={"n": n}, dispatched_at=timezone.now())
+        for n in range(3)
+    ]
+    EXECUTIONS.insert(connection, made)
+    assert all(execution.pk for execution in made)
+    for execution in made:
+        stored = LtmExecution.objects.get(pk=execution.pk)
+        assert _fields(stored) == _fields(execution)  # defaults and `created` filled in alike
+        assert stored.created is not None and stored.status == "queued"
+
+    event = LtmEvent(run=run, seq=1, kind="k", fqn="r", actor=user, state="running", data={"a": 1})
+    EVENTS.insert(connection, [event])
+    assert _fields(LtmEvent.objects.get(pk=event.pk)) == _fields(event)
