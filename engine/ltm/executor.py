@@ -126,7 +126,8 @@ def append(execution: LtmExecution, target: str, key: str, value: Any, index: in
         if held is not None:  # (the root's row holds no state: its list is the run's)
             record = store.row_record(run, row)
             tree = None if held.tree is None else held.tree.with_records([record])
-            store.committed.after_commit(run.pk, run.version, {**held.rows, row.fqn: row}, tree)
+            rows = {**held.rows, row.fqn: store.as_row(row)}
+            store.committed.after_commit(run.pk, run.version, rows, tree)
         event = {"key": key, "value": value, "length": len(state[key])}
         store.add_event(run, "state.appended", target, event, store.row_record(run, row))
         return list(state[key])

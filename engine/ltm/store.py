@@ -103,7 +103,7 @@ def _rows(queryset: Any) -> dict[str, Any]:
     return {row.fqn: row for row in map(InstanceRow, queryset.values_list(*_ROW_FIELDS))}
 
 
-def _as_row(row: Any) -> InstanceRow:
+def as_row(row: Any) -> InstanceRow:
     """An InstanceRow of `row` (an LtmInstance, or an InstanceRow: returned as it is)."""
     if isinstance(row, InstanceRow):
         return row
@@ -162,9 +162,9 @@ class CommittedRuns:
     def after_commit(
         self, run_id: Any, version: int, rows: dict[str, Any], tree: RecordTree | None = None
     ) -> None:
-        """Keep `rows` (their current values: copied now) and their `tree` as the run at
-        `version` once the transaction under way commits."""
-        held = Held(version, {fqn: _as_row(row) for fqn, row in rows.items()}, tree)
+        """Keep `rows` (InstanceRows, never changed in place: the dict is copied now) and
+        their `tree` as the run at `version` once the transaction under way commits."""
+        held = Held(version, dict(rows), tree)
         transaction.on_commit(lambda: self.put(run_id, held))
 
     def clear(self) -> None:
@@ -519,7 +519,7 @@ def _write_records(snap: Snapshot, records: Iterable[InstanceRecord]) -> None:
         row = snap.rows[record.fqn] = InstanceRow((row.id, record.fqn, *values.values()))
         changed.append(row)
     for row in LtmInstance.objects.bulk_create(new):
-        snap.rows[row.fqn] = row
+        snap.rows[row.fqn] = as_row(row)
     if changed:
         _update_rows(changed)
 

@@ -12,6 +12,7 @@ and publish. It changes nothing it is given and does no I/O:
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
@@ -106,7 +107,14 @@ def find_moves(
 
 def _moves(tree: RecordTree, call: TransitionCall) -> list[Move]:
     moves = []
-    for machine in list(tree.walk()):
+    # A transition declared without a namespace applies in its machine's: only the machine
+    # named by the call's namespace can move, unless the run's classes declare this label
+    # in a namespace of its own somewhere (then every machine is looked at).
+    if _namespaced(tree.machine, call.label):
+        machines = list(tree.walk())
+    else:
+        machines = [call.namespace] if call.namespace in tree else []
+    for machine in machines:
         for transition in tree.class_of(machine).definition().transitions:
             if transition.label != call.label:
                 continue
@@ -114,7 +122,7 @@ def _moves(tree: RecordTree, call: TransitionCall) -> list[Move]:
                 continue
             sources = tuple(
                 child
-                for child in tree.children(machine)
+                for child in _candidates(tree, machine, transition, call.params)
                 if tree.class_of(child) in transition.sources
                 and _counts_active(tree.record(child).status, child == call.caller_fqn)
                 and _named_by(tree.class_of(child), tree.record(child).name, call.params)
@@ -123,6 +131,59 @@ def _moves(tree: RecordTree, call: TransitionCall) -> list[Move]:
                 _target_items(transition, call.params)
                 moves.append(Move(machine, transition, sources))
     return moves
+
+
+# Root class -> label -> whether `_namespaced` (weakly: a class defined in a test may go).
+_NAMESPACED: weakref.WeakKeyDictionary[type, dict[str, bool]] = weakref.WeakKeyDictionary()
+
+
+def _namespaced(machine: type[LTM], label: str) -> bool:
+    """Whether a class of `machine`'s tree declares a `label` transition with a namespace."""
+    known = _NAMESPACED.setdefault(machine, {})
+    if label not in known:
+        known[label] = _declares_namespace(machine, label)
+    return known[label]
+
+
+def _declares_namespace(machine: type[LTM], label: str) -> bool:
+    seen: set[type[LTM]] = set()
+    todo = [machine]
+    while todo:
+        cls = todo.pop()
+        if cls in seen:
+            continue
+        seen.add(cls)
+        definition = cls.definition()
+        if any(t.label == label and t.namespace for t in definition.transitions):
+            return True
+        todo.extend(definition.children.values())
+    return False
+
+
+def _candidates(
+    tree: RecordTree, machine: str, transition: TransitionDef, params: list[dict[str, Any]] | None
+) -> list[str]:
+    """The children of `machine` that can be the transition's sources, in their order: the
+    ones the sources' names (and the call's params, for parameterised ones) name, without
+    looking at every child; every child when a source's instances are not all named."""
+    named: list[str] = []
+    for cls in transition.sources:
+        if not cls.placeholders:
+            named.append(f"{machine}.{cls.name}")
+            continue
+        naming = [item for item in params or () if all(f in item for f in cls.placeholders)]
+        if not naming:
+            return tree.children(machine)  # every instance of it is a source
+        for item in naming:
+            try:
+                named.append(f"{machine}.{format_name(cls.name, item)}")
+            except InvalidTransition:
+                continue
+    found = list(dict.fromkeys(fqn for fqn in named if fqn in tree))
+    if len(found) > 1:
+        order = {fqn: index for index, fqn in enumerate(tree.children(machine))}
+        found.sort(key=lambda fqn: order.get(fqn, -1))
+    return [fqn for fqn in found if fqn.rsplit(".", 1)[0] == machine]
 
 
 def _named_by(cls: type[LTM], name: str, params: list[dict[str, Any]] | None) -> bool:
@@ -175,7 +236,7 @@ class _Planner:
 
     def __init__(self, tree: RecordTree, *, stored: bool = True) -> None:
         self.tree = tree
-        self.before = {r.fqn: r for r in tree.records()} if stored else {}
+        self.stored = stored  # False: every record is new
         self.result = Plan()
         self.queued: list[tuple[str, dict[str, Any], int]] = []  # (fqn, payload, entry)
 
@@ -255,8 +316,8 @@ class _Planner:
             self.enter(target, call.payload)
 
     def finish(self) -> Plan:
-        after = self.tree.records()
-        self.result.records_changed = [r for r in after if self.before.get(r.fqn) != r]
+        tree = self.tree
+        self.result.records_changed = tree.changed() if self.stored else tree.records()
         # An execution queued and then overtaken within this very plan (its state moved on,
         # or began a new visit) would only be stale: it is not queued at all.
         for fqn, payload, entry in self.queued:

@@ -38,12 +38,15 @@ class RecordTree:
         self._records: dict[str, InstanceRecord] = {}
         self._classes: dict[str, type[LTM]] = {}
         self._children: dict[str, list[str]] = {}
+        self._own: set[str] | None = None  # None: every list of children is this tree's own
+        self._before: dict[str, InstanceRecord | None] = {}  # see `changed`
         initial = copy_data(dict(machine.initial_state))
         self._add(
             InstanceRecord(self.root, self.root, machine.name, "init", initial), machine, None
         )
         for record in sorted(records, key=lambda r: r.fqn.count(".")):
             self._load(record)
+        self._before = {}
 
     @classmethod
     def of(cls, machine: type[LTM], records: Iterable[InstanceRecord] | RecordTree) -> RecordTree:
@@ -62,8 +65,39 @@ class RecordTree:
         twin.machine, twin.root = self.machine, self.root
         twin._records = dict(self._records)
         twin._classes = dict(self._classes)
-        twin._children = {fqn: list(children) for fqn, children in self._children.items()}
+        # The lists of children are shared too, each copied before its first change.
+        twin._children = dict(self._children)
+        twin._own = set()
+        self._own = set()  # (and this tree's, from now on)
+        twin._before = {}
         return twin
+
+    def _children_to_change(self, fqn: str) -> list[str]:
+        if self._own is not None and fqn not in self._own:
+            self._children[fqn] = list(self._children[fqn])
+            self._own.add(fqn)
+        return self._children[fqn]
+
+    def changed(self) -> list[InstanceRecord]:
+        """The records this tree changed or added since it was made (or copied), as they
+        are now, parents first (in `walk` order); a record changed back to what it was is
+        left out."""
+        changed = [
+            fqn
+            for fqn, before in self._before.items()
+            if fqn in self._records and before != self._records[fqn]
+        ]
+        changed.sort(key=self._position)
+        return [self._records[fqn] for fqn in changed]
+
+    def _position(self, fqn: str) -> tuple[int, ...]:
+        """Where `fqn` comes in `walk`: its index among its siblings, at every level."""
+        position: list[int] = []
+        while fqn != self.root:
+            parent = fqn.rsplit(".", 1)[0]
+            position.append(self._children[parent].index(fqn))
+            fqn = parent
+        return tuple(reversed(position))
 
     def with_records(
         self, records: Iterable[InstanceRecord], removed: Iterable[str] = ()
@@ -76,19 +110,23 @@ class RecordTree:
             if fqn in twin._records and fqn != twin.root:
                 for each in list(twin.walk(fqn)):
                     del twin._records[each], twin._classes[each], twin._children[each]
-                twin._children[fqn.rsplit(".", 1)[0]].remove(fqn)
+                twin._children_to_change(fqn.rsplit(".", 1)[0]).remove(fqn)
         for record in sorted(records, key=lambda r: r.fqn.count(".")):
-            twin._load(record)
+            twin._load(record, copy=False)  # (the records written: nothing changes them)
+        twin._before = {}
         return twin
 
     def _add(self, record: InstanceRecord, cls: type[LTM], parent: str | None) -> None:
+        self._before.setdefault(record.fqn, None)
         self._records[record.fqn] = record
         self._classes[record.fqn] = cls
         self._children[record.fqn] = []
+        if self._own is not None:
+            self._own.add(record.fqn)
         if parent is not None:
-            self._children[parent].append(record.fqn)
+            self._children_to_change(parent).append(record.fqn)
 
-    def _load(self, record: InstanceRecord) -> None:
+    def _load(self, record: InstanceRecord, *, copy: bool = True) -> None:
         cls: type[LTM] | None = None
         parent: str | None = None
         try:
@@ -104,7 +142,7 @@ class RecordTree:
             raise ValueError(f"record {record.fqn!r} does not fit {fits}: {exc}") from exc
         if fqn != record.fqn:
             raise ValueError(f"record {record.fqn!r} rebuilds as {fqn!r}")
-        state = copy_data(record.state)
+        state = copy_data(record.state) if copy else record.state
         if fqn in self._records:  # the root, or a machine made on the way to another record
             self.update(
                 fqn, status=record.status, state=state, error=record.error, entry=record.entry
@@ -112,7 +150,9 @@ class RecordTree:
             return
         assert cls is not None and parent is not None
         # What `child` would create, with the record's status, state, error and entry.
-        params = copy_data(dict(record.params)) if cls.placeholders else {}
+        params = (
+            (copy_data(dict(record.params)) if copy else record.params) if cls.placeholders else {}
+        )
         loaded = InstanceRecord(
             fqn,
             fqn.rsplit(".", 1)[1],
@@ -148,10 +188,12 @@ class RecordTree:
 
     def walk(self, fqn: str | None = None) -> Iterator[str]:
         """`fqn` (default: the root) and every fqn below it, parents first."""
-        start = self.root if fqn is None else fqn
-        yield start
-        for child in self.children(start):
-            yield from self.walk(child)
+        children = self._children
+        stack = [self.root if fqn is None else fqn]
+        while stack:
+            each = stack.pop()
+            yield each
+            stack.extend(reversed(children[each]))
 
     def records(self, fqn: str | None = None) -> list[InstanceRecord]:
         """The records of `walk(fqn)`, in that order."""
@@ -202,5 +244,6 @@ class RecordTree:
 
     def update(self, fqn: str, **changes: Any) -> InstanceRecord:
         """Replace the record at `fqn` with a copy carrying `changes`; returns it."""
+        self._before.setdefault(fqn, self._records[fqn])
         record = self._records[fqn] = replace(self._records[fqn], **changes)
         return record

@@ -152,3 +152,53 @@ def test_a_tree_with_records_stored_over_it_is_the_tree_built_from_them():
 
     assert _as_built(stored_over) == _as_built(RecordTree(catalog.FanOut, after.values()))
     assert _as_built(tree) == _as_built(RecordTree(catalog.FanOut, records))  # as it was
+
+
+def test_a_transition_named_by_its_params_looks_only_at_the_sources_they_name():
+    """`transition("join", params=[{"n": 2}])` from one of 300 branches reads that branch's
+    record, not its 299 siblings' (the planner of a wide fan-out cost the width per step)."""
+    from engine.core.ltm import planner
+
+    tree = RecordTree(catalog.FanOut, _fanned_out(300))
+    for n in (2, 7):
+        tree.update(f"fan_out.batch.work_{n}", status="active")
+    join = next(t for t in catalog.Batch.definition().transitions if t.label == "join")
+
+    read: list[str] = []
+    original = tree.record
+    tree.record = lambda fqn: read.append(fqn) or original(fqn)  # type: ignore[method-assign]
+    call = TransitionCall("fan_out.batch.work_2", "join", {}, [{"n": 2}], "fan_out.batch")
+    moves = planner._moves(tree, call)
+    assert [(m.machine, m.sources) for m in moves] == [("fan_out.batch", ("fan_out.batch.work_2",))]
+    assert not [
+        fqn
+        for fqn in read
+        if fqn.startswith("fan_out.batch.work_") and fqn != "fan_out.batch.work_2"
+    ]
+
+    # Named in another order, they move in their siblings' order; unnamed, every active one.
+    assert planner._candidates(tree, "fan_out.batch", join, [{"n": 7}, {"n": 2}]) == [
+        "fan_out.batch.work_2",
+        "fan_out.batch.work_7",
+    ]
+    unnamed = TransitionCall("fan_out.batch.work_2", "join", {}, None, "fan_out.batch")
+    assert planner._moves(tree, unnamed)[0].sources == (
+        "fan_out.batch.work_2",
+        "fan_out.batch.work_7",
+    )
+
+
+def test_the_records_a_plan_changed_come_parents_first_in_the_order_of_the_tree():
+    tree = RecordTree(catalog.FanOut, _fanned_out(5))
+    tree.update("fan_out.batch.work_3", status="active")
+    tree.update("fan_out", state={"size": 5, "x": 1})
+    tree.update("fan_out.batch.work_1", status="active")
+    tree.update("fan_out.batch.work_4", status="queued")  # as it was: not a change
+    tree.child("fan_out.batch", catalog.Collect)
+    assert [r.fqn for r in tree.changed()] == [
+        "fan_out",
+        "fan_out.batch.work_1",
+        "fan_out.batch.work_3",
+        "fan_out.batch.collect",
+    ]
+    assert tree.copy().changed() == []
