@@ -154,7 +154,8 @@ def execute_execution(execution_id: int) -> None:
         return
     execution: LtmExecution = claimed.outcome
     with executions.hold(execution.pk):
-        snap = store.read(execution.run_id)
+        # The run as the claim left it (a write committed since shows at the commit).
+        snap = store.after(claimed) or store.read(execution.run_id)
         runtime = DjangoRuntime(owner=snap.run.owner, execution=execution)
         try:
             tree = snap.tree(runtime=runtime)
@@ -163,8 +164,8 @@ def execute_execution(execution_id: int) -> None:
             effects = Effects(error=traceback.format_exc())
         if effects.error:
             effects = replace(effects, error=storable_text(effects.error))
-        # The rows read for the tree serve the commit too if nobody wrote the run meanwhile
-        # (its version): the commit then reads only the run's row inside the write lock.
+        # The snapshot run() saw serves the commit: its compare-and-set on the run's
+        # version tells whether nobody wrote the run meanwhile (else it reads it again).
         store.commit(execution.run_id, lambda now: _finish(now, execution, effects), known=snap)
 
 

@@ -249,18 +249,13 @@ def row_record(run: LtmRun, row: Any) -> InstanceRecord:
     )
 
 
-def read(
-    run_id: Any, only: Iterable[str] | None = None, *, known: Snapshot | None = None
-) -> Snapshot:
+def read(run_id: Any, only: Iterable[str] | None = None) -> Snapshot:
     """The run (first: its version guards what is read after it) and its instances: all of
-    them, or the instances named by `only` (a partial snapshot). `known`, a whole snapshot
-    read earlier: when the run is still at its version, its instance rows are those rows
-    (every write of a run's instances bumps the version), so they are not read again."""
+    them, or the instances named by `only` (a partial snapshot). A run this process
+    committed last is held whole at its version (`committed`): its rows are not read."""
     run = RUNS.first(db_for(LtmRun), related="owner", pk=run_id)
     if run is None:
         raise LtmRun.DoesNotExist(f"no LTM run {run_id}")
-    if known is not None and not known.partial and known.run.version == run.version:
-        return Snapshot(run, dict(known.rows), _tree=known._tree)
     held = committed.get(run.pk, run.version)
     if held is not None:  # this process wrote that version: its rows are these
         return Snapshot(run, dict(held.rows), _tree=held.tree)
@@ -287,6 +282,7 @@ class Write:
     run_error: str | None = None
     outcome: Any = None  # for the caller of `commit`
     new_execution_ids: list[int] = field(default_factory=list)
+    left: Snapshot | None = None  # the snapshot it was applied to, as it left it (`after`)
 
 
 def commit(
@@ -302,20 +298,36 @@ def commit(
     StaleFlowError instead). None from `build`: write nothing. With `only`, the snapshot
     holds just those instances: `build` must look at no other, nor write another. `known`:
     a whole snapshot read earlier, whose rows are taken if the run is still at its version
-    (`read`); `build` and the write must not have changed them."""
+    (`read`): it is taken as it is, without reading the run again, and the compare-and-set
+    tells whether the run was still at its version; `build` and the write must not have
+    changed it."""
     names = None if only is None else list(only)
     for _ in range(_ATTEMPTS if retry else 1):
         with transaction.atomic():
-            snap = read(run_id, names, known=known)
+            if known is not None and not known.partial:
+                snap = Snapshot(known.run, dict(known.rows), _tree=known._tree)
+            else:
+                snap = read(run_id, names)
             known = None  # (a retry reads afresh)
             write = build(snap)
             if write is None:
                 return None
             if apply(snap, write):
+                write.left = snap
                 return write
     if not retry:
         raise StaleFlowError(f"LTM run {run_id} changed meanwhile; look again and retry")
     raise StaleFlowError(f"LTM run {run_id} keeps changing; try again")
+
+
+def after(write: Write) -> Snapshot | None:
+    """The run as the committed `write` left it, whole, from what this process holds (no
+    query); None if it does not hold that version (a later write got there first)."""
+    left = write.left
+    held = None if left is None else committed.get(left.run.pk, left.run.version)
+    if left is None or held is None:
+        return None
+    return Snapshot(left.run, dict(held.rows), _tree=held.tree)
 
 
 def apply(snap: Snapshot, write: Write) -> bool:

@@ -229,31 +229,40 @@ def test_live_events_are_published_after_commit(user):
     json.dumps(mine)  # what a channel layer carries
 
 
-def test_a_commit_takes_the_rows_read_before_only_while_the_run_is_at_that_version(user):
-    """An execution's commit reuses the instance rows read for its tree when nobody wrote the
-    run meanwhile (one query: the run's row), and reads them again when somebody did."""
+def test_a_commit_takes_the_snapshot_run_saw_and_reads_again_only_if_the_run_moved_on(user):
+    """An execution's commit takes the snapshot its run() saw as it is (no read of the run
+    or its instances: the compare-and-set on the version decides), and plans again on what
+    is stored when somebody wrote the run meanwhile."""
+    from dataclasses import replace
+
     from django.db import connection
     from django.test.utils import CaptureQueriesContext
 
     from engine.ltm import store
 
     run_id = api.start_ltm("flou_join", user, {"size": 3})
+    seen: list[str] = []
+    first, other = [f for f in store.read(run_id).rows if "." in f][:2]
+
+    def build(snap: store.Snapshot) -> store.Write:
+        seen.append(snap.rows[other].error)
+        record = store.row_record(snap.run, snap.rows[first])
+        return store.Write(records=[replace(record, error=f"written {len(seen)}")])
+
     earlier = store.read(run_id)
     with CaptureQueriesContext(connection) as captured:
-        same = store.read(run_id, known=earlier)
-    assert len(captured) == 1 and "engine_ltminstance" not in captured[0]["sql"]
-    assert set(same.rows) == set(earlier.rows) and same.run.version == earlier.run.version
+        store.commit(run_id, build, known=earlier)
+    selects = [q["sql"] for q in captured if q["sql"].startswith("SELECT")]
+    assert not [sql for sql in selects if "engine_ltmrun" in sql or "engine_ltminstance" in sql]
 
-    LtmRun.objects.filter(pk=run_id).update(version=earlier.run.version + 1)  # a write
-    LtmInstance.objects.filter(run_id=run_id, fqn=next(iter(earlier.rows))).update(error="new")
+    stale = store.read(run_id)
+    LtmRun.objects.filter(pk=run_id).update(version=stale.run.version + 1)  # a write elsewhere
+    LtmInstance.objects.filter(run_id=run_id, fqn=other).update(error="new")
     with CaptureQueriesContext(connection) as captured:
-        fresh = store.read(run_id, known=earlier)
+        store.commit(run_id, build, known=stale)
     assert any("engine_ltminstance" in query["sql"] for query in captured)
-    assert fresh.rows[next(iter(earlier.rows))].error == "new"
-    partial = store.read(run_id, [next(iter(earlier.rows))])
-    with CaptureQueriesContext(connection) as captured:
-        store.read(run_id, known=partial)  # a partial snapshot is never taken for the whole
-    assert any("engine_ltminstance" in query["sql"] for query in captured)
+    assert seen == ["", "", "new"]  # planned on the snapshot, then again on what is stored
+    assert LtmInstance.objects.get(run_id=run_id, fqn=first).error == "written 3"
 
 
 # -- the runs this process committed (engine.ltm.store.committed) ------------------------------
@@ -366,3 +375,33 @@ def test_a_write_of_a_partial_snapshot_keeps_the_run_held_whole(user):
     assert {r.fqn: r for r in held.records()} == _stored_records(run_id)
     assert _stored_records(run_id)[fqn].error == "partly"
     assert [e["kind"] for e in seen if e.get("run") == run_id] == ["note"]
+
+
+def test_a_wide_run_executed_here_reads_no_instance_row_back_nor_builds_its_tree_again(
+    user, monkeypatch
+):
+    """Each execution of a run this process writes takes the run as it left it: no
+    instance row is read back and no tree built from every record, however wide the run
+    (an execution of a 200-branch fan-out read and built all 205 instances, several times)."""
+    from engine.core.ltm.tree import RecordTree
+    from engine.ltm import store
+
+    rows_read: list[int] = []
+    read_rows = store._rows
+    monkeypatch.setattr(
+        store, "_rows", lambda rows: rows_read.append(len(r := read_rows(rows))) or r
+    )
+    built: list[int] = []
+
+    class Counted(RecordTree):
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            built.append(1)
+            super().__init__(*args, **kwargs)
+
+    monkeypatch.setattr(store, "RecordTree", Counted)
+
+    run_id = api.start_ltm("flou_join", user, {"size": 48})
+
+    assert LtmRun.objects.get(pk=run_id).state == "complete"
+    assert LtmExecution.objects.filter(run_id=run_id).count() == 99
+    assert sum(rows_read) == 0 and len(built) <= 1
