@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import traceback
+from copy import copy
 from dataclasses import replace
 from typing import Any
 
@@ -144,12 +145,12 @@ def _lease() -> Any:
 
 def execute_execution(execution_id: int) -> None:
     """Body of the Huey task: claim, execute, commit (see the module's docstring)."""
-    found = _run_of(execution_id)
-    if found is None:
-        return
-    run_id, fqn = found
-    # The claim looks at its own instance only (a run may have hundreds).
-    claimed = store.commit(run_id, lambda snap: _claim(snap, execution_id), only=[fqn])
+    queued = _execution(execution_id)
+    if queued is None or queued.status != ExecutionStatus.QUEUED:
+        return  # claimed by another worker, or over
+    # The claim looks at its own instance only (a run may have hundreds), and holds only if
+    # the execution is still as read here (`expect`: its update says so).
+    claimed = store.commit(queued.run_id, lambda snap: _claim(snap, queued), only=[queued.fqn])
     if claimed is None or claimed.outcome is None:
         return
     execution: LtmExecution = claimed.outcome
@@ -169,20 +170,20 @@ def execute_execution(execution_id: int) -> None:
         store.commit(execution.run_id, lambda now: _finish(now, execution, effects), known=snap)
 
 
-def _run_of(execution_id: int) -> tuple[Any, str] | None:
-    """The run and the instance (fqn) of an execution."""
-    execution = _execution(execution_id)
-    return None if execution is None else (execution.run_id, execution.fqn)
-
-
 def _execution(execution_id: int) -> LtmExecution | None:
     return store.EXECUTIONS.first(store.db_for(LtmExecution), pk=execution_id)
 
 
-def _claim(snap: store.Snapshot, execution_id: int) -> store.Write | None:
-    execution = _execution(execution_id)
-    if execution is None or execution.status != ExecutionStatus.QUEUED:
-        return None  # claimed by another worker, or over
+def _claim(snap: store.Snapshot, queued: LtmExecution) -> store.Write:
+    """Claim `queued` (as read before the transaction: the write holds only if it still is),
+    or mark it stale, or failed when its class is gone."""
+    execution = copy(queued)  # (a retry starts from the row as read)
+    write = _claim_write(snap, execution)
+    write.expect = {"status": ExecutionStatus.QUEUED, "attempts": queued.attempts}
+    return write
+
+
+def _claim_write(snap: store.Snapshot, execution: LtmExecution) -> store.Write:
     now = timezone.now()
     stale = {"status": ExecutionStatus.STALE, "finished": now, "lease_until": None}
     row = snap.rows.get(execution.fqn)
@@ -233,14 +234,15 @@ def _fail_without_class(snap: store.Snapshot, execution: LtmExecution, error: st
     )
 
 
-def _finish(snap: store.Snapshot, execution: LtmExecution, effects: Effects) -> store.Write | None:
-    current = _execution(execution.pk)
-    if (
-        current is None
-        or current.status != ExecutionStatus.CLAIMED
-        or current.attempts != execution.attempts
-    ):
-        return None  # killed, or handed to another worker meanwhile: discard
+def _finish(snap: store.Snapshot, execution: LtmExecution, effects: Effects) -> store.Write:
+    """The commit of an execution; it holds only while the execution is still this claim
+    (`expect`: killed, or handed to another worker meanwhile, it is dropped)."""
+    write = _finish_write(snap, execution, effects)
+    write.expect = {"status": ExecutionStatus.CLAIMED, "attempts": execution.attempts}
+    return write
+
+
+def _finish_write(snap: store.Snapshot, execution: LtmExecution, effects: Effects) -> store.Write:
     now = timezone.now()
     row = snap.rows.get(execution.fqn)
     if row is None or row.entry != execution.entry:

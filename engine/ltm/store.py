@@ -283,6 +283,13 @@ class Write:
     outcome: Any = None  # for the caller of `commit`
     new_execution_ids: list[int] = field(default_factory=list)
     left: Snapshot | None = None  # the snapshot it was applied to, as it left it (`after`)
+    # What every execution it changes must still be (`{"status": ..., "attempts": ...}`),
+    # checked by the update itself: if one is not, the whole write is dropped (`Dropped`).
+    expect: dict[str, Any] = field(default_factory=dict)
+
+
+class Dropped(Exception):
+    """A write's execution was not as it expected (`Write.expect`): nothing was written."""
 
 
 def commit(
@@ -295,26 +302,29 @@ def commit(
 ) -> Write | None:
     """Apply `build(snapshot)` to the run with a compare-and-set; `build` is called again
     on a fresh snapshot when another writer got in first (with `retry=False` that is a
-    StaleFlowError instead). None from `build`: write nothing. With `only`, the snapshot
+    StaleFlowError instead). None from `build`: write nothing; None too when the write's
+    `expect` did not hold (it is rolled back). With `only`, the snapshot
     holds just those instances: `build` must look at no other, nor write another. `known`:
-    a whole snapshot read earlier, whose rows are taken if the run is still at its version
-    (`read`): it is taken as it is, without reading the run again, and the compare-and-set
-    tells whether the run was still at its version; `build` and the write must not have
-    changed it."""
+    a whole snapshot read earlier, taken as it is without reading the run again: the
+    compare-and-set tells whether the run was still at its version (else `build` runs again
+    on what is stored); `build` and the write must not have changed it."""
     names = None if only is None else list(only)
     for _ in range(_ATTEMPTS if retry else 1):
-        with transaction.atomic():
-            if known is not None and not known.partial:
-                snap = Snapshot(known.run, dict(known.rows), _tree=known._tree)
-            else:
-                snap = read(run_id, names)
-            known = None  # (a retry reads afresh)
-            write = build(snap)
-            if write is None:
-                return None
-            if apply(snap, write):
-                write.left = snap
-                return write
+        try:
+            with transaction.atomic():
+                if known is not None and not known.partial:
+                    snap = Snapshot(known.run, dict(known.rows), _tree=known._tree)
+                else:
+                    snap = read(run_id, names)
+                known = None  # (a retry reads afresh)
+                write = build(snap)
+                if write is None:
+                    return None
+                if apply(snap, write):
+                    write.left = snap
+                    return write
+        except Dropped:
+            return None  # (rolled back)
     if not retry:
         raise StaleFlowError(f"LTM run {run_id} changed meanwhile; look again and retry")
     raise StaleFlowError(f"LTM run {run_id} keeps changing; try again")
@@ -406,7 +416,9 @@ def apply(snap: Snapshot, write: Write) -> bool:
         key = repr(sorted(execution_changes.items()))
         alike.setdefault(key, (execution_changes, []))[1].append(execution_id)
     for execution_changes, ids in alike.values():
-        EXECUTIONS.update(db, execution_changes, pk=ids)
+        changed = EXECUTIONS.update(db, execution_changes, pk=ids, **write.expect)
+        if write.expect and changed != len(ids):
+            raise Dropped(f"executions {ids} of LTM run {run.pk} changed meanwhile")
     rows = [
         LtmEvent(
             run=run,

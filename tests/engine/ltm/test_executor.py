@@ -405,3 +405,38 @@ def test_a_wide_run_executed_here_reads_no_instance_row_back_nor_builds_its_tree
     assert LtmRun.objects.get(pk=run_id).state == "complete"
     assert LtmExecution.objects.filter(run_id=run_id).count() == 99
     assert sum(rows_read) == 0 and len(built) <= 1
+
+
+def test_a_write_whose_execution_is_no_longer_as_read_is_dropped_whole(user):
+    """A claim (or a commit) checks its execution in the update itself (`Write.expect`):
+    claimed by another worker, or killed, since it was read, the whole write rolls back."""
+    from dataclasses import replace
+
+    from engine.ltm import store
+
+    run_id = api.start_ltm("flou_join", user, {"size": 3})
+    execution = LtmExecution.objects.filter(run_id=run_id, status="done").first()
+    before = LtmRun.objects.get(pk=run_id)
+    events = LtmEvent.objects.filter(run_id=run_id).count()
+    fqn = execution.fqn
+
+    def build(snap: store.Snapshot) -> store.Write:
+        record = store.row_record(snap.run, snap.rows[fqn])
+        return store.Write(
+            records=[replace(record, error="lost")],
+            events=[{"kind": "note", "fqn": fqn, "data": {}}],
+            execution_changes=[(execution.pk, {"status": "claimed"})],
+            expect={"status": "queued", "attempts": execution.attempts},  # it is done
+        )
+
+    assert store.commit(run_id, build) is None
+    after = LtmRun.objects.get(pk=run_id)
+    assert (after.version, after.seq) == (before.version, before.seq)
+    assert LtmEvent.objects.filter(run_id=run_id).count() == events
+    assert LtmExecution.objects.get(pk=execution.pk).status == "done"
+    assert store.read(run_id).rows[fqn].error == ""  # nor held
+    assert LtmInstance.objects.get(run_id=run_id, fqn=fqn).error == ""
+
+    expected = {"status": "done", "attempts": execution.attempts}
+    assert store.commit(run_id, lambda snap: replace(build(snap), expect=expected)) is not None
+    assert LtmInstance.objects.get(run_id=run_id, fqn=fqn).error == "lost"
