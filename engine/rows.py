@@ -222,31 +222,50 @@ class Table:
         if not objs:
             return
         pk = self.meta.pk
-        made_by_db = isinstance(pk, models.AutoField | models.BigAutoField | models.SmallAutoField)
-        fields = [field for field in self.fields if not (made_by_db and field is pk)]
+        made_by_db = _made_by_db(pk)
         if made_by_db and not db.features.can_return_rows_from_bulk_insert:
             self.model._default_manager.using(db.alias).bulk_create(objs)
             return
-        key = (db.vendor, "insert", len(objs))
-        sql = self._sql.get(key)
-        if sql is None:
-            quote = db.ops.quote_name
-            row = f"({', '.join(['%s'] * len(fields))})"
-            sql = self._sql[key] = (
-                f"INSERT INTO {quote(self.meta.db_table)} "
-                f"({', '.join(quote(field.column) for field in fields)}) "
-                f"VALUES {', '.join([row] * len(objs))}"
-                + (f" RETURNING {quote(pk.column)}" if made_by_db else "")
-            )
-        params = [
-            db_value(field, field.pre_save(obj, True), db) for obj in objs for field in fields
-        ]
-        with db.cursor() as cursor:
-            cursor.execute(sql, params)
-            made = cursor.fetchall() if made_by_db else []
+        made = self._insert(db, objs, returning=made_by_db, unless_there=False)
         for index, obj in enumerate(objs):
             if made_by_db:
                 (value,) = convert(db, self.meta.db_table, [pk], made[index])
                 setattr(obj, pk.attname, value)
             obj._state.adding = False
             obj._state.db = db.alias
+
+    def insert_new(self, db: Any, obj: models.Model) -> bool:
+        """Insert the row of `obj` unless a unique constraint says it is there already
+        (`ON CONFLICT DO NOTHING`; SQLite's `INSERT OR IGNORE`): whether it was inserted.
+        A key the database makes is not set on `obj`."""
+        return bool(self._insert(db, [obj], returning=True, unless_there=True))
+
+    def _insert(
+        self, db: Any, objs: Sequence[models.Model], *, returning: bool, unless_there: bool
+    ) -> list[Any]:
+        """The INSERT; with `returning`, a row (the key) per row inserted."""
+        pk = self.meta.pk
+        fields = [field for field in self.fields if not (_made_by_db(pk) and field is pk)]
+        key = (db.vendor, "insert", len(objs), returning, unless_there)
+        sql = self._sql.get(key)
+        if sql is None:
+            quote = db.ops.quote_name
+            row = f"({', '.join(['%s'] * len(fields))})"
+            ignore = unless_there and db.vendor == "sqlite"
+            sql = self._sql[key] = (
+                f"INSERT{' OR IGNORE' if ignore else ''} INTO {quote(self.meta.db_table)} "
+                f"({', '.join(quote(field.column) for field in fields)}) "
+                f"VALUES {', '.join([row] * len(objs))}"
+                + (" ON CONFLICT DO NOTHING" if unless_there and not ignore else "")
+                + (f" RETURNING {quote(pk.column)}" if returning else "")
+            )
+        params = [
+            db_value(field, field.pre_save(obj, True), db) for obj in objs for field in fields
+        ]
+        with db.cursor() as cursor:
+            cursor.execute(sql, params)
+            return list(cursor.fetchall()) if returning else []
+
+
+def _made_by_db(pk: Any) -> bool:
+    return isinstance(pk, models.AutoField | models.BigAutoField | models.SmallAutoField)

@@ -17,7 +17,7 @@ from copy import copy
 from dataclasses import replace
 from typing import Any
 
-from django.db import IntegrityError, transaction
+from django.db import transaction
 from django.utils import timezone
 
 from engine.core.errors import FlowStateError
@@ -105,17 +105,15 @@ def append(execution: LtmExecution, target: str, key: str, value: Any, index: in
             raise KeyError(f"{target}: state {key!r} must be set to a list first")
         if not isinstance(state[key], list):
             raise TypeError(f"{target}: state {key!r} is {state[key]!r}, not a list")
-        try:
-            with transaction.atomic():
-                LtmAppend.objects.create(
-                    execution=execution,
-                    fqn=execution.fqn,
-                    call_index=index,
-                    target=target,
-                    key=key,
-                    seq=run.seq + 1,  # the state.appended event's, written below
-                )
-        except IntegrityError:
+        done = LtmAppend(
+            execution=execution,
+            fqn=execution.fqn,
+            call_index=index,
+            target=target,
+            key=key,
+            seq=run.seq + 1,  # the state.appended event's, written below
+        )
+        if not store.APPENDS.insert_new(db, done):
             return list(state[key])  # done before this execution was re-run
         state[key] = [*state[key], value]
         if row is None:

@@ -61,11 +61,12 @@ def root_class(name: str) -> type[LTM]:
 
 
 # The statements of the hot path (an execution's claim and commit), written once.
-RUNS, INSTANCES, EXECUTIONS, EVENTS = (
+RUNS, INSTANCES, EXECUTIONS, EVENTS, APPENDS = (
     Table(LtmRun),
     Table(LtmInstance),
     Table(LtmExecution),
     Table(LtmEvent),
+    Table(LtmAppend),
 )
 
 

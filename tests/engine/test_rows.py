@@ -91,3 +91,17 @@ def test_an_insert_stores_what_bulk_create_would_and_sets_the_keys(run, user):
     event = LtmEvent(run=run, seq=1, kind="k", fqn="r", actor=user, state="running", data={"a": 1})
     EVENTS.insert(connection, [event])
     assert _fields(LtmEvent.objects.get(pk=event.pk)) == _fields(event)
+
+
+def test_an_insert_unless_there_inserts_once_and_says_so(run):
+    from engine.ltm.models import LtmAppend
+
+    execution = LtmExecution.objects.create(run=run, fqn="r.a")
+    APPENDS = Table(LtmAppend)
+
+    def append(key: str) -> LtmAppend:
+        return LtmAppend(execution=execution, fqn="r.a", call_index=0, target="r", key=key)
+
+    assert APPENDS.insert_new(connection, append("first")) is True
+    assert APPENDS.insert_new(connection, append("again")) is False  # (execution, fqn, call)
+    assert list(LtmAppend.objects.values_list("key", flat=True)) == ["first"]
