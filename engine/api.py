@@ -20,6 +20,7 @@ from engine.core.errors import FlowStateError, StaleFlowError
 from engine.core.flows import script as script_registry
 from engine.core.flows.retry import LIMITS as RETRY_LIMITS
 from engine.core.graph.extract import ltm_graph, routine_graph
+from engine.core.ltm.definition import classes_of as ltm_classes
 from engine.core.ltm.registry import ltm_registry
 from engine.core.ltm.view import RunView
 from engine.diagram import DiagramUnavailable
@@ -180,6 +181,7 @@ __all__ = [
     "is_pool_timeout",
     "load_json",
     "ltm_diagram",
+    "ltm_classes",
     "ltm_roots",
     "parse_id",
     "routine_diagram",

@@ -26,23 +26,16 @@ def list_scripts(request: HttpRequest) -> list[dict[str, Any]]:
 
 def describe_ltm(cls: type[LTM]) -> dict[str, Any]:
     """An LTM class as the palette shows it: its states and every transition label of its
-    tree (a machine may name itself as a child, hence the `seen` set)."""
-    definition = cls.definition()
-    labels: set[str] = set()
-    seen: set[type[LTM]] = set()
-    pending = [cls]
-    while pending:
-        current = pending.pop()
-        if current in seen:
-            continue
-        seen.add(current)
-        current_def = current.definition()
-        labels.update(transition.label for transition in current_def.transitions)
-        pending.extend(current_def.children.values())
+    tree."""
+    labels = {
+        transition.label
+        for each in engine_api.ltm_classes(cls)
+        for transition in each.definition().transitions
+    }
     return {
         "name": cls.name,
         "doc": (cls.__doc__ or "").strip(),
-        "states": list(definition.children),
+        "states": list(cls.definition().children),
         "labels": sorted(labels),
     }
 

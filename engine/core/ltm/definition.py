@@ -215,6 +215,19 @@ def check_tree(cls: type[LTM], _path: tuple[type[LTM], ...] = ()) -> None:
     _checked_trees.add(cls)
 
 
+def classes_of(cls: type[LTM]) -> list[type[LTM]]:
+    """`cls` and every class of its tree, each once (a machine may name itself as a child)."""
+    seen: dict[type[LTM], None] = {}
+    pending = [cls]
+    while pending:
+        current = pending.pop()
+        if current in seen:
+            continue
+        seen[current] = None
+        pending.extend(current.definition().children.values())
+    return list(seen)
+
+
 def normalise_params(
     params: Mapping[str, Any] | Iterable[Mapping[str, Any]] | None,
 ) -> list[dict[str, Any]] | None:

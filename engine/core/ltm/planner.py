@@ -16,7 +16,13 @@ import weakref
 from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
-from .definition import InvalidTransition, TransitionDef, format_name, normalise_params
+from .definition import (
+    InvalidTransition,
+    TransitionDef,
+    classes_of,
+    format_name,
+    normalise_params,
+)
 from .records import Effects, InstanceRecord, Move, Plan, TransitionCall, copy_data
 from .tree import RecordTree
 
@@ -146,18 +152,11 @@ def _namespaced(machine: type[LTM], label: str) -> bool:
 
 
 def _declares_namespace(machine: type[LTM], label: str) -> bool:
-    seen: set[type[LTM]] = set()
-    todo = [machine]
-    while todo:
-        cls = todo.pop()
-        if cls in seen:
-            continue
-        seen.add(cls)
-        definition = cls.definition()
-        if any(t.label == label and t.namespace for t in definition.transitions):
-            return True
-        todo.extend(definition.children.values())
-    return False
+    return any(
+        t.label == label and t.namespace
+        for cls in classes_of(machine)
+        for t in cls.definition().transitions
+    )
 
 
 def _candidates(
