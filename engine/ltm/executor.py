@@ -92,6 +92,8 @@ def append(execution: LtmExecution, target: str, key: str, value: Any, index: in
         # write lock already), ordering this append with every other write of the run.
         store.RUNS.update(db, {}, bump=["version"], pk=execution.run_id)
         run = store.RUNS.first(db, related="owner", pk=execution.run_id)
+        if run is None:
+            raise LtmRun.DoesNotExist(f"no LTM run {execution.run_id}")
         if run.state == LtmRunState.KILLED:
             raise FlowStateError(f"LTM run {run.pk} was killed")
         current = _execution(execution.pk)
