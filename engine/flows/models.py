@@ -126,11 +126,15 @@ class RoutineVersion(models.Model):
 class Flow(models.Model):
     """A routine run for a user: its position, state, data and per-step results."""
 
-    routine = models.ForeignKey(Routine, on_delete=models.PROTECT, related_name="flows")
+    # (Lookups by routine and by owner use the indexes that begin with them, below: a plain
+    # index of each would only cost every flow's insert.)
+    routine = models.ForeignKey(
+        Routine, on_delete=models.PROTECT, related_name="flows", db_index=False
+    )
     routine_version = models.PositiveIntegerField()
     steps = models.JSONField(encoder=DjangoJSONEncoder)  # pinned at start
     owner = models.ForeignKey(
-        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="flows"
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="flows", db_index=False
     )
     state = models.CharField(max_length=16, choices=FlowState.choices, default=FlowState.PENDING)
     position = models.PositiveIntegerField(default=0)
@@ -177,9 +181,23 @@ class Flow(models.Model):
             models.Index(fields=["owner", "-updated", "-id"], name="flow_owner_recent"),
             models.Index(fields=["owner", "state", "-updated", "-id"], name="flow_owner_state"),
             models.Index(fields=["routine", "-updated", "-id"], name="flow_routine_recent"),
-            models.Index(fields=["state", "deadline"], name="flow_state_deadline"),
-            models.Index(fields=["state", "retry_at"], name="flow_state_retry"),
-            models.Index(fields=["state", "step_deadline"], name="flow_state_time_limit"),
+            # The sweeps' searches for what is due (`<= now`); most flows have none of these
+            # times, and an entry of them would only cost every flow's insert.
+            models.Index(
+                fields=["state", "deadline"],
+                name="flow_state_deadline",
+                condition=models.Q(deadline__isnull=False),
+            ),
+            models.Index(
+                fields=["state", "retry_at"],
+                name="flow_state_retry",
+                condition=models.Q(retry_at__isnull=False),
+            ),
+            models.Index(
+                fields=["state", "step_deadline"],
+                name="flow_state_time_limit",
+                condition=models.Q(step_deadline__isnull=False),
+            ),
         ]
         permissions = [("operate_flow", "Can see and override every user's flows")]
 
@@ -272,7 +290,8 @@ def result_list(flow_id: int) -> list[Any]:
 class FlowEvent(EventRow):
     """One entry of a flow's append-only history; `seq` numbers them per flow from 1."""
 
-    flow = models.ForeignKey(Flow, on_delete=models.CASCADE, related_name="events")
+    # The unique constraint's index (flow, seq) serves lookups by flow: no index of its own.
+    flow = models.ForeignKey(Flow, on_delete=models.CASCADE, related_name="events", db_index=False)
     state = models.CharField(max_length=16, choices=FlowState.choices)
     position = models.PositiveIntegerField()
     message = models.TextField(blank=True)
@@ -284,6 +303,7 @@ class FlowEvent(EventRow):
         constraints = [
             models.UniqueConstraint(fields=["flow", "seq"], name="flowevent_unique_seq"),
         ]
+        indexes = [EventRow.actor_index("flowevent_actor")]
 
     def __str__(self) -> str:
         return f"#{self.seq} {self.kind} ({self.flow_id})"

@@ -148,7 +148,8 @@ class LtmAppend(models.Model):
 class LtmEvent(EventRow):
     """One entry of a run's history; `seq` numbers them per run from 1."""
 
-    run = models.ForeignKey(LtmRun, on_delete=models.CASCADE, related_name="events")
+    # The unique constraint's index (run, seq) serves lookups by run: no index of its own.
+    run = models.ForeignKey(LtmRun, on_delete=models.CASCADE, related_name="events", db_index=False)
     fqn = models.CharField(max_length=500, blank=True)
     state = models.CharField(max_length=16, choices=LtmRunState.choices)  # the run's, after it
     # On the last event of each write: what that write changed (engine.core.ltm.history's
@@ -162,6 +163,7 @@ class LtmEvent(EventRow):
         constraints = [
             models.UniqueConstraint(fields=["run", "seq"], name="ltmevent_unique_seq"),
         ]
+        indexes = [EventRow.actor_index("ltmevent_actor")]
 
     def __str__(self) -> str:
         return f"#{self.seq} {self.kind} {self.fqn}"

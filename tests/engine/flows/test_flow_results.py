@@ -63,7 +63,10 @@ def test_the_migration_moves_each_array_into_rows_and_back(user, routine):
     assert OldFlow.objects.get(pk=trailing.pk).stored_results == [{"a": 1}, None]
     assert OldFlow.objects.get(pk=empty.pk).stored_results == []
     assert _search_triggers() == triggers  # the rebuilt table has its triggers again
-    _migrate(AFTER)
+    _migrate(
+        [n for n in MigrationExecutor(connection).loader.graph.leaf_nodes() if n[0] == "engine"]
+    )
+    assert _search_triggers() == triggers  # (and the migrations after it keep them)
 
 
 def test_a_step_reads_the_results_before_it_only_when_it_looks(user, routine):
