@@ -317,11 +317,22 @@ class FlowAssignee(models.Model):
     only; they go when the flow stops waiting)."""
 
     flow = models.ForeignKey(Flow, on_delete=models.CASCADE, related_name="assignees")
+    # (Indexed by the named indexes below: the keys' own would be the same index twice.)
     user = models.ForeignKey(
-        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.CASCADE, related_name="+"
+        settings.AUTH_USER_MODEL,
+        null=True,
+        blank=True,
+        on_delete=models.CASCADE,
+        related_name="+",
+        db_index=False,
     )
     group = models.ForeignKey(
-        "auth.Group", null=True, blank=True, on_delete=models.CASCADE, related_name="+"
+        "auth.Group",
+        null=True,
+        blank=True,
+        on_delete=models.CASCADE,
+        related_name="+",
+        db_index=False,
     )
 
     class Meta:
@@ -341,8 +352,11 @@ class Notification(models.Model):
     WAITING, REMINDER = "waiting", "reminder"
     KINDS = [(WAITING, "Waiting for you"), (REMINDER, "Deadline soon")]
 
-    user = models.ForeignKey(
-        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="flow_notifications"
+    user = models.ForeignKey(  # (notification_user_open begins with it)
+        settings.AUTH_USER_MODEL,
+        on_delete=models.CASCADE,
+        related_name="flow_notifications",
+        db_index=False,
     )
     flow = models.ForeignKey(Flow, on_delete=models.CASCADE, related_name="notifications")
     wait_number = models.PositiveIntegerField()

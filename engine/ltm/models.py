@@ -30,6 +30,7 @@ class LtmRun(models.Model):
         blank=True,
         on_delete=models.CASCADE,
         related_name="ltm_runs",
+        db_index=False,  # (ltmrun_owner_state begins with it)
     )
     state = models.CharField(
         max_length=16, choices=LtmRunState.choices, default=LtmRunState.PENDING
@@ -63,7 +64,10 @@ class LtmRun(models.Model):
 class LtmInstance(models.Model):
     """One node of a run's tree. The root's state lives in `LtmRun.global_state`."""
 
-    run = models.ForeignKey(LtmRun, on_delete=models.CASCADE, related_name="instances")
+    # (Lookups by run: the unique (run, fqn) index.)
+    run = models.ForeignKey(
+        LtmRun, on_delete=models.CASCADE, related_name="instances", db_index=False
+    )
     fqn = models.CharField(max_length=500)
     name = models.CharField(max_length=200)
     declared_name = models.CharField(max_length=200)
@@ -89,7 +93,10 @@ class LtmExecution(models.Model):
     """The outbox: one queued execution of an instance, written in the transaction that
     queued it and dispatched to Huey after the commit (again by the sweep if lost)."""
 
-    run = models.ForeignKey(LtmRun, on_delete=models.CASCADE, related_name="executions")
+    # (Lookups by run: the (run, status) and (run, queued_seq) indexes.)
+    run = models.ForeignKey(
+        LtmRun, on_delete=models.CASCADE, related_name="executions", db_index=False
+    )
     fqn = models.CharField(max_length=500)
     payload = models.JSONField(default=dict, blank=True, encoder=DjangoJSONEncoder)
     status = models.CharField(
@@ -125,7 +132,10 @@ class LtmAppend(models.Model):
     """One done `atomic_state_append` call: a re-run of the same execution repeating the
     call (same calling instance, same order) finds it here and does not append again."""
 
-    execution = models.ForeignKey(LtmExecution, on_delete=models.CASCADE, related_name="appends")
+    # (Lookups by execution: the unique (execution, fqn, call_index) index.)
+    execution = models.ForeignKey(
+        LtmExecution, on_delete=models.CASCADE, related_name="appends", db_index=False
+    )
     fqn = models.CharField(max_length=500)  # the calling (executing) instance
     call_index = models.PositiveIntegerField()
     target = models.CharField(max_length=500)  # the instance whose list grew
@@ -178,7 +188,10 @@ class LtmCheckpoint(models.Model):
     of the run (a rollback): the time machine starts from the nearest one and replays the
     changes after it."""
 
-    run = models.ForeignKey(LtmRun, on_delete=models.CASCADE, related_name="checkpoints")
+    # (Lookups by run: the unique (run, seq) index.)
+    run = models.ForeignKey(
+        LtmRun, on_delete=models.CASCADE, related_name="checkpoints", db_index=False
+    )
     seq = models.PositiveIntegerField()
     snapshot = models.JSONField(encoder=DjangoJSONEncoder)
     created = models.DateTimeField(auto_now_add=True)
