@@ -24,8 +24,11 @@ class RecordTree:
 
     The root, and the non-parameterised machines on the way to a record, are there even when
     no record names them (as `init`, with no state), the way a loaded run's tree has them.
-    Records that do not fit the definition raise ValueError. The records are copies: what
-    the tree changes is never what it was given."""
+    Records that do not fit the definition raise ValueError. The records are copies (but in
+    `with_records`, which takes the records a write stored as they are): what the tree
+    changes is never what it was given. Records are frozen and their data is never changed
+    in place (a change replaces a record, with new data), so copies of a tree (`copy`) share
+    them."""
 
     def __init__(self, machine: type[LTM], records: Iterable[InstanceRecord] = ()) -> None:
         if machine.placeholders:
