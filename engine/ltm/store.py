@@ -220,10 +220,13 @@ class Snapshot:
     def record_tree(self) -> RecordTree:
         """The records as their tree, built once per snapshot (the live tree for run(), its
         transitions' checks and the commit's plan all start from it; each one that changes
-        a tree changes a copy). Every instance's row is read first."""
-        if self._tree is None:
+        a tree changes a copy). Every instance's row is read first. A tree of another class
+        than the one registered now under the run's name (it was registered again since, a
+        code fix in a test) is built again."""
+        machine = root_class(self.run.name)
+        if self._tree is None or self._tree.machine is not machine:
             self.complete()
-            self._tree = RecordTree(root_class(self.run.name), self.records())
+            self._tree = RecordTree(machine, self.records())
         return self._tree
 
     def tree(self, runtime: Any = None) -> LTM:

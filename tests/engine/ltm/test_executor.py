@@ -440,3 +440,45 @@ def test_a_write_whose_execution_is_no_longer_as_read_is_dropped_whole(user):
     expected = {"status": "done", "attempts": execution.attempts}
     assert store.commit(run_id, lambda snap: replace(build(snap), expect=expected)) is not None
     assert LtmInstance.objects.get(run_id=run_id, fqn=fqn).error == "lost"
+
+
+def test_a_class_registered_again_under_the_runs_name_is_what_its_next_execution_uses(user):
+    """A run held by this process keeps its tree; a fixed class registered since under the
+    same name (what a test, or a code fix in one process, does) still executes and plans the
+    run's next states: the tree of the old class is not taken for it."""
+    from engine.core.ltm.node import LTM
+    from engine.core.ltm.registry import register, unregister
+
+    class Step(LTM):
+        name = "step"
+
+        def run(self, **payload: Any) -> None:
+            raise RuntimeError("a bug")
+
+    class Swapped(LTM):
+        name = "swapped_ltm"
+        init = [Step]
+
+    class FixedStep(LTM):
+        name = "step"
+
+        def run(self, **payload: Any) -> None:
+            self.update_state({"fixed": True})
+
+    class SwappedFixed(LTM):
+        name = "swapped_ltm"
+        init = [FixedStep]
+
+    register(Swapped)
+    try:
+        run_id = api.start_ltm("swapped_ltm", user)
+        assert LtmRun.objects.get(pk=run_id).state == "failed"
+    finally:
+        unregister(Swapped)
+    register(SwappedFixed)
+    try:
+        api.retry_ltm(run_id, user)
+    finally:
+        unregister(SwappedFixed)
+    assert LtmRun.objects.get(pk=run_id).state == "complete"
+    assert LtmInstance.objects.get(run_id=run_id, fqn="swapped_ltm.step").state == {"fixed": True}
