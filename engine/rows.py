@@ -12,10 +12,12 @@ instances. Anything else stays with the ORM.
 from __future__ import annotations
 
 import weakref
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from typing import Any
 
 from django.db import models
+from django.db.backends.sqlite3.base import FORMAT_QMARK_REGEX
 
 # Each field's Python types whose values go to the driver as they are (what the field's
 # `get_db_prep_save` would return unchanged): text, integers (and the ids of foreign keys),
@@ -150,7 +152,7 @@ class Table:
                 f"SELECT {', '.join(columns)} FROM {quote(self.meta.db_table)} t{joins} "
                 f"WHERE {self._clause(db, shape, 't.')} LIMIT 1"
             )
-        with db.cursor() as cursor:
+        with cursor_for(db) as cursor:
             cursor.execute(sql, params)
             row = cursor.fetchone()
         if row is None:
@@ -178,7 +180,7 @@ class Table:
                 f"SELECT {quote(self.meta.pk.column)} FROM {quote(self.meta.db_table)} "
                 f"WHERE {self._clause(db, shape)} LIMIT %s"
             )
-        with db.cursor() as cursor:
+        with cursor_for(db) as cursor:
             cursor.execute(sql, [*params, limit])
             rows = cursor.fetchall()
         return [value for (value,) in rows]
@@ -212,7 +214,7 @@ class Table:
             db_value(field, value, db)
             for field, value in zip(fields, changes.values(), strict=True)
         ]
-        with db.cursor() as cursor:
+        with cursor_for(db) as cursor:
             cursor.execute(sql, params + where_params)
             return int(cursor.rowcount)
 
@@ -262,10 +264,116 @@ class Table:
         params = [
             db_value(field, field.pre_save(obj, True), db) for obj in objs for field in fields
         ]
-        with db.cursor() as cursor:
+        with cursor_for(db) as cursor:
             cursor.execute(sql, params)
             return list(cursor.fetchall()) if returning else []
 
 
 def _made_by_db(pk: Any) -> bool:
     return isinstance(pk, models.AutoField | models.BigAutoField | models.SmallAutoField)
+
+
+class Direct:
+    """A cursor of SQLite's driver itself, sent the same SQL and the same values Django's
+    cursor would send, without its layers (its wrappers converted each statement's
+    placeholders again and timed it: about as much as SQLite's own work on a step's small
+    statements). Each statement's placeholders are converted once per process, as Django's
+    SQLite cursor converts them."""
+
+    _qmark: dict[str, str] = {}
+
+    def __init__(self, connection: Any) -> None:
+        self.cursor = connection.cursor()
+
+    @classmethod
+    def sql(cls, query: str) -> str:
+        found = cls._qmark.get(query)
+        if found is None:
+            found = cls._qmark[query] = FORMAT_QMARK_REGEX.sub("?", query).replace("%%", "%")
+        return found
+
+    def execute(self, query: str, params: Sequence[Any] = ()) -> Direct:
+        self.cursor.execute(self.sql(query), params)
+        return self
+
+    def executemany(self, query: str, rows: Iterable[Sequence[Any]]) -> Direct:
+        self.cursor.executemany(self.sql(query), rows)
+        return self
+
+    def fetchone(self) -> Any:
+        return self.cursor.fetchone()
+
+    def fetchall(self) -> list[Any]:
+        return self.cursor.fetchall()
+
+    @property
+    def rowcount(self) -> int:
+        return int(self.cursor.rowcount)
+
+    @property
+    def lastrowid(self) -> Any:
+        return self.cursor.lastrowid
+
+    def close(self) -> None:
+        self.cursor.close()
+
+
+def watched(db: Any) -> bool:
+    """Whether someone watches `db`'s statements (its query log: `DEBUG`, a test counting
+    queries; an execute wrapper): then they go through Django's cursor, as any other."""
+    return bool(db.queries_logged or db.execute_wrappers)
+
+
+@contextmanager
+def cursor_for(db: Any) -> Iterator[Any]:
+    """A cursor for the statements written here: on SQLite, unless someone watches them
+    (`watched`), the driver's own (`Direct`: each statement cost Django's cursor wrappers
+    about as much again as SQLite's own work), inside whatever transaction the connection
+    is in, its errors raised as Django's; otherwise Django's cursor."""
+    if db.vendor != "sqlite" or watched(db):
+        with db.cursor() as django_cursor:
+            yield django_cursor
+        return
+    db.ensure_connection()
+    db.validate_no_broken_transaction()
+    with db.wrap_database_errors:
+        direct_cursor = Direct(db.connection)
+        try:
+            yield direct_cursor
+        finally:
+            direct_cursor.close()
+
+
+def can_go_direct(db: Any) -> bool:
+    """Whether a write on `db` may be sent to the driver itself (`direct`): SQLite, outside
+    any transaction, with nobody watching its statements (no query log: `DEBUG`, a test
+    counting queries; no execute wrapper). Otherwise it goes through Django as any other."""
+    return (
+        db.vendor == "sqlite"
+        and not db.in_atomic_block
+        and not watched(db)
+        and (db.get_autocommit())
+    )
+
+
+@contextmanager
+def direct(db: Any) -> Iterator[Direct]:
+    """One transaction on SQLite's driver (see `can_go_direct`, which the caller checks):
+    `BEGIN` in the database's transaction mode, `COMMIT` when the block ends, `ROLLBACK` if
+    it raises (a driver's error raised as Django's, as its cursor would). The caller does
+    what Django's `on_commit` would do after the block (nothing registers with Django)."""
+    db.ensure_connection()
+    connection = db.connection
+    mode = getattr(db, "transaction_mode", None)
+    with db.wrap_database_errors:
+        connection.execute(f"BEGIN {mode}" if mode else "BEGIN")
+        statements = Direct(connection)
+        try:
+            yield statements
+            connection.execute("COMMIT")
+        except BaseException:
+            if connection.in_transaction:
+                connection.execute("ROLLBACK")
+            raise
+        finally:
+            statements.close()

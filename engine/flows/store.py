@@ -21,7 +21,7 @@ from engine.flows import humans
 from engine.flows.models import Flow, FlowEvent, FlowResult, Routine, RoutineStep, Task
 from engine.flows.status import FlowState
 from engine.liveness import worker_id
-from engine.rows import convert, db_value, model_from_row
+from engine.rows import can_go_direct, convert, cursor_for, db_value, direct, model_from_row
 
 EventSpec = tuple[str, dict[str, Any]]  # (kind, {"message":..., "data":..., "actor":...})
 
@@ -83,9 +83,11 @@ def write_flow(
         return _write_in_one_statement(
             db, flow, changes, specs, results, now, update, params, clears_wait=leaves_wait
         )
+    if not leaves_wait and not isinstance(results, list) and can_go_direct(db):
+        return _write_direct(db, flow, changes, specs, results, now, update, params)
     # (No savepoint inside a caller's transaction: an error here fails the caller's whole
     # transaction, which every caller lets go. A savepoint cost two more round trips.)
-    with transaction.atomic(using=db.alias, savepoint=False), db.cursor() as cursor:
+    with transaction.atomic(using=db.alias, savepoint=False), cursor_for(db) as cursor:
         cursor.execute(update, params)
         if cursor.rowcount != 1:
             return False
@@ -102,6 +104,50 @@ def write_flow(
         if was_waiting and flow.state != FlowState.WAITING:
             humans.clear_wait(flow.pk)  # answered, timed out or overridden
         engine_events.publish_on_commit(row.feed(flow, now) for row in rows)
+    return True
+
+
+def _write_direct(
+    db: Any,
+    flow: Flow,
+    changes: dict[str, Any],
+    specs: list[EventSpec],
+    results: ItemAt | None,
+    now: Any,
+    update: str,
+    params: list[Any],
+) -> bool:
+    """`write_flow` on SQLite outside any transaction (a step, a claim: the hot path), its
+    statements sent to the driver itself in a transaction of their own (`engine.rows.direct`):
+    the same statements, values and events as through Django, at half the cost. Its events
+    are published once it has committed. If it raises, nothing is written and the flow in
+    memory is as it was read."""
+    saved = {name: getattr(flow, name) for name in changes}
+    saved_counters = (flow.version, flow.seq, flow.updated)
+    won = False
+    try:
+        with direct(db) as cursor:
+            if cursor.execute(update, params).rowcount != 1:
+                return False
+            if results is not None:
+                upsert = _result_sql(db)[0]
+                cursor.execute(upsert, [flow.pk, results.index, _json(results.stored)])
+            for name, value in changes.items():
+                setattr(flow, name, value)
+            flow.version += 1
+            flow.updated = now
+            rows = _event_rows(flow, specs)
+            if rows:
+                _insert_events(db, cursor, rows, now)
+        won = True
+    finally:
+        if not won:
+            for name, value in saved.items():
+                setattr(flow, name, value)
+            flow.version, flow.seq, flow.updated = saved_counters
+    if results is not None:
+        _remember_result(flow, results)
+    engine_events.publish([row.feed(flow, now) for row in rows])
     return True
 
 
@@ -279,7 +325,7 @@ def create_flow(flow: Flow, events: Iterable[EventSpec] = ()) -> Flow:
     params = [db_value(field, field.pre_save(flow, True), db) for field in fields]
     if db.vendor == "postgresql":
         return _create_in_one_statement(db, flow, fields, params, specs)
-    with transaction.atomic(using=db.alias, savepoint=False), db.cursor() as cursor:
+    with transaction.atomic(using=db.alias, savepoint=False), cursor_for(db) as cursor:
         insert, returning = _flow_insert(db, fields)
         cursor.execute(insert, params)
         if returning is None:
@@ -489,7 +535,7 @@ def load_flow(flow_id: int, *, with_routine: bool = False) -> Flow | None:
     low, high = db.ops.integer_field_range(_FLOW.pk.get_internal_type())
     if not low <= flow_id <= high:
         return None  # no flow has it (the ORM answers so too; the driver would refuse it)
-    with db.cursor() as cursor:
+    with cursor_for(db) as cursor:
         cursor.execute(_loader.query(db, with_routine), [flow_id])
         row = cursor.fetchone()
     if row is None:
@@ -549,7 +595,7 @@ def routine_steps(routine_id: int) -> list[dict[str, Any]]:
     """The routine's steps as a flow pins them (exactly `Routine.snapshot()`), in one
     statement."""
     db = connections[router.db_for_read(RoutineStep)]
-    with db.cursor() as cursor:
+    with cursor_for(db) as cursor:
         cursor.execute(_steps.query(db), [routine_id])
         rows = cursor.fetchall()
     steps = []

@@ -39,7 +39,7 @@ from engine.ltm.models import (
     LtmRun,
 )
 from engine.ltm.status import FINISHED, OPEN, LtmRunState
-from engine.rows import Table
+from engine.rows import Table, cursor_for
 
 _ATTEMPTS = 50  # compare-and-set retries before giving up (each one re-plans, never re-runs)
 # What a run writes wraps what it was given: an event holds a payload, a state an update of
@@ -565,7 +565,7 @@ def _update_rows(rows: list[Any]) -> None:
         [field.get_db_prep_save(getattr(row, field.attname), db) for field in fields]
         for row in rows
     ]
-    with db.cursor() as cursor:
+    with cursor_for(db) as cursor:
         cursor.executemany(update, params)
 
 

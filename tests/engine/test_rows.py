@@ -105,3 +105,33 @@ def test_an_insert_unless_there_inserts_once_and_says_so(run):
     assert APPENDS.insert_new(connection, append("first")) is True
     assert APPENDS.insert_new(connection, append("again")) is False  # (execution, fqn, call)
     assert list(LtmAppend.objects.values_list("key", flat=True)) == ["first"]
+
+
+sqlite_only = pytest.mark.skipif(
+    connection.vendor != "sqlite", reason="the driver's own cursor is SQLite's"
+)
+
+
+@sqlite_only
+def test_statements_go_to_the_driver_unless_someone_watches_them(run):
+    from django.db import IntegrityError, transaction
+
+    from engine.rows import Direct, cursor_for
+
+    with cursor_for(connection) as cursor:
+        assert isinstance(cursor, Direct)
+        cursor.execute("SELECT name FROM engine_ltmrun WHERE id = %s", [run.pk.hex])
+        assert cursor.fetchone() == ("r",)
+    with CaptureQueriesContext(connection) as captured, cursor_for(connection) as cursor:
+        assert not isinstance(cursor, Direct)  # a test counting queries sees every one
+        cursor.execute("SELECT name FROM engine_ltmrun WHERE id = %s", [run.pk.hex])
+    assert len(captured) == 1
+    # Inside a caller's transaction, it is part of it.
+    with pytest.raises(RuntimeError), transaction.atomic():
+        assert RUNS.update(connection, {"name": "changed"}, pk=run.pk) == 1
+        raise RuntimeError("the caller fails")
+    assert LtmRun.objects.get(pk=run.pk).name == "r"
+    # The driver's errors are Django's.
+    with pytest.raises(IntegrityError), cursor_for(connection) as cursor:
+        cursor.execute("INSERT INTO engine_ltmrun (id) VALUES (%s)", [run.pk.hex])
+    assert Direct.sql("a = %s AND b LIKE '%%x'") == "a = ? AND b LIKE '%x'"

@@ -240,3 +240,85 @@ def test_a_flow_read_in_one_statement_is_what_the_orm_reads(user, routine):
             assert getattr(left, field.attname) == getattr(right, field.attname), field.name
     assert api.read_flow(flow.pk + 1000) is None
     assert api.read_flow(2**63) is None and api.read_flow(-(2**63) - 1) is None  # no 500
+
+
+sqlite_only = pytest.mark.skipif(
+    connection.vendor != "sqlite",
+    reason="the driver's own path is SQLite's (on PostgreSQL a step is one statement)",
+)
+
+
+@sqlite_only
+def test_a_step_write_on_sqlite_goes_to_the_driver_and_publishes_once_committed(
+    user, routine, monkeypatch
+):
+    """Outside a transaction, with nobody watching its statements, a step's write on SQLite
+    never goes through Django's cursor; its events are published once it has committed."""
+    flow = api.start_flow(routine("t_wait", "t_echo"), user)
+    Flow.objects.filter(pk=flow.pk).update(state="running")
+    flow.refresh_from_db()
+    seen: list[tuple[bool, int]] = []
+
+    def sink(batch: list[dict]) -> None:
+        import sqlite3
+
+        other = sqlite3.connect(connection.settings_dict["NAME"])  # another reader
+        try:
+            (version,) = other.execute(
+                "SELECT version FROM engine_flow WHERE id = ?", [flow.pk]
+            ).fetchone()
+        finally:
+            other.close()
+        seen.append((connection.connection.in_transaction, version))
+
+    def no_django_cursor(*args, **kwargs):
+        raise AssertionError("a step's write went through Django's cursor")
+
+    engine_events.connect(sink)
+    monkeypatch.setattr(connection, "cursor", no_django_cursor)
+    try:
+        assert _write_step(flow, 0)
+    finally:
+        monkeypatch.undo()
+        engine_events.disconnect(sink)
+    assert seen == [(False, flow.version)]  # committed, visible to another connection
+    stored = Flow.objects.get(pk=flow.pk)
+    assert (stored.version, stored.seq, stored.position) == (flow.version, flow.seq, 1)
+    assert stored.stored_results == [{"n": 0}]
+    last = FlowEvent.objects.filter(flow=flow).order_by("-seq").first()
+    assert last is not None and (last.seq, last.kind, last.data) == (
+        flow.seq,
+        "step.completed",
+        {"n": 0},
+    )
+
+
+@sqlite_only
+def test_a_step_write_that_fails_on_sqlite_rolls_back_whole_and_leaves_the_flow_as_read(
+    user, routine
+):
+    from django.db import IntegrityError
+
+    flow = api.start_flow(routine("t_wait", "t_echo"), user)
+    Flow.objects.filter(pk=flow.pk).update(state="running")
+    flow.refresh_from_db()
+    # An event row already at the sequence number the write's event takes.
+    blocker = FlowEvent.objects.create(
+        flow=flow, seq=flow.seq + 1, kind="x", state="running", position=0
+    )
+    before = (flow.position, flow.version, flow.seq, flow.updated, flow.state)
+    published: list[dict] = []
+    engine_events.connect(published.extend)
+    try:
+        with pytest.raises(IntegrityError):  # Django's error, as its cursor raises it
+            _write_step(flow, 0)
+    finally:
+        engine_events.disconnect(published.extend)
+    assert not published
+    assert (flow.position, flow.version, flow.seq, flow.updated, flow.state) == before
+    assert not connection.connection.in_transaction  # rolled back, the connection usable
+    stored = Flow.objects.get(pk=flow.pk)
+    assert (stored.version, stored.position, stored.stored_results) == (flow.version, 0, [])
+    blocker.delete()
+    assert _write_step(flow, 0)  # the same write goes through once the row is gone
+    assert Flow.objects.get(pk=flow.pk).stored_results == [{"n": 0}]
