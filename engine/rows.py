@@ -14,33 +14,48 @@ from __future__ import annotations
 import weakref
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
+from datetime import UTC, datetime
 from typing import Any
 
+from django.conf import settings
 from django.db import models
 from django.db.backends.sqlite3.base import FORMAT_QMARK_REGEX
 
-# Each field's Python types whose values go to the driver as they are (what the field's
-# `get_db_prep_save` would return unchanged): text, integers (and the ids of foreign keys),
-# booleans. Others (JSON, dates and times, anything else) take `get_db_prep_save`.
-_AS_IS: dict[Any, tuple[type, ...]] = {}
+# Each field (by id, with the field itself: an id is reused once its object is gone) with its
+# Python types whose values go to the driver as they are (what the field's `get_db_prep_save`
+# would return unchanged: text, integers and the ids of foreign keys, booleans), and whether
+# it holds a date and time. Others (JSON, anything else) take `get_db_prep_save`.
+_AS_IS: dict[int, tuple[Any, tuple[type, ...], bool]] = {}
+
+
+def _kinds(field: Any) -> tuple[Any, tuple[type, ...], bool]:
+    target = field.target_field if field.is_relation else field
+    kinds: tuple[type, ...] = ()
+    if isinstance(target, models.CharField | models.TextField):
+        kinds = (str,)
+    elif isinstance(target, models.BooleanField):
+        kinds = (bool,)
+    elif isinstance(target, models.IntegerField):
+        kinds = (int,)
+    return field, kinds, isinstance(target, models.DateTimeField)
 
 
 def db_value(field: Any, value: Any, db: Any) -> Any:
-    """`field.get_db_prep_save(value, db)`, without its layers where they change nothing."""
-    kinds = _AS_IS.get(field)
-    if kinds is None:
-        target = field.target_field if field.is_relation else field
-        if isinstance(target, models.CharField | models.TextField):
-            kinds = (str,)
-        elif isinstance(target, models.BooleanField):
-            kinds = (bool,)
-        elif isinstance(target, models.IntegerField):
-            kinds = (int,)
-        else:
-            kinds = ()
-        _AS_IS[field] = kinds
+    """`field.get_db_prep_save(value, db)`, without its layers where they change nothing:
+    text, integers and booleans as they are; a date and time in UTC (as `timezone.now()`
+    makes it) as SQLite's backend writes it (naive in UTC, as text) or as it is for
+    PostgreSQL's driver."""
+    entry = _AS_IS.get(id(field))
+    if entry is None or entry[0] is not field:
+        entry = _AS_IS[id(field)] = _kinds(field)
+    _, kinds, moment = entry
     if kinds and (value is None or type(value) in kinds):
         return value
+    if moment and type(value) is datetime and value.tzinfo is UTC and settings.USE_TZ:
+        if db.vendor == "postgresql":
+            return value
+        if db.vendor == "sqlite" and db.timezone_name == "UTC":
+            return str(value.replace(tzinfo=None))
     return field.get_db_prep_save(value, db)
 
 

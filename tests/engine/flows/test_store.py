@@ -3,7 +3,7 @@ what it publishes is what the stored rows say, and a flow started inline is not 
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta, timezone
 from decimal import Decimal
 
 import pytest
@@ -30,6 +30,9 @@ pytestmark = pytest.mark.django_db(transaction=True)
         True,
         False,
         datetime(2026, 12, 6, 3, 4, 5, 6, tzinfo=UTC),
+        datetime(2026, 12, 6, 3, 4, 5, tzinfo=UTC),  # (no microseconds: no fraction written)
+        datetime(2026, 12, 6, 3, 4, 5, 6, tzinfo=timezone(timedelta(hours=-5))),
+        datetime(2026, 12, 6, 3, 4, 5, 6),  # naive (Django warns, and takes it as local time)
         {"a": [1, "b", None]},
         [1, 2],
         Decimal("1.5"),
@@ -37,6 +40,7 @@ pytestmark = pytest.mark.django_db(transaction=True)
     ],
 )
 @pytest.mark.bothmodes
+@pytest.mark.filterwarnings("ignore:DateTimeField .* received a naive datetime")
 def test_each_value_goes_to_the_database_as_the_field_would_send_it(value):
     for field in [*Flow._meta.concrete_fields, *FlowEvent._meta.concrete_fields]:
         try:
