@@ -62,7 +62,10 @@ def write_flow(
     The writing process takes charge of the flow (`worker`): if it dies while the flow is
     pending or running, the others hand the flow on as soon as its heartbeat stops."""
     specs = list(events)
-    changes = {**changes, "worker": worker_id()}
+    # A column it already holds is left out of the UPDATE (fewer values to send, fewer
+    # indexes for SQLite to rewrite: it rewrites every index of a column that is SET).
+    changes = {name: value for name, value in changes.items() if not _holds(flow, name, value)}
+    changes["worker"] = worker_id()
     results = changes.pop("stored_results", None)
     now = timezone.now()
     db = connections[router.db_for_write(Flow)]
@@ -105,6 +108,42 @@ def write_flow(
             humans.clear_wait(flow.pk)  # answered, timed out or overridden
         engine_events.publish_on_commit(row.feed(flow, now) for row in rows)
     return True
+
+
+# Columns that only this function writes, each write bumping the version: at the version its
+# compare-and-set checks, the row holds what the flow in memory holds. (Not the lease, the
+# worker, a step's deadline or a wait's reminder: renewals, hand-overs and reminders write
+# those and leave the version alone.)
+_VERSIONED = frozenset(
+    {
+        "state",
+        "position",
+        "wait_reason",
+        "error",
+        "traceback",
+        "input",
+        "has_input",
+        "job_id",
+        "started_position",
+        "attempt",
+        "visit_key",
+    }
+)
+
+
+def _holds(flow: Flow, name: str, value: Any) -> bool:
+    """Whether the flow's row holds `value` in the column `name` already: a versioned column
+    whose value in memory would be stored as `value` is (None, or the same text, integer or
+    boolean; anything else is written)."""
+    if name not in _VERSIONED:
+        return False
+    held = getattr(flow, name)
+    if value is None or held is None:
+        return value is None and held is None
+    if isinstance(value, str):
+        return isinstance(held, str) and held == value
+    kind = type(value)
+    return kind in (int, bool) and type(held) is kind and held == value
 
 
 def _write_direct(

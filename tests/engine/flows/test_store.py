@@ -326,3 +326,72 @@ def test_a_step_write_that_fails_on_sqlite_rolls_back_whole_and_leaves_the_flow_
     blocker.delete()
     assert _write_step(flow, 0)  # the same write goes through once the row is gone
     assert Flow.objects.get(pk=flow.pk).stored_results == [{"n": 0}]
+
+
+@pytest.mark.bothmodes
+def test_a_write_leaves_out_the_versioned_columns_the_row_holds_already(user, routine):
+    from django.utils import timezone
+
+    from engine.flows.status import FlowState
+
+    flow = api.start_flow(routine("t_wait", "t_echo"), user)
+    Flow.objects.filter(pk=flow.pk).update(state="running", error="")
+    flow.refresh_from_db()
+    renewed = timezone.now().replace(microsecond=0)
+    # A lease renewal leaves the version alone: the flow in memory does not know of it.
+    Flow.objects.filter(pk=flow.pk).update(lease_until=renewed)
+    with CaptureQueriesContext(connection) as captured:
+        assert store.write_flow(
+            flow,
+            {
+                "state": FlowState.RUNNING,  # held (as text)
+                "error": "",  # held
+                "input": None,  # held
+                "has_input": False,  # held
+                "position": 1,  # changed
+                "attempt": True,  # not the integer held: written
+                "lease_until": flow.lease_until,  # never left out
+            },
+            expect_state="running",
+        )
+    (update,) = [
+        q["sql"] for q in captured if q["sql"].lstrip().upper().startswith(("UPDATE", "WITH"))
+    ]
+    sets = update.split(" WHERE ")[0]
+    for column in ("state", "error", "input", "has_input"):
+        assert f'"{column}" = ' not in sets, column
+    for column in ("position", "attempt", "lease_until", "worker", "version"):
+        assert f'"{column}" = ' in sets or f"{column} = " in sets, column
+    stored = Flow.objects.get(pk=flow.pk)
+    assert (stored.state, stored.position, stored.error, stored.version) == (
+        "running",
+        1,
+        "",
+        flow.version,
+    )
+    assert stored.lease_until == flow.lease_until != renewed
+
+
+@pytest.mark.parametrize(
+    ("held", "value", "holds"),
+    [
+        (None, None, True),
+        ("running", "running", True),
+        ("", "", True),
+        (0, 0, True),
+        (False, False, True),
+        (None, "", False),
+        ("", None, False),
+        (1, True, False),  # stored alike, but not what was asked for: written
+        (True, 1, False),
+        ("1", 1, False),
+        ({"a": 1}, {"a": 1}, False),  # a JSON value is always written
+    ],
+)
+def test_what_a_row_holds_already_is_the_same_value_of_the_same_kind(held, value, holds):
+    flow = Flow(input=held if isinstance(held, dict) else None)
+    name = "input" if isinstance(held, dict) else "error"
+    if name == "error":
+        flow.error = held
+    assert store._holds(flow, name, value) is holds
+    assert store._holds(flow, "lease_until", flow.lease_until) is False  # never left out
