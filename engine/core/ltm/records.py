@@ -101,7 +101,11 @@ def copy_data(value: Any) -> Any:
     if kind in _SCALARS:
         return value
     if kind is dict:
+        if all(map(_SCALARS.__contains__, map(type, value.values()))):
+            return value.copy()  # (flat: no item of its own to copy, checked at C speed)
         return {key: copy_data(item) for key, item in value.items()}
     if kind is list:
+        if all(map(_SCALARS.__contains__, map(type, value))):
+            return value.copy()  # (a join's list of arrivals, most often)
         return [copy_data(item) for item in value]
     return copy.deepcopy(value)

@@ -27,3 +27,22 @@ def test_other_values_are_deep_copied_as_deepcopy_would():
     copied["pair"][0].append(9)
     copied["ordered"]["k"].append(6)
     assert inner == [1, 2] and original["ordered"]["k"] == [5]
+
+
+def test_a_flat_list_or_dict_is_a_new_one_and_a_subclass_is_deep_copied():
+    flat_list, flat_dict = [1, "b", None, 2.5, True], {"a": 1, "b": None}
+    for flat in (flat_list, flat_dict):
+        copied = copy_data(flat)
+        assert copied == flat and copied is not flat and type(copied) is type(flat)
+    copied_list = copy_data(flat_list)
+    copied_list.append(3)
+    assert flat_list == [1, "b", None, 2.5, True]
+    # An item that is not a plain scalar (a nested list, a subclass of one) is copied too.
+    nested = [1, [2]]
+    assert copy_data(nested)[1] is not nested[1]
+
+    class Text(str):
+        pass
+
+    holder = [Text("t")]
+    assert copy_data(holder) == holder and copy_data(holder) is not holder
