@@ -26,13 +26,14 @@ from django.db.backends.sqlite3.base import FORMAT_QMARK_REGEX
 # would return unchanged: text, integers and the ids of foreign keys, booleans), and whether
 # it holds a date and time. Others (JSON, anything else) take `get_db_prep_save`.
 _AS_IS: dict[int, tuple[Any, tuple[type, ...], bool]] = {}
+_TEXT = (str,)
 
 
 def _kinds(field: Any) -> tuple[Any, tuple[type, ...], bool]:
     target = field.target_field if field.is_relation else field
     kinds: tuple[type, ...] = ()
     if isinstance(target, models.CharField | models.TextField):
-        kinds = (str,)
+        kinds = _TEXT
     elif isinstance(target, models.BooleanField):
         kinds = (bool,)
     elif isinstance(target, models.IntegerField):
@@ -51,6 +52,10 @@ def db_value(field: Any, value: Any, db: Any) -> Any:
     _, kinds, moment = entry
     if kinds and (value is None or type(value) in kinds):
         return value
+    if kinds is _TEXT and isinstance(value, str):
+        return value  # (a text choice, say: text fields send a str subclass as it is)
+    if moment and value is None:
+        return None
     if moment and type(value) is datetime and value.tzinfo is UTC and settings.USE_TZ:
         if db.vendor == "postgresql":
             return value

@@ -77,7 +77,7 @@ def write_flow(
     params = [
         db_value(field, value, db) for field, value in zip(fields, changes.values(), strict=True)
     ]
-    params += [len(specs), _UPDATED.get_db_prep_save(now, db), flow.pk, flow.version]
+    params += [len(specs), db_value(_UPDATED, now, db), flow.pk, flow.version]
     params += [str(state) for state in states]
     leaves_wait = flow.state == FlowState.WAITING and changes.get("state", flow.state) != (
         FlowState.WAITING

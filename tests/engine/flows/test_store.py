@@ -14,6 +14,7 @@ from django.test.utils import CaptureQueriesContext
 from engine import Task, api, rows
 from engine import events as engine_events
 from engine.flows import store
+from engine.flows.status import FlowState
 from engine.models import Flow, FlowEvent
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -37,6 +38,7 @@ pytestmark = pytest.mark.django_db(transaction=True)
         [1, 2],
         Decimal("1.5"),
         "waiting",
+        FlowState.WAITING,  # a text choice (a str subclass)
     ],
 )
 @pytest.mark.bothmodes
