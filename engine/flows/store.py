@@ -599,11 +599,14 @@ class _Steps:
 
     def __init__(self) -> None:
         self.sql: dict[str, str] = {}
+        self._fields: list[tuple[str, Any]] = []
 
     def fields(self) -> list[tuple[str, Any]]:
-        return [("s", _column(_STEP, name)) for name in self._STEP_FIELDS] + [
-            ("t", _column(_TASK, name)) for name in self._TASK_FIELDS
-        ]
+        if not self._fields:
+            self._fields = [("s", _column(_STEP, name)) for name in self._STEP_FIELDS] + [
+                ("t", _column(_TASK, name)) for name in self._TASK_FIELDS
+            ]
+        return self._fields
 
     def query(self, db: Any) -> str:
         if db.vendor not in self.sql:
