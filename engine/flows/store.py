@@ -146,6 +146,21 @@ def _holds(flow: Flow, name: str, value: Any) -> bool:
     return kind in (int, bool) and type(held) is kind and held == value
 
 
+class _AsRead:
+    """What a write is about to change on the flow in memory, to put back if it does not
+    commit."""
+
+    def __init__(self, flow: Flow, changes: dict[str, Any]) -> None:
+        self.flow = flow
+        self.values = {name: getattr(flow, name) for name in changes}
+        self.counters = (flow.version, flow.seq, flow.updated)
+
+    def restore(self) -> None:
+        for name, value in self.values.items():
+            setattr(self.flow, name, value)
+        self.flow.version, self.flow.seq, self.flow.updated = self.counters
+
+
 def _write_direct(
     db: Any,
     flow: Flow,
@@ -161,8 +176,7 @@ def _write_direct(
     the same statements, values and events as through Django, at half the cost. Its events
     are published once it has committed. If it raises, nothing is written and the flow in
     memory is as it was read."""
-    saved = {name: getattr(flow, name) for name in changes}
-    saved_counters = (flow.version, flow.seq, flow.updated)
+    as_read = _AsRead(flow, changes)
     won = False
     try:
         with direct(db) as cursor:
@@ -181,9 +195,7 @@ def _write_direct(
         won = True
     finally:
         if not won:
-            for name, value in saved.items():
-                setattr(flow, name, value)
-            flow.version, flow.seq, flow.updated = saved_counters
+            as_read.restore()
     if results is not None:
         _remember_result(flow, results)
     engine_events.publish([row.feed(flow, now) for row in rows])
@@ -210,8 +222,7 @@ def _write_in_one_statement(
     `clears_wait` (the flow stops waiting: answered, timed out, overridden): its
     notifications cleared and its assignees deleted in the same statement (`clear_wait`'s
     two statements, for the flow `f` updated)."""
-    saved = {name: getattr(flow, name) for name in changes}
-    saved_counters = (flow.version, flow.seq, flow.updated)
+    as_read = _AsRead(flow, changes)
     for name, value in changes.items():
         setattr(flow, name, value)
     flow.version += 1
@@ -249,9 +260,7 @@ def _write_in_one_statement(
                 engine_events.publish_on_commit(row.feed(flow, now) for row in rows)
     finally:
         if not won:  # nothing was written: the flow in memory is as it was read
-            for name, value in saved.items():
-                setattr(flow, name, value)
-            flow.version, flow.seq, flow.updated = saved_counters
+            as_read.restore()
     if won and results is not None:
         _remember_result(flow, results)
     return won

@@ -133,6 +133,20 @@ def _write_step(flow: Flow, position: int) -> bool:
     )
 
 
+def _step_written(flow: Flow) -> FlowEvent:
+    """Check that `_write_step(flow, 0)` is stored as the flow in memory says; its event."""
+    stored = Flow.objects.get(pk=flow.pk)
+    assert (stored.version, stored.seq, stored.position) == (flow.version, flow.seq, 1)
+    assert stored.stored_results == [{"n": 0}]
+    last = FlowEvent.objects.filter(flow=flow).order_by("-seq").first()
+    assert last is not None and (last.seq, last.kind, last.data) == (
+        flow.seq,
+        "step.completed",
+        {"n": 0},
+    )
+    return last
+
+
 @pytest.mark.bothmodes
 def test_a_write_that_loses_its_compare_and_set_stores_nothing_and_leaves_the_flow_as_read(
     user, routine
@@ -171,15 +185,7 @@ def test_a_step_write_is_its_result_its_events_and_the_flow_at_once(user, routin
     statements = [q["sql"] for q in captured]
     if connection.vendor == "postgresql":
         assert len(statements) == 1 and statements[0].startswith("WITH f AS (UPDATE"), statements
-    stored = Flow.objects.get(pk=flow.pk)
-    assert (stored.version, stored.seq, stored.position) == (flow.version, flow.seq, 1)
-    assert stored.stored_results == [{"n": 0}]
-    last = FlowEvent.objects.filter(flow=flow).order_by("-seq").first()
-    assert last is not None and (last.seq, last.kind, last.data) == (
-        flow.seq,
-        "step.completed",
-        {"n": 0},
-    )
+    last = _step_written(flow)
     assert [event["seq"] for event in published] == [flow.seq]
     assert published[0] == last.feed(owner=flow.owner_id, version=flow.version)
 
@@ -288,15 +294,7 @@ def test_a_step_write_on_sqlite_goes_to_the_driver_and_publishes_once_committed(
         monkeypatch.undo()
         engine_events.disconnect(sink)
     assert seen == [(False, flow.version)]  # committed, visible to another connection
-    stored = Flow.objects.get(pk=flow.pk)
-    assert (stored.version, stored.seq, stored.position) == (flow.version, flow.seq, 1)
-    assert stored.stored_results == [{"n": 0}]
-    last = FlowEvent.objects.filter(flow=flow).order_by("-seq").first()
-    assert last is not None and (last.seq, last.kind, last.data) == (
-        flow.seq,
-        "step.completed",
-        {"n": 0},
-    )
+    _step_written(flow)
 
 
 @sqlite_only
