@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import enum
 from collections import OrderedDict
 from datetime import datetime
 
@@ -46,3 +47,27 @@ def test_a_flat_list_or_dict_is_a_new_one_and_a_subclass_is_deep_copied():
 
     holder = [Text("t")]
     assert copy_data(holder) == holder and copy_data(holder) is not holder
+
+
+def test_a_list_of_dicts_is_new_at_every_level_with_its_types_kept():
+    arrivals = [{"n": n, "tags": ["a", n], "pair": (n, [n])} for n in range(50)]
+    copied = copy_data(arrivals)
+    assert copied == arrivals
+    pairs = zip(copied, arrivals, strict=True)
+    assert all(c is not a and c["tags"] is not a["tags"] for c, a in pairs)
+    copied[0]["pair"][1].append("x")
+    assert arrivals[0]["pair"] == (0, [0]) and type(copied[0]["pair"]) is tuple
+
+
+def test_plain_data_holding_an_enum_a_date_or_a_subclass_keeps_every_type():
+    class Size(enum.IntEnum):
+        LARGE = 3
+
+    class Tag(str):
+        pass
+
+    original = [{"size": Size.LARGE, "n": 1}, {"when": datetime(2026, 1, 2)}, [Tag("t"), 2]]
+    copied = copy_data(original)
+    assert copied == original
+    assert type(copied[0]["size"]) is Size and type(copied[2][0]) is Tag
+    assert copied[0] is not original[0] and copied[2] is not original[2]
