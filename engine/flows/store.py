@@ -373,22 +373,40 @@ def create_flow(flow: Flow, events: Iterable[EventSpec] = ()) -> Flow:
     params = [db_value(field, field.pre_save(flow, True), db) for field in fields]
     if db.vendor == "postgresql":
         return _create_in_one_statement(db, flow, fields, params, specs)
+    if can_go_direct(db):  # (`creating` left it outside a transaction: see there)
+        try:
+            with direct(db) as cursor:
+                rows = _insert_new(db, cursor, flow, fields, params, specs)
+        except BaseException:
+            flow.pk, flow._state.adding = None, True  # (rolled back: still unsaved)
+            raise
+        engine_events.publish([row.feed(flow, flow.updated) for row in rows])
+        return flow
     with transaction.atomic(using=db.alias, savepoint=False), cursor_for(db) as cursor:
-        insert, returning = _flow_insert(db, fields)
-        cursor.execute(insert, params)
-        if returning is None:
-            flow.pk = db.ops.last_insert_id(cursor, _FLOW.db_table, _FLOW.pk.column)
-        else:
-            flow.pk = db.ops.fetch_returned_insert_columns(cursor, returning)[0]
-        flow._state.adding = False
-        flow._state.db = db.alias
-        flow.stored_results = []  # a new flow has no results: nothing to read
-        flow.seq = 0
-        rows = _event_rows(flow, specs)
-        if rows:
-            _insert_events(db, cursor, rows, flow.updated)
+        rows = _insert_new(db, cursor, flow, fields, params, specs)
         engine_events.publish_on_commit(row.feed(flow, flow.updated) for row in rows)
     return flow
+
+
+def _insert_new(
+    db: Any, cursor: Any, flow: Flow, fields: list[Any], params: list[Any], specs: list[EventSpec]
+) -> list[_EventRow]:
+    """`create_flow`'s statements on SQLite: the flow's `INSERT` and its events' (the caller
+    holds the transaction); the event rows, to publish once it commits."""
+    insert, returning = _flow_insert(db, fields)
+    cursor.execute(insert, params)
+    if returning is None:
+        flow.pk = db.ops.last_insert_id(cursor, _FLOW.db_table, _FLOW.pk.column)
+    else:
+        flow.pk = db.ops.fetch_returned_insert_columns(cursor, returning)[0]
+    flow._state.adding = False
+    flow._state.db = db.alias
+    flow.stored_results = []  # a new flow has no results: nothing to read
+    flow.seq = 0
+    rows = _event_rows(flow, specs)
+    if rows:
+        _insert_events(db, cursor, rows, flow.updated)
+    return rows
 
 
 def _create_in_one_statement(
@@ -420,9 +438,13 @@ def _create_in_one_statement(
 def creating(database: str | None = None) -> Any:
     """The transaction a flow's creation and what goes with it (its enqueue, on commit) need:
     none on PostgreSQL, where `create_flow` is one statement that commits by itself outside
-    a transaction (inside a caller's, it is part of it); elsewhere `transaction.atomic()`."""
+    a transaction (inside a caller's, it is part of it), nor on SQLite outside one when its
+    statements may go to the driver (`can_go_direct`: `create_flow` commits in a transaction
+    of its own); otherwise `transaction.atomic()`. Either way the enqueue follows the commit."""
     db = connections[database or router.db_for_write(Flow)]
-    return nullcontext() if db.vendor == "postgresql" else transaction.atomic(using=db.alias)
+    if db.vendor == "postgresql" or can_go_direct(db):
+        return nullcontext()
+    return transaction.atomic(using=db.alias)
 
 
 _INSERTS: dict[str, tuple[str, Any]] = {}

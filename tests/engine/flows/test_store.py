@@ -328,6 +328,65 @@ def test_a_step_write_that_fails_on_sqlite_rolls_back_whole_and_leaves_the_flow_
     assert Flow.objects.get(pk=flow.pk).stored_results == [{"n": 0}]
 
 
+@sqlite_only
+def test_a_start_on_sqlite_creates_through_the_driver_then_publishes_then_queues(
+    user, routine, monkeypatch
+):
+    """A flow started outside a transaction on SQLite is created in a transaction of its own
+    on the driver (never Django's cursor nor its atomic block); its first event is published
+    once that has committed, and only then is it queued."""
+    from huey.contrib.djhuey import HUEY
+
+    from engine.flows import service
+
+    steps = routine("t_echo")
+    order: list[tuple[str, bool]] = []
+
+    def sink(batch: list[dict]) -> None:
+        order.append(("published", connection.connection.in_transaction))
+
+    def queued(flow_id: int) -> None:
+        order.append(("queued", connection.connection.in_transaction))
+
+    def no_django(*args, **kwargs):
+        raise AssertionError("a flow's creation went through Django's cursor or atomic")
+
+    engine_events.connect(sink)
+    immediate, HUEY.immediate = HUEY.immediate, False
+    monkeypatch.setattr(service, "enqueue_run", queued)
+    monkeypatch.setattr(connection, "cursor", no_django)
+    monkeypatch.setattr(connection, "set_autocommit", no_django)
+    try:
+        flow = api.start_flow(steps, user)
+    finally:
+        monkeypatch.undo()
+        HUEY.immediate = immediate
+        engine_events.disconnect(sink)
+    assert order == [("published", False), ("queued", False)]
+    stored = Flow.objects.get(pk=flow.pk)
+    assert (stored.state, stored.version, stored.seq) == ("pending", 1, 1)
+    assert FlowEvent.objects.get(flow=flow).kind == "flow.created"
+
+
+@sqlite_only
+def test_a_creation_that_fails_on_sqlite_stores_and_publishes_nothing(user, routine):
+    from django.db import IntegrityError
+
+    steps = routine("t_echo")
+    flow = Flow(routine_id=steps.pk + 1000, steps=[], owner=user)  # no such routine
+    published: list[dict] = []
+    engine_events.connect(published.extend)
+    try:
+        with pytest.raises(IntegrityError):  # the key is checked at the commit
+            store.create_flow(flow, [("flow.created", {"actor": user})])
+    finally:
+        engine_events.disconnect(published.extend)
+    assert not published and flow.pk is None and flow._state.adding
+    assert not connection.connection.in_transaction  # rolled back, the connection usable
+    assert not Flow.objects.exists() and not FlowEvent.objects.exists()
+    assert api.start_flow(steps, user).state == "complete"
+
+
 @pytest.mark.bothmodes
 def test_a_write_leaves_out_the_versioned_columns_the_row_holds_already(user, routine):
     from django.utils import timezone
