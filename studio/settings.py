@@ -55,8 +55,10 @@ DEBUG = env_bool("DJANGO_DEBUG", False)
 ALLOWED_HOSTS = env_list("DJANGO_ALLOWED_HOSTS", "localhost,127.0.0.1,[::1]")
 CSRF_TRUSTED_ORIGINS = env_list("DJANGO_CSRF_TRUSTED_ORIGINS", "")
 
+# daphne serves the studio (`manage.py studio`, or `daphne studio.asgi:application`) but is not
+# an installed app: its app loads its server (Twisted) at start-up in every process, the
+# engine's consumers included, about 0.2 s each; it would only replace `runserver`.
 INSTALLED_APPS = [
-    "daphne",
     "django.contrib.admin",
     "django.contrib.auth",
     "axes",  # throttled sign-ins (see "Sign-in throttling" below)
