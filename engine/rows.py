@@ -338,6 +338,63 @@ class Direct:
         self.cursor.close()
 
 
+class Prepared:
+    """A cursor of psycopg that binds its values on the server and has PostgreSQL keep each
+    statement prepared on its connection (`prepare=True`): parsed and planned the first time,
+    only bound and executed after. Django's cursor binds values on the client (psycopg's
+    `ClientCursor`), so the server parsed and planned every statement again: a step's one
+    statement cost 0.38-0.46 ms without its commit, prepared 0.16-0.18 ms. The SQL is the
+    same (`%s` placeholders, casts where a value's type is not the column's); the values go
+    through the connection's adapters as Django's do, and rows come back the same."""
+
+    def __init__(self, db: Any) -> None:
+        from django.db.backends.postgresql.base import (  # type: ignore[attr-defined]
+            ServerBindingCursor,  # (Django's, for its `server_side_binding`; not in its stubs)
+        )
+        from django.db.backends.postgresql.psycopg_any import register_tzloader
+        from psycopg import adapters
+        from psycopg.pq import Format
+
+        self.cursor = ServerBindingCursor(db.connection)
+        # (as Django's `create_cursor`: dates read in the connection's time zone)
+        timestamptz = adapters.types["timestamptz"].oid
+        loader = db.connection.adapters.get_loader(timestamptz, Format.TEXT)
+        if db.timezone != loader.timezone:
+            register_tzloader(db.timezone, self.cursor)
+
+    def execute(self, query: str, params: Sequence[Any] = ()) -> Prepared:
+        self.cursor.execute(query, params, prepare=True)
+        return self
+
+    def executemany(self, query: str, rows: Iterable[Sequence[Any]]) -> Prepared:
+        self.cursor.executemany(query, rows)  # (psycopg prepares the statement itself)
+        return self
+
+    def fetchone(self) -> Any:
+        return self.cursor.fetchone()
+
+    def fetchall(self) -> list[Any]:
+        return self.cursor.fetchall()
+
+    @property
+    def rowcount(self) -> int:
+        return int(self.cursor.rowcount)
+
+    def close(self) -> None:
+        self.cursor.close()
+
+
+def prepares(db: Any) -> bool:
+    """Whether `db` keeps the engine's statements prepared: PostgreSQL, unless turned off
+    (`DATABASE_PREPARED=0`, for a pooler that cannot keep a session's prepared statements:
+    PgBouncer before 1.21 in transaction mode). The settings give psycopg a
+    `prepare_threshold` then: without one it prepares nothing, even when asked."""
+    return (
+        db.vendor == "postgresql"
+        and db.settings_dict.get("OPTIONS", {}).get("prepare_threshold") is not None
+    )
+
+
 def watched(db: Any) -> bool:
     """Whether someone watches `db`'s statements (its query log: `DEBUG`, a test counting
     queries; an execute wrapper): then they go through Django's cursor, as any other."""
@@ -346,22 +403,23 @@ def watched(db: Any) -> bool:
 
 @contextmanager
 def cursor_for(db: Any) -> Iterator[Any]:
-    """A cursor for the statements written here: on SQLite, unless someone watches them
-    (`watched`), the driver's own (`Direct`: each statement cost Django's cursor wrappers
-    about as much again as SQLite's own work), inside whatever transaction the connection
-    is in, its errors raised as Django's; otherwise Django's cursor."""
-    if db.vendor != "sqlite" or watched(db):
+    """A cursor for the statements written here, unless someone watches them (`watched`):
+    on SQLite the driver's own (`Direct`: each statement cost Django's cursor wrappers about
+    as much again as SQLite's own work), on PostgreSQL one that keeps them prepared
+    (`Prepared`), inside whatever transaction the connection is in, its errors raised as
+    Django's; otherwise Django's cursor."""
+    if watched(db) or not (db.vendor == "sqlite" or prepares(db)):
         with db.cursor() as django_cursor:
             yield django_cursor
         return
     db.ensure_connection()
     db.validate_no_broken_transaction()
     with db.wrap_database_errors:
-        direct_cursor = Direct(db.connection)
+        own_cursor = Direct(db.connection) if db.vendor == "sqlite" else Prepared(db)
         try:
-            yield direct_cursor
+            yield own_cursor
         finally:
-            direct_cursor.close()
+            own_cursor.close()
 
 
 def can_go_direct(db: Any) -> bool:

@@ -166,6 +166,13 @@ if DATABASES["default"]["ENGINE"] in POSTGRESQL_ENGINES:
     DATABASES["default"]["CONN_MAX_AGE"] = 0
     _options = DATABASES["default"].setdefault("OPTIONS", {})
     _options.setdefault("application_name", _connection_label())  # unless the URL names one
+    if env_bool("DATABASE_PREPARED", True):
+        # The engine's own statements are prepared on their connection (engine/rows.py,
+        # `Prepared`, which asks for each). psycopg prepares nothing without a threshold;
+        # this one is never reached, so nothing else is prepared (Django's cursors bind on
+        # the client and never are). DATABASE_PREPARED=0 behind a pooler that cannot keep a
+        # session's prepared statements (PgBouncer before 1.21 in transaction mode).
+        _options["prepare_threshold"] = 2**31 - 1
     _options["pool"] = {
         "min_size": 1,
         "max_size": DATABASE_POOL_SIZE or DATABASE_WEB_POOL_SIZE,

@@ -38,6 +38,7 @@ from engine import events as engine_events
 from engine.core.flows import script as scripts
 from engine.flows.models import Flow, FlowAssignee, Notification
 from engine.flows.status import FlowState
+from engine.rows import cursor_for
 
 logger = logging.getLogger(__name__)
 
@@ -83,7 +84,7 @@ def assignees_of(flow: Flow) -> tuple[set[int], set[int]]:
     users: set[int] = set()
     groups: set[int] = set()
     db = connections[router.db_for_read(FlowAssignee)]
-    with db.cursor() as cursor:  # (asked on every answer and page: a statement written once)
+    with cursor_for(db) as cursor:  # (asked on every answer and page: a statement written once)
         cursor.execute(_assignees_sql(db), [flow.pk])
         rows = cursor.fetchall()
     for user_id, group_id in rows:
@@ -443,7 +444,7 @@ def clear_wait(flow_id: int) -> None:
         FlowAssignee.objects.filter(flow_id=flow_id).delete()
     else:
         clear, delete = _clear_statements(db)
-        with db.cursor() as cursor:
+        with cursor_for(db) as cursor:
             cursor.execute(clear, [_CLEARED.get_db_prep_save(timezone.now(), db), flow_id])
             told = {user for (user,) in cursor.fetchall()}
             cursor.execute(delete, [flow_id])

@@ -250,7 +250,7 @@ def _write_in_one_statement(
             if db.in_atomic_block
             else nullcontext()
         ):
-            with db.cursor() as cursor:
+            with cursor_for(db) as cursor:
                 cursor.execute(sql, params)
                 answered = cursor.fetchone()
                 won = answered[0] == 1
@@ -423,7 +423,7 @@ def _create_in_one_statement(
     for index, row_values in enumerate(values):
         parts.append(f"e{index} AS ({event_insert})")
         params += row_values
-    with db.cursor() as cursor:
+    with cursor_for(db) as cursor:
         cursor.execute(f"WITH {', '.join(parts)} SELECT id FROM f", params)
         flow.pk = cursor.fetchone()[0]
     flow._state.adding = False

@@ -135,3 +135,91 @@ def test_statements_go_to_the_driver_unless_someone_watches_them(run):
     with pytest.raises(IntegrityError), cursor_for(connection) as cursor:
         cursor.execute("INSERT INTO engine_ltmrun (id) VALUES (%s)", [run.pk.hex])
     assert Direct.sql("a = %s AND b LIKE '%%x'") == "a = ? AND b LIKE '%x'"
+
+
+postgresql_only = pytest.mark.skipif(
+    connection.vendor != "postgresql", reason="prepared statements are PostgreSQL's"
+)
+
+
+def _prepared_here(fragment: str) -> list[str]:
+    """The statements this connection keeps prepared on the server that contain `fragment`."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT statement FROM pg_prepared_statements WHERE statement LIKE %s",
+            [f"%{fragment}%"],
+        )
+        return [statement for (statement,) in cursor.fetchall()]
+
+
+@postgresql_only
+def test_statements_are_prepared_on_postgresql_unless_someone_watches_them(run):
+    from django.db import IntegrityError, transaction
+
+    from engine.rows import Prepared, cursor_for
+
+    marker = "name AS prepared_marker"
+    for _ in range(2):
+        with cursor_for(connection) as cursor:
+            assert isinstance(cursor, Prepared)
+            cursor.execute(f"SELECT {marker} FROM engine_ltmrun WHERE id = %s", [run.pk])
+            assert cursor.fetchone() == ("r",)
+    # parsed and planned once, kept on the connection: the second time only ran it
+    assert len(_prepared_here(marker)) == 1
+    # The values are bound on the server, and rows come back as Django's cursor reads them.
+    typed = "SELECT %s::jsonb, %s, %s, created FROM engine_ltmrun WHERE id = %s"
+    values = ['{"a": [1]}', None, run.created, run.pk]
+    with cursor_for(connection) as cursor:
+        read = cursor.execute(typed, values).fetchone()
+    with connection.cursor() as django_cursor:
+        django_cursor.execute(typed, values)
+        assert read == django_cursor.fetchone() == ('{"a": [1]}', None, run.created, run.created)
+    with CaptureQueriesContext(connection) as captured, cursor_for(connection) as cursor:
+        assert not isinstance(cursor, Prepared)  # a test counting queries sees every one
+        cursor.execute("SELECT name AS watched_marker FROM engine_ltmrun WHERE id = %s", [run.pk])
+    assert len(captured) == 1 and _prepared_here("watched_marker") == []
+    # Inside a caller's transaction, it is part of it.
+    with pytest.raises(RuntimeError), transaction.atomic():
+        assert RUNS.update(connection, {"name": "changed"}, pk=run.pk) == 1
+        raise RuntimeError("the caller fails")
+    assert LtmRun.objects.get(pk=run.pk).name == "r"
+    # The driver's errors are Django's, and the connection goes on.
+    with pytest.raises(IntegrityError), cursor_for(connection) as cursor:
+        cursor.execute("INSERT INTO engine_ltmrun (id) VALUES (%s)", [run.pk])
+    assert RUNS.update(connection, {"name": "after"}, pk=run.pk) == 1
+    assert LtmRun.objects.get(pk=run.pk).name == "after"
+
+
+def test_database_prepared_0_prepares_nothing():
+    """Behind a pooler that cannot keep a session's prepared statements, DATABASE_PREPARED=0
+    gives psycopg no threshold (it prepares nothing then, even when asked) and the engine's
+    statements go through Django's cursor."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    def options(**env: str) -> dict:
+        script = (
+            "import json; from studio import settings; "
+            "print(json.dumps(settings.DATABASES['default'].get('OPTIONS', {}), default=str))"
+        )
+        out = subprocess.run(
+            [sys.executable, "-c", script],
+            env={**os.environ, "DATABASE_URL": "postgres://u@127.0.0.1:5432/any", **env},
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        return json.loads(out.stdout.strip().splitlines()[-1])
+
+    assert options(DATABASE_PREPARED="")["prepare_threshold"] >= 2**31 - 1
+    assert "prepare_threshold" not in options(DATABASE_PREPARED="0")
+
+    from engine.rows import prepares
+
+    class Off:
+        vendor = "postgresql"
+        settings_dict = {"OPTIONS": options(DATABASE_PREPARED="0")}
+
+    assert prepares(Off()) is False

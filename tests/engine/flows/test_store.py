@@ -454,3 +454,23 @@ def test_what_a_row_holds_already_is_the_same_value_of_the_same_kind(held, value
         flow.error = held
     assert store._holds(flow, name, value) is holds
     assert store._holds(flow, "lease_until", flow.lease_until) is False  # never left out
+
+
+@pytest.mark.skipif(
+    connection.vendor != "postgresql", reason="prepared statements are PostgreSQL's"
+)
+def test_on_postgresql_a_flows_creation_load_and_steps_run_as_prepared_statements(user, routine):
+    """The statements of a flow's life on PostgreSQL (its creation, its load, a step's write)
+    are parsed and planned once per connection, then only executed."""
+    flow = api.start_flow(routine("t_wait", "t_echo"), user)
+    assert store.load_flow(flow.pk) is not None
+    Flow.objects.filter(pk=flow.pk).update(state="running")
+    flow.refresh_from_db()
+    assert _write_step(flow, 0)
+    _step_written(flow)
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT statement FROM pg_prepared_statements")
+        prepared = [statement for (statement,) in cursor.fetchall()]
+    assert any(s.startswith("WITH f AS (INSERT INTO") for s in prepared)  # the creation
+    assert any(s.startswith("WITH f AS (UPDATE") for s in prepared)  # the step
+    assert any("JOIN" in s and "engine_flow" in s and "WHERE f." in s for s in prepared)
