@@ -49,6 +49,9 @@ class DjangoRuntime(Runtime):
     def __init__(self, *, owner: Any = None, execution: LtmExecution | None = None) -> None:
         self.owner = owner
         self.execution = execution
+        # The run as this execution's last append left it (its version bumped): the
+        # execution's commit starts from it, not from the snapshot its append outdated.
+        self.appended: LtmRun | None = None
 
     def start(self, root: LTM, payload: dict[str, Any]) -> str:
         run_id = create_run(root, payload, owner=self.owner)
@@ -61,7 +64,10 @@ class DjangoRuntime(Runtime):
     ) -> list[Any]:
         if self.execution is None or instance.id is None:
             raise RuntimeError("atomic_state_append() works inside run() of an executing state")
-        return append(self.execution, instance.fqn, key, value, call_index)
+        values, run = _append(self.execution, instance.fqn, key, value, call_index)
+        if run is not None:
+            self.appended = run
+        return values
 
 
 def create_run(root: LTM, payload: dict[str, Any], *, owner: Any = None) -> str:
@@ -85,6 +91,13 @@ def append(execution: LtmExecution, target: str, key: str, value: Any, index: in
     """Append to the stored list `key` of `target` at once; a re-run of `execution`
     repeating call `index` finds it done and appends nothing. Bumps the run's version, so a
     planner that read the list before writes nothing over it."""
+    return _append(execution, target, key, value, index)[0]
+
+
+def _append(
+    execution: LtmExecution, target: str, key: str, value: Any, index: int
+) -> tuple[list[Any], LtmRun | None]:
+    """`append`, and the run as the append left it (None if it appended nothing)."""
     ensure_json(value, "an appended value", max_depth=store.STORED_DEPTH)
     db = store.db_for(LtmRun)
     with transaction.atomic():
@@ -116,7 +129,7 @@ def append(execution: LtmExecution, target: str, key: str, value: Any, index: in
             seq=run.seq + 1,  # the state.appended event's, written below
         )
         if not store.APPENDS.insert_new(db, done):
-            return list(state[key])  # done before this execution was re-run
+            return list(state[key]), None  # done before this execution was re-run
         state[key] = [*state[key], value]
         if row is None:
             store.RUNS.update(db, {"global_state": state}, pk=run.pk)
@@ -131,7 +144,7 @@ def append(execution: LtmExecution, target: str, key: str, value: Any, index: in
             store.committed.after_commit(run.pk, run.version, rows, tree)
         event = {"key": key, "value": value, "length": len(state[key])}
         store.add_event(run, "state.appended", target, event, store.row_record(run, row))
-        return list(state[key])
+        return list(state[key]), run
 
 
 # -- one execution ---------------------------------------------------------------------------
@@ -165,8 +178,11 @@ def execute_execution(execution_id: int) -> None:
             effects = Effects(error=traceback.format_exc())
         if effects.error:
             effects = replace(effects, error=storable_text(effects.error))
-        # The snapshot run() saw serves the commit: its compare-and-set on the run's
-        # version tells whether nobody wrote the run meanwhile (else it reads it again).
+        # The snapshot run() saw serves the commit (or, after an append, the run as the
+        # append left it): its compare-and-set on the run's version tells whether nobody
+        # wrote the run meanwhile (else it reads it again).
+        if runtime.appended is not None:
+            snap = store.held_snapshot(runtime.appended) or snap
         store.commit(execution.run_id, lambda now: _finish(now, execution, effects), known=snap)
 
 

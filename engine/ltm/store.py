@@ -337,11 +337,14 @@ def commit(
 def after(write: Write) -> Snapshot | None:
     """The run as the committed `write` left it, whole, from what this process holds (no
     query); None if it does not hold that version (a later write got there first)."""
-    left = write.left
-    held = None if left is None else committed.get(left.run.pk, left.run.version)
-    if left is None or held is None:
-        return None
-    return Snapshot(left.run, dict(held.rows), _tree=held.tree)
+    return None if write.left is None else held_snapshot(write.left.run)
+
+
+def held_snapshot(run: LtmRun) -> Snapshot | None:
+    """`run` whole at its version, with the rows this process committed at that version
+    (no query); None if it holds no such version."""
+    held = committed.get(run.pk, run.version)
+    return None if held is None else Snapshot(run, dict(held.rows), _tree=held.tree)
 
 
 def apply(snap: Snapshot, write: Write) -> bool:

@@ -197,6 +197,27 @@ def test_parameterised_instances_fork_and_join(user):
     assert LtmInstance.objects.get(run_id=run_id, fqn="fan_out.batch.work_7").params == {"n": 7}
 
 
+def test_a_join_arrival_commits_at_its_first_try_after_its_own_append(user, monkeypatch):
+    """An execution whose run() appends commits from the run as its append left it: its
+    compare-and-set does not lose to its own append (which bumped the run's version), so
+    it is not read and planned a second time."""
+    from engine.ltm import store
+
+    tries: list[bool] = []
+    apply = store.apply
+
+    def counted(snap, write):
+        tries.append(apply(snap, write))
+        return tries[-1]
+
+    monkeypatch.setattr(store, "apply", counted)
+    run_id = api.start_ltm("fan_out", user, {"size": 8})
+
+    assert api.load_ltm(run_id).state["total"] == 280
+    assert kinds(run_id).count("state.appended") == 8
+    assert tries and all(tries), f"{tries.count(False)} of {len(tries)} writes lost their try"
+
+
 # -- history ------------------------------------------------------------------------------------
 
 
