@@ -221,13 +221,14 @@ def _claim_write(snap: store.Snapshot, execution: LtmExecution) -> store.Write:
         "worker": worker_id(),
     }
     execution.status, execution.attempts = claim["status"], claim["attempts"]
-    record = store.row_record(snap.run, row)  # only this one: a run may have many instances
-    events = []
-    if row.status != LtmStatus.ACTIVE:
+    records, events = [], []
+    if row.status != LtmStatus.ACTIVE:  # (an active one, a join's next arrival: unchanged)
+        record = store.row_record(snap.run, row)  # only this one: a run may have many
+        records.append(replace(record, status=LtmStatus.ACTIVE))
         data = {"from": row.status, "to": LtmStatus.ACTIVE}
         events.append({"kind": "status", "fqn": execution.fqn, "data": data})
     return store.Write(
-        records=[replace(record, status=LtmStatus.ACTIVE)],
+        records=records,
         events=events,
         execution_changes=[(execution.pk, claim)],
         run_state=LtmRunState.RUNNING,

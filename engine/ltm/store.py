@@ -359,6 +359,14 @@ def apply(snap: Snapshot, write: Write) -> bool:
     if snap.partial and any(r.fqn not in snap.rows for r in write.records):
         snap.complete()  # (a record of an instance not read: is it new, or stored?)
     state = _next_state(snap, write)
+    db = db_for(LtmRun)
+    if state == run.state and _executions_only(write):
+        # Nothing of the run changes, nor its history (a claim of a state already active:
+        # a join's next arrival; an execution found stale): its executions only, each
+        # still as expected. The run keeps its version, so no other write loses its
+        # compare-and-set to this one.
+        _change_executions(db, run, write, run.seq)
+        return True
     events = list(write.events)
     if state != run.state:
         events.append({"kind": "run.state", "fqn": "", "data": {"from": run.state, "to": state}})
@@ -379,7 +387,6 @@ def apply(snap: Snapshot, write: Write) -> bool:
         "finished": finished,
         "updated": now,
     }
-    db = db_for(LtmRun)
     won = RUNS.update(
         db,
         {"seq": run.seq + len(events), **changes},
@@ -415,17 +422,7 @@ def apply(snap: Snapshot, write: Write) -> bool:
     write.new_execution_ids.extend(execution.pk for execution in created)
     if write.inherit:
         _inherit_appends({created[i].pk: earlier for i, earlier in write.inherit.items()})
-    # Executions changed alike (a kill or a rollback closes many) in one statement each.
-    alike: dict[str, tuple[dict[str, Any], list[int]]] = {}
-    for execution_id, execution_changes in write.execution_changes:
-        if execution_changes.get("status") not in (None, *OPEN):
-            execution_changes = {**execution_changes, "closed_seq": end_seq}
-        key = repr(sorted(execution_changes.items()))
-        alike.setdefault(key, (execution_changes, []))[1].append(execution_id)
-    for execution_changes, ids in alike.values():
-        changed = EXECUTIONS.update(db, execution_changes, pk=ids, **write.expect)
-        if write.expect and changed != len(ids):
-            raise Dropped(f"executions {ids} of LTM run {run.pk} changed meanwhile")
+    _change_executions(db, run, write, end_seq)
     rows = [
         LtmEvent(
             run=run,
@@ -457,6 +454,36 @@ def apply(snap: Snapshot, write: Write) -> bool:
     if to_dispatch:
         transaction.on_commit(lambda: dispatch(to_dispatch))
     return True
+
+
+def _executions_only(write: Write) -> bool:
+    """Whether `write` changes executions and nothing else (no instance, event, new
+    execution or error): then the run's row is not written."""
+    return not (
+        write.records
+        or write.removed
+        or write.events
+        or write.executions
+        or write.redispatch
+        or write.inherit
+        or write.run_error is not None
+    )
+
+
+def _change_executions(db: Any, run: LtmRun, write: Write, end_seq: int) -> None:
+    """Store `write.execution_changes`, each closed one at the event `end_seq`; executions
+    changed alike (a kill or a rollback closes many) in one statement each. If one is not
+    as `write.expect` says, the write is dropped."""
+    alike: dict[str, tuple[dict[str, Any], list[int]]] = {}
+    for execution_id, execution_changes in write.execution_changes:
+        if execution_changes.get("status") not in (None, *OPEN):
+            execution_changes = {**execution_changes, "closed_seq": end_seq}
+        key = repr(sorted(execution_changes.items()))
+        alike.setdefault(key, (execution_changes, []))[1].append(execution_id)
+    for execution_changes, ids in alike.values():
+        changed = EXECUTIONS.update(db, execution_changes, pk=ids, **write.expect)
+        if write.expect and changed != len(ids):
+            raise Dropped(f"executions {ids} of LTM run {run.pk} changed meanwhile")
 
 
 def _inherit_appends(heirs: dict[int, tuple[int, int]]) -> None:

@@ -197,25 +197,39 @@ def test_parameterised_instances_fork_and_join(user):
     assert LtmInstance.objects.get(run_id=run_id, fqn="fan_out.batch.work_7").params == {"n": 7}
 
 
-def test_a_join_arrival_commits_at_its_first_try_after_its_own_append(user, monkeypatch):
-    """An execution whose run() appends commits from the run as its append left it: its
-    compare-and-set does not lose to its own append (which bumped the run's version), so
-    it is not read and planned a second time."""
+def test_a_join_arrival_commits_at_its_first_try_and_only_the_last_writes_the_run(
+    user, monkeypatch
+):
+    """A join entered once per branch: each arrival appends, the last moves on. An
+    execution whose run() appended commits from the run as its append left it (its
+    compare-and-set does not lose to its own append, nor is it read and planned again); the
+    claim of each arrival after the first (the join is active already) and the end of each
+    that did not complete the join change their execution only: the run's row is not
+    written, its version not bumped, so no other write loses its compare-and-set to them."""
     from engine.ltm import store
 
     tries: list[bool] = []
+    run_kept: list[str] = []  # what the writes that left the run's row alone changed
     apply = store.apply
 
     def counted(snap, write):
+        version = snap.run.version
         tries.append(apply(snap, write))
+        if tries[-1] and snap.run.version == version:
+            run_kept.extend(str(changes["status"]) for _, changes in write.execution_changes)
         return tries[-1]
 
     monkeypatch.setattr(store, "apply", counted)
-    run_id = api.start_ltm("fan_out", user, {"size": 8})
+    run_id = api.start_ltm("join_per_branch", user, {"width": 5})
 
-    assert api.load_ltm(run_id).state["total"] == 280
-    assert kinds(run_id).count("state.appended") == 8
+    root = api.load_ltm(run_id)
+    assert sorted(root.instances["join_per_branch.meet"].state["got"]) == [0, 1, 2, 3, 4]
+    assert root.instances["join_per_branch.met"].status == "active"
+    assert kinds(run_id).count("state.appended") == 5
     assert tries and all(tries), f"{tries.count(False)} of {len(tries)} writes lost their try"
+    assert sorted(run_kept) == ["claimed"] * 4 + ["done"] * 4
+    # The history holds every arrival all the same: the time machine replays each.
+    assert LtmExecution.objects.filter(run_id=run_id, fqn="join_per_branch.meet").count() == 5
 
 
 # -- history ------------------------------------------------------------------------------------
