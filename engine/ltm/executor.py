@@ -233,6 +233,7 @@ def _claim_write(snap: store.Snapshot, execution: LtmExecution) -> store.Write:
         execution_changes=[(execution.pk, claim)],
         run_state=LtmRunState.RUNNING,
         outcome=execution,
+        executions_only=not records,  # (a join's next arrival: its execution claimed only)
     )
 
 

@@ -290,6 +290,12 @@ class Write:
     # What every execution it changes must still be (`{"status": ..., "attempts": ...}`),
     # checked by the update itself: if one is not, the whole write is dropped (`Dropped`).
     expect: dict[str, Any] = field(default_factory=dict)
+    # The write may leave the run's row alone if it changes nothing but executions (see
+    # `apply`). Only a claim asks: the end of an execution that changed nothing (a join's
+    # arrival that did not complete it) still writes the run, as measured best (without
+    # that bump two SQLite worker threads sometimes kept the write lock from each other
+    # for hundreds of milliseconds).
+    executions_only: bool = False
 
 
 class Dropped(Exception):
@@ -360,11 +366,10 @@ def apply(snap: Snapshot, write: Write) -> bool:
         snap.complete()  # (a record of an instance not read: is it new, or stored?)
     state = _next_state(snap, write)
     db = db_for(LtmRun)
-    if state == run.state and _executions_only(write):
-        # Nothing of the run changes, nor its history (a claim of a state already active:
-        # a join's next arrival; an execution found stale): its executions only, each
-        # still as expected. The run keeps its version, so no other write loses its
-        # compare-and-set to this one.
+    if write.executions_only and state == run.state and _executions_only(write):
+        # Nothing of the run changes, nor its history (the claim of a state already active:
+        # a join's next arrival): its executions only, each still as expected. The run
+        # keeps its version and its row is not written (on PostgreSQL, not locked).
         _change_executions(db, run, write, run.seq)
         return True
     events = list(write.events)
@@ -458,7 +463,7 @@ def apply(snap: Snapshot, write: Write) -> bool:
 
 def _executions_only(write: Write) -> bool:
     """Whether `write` changes executions and nothing else (no instance, event, new
-    execution or error): then the run's row is not written."""
+    execution or error)."""
     return not (
         write.records
         or write.removed
