@@ -15,6 +15,7 @@ import weakref
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
+from functools import cache
 from typing import Any
 
 from django.conf import settings
@@ -348,18 +349,10 @@ class Prepared:
     through the connection's adapters as Django's do, and rows come back the same."""
 
     def __init__(self, db: Any) -> None:
-        from django.db.backends.postgresql.base import (  # type: ignore[attr-defined]
-            ServerBindingCursor,  # (Django's, for its `server_side_binding`; not in its stubs)
-        )
-        from django.db.backends.postgresql.psycopg_any import register_tzloader
-        from psycopg import adapters
-        from psycopg.pq import Format
-
-        self.cursor = ServerBindingCursor(db.connection)
+        cursor_class, register_tzloader, timestamptz, text = _postgresql()
+        self.cursor = cursor_class(db.connection)
         # (as Django's `create_cursor`: dates read in the connection's time zone)
-        timestamptz = adapters.types["timestamptz"].oid
-        loader = db.connection.adapters.get_loader(timestamptz, Format.TEXT)
-        if db.timezone != loader.timezone:
+        if db.timezone != db.connection.adapters.get_loader(timestamptz, text).timezone:
             register_tzloader(db.timezone, self.cursor)
 
     def execute(self, query: str, params: Sequence[Any] = ()) -> Prepared:
@@ -382,6 +375,21 @@ class Prepared:
 
     def close(self) -> None:
         self.cursor.close()
+
+
+@cache
+def _postgresql() -> tuple[Any, Any, int, Any]:
+    """What `Prepared` takes from Django's PostgreSQL backend and psycopg (imported once, and
+    only where PostgreSQL is used): Django's server-binding cursor, its time zone loader,
+    the `timestamptz` type's oid, psycopg's text format."""
+    from django.db.backends.postgresql.base import (  # type: ignore[attr-defined]
+        ServerBindingCursor,  # (Django's, for its `server_side_binding`; not in its stubs)
+    )
+    from django.db.backends.postgresql.psycopg_any import register_tzloader
+    from psycopg import adapters
+    from psycopg.pq import Format
+
+    return ServerBindingCursor, register_tzloader, adapters.types["timestamptz"].oid, Format.TEXT
 
 
 def prepares(db: Any) -> bool:

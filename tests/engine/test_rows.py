@@ -138,7 +138,9 @@ def test_statements_go_to_the_driver_unless_someone_watches_them(run):
 
 
 postgresql_only = pytest.mark.skipif(
-    connection.vendor != "postgresql", reason="prepared statements are PostgreSQL's"
+    connection.vendor != "postgresql",
+    reason="prepared statements are PostgreSQL's: the scale-out pass (tests/test_scaleout.py) "
+    "runs this on PostgreSQL",
 )
 
 

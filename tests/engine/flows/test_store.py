@@ -456,8 +456,11 @@ def test_what_a_row_holds_already_is_the_same_value_of_the_same_kind(held, value
     assert store._holds(flow, "lease_until", flow.lease_until) is False  # never left out
 
 
+@pytest.mark.bothmodes
 @pytest.mark.skipif(
-    connection.vendor != "postgresql", reason="prepared statements are PostgreSQL's"
+    connection.vendor != "postgresql",
+    reason="prepared statements are PostgreSQL's: the scale-out pass (tests/test_scaleout.py) "
+    "runs this on PostgreSQL",
 )
 def test_on_postgresql_a_flows_creation_load_and_steps_run_as_prepared_statements(user, routine):
     """The statements of a flow's life on PostgreSQL (its creation, its load, a step's write)
