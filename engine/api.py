@@ -144,7 +144,7 @@ from engine.ltm.service import (
     visible_ltm_runs,
 )
 from engine.ltm.timemachine import copy_ltm, ltm_at, rollback_ltm
-from engine.rows import model_from_row
+from engine.rows import cursor_for, model_from_row
 
 __all__ = [
     "BULK_ACTIONS",
@@ -242,6 +242,7 @@ __all__ = [
     "create_checked_routine",
     "create_routine",
     "copy_ltm",
+    "cursor_for",
     "fire_transition",
     "give_up",
     "kill_flow",

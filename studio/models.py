@@ -12,7 +12,7 @@ from django.contrib.auth import get_user_model
 from django.db import connections, models, router
 from django.utils import timezone
 
-from engine.api import check_text, model_from_row
+from engine.api import check_text, cursor_for, model_from_row
 
 TOKEN_PREFIX = "fs_"
 PREFIX_LENGTH = 8  # characters of the raw token kept in clear so a user can tell tokens apart
@@ -117,7 +117,7 @@ def _token_sql(db: Any) -> str:
 
 def _read_active_token(hashed: str) -> ApiToken | None:
     db = connections[router.db_for_read(ApiToken)]
-    with db.cursor() as cursor:
+    with cursor_for(db) as cursor:  # (prepared on PostgreSQL, the driver's own on SQLite)
         cursor.execute(_token_sql(db), [hashed, False, True])
         row = cursor.fetchone()
     if row is None:

@@ -64,3 +64,35 @@ def test_a_token_is_read_in_one_statement_as_the_orm_reads_it(user, make_user):
     other, other_raw = ApiToken.issue(make_user("inactive"), "old")
     type(user).objects.filter(pk=other.user_id).update(is_active=False)
     assert ApiToken.authenticate(other_raw) is None
+
+
+@pytest.mark.bothmodes
+def test_unwatched_the_token_is_read_through_the_engines_own_cursor(user, monkeypatch):
+    """With nobody counting statements, the token's read bypasses Django's cursor: it goes to
+    SQLite's driver, or is prepared once on the PostgreSQL connection; it reads the same."""
+    from django.db import connection
+
+    record, raw = ApiToken.issue(user, "laptop")
+    ApiToken.objects.filter(pk=record.pk).update(last_used=record.created)  # (fresh: no write)
+    orm = ApiToken.objects.select_related("user").get(pk=record.pk)
+
+    def no_django_cursor(*args, **kwargs):
+        raise AssertionError("the token's read went through Django's cursor")
+
+    connection.ensure_connection()
+    monkeypatch.setattr(connection, "cursor", no_django_cursor)
+    try:
+        read = ApiToken.authenticate(raw)
+        assert read is not None and ApiToken.authenticate(raw) is not None
+    finally:
+        monkeypatch.undo()
+    for left, right in ((read, orm), (read.user, orm.user)):
+        for field in type(right)._meta.concrete_fields:
+            assert getattr(left, field.attname) == getattr(right, field.attname), field.name
+    if connection.vendor == "postgresql":
+        with connection.cursor() as cursor:
+            cursor.execute(
+                "SELECT count(*) FROM pg_prepared_statements WHERE statement LIKE %s",
+                ["SELECT t.%hashed_key%"],
+            )
+            assert cursor.fetchone() == (1,)
