@@ -294,7 +294,26 @@ def _made_by_db(pk: Any) -> bool:
     return isinstance(pk, models.AutoField | models.BigAutoField | models.SmallAutoField)
 
 
-class Direct:
+class _DriverCursor:
+    """What `Direct` and `Prepared` share: a driver's cursor's rows, count and close."""
+
+    cursor: Any
+
+    def fetchone(self) -> Any:
+        return self.cursor.fetchone()
+
+    def fetchall(self) -> list[Any]:
+        return self.cursor.fetchall()
+
+    @property
+    def rowcount(self) -> int:
+        return int(self.cursor.rowcount)
+
+    def close(self) -> None:
+        self.cursor.close()
+
+
+class Direct(_DriverCursor):
     """A cursor of SQLite's driver itself, sent the same SQL and the same values Django's
     cursor would send, without its layers (its wrappers converted each statement's
     placeholders again and timed it: about as much as SQLite's own work on a step's small
@@ -321,25 +340,12 @@ class Direct:
         self.cursor.executemany(self.sql(query), rows)
         return self
 
-    def fetchone(self) -> Any:
-        return self.cursor.fetchone()
-
-    def fetchall(self) -> list[Any]:
-        return self.cursor.fetchall()
-
-    @property
-    def rowcount(self) -> int:
-        return int(self.cursor.rowcount)
-
     @property
     def lastrowid(self) -> Any:
         return self.cursor.lastrowid
 
-    def close(self) -> None:
-        self.cursor.close()
 
-
-class Prepared:
+class Prepared(_DriverCursor):
     """A cursor of psycopg that binds its values on the server and has PostgreSQL keep each
     statement prepared on its connection (`prepare=True`): parsed and planned the first time,
     only bound and executed after. Django's cursor binds values on the client (psycopg's
@@ -362,19 +368,6 @@ class Prepared:
     def executemany(self, query: str, rows: Iterable[Sequence[Any]]) -> Prepared:
         self.cursor.executemany(query, rows)  # (psycopg prepares the statement itself)
         return self
-
-    def fetchone(self) -> Any:
-        return self.cursor.fetchone()
-
-    def fetchall(self) -> list[Any]:
-        return self.cursor.fetchall()
-
-    @property
-    def rowcount(self) -> int:
-        return int(self.cursor.rowcount)
-
-    def close(self) -> None:
-        self.cursor.close()
 
 
 @cache

@@ -176,46 +176,6 @@ class FanOut(LTM):
         self.update_state({"size": size})
 
 
-# -- a join entered once per branch (as flou's): each arrival appends, the last moves on ----
-
-
-class Spread(LTM):
-    def run(self, **payload: Any) -> None:
-        self.transition("branch", params=[{"n": n} for n in range(self.root.state["width"])])
-
-
-class Branch(LTM):
-    name = "branch_{n}"
-
-    def run(self, **payload: Any) -> None:
-        self.transition("arrive", params=[dict(self.params)], payload=dict(self.params))
-
-
-class Meet(LTM):
-    initial_state = {"got": []}
-
-    def run(self, **payload: Any) -> None:
-        got = self.atomic_state_append("got", payload["n"])
-        if len(got) == self.root.state["width"]:
-            self.transition("met")
-
-
-class Met(LTM):
-    pass
-
-
-class JoinPerBranch(LTM):
-    init = [Spread]
-    transitions = [
-        {"from": Spread, "label": "branch", "to": Branch},
-        {"from": Branch, "label": "arrive", "to": Meet},
-        {"from": Meet, "label": "met", "to": Met},
-    ]
-
-    def run(self, width: int = 4, **payload: Any) -> None:
-        self.update_state({"width": width})
-
-
 # -- a plain fork: one label, two targets -------------------------------------------------
 
 

@@ -200,7 +200,7 @@ def test_parameterised_instances_fork_and_join(user):
 def test_a_join_arrival_commits_at_its_first_try_and_its_claim_leaves_the_run_alone(
     user, monkeypatch
 ):
-    """A join entered once per branch: each arrival appends, the last moves on. An
+    """A join entered once per branch (flou's): each arrival appends, the last moves on. An
     execution whose run() appended commits from the run as its append left it (its
     compare-and-set does not lose to its own append, nor is it read and planned again); the
     claim of each arrival after the first (the join is active already) changes its
@@ -220,16 +220,17 @@ def test_a_join_arrival_commits_at_its_first_try_and_its_claim_leaves_the_run_al
         return tries[-1]
 
     monkeypatch.setattr(store, "apply", counted)
-    run_id = api.start_ltm("join_per_branch", user, {"width": 5})
+    run_id = api.start_ltm("flou_join", user, {"size": 5})  # (tests/ltm_flou.py)
 
     root = api.load_ltm(run_id)
-    assert sorted(root.instances["join_per_branch.meet"].state["got"]) == [0, 1, 2, 3, 4]
-    assert root.instances["join_per_branch.met"].status == "active"
+    got = root.instances["flou_join.gather"].state["got"]
+    assert sorted(arrival["k"] for arrival in got) == ["1", "2", "3", "4", "5"]
+    assert root.instances["flou_join.finished"].status == "active"
     assert kinds(run_id).count("state.appended") == 5
     assert tries and all(tries), f"{tries.count(False)} of {len(tries)} writes lost their try"
     assert sorted(run_kept) == ["claimed"] * 4
     # The history holds every arrival all the same: the time machine replays each.
-    assert LtmExecution.objects.filter(run_id=run_id, fqn="join_per_branch.meet").count() == 5
+    assert LtmExecution.objects.filter(run_id=run_id, fqn="flou_join.gather").count() == 5
 
 
 # -- history ------------------------------------------------------------------------------------
