@@ -64,7 +64,7 @@ class DjangoRuntime(Runtime):
     ) -> list[Any]:
         if self.execution is None or instance.id is None:
             raise RuntimeError("atomic_state_append() works inside run() of an executing state")
-        values, run = _append(self.execution, instance.fqn, key, value, call_index)
+        values, run = append(self.execution, instance.fqn, key, value, call_index)
         if run is not None:
             self.appended = run
         return values
@@ -87,17 +87,13 @@ def create_run(root: LTM, payload: dict[str, Any], *, owner: Any = None) -> str:
     return str(run.pk)
 
 
-def append(execution: LtmExecution, target: str, key: str, value: Any, index: int) -> list[Any]:
-    """Append to the stored list `key` of `target` at once; a re-run of `execution`
-    repeating call `index` finds it done and appends nothing. Bumps the run's version, so a
-    planner that read the list before writes nothing over it."""
-    return _append(execution, target, key, value, index)[0]
-
-
-def _append(
+def append(
     execution: LtmExecution, target: str, key: str, value: Any, index: int
 ) -> tuple[list[Any], LtmRun | None]:
-    """`append`, and the run as the append left it (None if it appended nothing)."""
+    """Append to the stored list `key` of `target` at once; a re-run of `execution`
+    repeating call `index` finds it done and appends nothing. Bumps the run's version, so a
+    planner that read the list before writes nothing over it. Returns the list, and the run
+    as the append left it (None if it appended nothing)."""
     ensure_json(value, "an appended value", max_depth=store.STORED_DEPTH)
     db = store.db_for(LtmRun)
     with transaction.atomic():
