@@ -369,6 +369,20 @@ class Slow(Task):
         return {"attempt": self.attempt}
 
 
+class SeesItsDeadline(Task):
+    """A minute's time limit; stores the step's deadline as its flow's row holds it while the
+    step performs (the sweep reads it there from another process)."""
+
+    name = "t_sees_deadline"
+    time_limit = 60
+
+    def perform(self):
+        from engine.models import Flow
+
+        deadline = Flow.objects.values_list("step_deadline", flat=True).get(pk=self.flow.pk)
+        return {"deadline": None if deadline is None else deadline.isoformat()}
+
+
 class SlowOffloaded(Slow):
     """As t_slow, offloaded to its own job."""
 

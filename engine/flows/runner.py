@@ -27,7 +27,13 @@ from engine.flows import codec, humans, retries
 from engine.flows.lease import holding
 from engine.flows.models import Flow
 from engine.flows.status import FINISHED, FlowState
-from engine.flows.store import ItemAt, load_flow, write_flow
+from engine.flows.store import (
+    ItemAt,
+    claim_pending,
+    claims_at_once,
+    load_flow,
+    write_flow,
+)
 from engine.jsonsafe import storable_text
 from engine.leases import lease_until, queue_deadline
 from engine.liveness import worker_id
@@ -294,15 +300,10 @@ def fail_unknown_script(flow: Flow, expect_state: str, error: LookupError) -> No
 def run_flow(flow_id: int) -> None:
     """Claim a PENDING flow and run it: consecutive blocking steps in one loop; a non-blocking
     step is offloaded to its own Huey task, whose completion resumes the flow."""
-    flow = load(flow_id)
-    if flow is None or flow.state != FlowState.PENDING:
+    flow = _claim(flow_id)
+    if flow is None:
         return  # already claimed by another worker, or moved on: nothing to do
-    claim: dict[str, Any] = {"state": FlowState.RUNNING, "lease_until": lease_until(), "job_id": ""}
-    events: list[tuple[str, dict[str, Any]]] = [("flow.running", {})]
-    # A first step that is offloaded is queued by the claim itself: one write instead of two.
-    job = _plan_next(flow, flow.position, claim, events, in_loop=True)
-    if not write_flow(flow, claim, events, expect_state=FlowState.PENDING):
-        return
+    job = flow.job_id or None
     if job is not None:
         dispatch.perform_offloaded(flow.pk, flow.version, job)
         return
@@ -321,6 +322,35 @@ def run_flow(flow_id: int) -> None:
             outcome = perform(flow, cls)
             if commit_outcome(flow, outcome, expect_state=FlowState.RUNNING, in_loop=True) is None:
                 return
+
+
+def _claim(flow_id: int) -> Flow | None:
+    """The flow `flow_id` claimed by this worker to run its steps (RUNNING, leased, its
+    `flow.running` event), planned for its first step (a time limit's deadline; an offloaded
+    step's job, in `job_id`: the caller queues it); None if it is not PENDING."""
+    claim: dict[str, Any] = {"state": FlowState.RUNNING, "lease_until": lease_until(), "job_id": ""}
+    events: list[tuple[str, dict[str, Any]]] = [("flow.running", {})]
+    started = getattr(_inline, "flow", None)
+    if claims_at_once() and (started is None or started.pk != flow_id):
+        # PostgreSQL: claimed and read in one round trip, then planned. A first step with a
+        # time limit or offloaded takes a second write, as reading it first did.
+        flow = claim_pending(flow_id, claim, events)
+        if flow is None:
+            return None
+        plan: dict[str, Any] = {}
+        more: list[tuple[str, dict[str, Any]]] = []
+        _plan_next(flow, flow.position, plan, more, in_loop=True)
+        if set(plan) - {"lease_until"} and not write_flow(
+            flow, plan, more, expect_state=FlowState.RUNNING
+        ):
+            return None
+        return flow
+    flow = load(flow_id)
+    if flow is None or flow.state != FlowState.PENDING:
+        return None
+    # A first step that is offloaded is queued by the claim itself: one write instead of two.
+    _plan_next(flow, flow.position, claim, events, in_loop=True)
+    return flow if write_flow(flow, claim, events, expect_state=FlowState.PENDING) else None
 
 
 def mark_started(flow: Flow, cls: type[scripts.Task]) -> bool:

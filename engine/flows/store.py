@@ -266,6 +266,108 @@ def _write_in_one_statement(
     return won
 
 
+def claims_at_once() -> bool:
+    """Whether `claim_pending` may claim a flow: on PostgreSQL, outside a transaction."""
+    db = connections[router.db_for_write(Flow)]
+    return db.vendor == "postgresql" and not db.in_atomic_block
+
+
+_CLAIMS: dict[tuple[str, tuple[str, ...], int], str] = {}
+
+
+def claim_pending(flow_id: int, changes: dict[str, Any], events: list[EventSpec]) -> Flow | None:
+    """Claim the flow `flow_id` if it is PENDING, whatever its version: apply `changes` (a
+    claim: its state, lease...) with `events`, and return the flow as written, with its
+    owner; None if it is not pending (claimed by another worker, moved on) or not there.
+
+    On PostgreSQL, outside a transaction, ONE statement that commits by itself: the update
+    (the row's lock makes it a compare-and-set on the state: of two claims, the second finds
+    it no longer pending), the events numbered from the `seq` it returns, and the row read
+    back with its owner. Where the runner read the flow and then wrote its claim, two round
+    trips, it is one.
+
+    The claim's commit does not wait for the server's disk (`synchronous_commit` off for
+    that statement alone). A claim is a lease, not an outcome: the first step's commit, which
+    does wait, flushes it with it; if the database crashes before, the claim is lost with
+    the step it led to, the flow is PENDING as before, and the sweep hands it on, as after a
+    worker's crash.
+
+    Only where `claims_at_once()`; elsewhere (SQLite, whose statements are calls into this
+    process, not round trips; a caller's transaction) the runner reads the flow and claims
+    it with `write_flow`."""
+    db = connections[router.db_for_write(Flow)]
+    changes = dict(changes, worker=worker_id())
+    now = timezone.now()
+    key = (db.vendor, tuple(changes), len(events))
+    sql = _CLAIMS.get(key)
+    if sql is None:
+        sql = _CLAIMS[key] = _claim_sql(db, tuple(changes), len(events))
+    params = [db_value(_column(_FLOW, name), value, db) for name, value in changes.items()]
+    params += [len(events), db_value(_UPDATED, now, db), flow_id, FlowState.PENDING]
+    event_fields = _event_sql(db)[2]
+    kind_field, actor_field, message_field, data_field, created_field = (
+        event_fields[2],
+        event_fields[3],
+        event_fields[6],
+        event_fields[7],
+        event_fields[8],
+    )
+    at = db_value(created_field, now, db)
+    for number, (kind, spec) in enumerate(events):
+        actor = spec.get("actor")
+        params += [
+            len(events) - 1 - number,
+            db_value(kind_field, kind, db),
+            db_value(actor_field, None if actor is None else actor.pk, db),
+            db_value(message_field, spec.get("message", ""), db),
+            db_value(data_field, spec.get("data", {}), db),
+            at,
+        ]
+    with cursor_for(db) as cursor:
+        cursor.execute(sql, params)
+        row = cursor.fetchone()
+    if row is None:
+        return None
+    split = len(_FLOW.concrete_fields)
+    flow = model_from_row(db, Flow, list(row[:split]))
+    flow.owner = model_from_row(db, _owner_model(), list(row[split:]))
+    flow.seq -= len(events)
+    rows = _event_rows(flow, events)  # (numbered as the statement numbered them)
+    engine_events.publish([row.feed(flow, now) for row in rows])
+    return flow
+
+
+def _claim_sql(db: Any, names: tuple[str, ...], count: int) -> str:
+    """`claim_pending`'s statement for a claim setting `names` with `count` events."""
+    quote = db.ops.quote_name
+    sets = [f"{quote(_column(_FLOW, name).column)} = %s" for name in names]
+    sets += ["version = version + 1", "seq = seq + %s", "updated = %s"]
+    flow_columns = ", ".join(quote(field.column) for field in _FLOW.concrete_fields)
+    parts = [
+        "s AS (SELECT set_config('synchronous_commit', 'off', true))",
+        f"f AS (UPDATE {quote(_FLOW.db_table)} SET {', '.join(sets)} "
+        f"WHERE id = %s AND state = %s RETURNING {flow_columns})",
+    ]
+    fields = _event_sql(db)[2]
+    columns = ", ".join(quote(field.column) for field in fields)
+    state, position = (quote(fields[index].column) for index in (4, 5))
+    for number in range(count):
+        # (each event: the flow's new seq less the events after it; its state and position)
+        parts.append(
+            f"e{number} AS (INSERT INTO {quote(_EVENT.db_table)} ({columns}) "
+            f"SELECT f.id, f.seq - %s, %s, %s, f.{state}, f.{position}, %s, %s::jsonb, %s "
+            "FROM f)"
+        )
+    user_meta = _owner_model()._meta
+    owner_columns = ", ".join(f"u.{quote(field.column)}" for field in user_meta.concrete_fields)
+    owner = quote(_FLOW.get_field("owner").column)
+    return (
+        f"WITH {', '.join(parts)} SELECT f.*, {owner_columns} FROM f "
+        f"JOIN {quote(user_meta.db_table)} u ON u.{quote(user_meta.pk.column)} = f.{owner} "
+        "CROSS JOIN s"
+    )
+
+
 class ItemAt:
     """A change of one step's stored result (`stored` at `index`; None: no result), written as
     that step's `FlowResult` row alone. The other form of a `stored_results` change, a list,

@@ -111,6 +111,69 @@ def test_first_step_offloaded_by_the_claim(routine, user):
     assert kinds(flow)[:3] == ["flow.created", "flow.running", "step.offloaded"]
 
 
+def _queued(routine, user, *scripts) -> Flow:
+    """A flow created and queued (PENDING), not run: the worker's `run_flow` runs it."""
+    from huey.contrib.djhuey import HUEY
+
+    immediate, HUEY.immediate = HUEY.immediate, False
+    try:
+        return api.start_flow(routine(*scripts), user)
+    finally:
+        HUEY.immediate = immediate
+        HUEY.storage.flush_all()
+
+
+def test_a_worker_claims_a_queued_flow_and_runs_it_with_one_write_a_step(routine, user):
+    """On PostgreSQL the claim reads the flow (one statement where a read and a write were
+    two); elsewhere the flow is read, then claimed. Either way one write a step."""
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    from engine.flows import runner
+
+    flow = _queued(routine, user, "t_echo", "t_echo", "t_echo")
+    with CaptureQueriesContext(connection) as captured:
+        runner.run_flow(flow.pk)
+    flow.refresh_from_db()
+    assert flow.state == "complete" and flow.results == [
+        {"position": n, "params": {}, "seen": n} for n in range(3)
+    ]
+    assert kinds(flow) == ["flow.created", "flow.running"] + ["step.completed"] * 3 + [
+        "flow.complete"
+    ]
+    statements = [q["sql"] for q in captured]
+    if connection.vendor == "postgresql":
+        assert len(statements) == 4, statements  # the claim, a write a step
+        assert "set_config('synchronous_commit', 'off', true)" in statements[0]
+    reads = [s for s in statements if s.startswith("SELECT")]
+    assert len(reads) == (0 if connection.vendor == "postgresql" else 1), statements
+
+
+def test_a_queued_first_step_with_a_time_limit_has_its_deadline_written_before_it_runs(
+    routine, user
+):
+    from engine.flows import runner
+
+    flow = _queued(routine, user, "t_sees_deadline", "t_sees_deadline")
+    runner.run_flow(flow.pk)
+    flow.refresh_from_db()
+    assert flow.state == "complete"
+    for result in flow.results:
+        assert result["deadline"] is not None, flow.results  # (each attempt's own deadline)
+
+
+def test_a_queued_first_step_offloaded_is_queued_once_claimed(routine, user):
+    from engine.flows import runner
+
+    flow = _queued(routine, user, "t_offloaded", "t_echo")
+    runner.run_flow(flow.pk)  # (immediate mode: the offloaded job runs when queued)
+    flow.refresh_from_db()
+    assert flow.state == "complete"
+    assert flow.results[0] == {"offloaded": 0}
+    assert kinds(flow)[:3] == ["flow.created", "flow.running", "step.offloaded"]
+    assert Flow.objects.filter(pk=flow.pk, job_id="").exists()
+
+
 # -- what a script returns, raises or waits with is recorded on every database, even text or
 # values PostgreSQL refuses (NUL characters, lone surrogates, NaN, deep nesting): the flow goes
 # on or fails with the script's own words, escaped, and never stalls on a database error.

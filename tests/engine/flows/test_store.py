@@ -477,3 +477,136 @@ def test_on_postgresql_a_flows_creation_load_and_steps_run_as_prepared_statement
     assert any(s.startswith("WITH f AS (INSERT INTO") for s in prepared)  # the creation
     assert any(s.startswith("WITH f AS (UPDATE") for s in prepared)  # the step
     assert any("JOIN" in s and "engine_flow" in s and "WHERE f." in s for s in prepared)
+
+
+postgresql_only = pytest.mark.skipif(
+    connection.vendor != "postgresql",
+    reason="a claim in one statement is PostgreSQL's (elsewhere the runner reads the flow, then "
+    "claims it): the scale-out pass (tests/test_scaleout.py) runs this on PostgreSQL",
+)
+
+
+def _queued(routine, user, *scripts) -> Flow:
+    """A flow created and queued (PENDING), not run."""
+    from huey.contrib.djhuey import HUEY
+
+    immediate, HUEY.immediate = HUEY.immediate, False
+    try:
+        return api.start_flow(routine(*scripts), user)
+    finally:
+        HUEY.immediate = immediate
+        HUEY.storage.flush_all()
+
+
+def _claim(flow_id: int, events=(("flow.running", {}),)) -> Flow | None:
+    from engine.leases import lease_until
+
+    claim = {"state": FlowState.RUNNING, "lease_until": lease_until(), "job_id": ""}
+    return store.claim_pending(flow_id, claim, list(events))
+
+
+@pytest.mark.bothmodes
+@postgresql_only
+def test_on_postgresql_a_claim_is_one_statement_that_reads_the_flow_as_written(
+    user, other_user, routine
+):
+    flow = _queued(routine, user, "t_echo", "t_echo")
+    published: list[dict] = []
+    engine_events.connect(published.extend)
+    try:
+        with CaptureQueriesContext(connection) as captured:
+            claimed = _claim(
+                flow.pk,
+                [
+                    ("flow.running", {}),
+                    ("a.note", {"message": "m", "data": {"a": [1]}, "actor": other_user}),
+                ],
+            )
+    finally:
+        engine_events.disconnect(published.extend)
+    assert len(captured) == 1, [q["sql"] for q in captured]
+    assert claimed is not None
+    stored = Flow.objects.select_related("owner").get(pk=flow.pk)
+    for field in Flow._meta.concrete_fields:
+        assert getattr(claimed, field.attname) == getattr(stored, field.attname), field.name
+    for field in type(stored.owner)._meta.concrete_fields:
+        assert getattr(claimed.owner, field.attname) == getattr(stored.owner, field.attname)
+    assert (stored.state, stored.version, stored.seq) == ("running", 2, 3)
+    running, note = FlowEvent.objects.filter(flow=flow, seq__gt=1).order_by("seq")
+    assert (running.seq, running.kind, running.actor_id) == (2, "flow.running", None)
+    assert (running.state, running.position, running.message, running.data) == (
+        "running",
+        0,
+        "",
+        {},
+    )
+    assert (note.seq, note.kind, note.actor_id, note.message, note.data) == (
+        3,
+        "a.note",
+        other_user.pk,
+        "m",
+        {"a": [1]},
+    )
+    assert running.created == note.created == stored.updated
+    assert published == [
+        running.feed(owner=user.pk, version=2),
+        note.feed(owner=user.pk, version=2),
+    ]
+
+    # Claimed: a second claim finds it no longer pending, and writes nothing.
+    assert _claim(flow.pk) is None
+    assert Flow.objects.get(pk=flow.pk).version == 2
+    assert FlowEvent.objects.filter(flow=flow).count() == 3
+    assert _claim(flow.pk + 1000) is None
+
+
+@pytest.mark.bothmodes
+@postgresql_only
+def test_on_postgresql_only_a_claims_commit_does_not_wait_for_the_disk(user, routine):
+    """The claim's statement runs with `synchronous_commit` off for its own transaction: a
+    trigger at the end of each statement that inserts events notes the setting then. A
+    step's write keeps the server's setting, and the session's is left as it was."""
+    with connection.cursor() as cursor:
+        cursor.execute("SHOW synchronous_commit")
+        (server,) = cursor.fetchone()
+        cursor.execute("CREATE TABLE commit_seen (statement serial, setting text)")
+        cursor.execute(
+            "CREATE FUNCTION commit_seen() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN "
+            "INSERT INTO commit_seen (setting) VALUES (current_setting('synchronous_commit')); "
+            "RETURN NULL; END $$"
+        )
+        cursor.execute(
+            "CREATE TRIGGER commit_seen AFTER INSERT ON engine_flowevent "
+            "FOR EACH STATEMENT EXECUTE FUNCTION commit_seen()"
+        )
+    try:
+        flow = _queued(routine, user, "t_echo", "t_echo")
+        claimed = _claim(flow.pk)
+        assert claimed is not None
+        with connection.cursor() as cursor:
+            cursor.execute("SHOW synchronous_commit")
+            assert cursor.fetchone() == (server,)  # not left set for what follows
+        assert _write_step(claimed, 0)
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT setting FROM commit_seen ORDER BY statement")
+            seen = [setting for (setting,) in cursor.fetchall()]
+    finally:
+        with connection.cursor() as cursor:
+            cursor.execute("DROP TRIGGER commit_seen ON engine_flowevent")
+            cursor.execute("DROP FUNCTION commit_seen()")
+            cursor.execute("DROP TABLE commit_seen")
+    assert server != "off"
+    # the creation, the claim, the step
+    assert seen == [server, "off", server]
+
+
+@pytest.mark.bothmodes
+@postgresql_only
+def test_on_postgresql_a_claim_inside_a_callers_transaction_is_not_at_once(user, routine):
+    """Inside a caller's transaction the claim would make the caller's whole commit skip the
+    disk: the runner reads the flow and claims it with `write_flow` there."""
+    from django.db import transaction
+
+    assert store.claims_at_once()
+    with transaction.atomic():
+        assert not store.claims_at_once()
