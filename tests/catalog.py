@@ -383,6 +383,25 @@ class SeesItsDeadline(Task):
         return {"deadline": None if deadline is None else deadline.isoformat()}
 
 
+# A test's time_machine traveller (tick=False) that `t_row_seen` moves on, or None.
+clock = None
+
+
+class RowSeen(Task):
+    """Stores its flow's `updated` and `lease_until` as the row holds them while the step
+    performs, then moves the test's clock on by params["then"] seconds."""
+
+    name = "t_row_seen"
+
+    def perform(self):
+        from engine.models import Flow
+
+        updated, lease = Flow.objects.values_list("updated", "lease_until").get(pk=self.flow.pk)
+        if clock is not None:
+            clock.shift(self.params.get("then", 0))
+        return {"updated": updated.isoformat(), "lease_until": lease.isoformat()}
+
+
 class SlowOffloaded(Slow):
     """As t_slow, offloaded to its own job."""
 

@@ -18,7 +18,7 @@ from typing import Any
 from django.db import transaction
 from django.utils import timezone
 
-from engine import dispatch
+from engine import config, dispatch
 from engine.core.flows import outcome as core
 from engine.core.flows import script as scripts
 from engine.core.flows.results import ResultsView
@@ -28,6 +28,7 @@ from engine.flows.lease import holding
 from engine.flows.models import Flow
 from engine.flows.status import FINISHED, FlowState
 from engine.flows.store import (
+    STEPPING_RESOLUTION,
     ItemAt,
     claim_pending,
     claims_at_once,
@@ -205,7 +206,7 @@ def commit_outcome(
             if written:
                 humans.record_wait(flow, *assignees, reason=wait_reason)
     else:  # the hot path: one transaction of write_flow's own, no savepoint
-        written = write_flow(flow, changes, events, expect_state=expect_state)
+        written = write_flow(flow, changes, events, expect_state=expect_state, stepping=in_loop)
     if not written:
         logger.info(
             "flow %s changed while step %s ran; its outcome is discarded", flow.pk, performed
@@ -283,13 +284,28 @@ def _plan_next(
             events.append(("step.offloaded", {"data": {"step": position, "job": job}}))
         return job
     if in_loop:
-        changes["lease_until"] = lease_until()
+        if _lease_holds(flow):
+            changes.pop("lease_until", None)  # (SQLite rewrites an index of a column SET)
+        else:
+            changes["lease_until"] = lease_until()
         limit = time_limit(flow, cls, position)
         if limit:
             changes["step_deadline"] = timezone.now() + timedelta(seconds=limit)
     else:
         changes.update(state=FlowState.PENDING, lease_until=queue_deadline())
     return None
+
+
+def _lease_holds(flow: Flow) -> bool:
+    """Whether a running flow's lease, as its last write left it, may stay as it is for its
+    next blocking step: renewed less than `STEPPING_RESOLUTION` ago (a longer lease, a
+    step's own, is cut back). Each step thus starts with a whole lease less at most that;
+    blocking steps that run on within it leave the lease's index alone."""
+    if flow.state != FlowState.RUNNING or flow.lease_until is None:
+        return False
+    left = (flow.lease_until - timezone.now()).total_seconds()
+    lease = config.seconds("LEASE_SECONDS")
+    return lease - STEPPING_RESOLUTION.total_seconds() < left <= lease
 
 
 def fail_unknown_script(flow: Flow, expect_state: str, error: LookupError) -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable
 from contextlib import nullcontext
+from datetime import timedelta
 from typing import Any, cast
 
 from django.core.serializers.json import DjangoJSONEncoder
@@ -49,11 +50,18 @@ def write_flow(
     events: Iterable[EventSpec] = (),
     *,
     expect_state: str | Iterable[str] | None = None,
+    stepping: bool = False,
 ) -> bool:
     """Apply `changes` to `flow` if nobody wrote it since it was read (same version, and the
     expected state), appending `events` with the next sequence numbers, all in one
     transaction. On success the in-memory `flow` is updated and True returned; otherwise
     nothing is written and False returned. Events are published after the commit.
+
+    `stepping` (a step of a blocking loop): a flow that stays in its state keeps its
+    `updated` when that is less than `STEPPING_RESOLUTION` old. Every list of flows is ordered
+    by `updated`, so five of the flow's indexes hold it: written at every step, each step
+    rewrote them all. A list, or a page saying "updated 2 minutes ago", does not tell a
+    second apart; the flow's events keep each step's exact time.
 
     This is the hot path of every step, so it speaks SQL directly: the flow's `UPDATE`, its
     events' `INSERT` and, for a step's result (`stored_results`: see `ItemAt`), that step's
@@ -62,32 +70,41 @@ def write_flow(
     The writing process takes charge of the flow (`worker`): if it dies while the flow is
     pending or running, the others hand the flow on as soon as its heartbeat stops."""
     specs = list(events)
+    now = timezone.now()
+    touch = not (
+        stepping
+        and changes.get("state", flow.state) == flow.state
+        and flow.updated is not None
+        and now - flow.updated < STEPPING_RESOLUTION
+    )
     # A column it already holds is left out of the UPDATE (fewer values to send, fewer
     # indexes for SQLite to rewrite: it rewrites every index of a column that is SET).
     changes = {name: value for name, value in changes.items() if not _holds(flow, name, value)}
     changes["worker"] = worker_id()
     results = changes.pop("stored_results", None)
-    now = timezone.now()
     db = connections[router.db_for_write(Flow)]
     states: list[str] = []
     if expect_state is not None:
         states = [expect_state] if isinstance(expect_state, str) else list(expect_state)
     expected = None if expect_state is None else len(states)
-    update, fields = _flow_update(db, tuple(changes), expected)
+    update, fields = _flow_update(db, tuple(changes), expected, touch)
     params = [
         db_value(field, value, db) for field, value in zip(fields, changes.values(), strict=True)
     ]
-    params += [len(specs), db_value(_UPDATED, now, db), flow.pk, flow.version]
+    params.append(len(specs))
+    if touch:
+        params.append(db_value(_UPDATED, now, db))
+    params += [flow.pk, flow.version]
     params += [str(state) for state in states]
     leaves_wait = flow.state == FlowState.WAITING and changes.get("state", flow.state) != (
         FlowState.WAITING
     )
     if db.vendor == "postgresql" and not isinstance(results, list):
         return _write_in_one_statement(
-            db, flow, changes, specs, results, now, update, params, clears_wait=leaves_wait
+            db, flow, changes, specs, results, now, touch, update, params, clears_wait=leaves_wait
         )
     if not leaves_wait and not isinstance(results, list) and can_go_direct(db):
-        return _write_direct(db, flow, changes, specs, results, now, update, params)
+        return _write_direct(db, flow, changes, specs, results, now, touch, update, params)
     # (No savepoint inside a caller's transaction: an error here fails the caller's whole
     # transaction, which every caller lets go. A savepoint cost two more round trips.)
     with transaction.atomic(using=db.alias, savepoint=False), cursor_for(db) as cursor:
@@ -100,7 +117,8 @@ def write_flow(
         for name, value in changes.items():
             setattr(flow, name, value)
         flow.version += 1
-        flow.updated = now
+        if touch:
+            flow.updated = now
         rows = _event_rows(flow, specs)
         if rows:
             _insert_events(db, cursor, rows, now)
@@ -168,6 +186,7 @@ def _write_direct(
     specs: list[EventSpec],
     results: ItemAt | None,
     now: Any,
+    touch: bool,
     update: str,
     params: list[Any],
 ) -> bool:
@@ -188,7 +207,8 @@ def _write_direct(
             for name, value in changes.items():
                 setattr(flow, name, value)
             flow.version += 1
-            flow.updated = now
+            if touch:
+                flow.updated = now
             rows = _event_rows(flow, specs)
             if rows:
                 _insert_events(db, cursor, rows, now)
@@ -209,6 +229,7 @@ def _write_in_one_statement(
     specs: list[EventSpec],
     results: ItemAt | None,
     now: Any,
+    touch: bool,
     update: str,
     params: list[Any],
     *,
@@ -226,7 +247,8 @@ def _write_in_one_statement(
     for name, value in changes.items():
         setattr(flow, name, value)
     flow.version += 1
-    flow.updated = now
+    if touch:
+        flow.updated = now
     rows = _event_rows(flow, specs)
     parts = [f"f AS ({update} RETURNING id)"]
     if results is not None:
@@ -436,19 +458,25 @@ def _remember_result(flow: Flow, result: ItemAt) -> None:
 
 
 _UPDATED = _column(_FLOW, "updated")
+# How old a running flow's `updated` and lease may get while its blocking steps run on in
+# one state (`write_flow(stepping=True)`, the runner's lease): each is in indexes that every
+# write of it rewrites.
+STEPPING_RESOLUTION = timedelta(seconds=1)
 _UPDATES: dict[tuple[Any, ...], tuple[str, list[Any]]] = {}
 
 
-def _flow_update(db: Any, names: tuple[str, ...], states: int | None) -> tuple[str, list[Any]]:
-    """`UPDATE flow SET <names>, version, seq, updated WHERE id, version [AND state IN
+def _flow_update(
+    db: Any, names: tuple[str, ...], states: int | None, touch: bool = True
+) -> tuple[str, list[Any]]:
+    """`UPDATE flow SET <names>, version, seq[, updated] WHERE id, version [AND state IN
     (<states>)]` and the fields of `names`, written once per shape of write."""
-    key = (db.vendor, names, states)
+    key = (db.vendor, names, states, touch)
     found = _UPDATES.get(key)
     if found is None:
         quote = db.ops.quote_name
         fields = [_column(_FLOW, name) for name in names]
         sets = [f"{quote(field.column)} = %s" for field in fields]
-        sets += ["version = version + 1", "seq = seq + %s", "updated = %s"]
+        sets += ["version = version + 1", "seq = seq + %s"] + (["updated = %s"] if touch else [])
         where = "id = %s AND version = %s"
         if states is not None:
             where += f" AND state IN ({', '.join(['%s'] * states)})"

@@ -174,6 +174,63 @@ def test_a_queued_first_step_offloaded_is_queued_once_claimed(routine, user):
     assert Flow.objects.filter(pk=flow.pk, job_id="").exists()
 
 
+def test_steps_run_on_leave_the_flows_indexed_columns_alone_while_recent_enough(user):
+    """A blocking step that leaves its flow RUNNING keeps the row's `updated` and its lease
+    while they were written less than a second ago: five of the flow's indexes hold
+    `updated`, one the lease, and each step rewrote them all."""
+    from datetime import timedelta
+
+    import time_machine
+    from django.utils import timezone
+
+    from engine import config
+    from tests import catalog
+
+    lease = timedelta(seconds=config.seconds("LEASE_SECONDS"))
+    assert lease == timedelta(seconds=60)
+    routine = api.create_routine(
+        "row seen",
+        [
+            {"script": "t_row_seen", "params": {"then": 0.5}},
+            {"script": "t_row_seen", "params": {"then": 0.4}},
+            {"script": "t_row_seen", "params": {"then": 0.2}},
+            {"script": "t_row_seen", "params": {"then": 0.3}},
+            {"script": "t_row_seen", "params": {"then": 5}},
+            {"script": "t_row_seen"},
+        ],
+        owner=user,
+    )
+    began = timezone.now().replace(microsecond=0) + timedelta(days=1)
+    with time_machine.travel(began, tick=False) as clock:
+        catalog.clock = clock
+        try:
+            flow = api.start_flow(routine, user)
+        finally:
+            catalog.clock = None
+    assert flow.state == "complete"
+    seen = [
+        (
+            timezone.datetime.fromisoformat(r["updated"]),
+            timezone.datetime.fromisoformat(r["lease_until"]),
+        )
+        for r in flow.results
+    ]
+    # (the clock stands still but for the steps' shifts)
+    claimed, later, last = (began + timedelta(seconds=t) for t in (0, 1.1, 6.4))
+    assert seen == [
+        (claimed, claimed + lease),  # as the claim wrote them
+        (claimed, claimed + lease),  # 0.5 s on: both left alone
+        (claimed, claimed + lease),  # 0.9 s on: still
+        (later, later + lease),  # 1.1 s on: both written
+        (later, later + lease),  # 0.3 s after that: left alone
+        (last, last + lease),  # 5 s after that: both written
+    ]
+    stored = Flow.objects.get(pk=flow.pk)
+    assert stored.updated == last  # the flow's end: its time
+    assert stored.lease_until is None
+    assert stored.updated == FlowEvent.objects.filter(flow=flow).latest("seq").created
+
+
 # -- what a script returns, raises or waits with is recorded on every database, even text or
 # values PostgreSQL refuses (NUL characters, lone surrogates, NaN, deep nesting): the flow goes
 # on or fails with the script's own words, escaped, and never stalls on a database error.
