@@ -46,6 +46,28 @@ def test_ensure_json_names_what_is_wrong_and_where(value, message):
 
 
 @pytest.mark.django_db(transaction=False)
+@pytest.mark.parametrize(
+    ("bad", "where", "problem"),
+    [
+        ("a\x00b", "input.items[20]: ", "text must not contain NUL characters"),
+        ("\ud800", "input.items[20]: ", "text must not contain lone surrogates"),
+        (float("nan"), "input.items[20]: ", "numbers must be finite"),
+        ({"k\udc00": 1}, "input.items[20]['k", "a key must not contain lone surrogates"),
+        (json.loads(nested(64)), "input: ", "JSON must not be nested more than 64 levels"),
+    ],
+)
+def test_ensure_json_finds_a_problem_after_many_clean_parts_and_names_it(bad, where, problem):
+    """Most values are clean, so the check walks them without naming each part; a problem
+    anywhere is still found, and named as before."""
+    clean = {"n": 1, "s": "é", "f": 2.5, "l": [None, True, {"x": "y"}] * 5}
+    value = {"first": clean, "items": [clean] * 20 + [bad], "last": clean}
+    with pytest.raises(ValueError) as refused:
+        jsonsafe.ensure_json(value, "input")
+    assert str(refused.value).startswith(where), str(refused.value)
+    assert problem in str(refused.value)
+
+
+@pytest.mark.django_db(transaction=False)
 def test_ensure_json_accepts_what_every_database_stores():
     jsonsafe.ensure_json(json.loads(nested(63)), "input")  # 64 levels with the root
     jsonsafe.ensure_json({"emoji": "\U0001f600", "é": [1, 2.5, None, True], "d": "x"}, "input")
