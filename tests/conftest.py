@@ -51,6 +51,22 @@ def routine(user) -> Callable[..., object]:
     return make
 
 
+@pytest.fixture
+def queued(routine, user) -> Callable[..., object]:
+    """`queued("t_echo", "t_echo")`: a flow of those catalog scripts created and queued
+    (PENDING), not run: a worker's `run_flow` runs it."""
+
+    def make(*scripts):
+        immediate, HUEY.immediate = HUEY.immediate, False
+        try:
+            return api.start_flow(routine(*scripts), user)
+        finally:
+            HUEY.immediate = immediate
+            HUEY.storage.flush_all()
+
+    return make
+
+
 def database_url() -> str:
     """The URL of the database this test session uses (its test database), for processes
     started by the tests."""

@@ -350,9 +350,7 @@ def claim_pending(flow_id: int, changes: dict[str, Any], events: list[EventSpec]
         row = cursor.fetchone()
     if row is None:
         return None
-    split = len(_FLOW.concrete_fields)
-    flow = model_from_row(db, Flow, list(row[:split]))
-    flow.owner = model_from_row(db, _owner_model(), list(row[split:]))
+    flow = _flow_and_owner(db, row)
     flow.seq -= len(events)
     rows = _event_rows(flow, events)  # (numbered as the statement numbered them)
     engine_events.publish([row.feed(flow, now) for row in rows])
@@ -740,14 +738,22 @@ def load_flow(flow_id: int, *, with_routine: bool = False) -> Flow | None:
         row = cursor.fetchone()
     if row is None:
         return None
+    flow = _flow_and_owner(db, row)
+    if with_routine:
+        end = len(_FLOW.concrete_fields) + len(_owner_model()._meta.concrete_fields)
+        flow.routine = model_from_row(db, Routine, list(row[end:-1]))
+        humans.remember_assignees(flow, row[-1])
+    return flow
+
+
+def _flow_and_owner(db: Any, row: Any) -> Flow:
+    """The flow and its owner from a row of the flow's columns then the owner's (each in
+    field order), and maybe more after them."""
     split = len(_FLOW.concrete_fields)
     flow = model_from_row(db, Flow, list(row[:split]))
     owner_model = _owner_model()
     end = split + len(owner_model._meta.concrete_fields)
     flow.owner = model_from_row(db, owner_model, list(row[split:end]))
-    if with_routine:
-        flow.routine = model_from_row(db, Routine, list(row[end:-1]))
-        humans.remember_assignees(flow, row[-1])
     return flow
 
 

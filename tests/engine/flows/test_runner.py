@@ -111,19 +111,7 @@ def test_first_step_offloaded_by_the_claim(routine, user):
     assert kinds(flow)[:3] == ["flow.created", "flow.running", "step.offloaded"]
 
 
-def _queued(routine, user, *scripts) -> Flow:
-    """A flow created and queued (PENDING), not run: the worker's `run_flow` runs it."""
-    from huey.contrib.djhuey import HUEY
-
-    immediate, HUEY.immediate = HUEY.immediate, False
-    try:
-        return api.start_flow(routine(*scripts), user)
-    finally:
-        HUEY.immediate = immediate
-        HUEY.storage.flush_all()
-
-
-def test_a_worker_claims_a_queued_flow_and_runs_it_with_one_write_a_step(routine, user):
+def test_a_worker_claims_a_queued_flow_and_runs_it_with_one_write_a_step(queued):
     """On PostgreSQL the claim reads the flow (one statement where a read and a write were
     two); elsewhere the flow is read, then claimed. Either way one write a step."""
     from django.db import connection
@@ -131,7 +119,7 @@ def test_a_worker_claims_a_queued_flow_and_runs_it_with_one_write_a_step(routine
 
     from engine.flows import runner
 
-    flow = _queued(routine, user, "t_echo", "t_echo", "t_echo")
+    flow = queued("t_echo", "t_echo", "t_echo")
     with CaptureQueriesContext(connection) as captured:
         runner.run_flow(flow.pk)
     flow.refresh_from_db()
@@ -149,12 +137,10 @@ def test_a_worker_claims_a_queued_flow_and_runs_it_with_one_write_a_step(routine
     assert len(reads) == (0 if connection.vendor == "postgresql" else 1), statements
 
 
-def test_a_queued_first_step_with_a_time_limit_has_its_deadline_written_before_it_runs(
-    routine, user
-):
+def test_a_queued_first_step_with_a_time_limit_has_its_deadline_written_before_it_runs(queued):
     from engine.flows import runner
 
-    flow = _queued(routine, user, "t_sees_deadline", "t_sees_deadline")
+    flow = queued("t_sees_deadline", "t_sees_deadline")
     runner.run_flow(flow.pk)
     flow.refresh_from_db()
     assert flow.state == "complete"
@@ -162,10 +148,10 @@ def test_a_queued_first_step_with_a_time_limit_has_its_deadline_written_before_i
         assert result["deadline"] is not None, flow.results  # (each attempt's own deadline)
 
 
-def test_a_queued_first_step_offloaded_is_queued_once_claimed(routine, user):
+def test_a_queued_first_step_offloaded_is_queued_once_claimed(queued):
     from engine.flows import runner
 
-    flow = _queued(routine, user, "t_offloaded", "t_echo")
+    flow = queued("t_offloaded", "t_echo")
     runner.run_flow(flow.pk)  # (immediate mode: the offloaded job runs when queued)
     flow.refresh_from_db()
     assert flow.state == "complete"

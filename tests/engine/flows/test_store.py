@@ -486,18 +486,6 @@ postgresql_only = pytest.mark.skipif(
 )
 
 
-def _queued(routine, user, *scripts) -> Flow:
-    """A flow created and queued (PENDING), not run."""
-    from huey.contrib.djhuey import HUEY
-
-    immediate, HUEY.immediate = HUEY.immediate, False
-    try:
-        return api.start_flow(routine(*scripts), user)
-    finally:
-        HUEY.immediate = immediate
-        HUEY.storage.flush_all()
-
-
 def _claim(flow_id: int, events=(("flow.running", {}),)) -> Flow | None:
     from engine.leases import lease_until
 
@@ -508,9 +496,9 @@ def _claim(flow_id: int, events=(("flow.running", {}),)) -> Flow | None:
 @pytest.mark.bothmodes
 @postgresql_only
 def test_on_postgresql_a_claim_is_one_statement_that_reads_the_flow_as_written(
-    user, other_user, routine
+    user, other_user, queued
 ):
-    flow = _queued(routine, user, "t_echo", "t_echo")
+    flow = queued("t_echo", "t_echo")
     published: list[dict] = []
     engine_events.connect(published.extend)
     try:
@@ -562,7 +550,7 @@ def test_on_postgresql_a_claim_is_one_statement_that_reads_the_flow_as_written(
 
 @pytest.mark.bothmodes
 @postgresql_only
-def test_on_postgresql_only_a_claims_commit_does_not_wait_for_the_disk(user, routine):
+def test_on_postgresql_only_a_claims_commit_does_not_wait_for_the_disk(queued):
     """The claim's statement runs with `synchronous_commit` off for its own transaction: a
     trigger at the end of each statement that inserts events notes the setting then. A
     step's write keeps the server's setting, and the session's is left as it was."""
@@ -580,7 +568,7 @@ def test_on_postgresql_only_a_claims_commit_does_not_wait_for_the_disk(user, rou
             "FOR EACH STATEMENT EXECUTE FUNCTION commit_seen()"
         )
     try:
-        flow = _queued(routine, user, "t_echo", "t_echo")
+        flow = queued("t_echo", "t_echo")
         claimed = _claim(flow.pk)
         assert claimed is not None
         with connection.cursor() as cursor:
@@ -602,7 +590,7 @@ def test_on_postgresql_only_a_claims_commit_does_not_wait_for_the_disk(user, rou
 
 @pytest.mark.bothmodes
 @postgresql_only
-def test_on_postgresql_a_claim_inside_a_callers_transaction_is_not_at_once(user, routine):
+def test_on_postgresql_a_claim_inside_a_callers_transaction_is_not_at_once():
     """Inside a caller's transaction the claim would make the caller's whole commit skip the
     disk: the runner reads the flow and claims it with `write_flow` there."""
     from django.db import transaction
