@@ -311,8 +311,8 @@ def claim_pending(flow_id: int, changes: dict[str, Any], events: list[EventSpec]
     The claim's commit does not wait for the server's disk (`synchronous_commit` off for
     that statement alone). A claim is a lease, not an outcome: the first step's commit, which
     does wait, flushes it with it; if the database crashes before, the claim is lost with
-    the step it led to, the flow is PENDING as before, and the sweep hands it on, as after a
-    worker's crash.
+    the step it led to, the flow is PENDING as before, and it is queued again as orphaned
+    work (`engine.orphans`), as after a worker's crash between the queue and the claim.
 
     Only where `claims_at_once()`; elsewhere (SQLite, whose statements are calls into this
     process, not round trips; a caller's transaction) the runner reads the flow and claims
