@@ -74,6 +74,7 @@ class Counter:
     def __init__(self) -> None:
         self.counting = False
         self.sent = 0
+        self.cpu = 0.0  # CPU seconds (this process's user + system) of the last timed part
 
 
 counter = Counter()
@@ -84,8 +85,9 @@ def timed(work: Callable[[], None]) -> float:
         connection.force_debug_cursor = True
         reset_queries()
     try:
-        started = time.perf_counter()
+        started, cpu = time.perf_counter(), time.process_time()
         work()
+        counter.cpu = time.process_time() - cpu
         return time.perf_counter() - started
     finally:
         if counter.counting:
@@ -237,11 +239,13 @@ def main() -> None:
         run(5, steps)
         run(5, 1)
     rates: dict[str, list[float]] = {name: [] for name in names}
+    cpu_rates: dict[str, list[float]] = {name: [] for name in names}
     fixed: dict[str, list[float]] = {name: [] for name in names}
     for number in range(args.rounds):
         order = names[number % len(names) :] + names[: number % len(names)]
         for name in order:
             took = runs[name](args.flows, steps)
+            cpu_rates[name].append(args.flows * steps / counter.cpu)
             one = runs[name](args.flows, 1)
             per_step = took / (args.flows * steps)
             rates[name].append(args.flows * steps / took)
@@ -254,18 +258,21 @@ def main() -> None:
     print()
     print(
         "| | steps/s, median (range) | engine's ratio, median (range) "
-        "| fixed cost per flow, ms | SQL per flow | SQL per step |"
+        "| fixed cost per flow, ms | SQL per flow | SQL per step "
+        "| steps per CPU second | engine's ratio by CPU |"
     )
-    print("|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|")
     for name in names:
         ratios = [e / p for e, p in zip(rates[engine], rates[name], strict=True)]
+        by_cpu = [e / p for e, p in zip(cpu_rates[engine], cpu_rates[name], strict=True)]
         sql_flow = statements(runs[name], steps)
         sql_one = statements(runs[name], 1)
         per_step = (sql_flow - sql_one) / (steps - 1) if steps > 1 else float(sql_flow)
         ratio = "-" if name == engine else spread(ratios, 2) + "x"
+        cpu_ratio = "-" if name == engine else spread(by_cpu, 2) + "x"
         print(
             f"| {name} | {spread(rates[name])} | {ratio} | {spread(fixed[name], 2)} "
-            f"| {sql_flow} | {per_step:.1f} |"
+            f"| {sql_flow} | {per_step:.1f} | {spread(cpu_rates[name])} | {cpu_ratio} |"
         )
     print()
     print(f"load average at the end: {', '.join(f'{x:.2f}' for x in os.getloadavg())}")
