@@ -77,9 +77,18 @@ def test_kill9_consumer_loses_no_flow_and_records_each_step_once(consumer, user)
     steps = [{"script": "t_sleep", "params": {"sleep": 0.04}}] * 8 + ["t_offloaded", "t_echo"]
     routine = api.create_routine("crash", steps, owner=user)
     ids = [api.start_flow(routine, user).pk for _ in range(50)]
-    assert wait_until(
-        lambda: FlowEvent.objects.filter(flow_id__in=ids, kind="step.completed").count() > 60
-    )
+
+    def mid_loop() -> bool:
+        """Well into the run, with a flow in the middle of its blocking steps (at least three
+        left, 0.12 s): the two workers run flows in step with each other, so right after
+        a pair's last steps both may be between flows, holding none to hand on."""
+        return FlowEvent.objects.filter(flow_id__in=ids, kind="step.completed").count() > 60 and (
+            Flow.objects.filter(
+                pk__in=ids, state="running", job_id="", position__range=(1, 5)
+            ).exists()
+        )
+
+    assert wait_until(mid_loop, every=0.01)
     consumer.kill9()
     running = Flow.objects.filter(pk__in=ids, state="running").count()
     done_before = Flow.objects.filter(pk__in=ids, state="complete").count()
