@@ -98,63 +98,47 @@ def ensure_json(value: Any, what: str = "", *, max_depth: int = MAX_DEPTH) -> No
     (with Django's encoder: dates, decimals and UUIDs are fine), at most `max_depth` levels
     deep, no NUL characters or lone surrogates in any key or string, no NaN or Infinity.
     `what` names the value in the message ("input" -> "input.answer: ...")."""
-    if not _plain(value, max_depth):
-        _name_problem(value, what, max_depth)
+    # Most values have no problem (a step's result is checked at every step): walked first
+    # without naming each part, which cost three quarters of the check; named only if needed.
+    if _first_problem(value, what, max_depth, named=False) is not None:
+        problem = _first_problem(value, what, max_depth, named=True)
+        assert problem is not None
+        raise problem
     try:
         json.dumps(value, cls=DjangoJSONEncoder)
     except (TypeError, ValueError, RecursionError) as exc:
         raise ValueError(f"{what or 'the value'} must be JSON-serialisable: {exc}") from None
 
 
-def _plain(value: Any, max_depth: int) -> bool:
-    """Whether `value` has none of the problems `ensure_json` names: the same walk, without
-    naming each part on the way (most values have no problem: a step's result is checked at
-    every step, and naming every part cost three quarters of the check)."""
-    stack: list[tuple[Any, int]] = [(value, 0)]
-    while stack:
-        item, depth = stack.pop()
-        if isinstance(item, str):
-            if text_problem(item):
-                return False
-        elif isinstance(item, float):
-            if not math.isfinite(item):
-                return False
-        elif isinstance(item, dict | list | tuple):
-            if depth >= max_depth:
-                return False
-            if isinstance(item, dict):
-                for key, child in item.items():
-                    if isinstance(key, str) and text_problem(key):
-                        return False
-                    stack.append((child, depth + 1))
-            else:
-                stack.extend((child, depth + 1) for child in item)
-    return True
-
-
-def _name_problem(value: Any, what: str, max_depth: int) -> None:
-    """Raise `UnsafeValue` naming the first problem of `value` (depth first, in order)."""
+def _first_problem(value: Any, what: str, max_depth: int, *, named: bool) -> UnsafeValue | None:
+    """The first problem of `value` (depth first, in order) as the error to raise, or None;
+    where it is (`input.list[1].x`) only when `named` (otherwise the whole value's name)."""
     stack: list[tuple[Any, str, int]] = [(value, what, 0)]
     while stack:
         item, path, depth = stack.pop()
         if isinstance(item, str):
-            check_text(item, path)
+            if problem := text_problem(item):
+                return UnsafeValue(path, problem)
         elif isinstance(item, float):
             if not math.isfinite(item):
-                raise UnsafeValue(path, "numbers must be finite (NaN and Infinity are not JSON)")
+                return UnsafeValue(path, "numbers must be finite (NaN and Infinity are not JSON)")
         elif isinstance(item, dict | list | tuple):
             if depth >= max_depth:
-                raise UnsafeValue(what, f"JSON must not be nested more than {max_depth} levels")
+                return UnsafeValue(what, f"JSON must not be nested more than {max_depth} levels")
             if isinstance(item, dict):
                 children = []
                 for key, child in item.items():
-                    where = _child(path, key)
+                    where = _child(path, key) if named else path
                     if isinstance(key, str) and (problem := text_problem(key, "a key")):
-                        raise UnsafeValue(where, problem)
+                        return UnsafeValue(where, problem)
                     children.append((child, where, depth + 1))
             else:
-                children = [(child, _child(path, i), depth + 1) for i, child in enumerate(item)]
+                children = [
+                    (child, _child(path, i) if named else path, depth + 1)
+                    for i, child in enumerate(item)
+                ]
             stack.extend(reversed(children))  # depth first, in order: the first problem is named
+    return None
 
 
 def _not_json(constant: str) -> Any:
