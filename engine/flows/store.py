@@ -326,13 +326,8 @@ def claim_pending(flow_id: int, changes: dict[str, Any], events: list[EventSpec]
         sql = _CLAIMS[key] = _claim_sql(db, tuple(changes), len(events))
     params = [db_value(_column(_FLOW, name), value, db) for name, value in changes.items()]
     params += [len(events), db_value(_UPDATED, now, db), flow_id, FlowState.PENDING]
-    event_fields = _event_sql(db)[2]
     kind_field, actor_field, message_field, data_field, created_field = (
-        event_fields[2],
-        event_fields[3],
-        event_fields[6],
-        event_fields[7],
-        event_fields[8],
+        _column(_EVENT, name) for name in ("kind", "actor", "message", "data", "created")
     )
     at = db_value(created_field, now, db)
     for number, (kind, spec) in enumerate(events):
@@ -370,7 +365,7 @@ def _claim_sql(db: Any, names: tuple[str, ...], count: int) -> str:
     ]
     fields = _event_sql(db)[2]
     columns = ", ".join(quote(field.column) for field in fields)
-    state, position = (quote(fields[index].column) for index in (4, 5))
+    state, position = (quote(_column(_EVENT, name).column) for name in ("state", "position"))
     for number in range(count):
         # (each event: the flow's new seq less the events after it; its state and position)
         parts.append(
