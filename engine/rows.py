@@ -11,6 +11,7 @@ instances. Anything else stays with the ORM.
 
 from __future__ import annotations
 
+import json
 import weakref
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
@@ -20,17 +21,20 @@ from typing import Any
 
 from django.conf import settings
 from django.db import models
+from django.db.backends.base.operations import BaseDatabaseOperations
 from django.db.backends.sqlite3.base import FORMAT_QMARK_REGEX
 
 # Each field (by id, with the field itself: an id is reused once its object is gone) with its
 # Python types whose values go to the driver as they are (what the field's `get_db_prep_save`
-# would return unchanged: text, integers and the ids of foreign keys, booleans), and whether
-# it holds a date and time. Others (JSON, anything else) take `get_db_prep_save`.
-_AS_IS: dict[int, tuple[Any, tuple[type, ...], bool]] = {}
+# would return unchanged: text, integers and the ids of foreign keys, booleans), whether it
+# holds a date and time, and for a JSON field an encoder of its class, made once. Others
+# take `get_db_prep_save`.
+_AS_IS: dict[int, tuple[Any, tuple[type, ...], bool, Any]] = {}
 _TEXT = (str,)
+_JSON_DOCUMENTS = (dict, list)
 
 
-def _kinds(field: Any) -> tuple[Any, tuple[type, ...], bool]:
+def _kinds(field: Any) -> tuple[Any, tuple[type, ...], bool, Any]:
     target = field.target_field if field.is_relation else field
     kinds: tuple[type, ...] = ()
     if isinstance(target, models.CharField | models.TextField):
@@ -39,18 +43,23 @@ def _kinds(field: Any) -> tuple[Any, tuple[type, ...], bool]:
         kinds = (bool,)
     elif isinstance(target, models.IntegerField):
         kinds = (int,)
-    return field, kinds, isinstance(target, models.DateTimeField)
+    encoder = None
+    if isinstance(target, models.JSONField):
+        encoder = (target.encoder or json.JSONEncoder)()
+    return field, kinds, isinstance(target, models.DateTimeField), encoder
 
 
 def db_value(field: Any, value: Any, db: Any) -> Any:
     """`field.get_db_prep_save(value, db)`, without its layers where they change nothing:
     text, integers and booleans as they are; a date and time in UTC (as `timezone.now()`
     makes it) as SQLite's backend writes it (naive in UTC, as text) or as it is for
-    PostgreSQL's driver."""
+    PostgreSQL's driver; a JSON object or array as text where the backend sends JSON as
+    text (`json.dumps(value, cls=encoder)` is a new encoder at every call: this is one
+    encoder of the same class, with the same defaults, made once)."""
     entry = _AS_IS.get(id(field))
     if entry is None or entry[0] is not field:
         entry = _AS_IS[id(field)] = _kinds(field)
-    _, kinds, moment = entry
+    _, kinds, moment, encoder = entry
     if kinds and (value is None or type(value) in kinds):
         return value
     if kinds is _TEXT and isinstance(value, str):
@@ -62,7 +71,16 @@ def db_value(field: Any, value: Any, db: Any) -> Any:
             return value
         if db.vendor == "sqlite" and db.timezone_name == "UTC":
             return str(value.replace(tzinfo=None))
+    if (
+        encoder is not None
+        and type(value) in _JSON_DOCUMENTS
+        and type(db.ops).adapt_json_value is _TEXT_JSON
+    ):
+        return encoder.encode(value)
     return field.get_db_prep_save(value, db)
+
+
+_TEXT_JSON = BaseDatabaseOperations.adapt_json_value  # (`json.dumps(value, cls=encoder)`)
 
 
 def model_from_row(db: Any, model: Any, values: Any) -> Any:

@@ -32,6 +32,9 @@ class _Encoder(DjangoJSONEncoder):
         return super().default(o)
 
 
+_ENCODER = _Encoder()  # (`json.dumps(value, cls=_Encoder)` makes one at every call)
+
+
 class TamperedResult(ValueError):
     """A stored pickled result whose signature does not match."""
 
@@ -40,7 +43,7 @@ def encode(value: Any) -> Any:
     """A JSON-storable form of `value`: itself when it is JSON that every database stores
     alike, else pickled (signed) with its repr to show."""
     try:
-        stored = json.loads(json.dumps(value, cls=_Encoder))
+        stored = json.loads(_ENCODER.encode(value))
         jsonsafe.ensure_json(stored, "the result")
         return stored
     except (TypeError, ValueError):

@@ -6,7 +6,8 @@ SQLite ignores row locks (`select_for_update` is a no-op there), so every write 
 
 from __future__ import annotations
 
-import json
+import copy
+import marshal
 from collections.abc import Iterable
 from contextlib import nullcontext
 from datetime import timedelta
@@ -422,8 +423,11 @@ def _result_sql(db: Any) -> tuple[str, str, str, str]:
     return found
 
 
+_ENCODER = DjangoJSONEncoder()  # (`json.dumps(value, cls=...)` makes one at every call)
+
+
 def _json(value: Any) -> str | None:
-    return None if value is None else json.dumps(value, cls=DjangoJSONEncoder)
+    return None if value is None else _ENCODER.encode(value)
 
 
 def _write_results(db: Any, cursor: Any, flow: Flow, results: ItemAt | list[Any]) -> None:
@@ -795,13 +799,23 @@ class _Steps:
 _steps = _Steps()
 
 
+# (Database, routine id) -> (its step rows as last read, the steps made of them). A start
+# reads the rows (one statement) and makes steps of them only when they differ from those
+# last read: the conversion (three JSON columns a row) cost three times the read.
+_STEPS_MADE: dict[tuple[str, int], tuple[list[Any], list[dict[str, Any]]]] = {}
+_STEPS_MADE_MAX = 512  # routines remembered (forgotten all at once beyond it)
+
+
 def routine_steps(routine_id: int) -> list[dict[str, Any]]:
     """The routine's steps as a flow pins them (exactly `Routine.snapshot()`), in one
-    statement."""
+    statement; a new list every call (the caller may change it)."""
     db = connections[router.db_for_read(RoutineStep)]
     with cursor_for(db) as cursor:
         cursor.execute(_steps.query(db), [routine_id])
         rows = cursor.fetchall()
+    made = _STEPS_MADE.get((db.alias, routine_id))
+    if made is not None and made[0] == rows:
+        return _copy_steps(made[1])
     steps = []
     for row in rows:
         label, params, key, overrides, task_name, script, task_params = _steps.convert(db, row)
@@ -815,4 +829,17 @@ def routine_steps(routine_id: int) -> list[dict[str, Any]]:
         if overrides:
             step["overrides"] = dict(overrides)
         steps.append(step)
+    if len(_STEPS_MADE) >= _STEPS_MADE_MAX:
+        _STEPS_MADE.clear()
+    _STEPS_MADE[db.alias, routine_id] = (rows, _copy_steps(steps))
     return steps
+
+
+def _copy_steps(steps: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """A deep copy of steps made of JSON (by `marshal`, at C speed; a value of any other
+    type, which JSON does not make, by `deepcopy`)."""
+    try:
+        copied: list[dict[str, Any]] = marshal.loads(marshal.dumps(steps))
+    except ValueError:
+        copied = copy.deepcopy(steps)
+    return copied

@@ -172,3 +172,37 @@ def test_flow_pins_routine_steps(routine, user):
     r.save()
     flow = api.push_input(flow, "x", user)
     assert flow.state == "complete" and len(flow.results) == 2
+
+
+def test_a_start_pins_the_steps_as_stored_now_however_they_were_changed(
+    routine, user, monkeypatch
+):
+    """A start makes the flow's steps of the routine's stored rows only when they differ
+    from those it last read: a change through a new version, or to a step's or its task's
+    row directly (the admin), is in the next flow; each flow's steps are its own."""
+    from engine.flows import store
+
+    made = []
+    convert = store._steps.convert
+    monkeypatch.setattr(store._steps, "convert", lambda db, row: made.append(1) or convert(db, row))
+    r = routine("t_echo", "t_echo")
+    first = api.start_flow(r, user)
+    assert len(made) == 2
+    first.steps[0]["params"]["changed"] = True  # (a flow's own list: the next is unchanged)
+    second = api.start_flow(r, user)
+    assert len(made) == 2  # the same rows: the steps made of them before
+    assert second.steps == Flow.objects.get(pk=first.pk).steps == r.snapshot()
+    assert "changed" not in second.steps[0]["params"]
+
+    step = r.steps.order_by("order").first()
+    step.params = {"greeting": "hi"}
+    step.save()  # an edit that leaves the routine's version as it was
+    assert api.start_flow(r, user).steps[0]["params"] == {"greeting": "hi"}
+    task = step.task
+    task.params = {"extra": 1}
+    task.save()
+    assert api.start_flow(r, user).steps[0]["params"] == {"extra": 1, "greeting": "hi"}
+
+    api.update_routine(r, "renamed", ["t_wait"], user)
+    third = api.start_flow(r, user)
+    assert [s["script"] for s in third.steps] == ["t_wait"] and third.steps == r.snapshot()

@@ -36,6 +36,9 @@ pytestmark = pytest.mark.django_db(transaction=True)
         datetime(2026, 12, 6, 3, 4, 5, 6),  # naive (Django warns, and takes it as local time)
         {"a": [1, "b", None]},
         [1, 2],
+        {"at": datetime(2026, 12, 6, 3, 4, 5, tzinfo=UTC), "d": Decimal("1.5"), "u": [{}]},
+        [],
+        {},
         Decimal("1.5"),
         "waiting",
         FlowState.WAITING,  # a text choice (a str subclass)
