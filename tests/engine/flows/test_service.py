@@ -174,9 +174,7 @@ def test_flow_pins_routine_steps(routine, user):
     assert flow.state == "complete" and len(flow.results) == 2
 
 
-def test_a_start_pins_the_steps_as_stored_now_however_they_were_changed(
-    routine, user, monkeypatch
-):
+def test_a_start_pins_the_steps_as_stored_now_however_they_were_changed(routine, user, monkeypatch):
     """A start makes the flow's steps of the routine's stored rows only when they differ
     from those it last read: a change through a new version, or to a step's or its task's
     row directly (the admin), is in the next flow; each flow's steps are its own."""
