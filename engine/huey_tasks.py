@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from huey import crontab
+from huey.consumer import Consumer
 from huey.contrib.djhuey import HUEY, db_periodic_task, db_task
 
 from engine import config, dispatch
@@ -107,4 +108,16 @@ def create_consumer(workers: int | None = None) -> Any:
     options = config.consumer_options()
     if workers:
         options["workers"] = workers
-    return HUEY.create_consumer(**options)
+    return EngineConsumer(HUEY, **options)
+
+
+class EngineConsumer(Consumer):
+    """Huey's consumer whose stop wakes its idle workers at once: a worker waiting for work
+    (up to a second, `engine.queue`) would otherwise keep a graceful stop waiting for it."""
+
+    def stop(self, graceful: bool = False) -> None:
+        self.stop_flag.set()
+        wake = getattr(self.huey.storage, "wake_idle", None)
+        if wake is not None:
+            wake()
+        super().stop(graceful)

@@ -183,6 +183,13 @@ class Doorbell:
             self._rings += rings
             self._rung.notify(rings)
 
+    def wake_all(self) -> None:
+        """Wake every idle worker of this process at once (the consumer stops: each goes back
+        to Huey's loop, sees that and ends, instead of finishing its idle wait first)."""
+        with self._rung:
+            self._rings += 1
+            self._rung.notify_all()
+
     def _forget_after_fork(self) -> None:
         if self._pid != os.getpid():
             self._sender = self._listener = None
@@ -213,6 +220,11 @@ class QuickSqliteStorage(SqliteStorage):
         self.blocking = self.doorbell is not None
         self._idle = threading.local()
         super().__init__(name, filename, **kwargs)
+
+    def wake_idle(self) -> None:
+        """Wake this process's idle workers now (see `Doorbell.wake_all`)."""
+        if self.doorbell is not None:
+            self.doorbell.wake_all()
 
     def _create_connection(self) -> Any:
         conn = super()._create_connection()

@@ -176,3 +176,30 @@ def test_the_queue_takes_and_gives_a_task_in_one_statement_each(tmp_path):
     storage.enqueue(b"polled")
     assert storage.take(look_first=True) == b"polled"
     assert storage.queue_size() == 0
+
+
+def test_a_graceful_stop_wakes_the_idle_workers_at_once(tmp_path, monkeypatch):
+    """Stopping the consumer (Ctrl-C, the end of `manage.py studio`) does not wait for its idle
+    workers' wait for work to run out: here an hour, so a stop that waited would never end
+    within the test."""
+    from engine import queue
+    from engine.huey_tasks import EngineConsumer
+
+    monkeypatch.setattr(queue, "IDLE_SLICE_SECONDS", 3600)
+    huey = queue.QuickSqliteHuey("stop", filename=str(tmp_path / "queue.db"), poll_seconds=3600)
+    consumer = EngineConsumer(huey, workers=2, worker_type="thread")
+    storage = huey.storage
+    assert isinstance(storage, QuickSqliteStorage) and storage.doorbell is not None
+    consumer.start()
+    waiting = storage.doorbell._rung._waiters  # type: ignore[attr-defined]
+    try:
+        assert wait_until(lambda: len(waiting) == 2, timeout=30)  # both idle, for an hour
+        stopper = threading.Thread(target=consumer.stop, kwargs={"graceful": True})
+        stopper.start()
+        stopper.join(30)
+        assert not stopper.is_alive()
+        assert not any(worker.is_alive() for _, worker in consumer.worker_threads)
+    finally:
+        consumer.stop_flag.set()
+        storage.doorbell.wake_all()
+        storage.doorbell.close()
