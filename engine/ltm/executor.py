@@ -20,6 +20,7 @@ from typing import Any
 from django.db import transaction
 from django.utils import timezone
 
+from engine import dispatch
 from engine.core.errors import FlowStateError
 from engine.core.ltm.node import LTM
 from engine.core.ltm.planner import plan, plan_start
@@ -152,20 +153,49 @@ def _lease() -> Any:
     return lease_until()
 
 
+# Executions one Huey task runs in a row: a worker goes on with the state the commit of
+# its execution queued (see `execute_execution`), then hands the next one to the queue, so
+# a run that loops for ever holds a worker no longer than this.
+IN_A_ROW = 50
+
+
 def execute_execution(execution_id: int) -> None:
-    """Body of the Huey task: claim, execute, commit (see the module's docstring)."""
+    """Body of the Huey task: claim, execute, commit (see the module's docstring). Then the
+    worker goes on with the first execution that commit queued, without sending it through
+    the queue and back (in immediate mode: sent, run in order), up to IN_A_ROW in all. An
+    arrival at a join already active is queued claimed by that commit: it needs no claim of
+    its own. A worker that dies between two leaves the next one queued (the sweep sends it
+    again) or claimed (its lease runs out), as for any other."""
     queued = _execution(execution_id)
     if queued is None or queued.status != ExecutionStatus.QUEUED:
         return  # claimed by another worker, or over
-    # The claim looks at its own instance only (a run may have hundreds), and holds only if
-    # the execution is still as read here (`expect`: its update says so).
-    claimed = store.commit(queued.run_id, lambda snap: _claim(snap, queued), only=[queued.fqn])
-    if claimed is None or claimed.outcome is None:
-        return
-    execution: LtmExecution = claimed.outcome
+    keep = not dispatch.immediate()
+    ahead: tuple[LtmExecution, store.Write | None] | None = (queued, None)
+    turn = 1
+    while ahead is not None:
+        execution, before = ahead
+        turn += 1
+        ahead = _execute(execution, before, keep=keep and turn <= IN_A_ROW)
+
+
+def _execute(
+    execution: LtmExecution, before: store.Write | None, *, keep: bool
+) -> tuple[LtmExecution, store.Write] | None:
+    """Claim `execution` (as read: the claim holds only if it still is), unless claimed
+    already by the commit `before`; execute it; commit. Returns the execution that commit
+    kept for this worker (`keep`), with the commit."""
+    if execution.status == ExecutionStatus.QUEUED:
+        # The claim looks at its own instance only (a run may have hundreds), and holds only
+        # if the execution is still as read (`expect`: its update says so).
+        claimed = store.commit(
+            execution.run_id, lambda snap: _claim(snap, execution), only=[execution.fqn]
+        )
+        if claimed is None or claimed.outcome is None:
+            return None
+        execution, before = claimed.outcome, claimed
     with executions.hold(execution.pk):
         # The run as the claim left it (a write committed since shows at the commit).
-        snap = store.after(claimed) or store.read(execution.run_id)
+        snap = (before is not None and store.after(before)) or store.read(execution.run_id)
         runtime = DjangoRuntime(owner=snap.run.owner, execution=execution)
         try:
             tree = snap.tree(runtime=runtime)
@@ -179,7 +209,12 @@ def execute_execution(execution_id: int) -> None:
         # wrote the run meanwhile (else it reads it again).
         if runtime.appended is not None:
             snap = store.held_snapshot(runtime.appended) or snap
-        store.commit(execution.run_id, lambda now: _finish(now, execution, effects), known=snap)
+        done = store.commit(
+            execution.run_id, lambda now: _finish(now, execution, effects, keep), known=snap
+        )
+    if done is None or done.kept is None:
+        return None
+    return done.kept, done
 
 
 def _execution(execution_id: int) -> LtmExecution | None:
@@ -248,12 +283,44 @@ def _fail_without_class(snap: store.Snapshot, execution: LtmExecution, error: st
     )
 
 
-def _finish(snap: store.Snapshot, execution: LtmExecution, effects: Effects) -> store.Write:
+def _finish(
+    snap: store.Snapshot, execution: LtmExecution, effects: Effects, keep: bool = False
+) -> store.Write:
     """The commit of an execution; it holds only while the execution is still this claim
-    (`expect`: killed, or handed to another worker meanwhile, it is dropped)."""
+    (`expect`: killed, or handed to another worker meanwhile, it is dropped). `keep`: the
+    first execution it queues is kept for this worker (`store.Write.keep`)."""
     write = _finish_write(snap, execution, effects)
     write.expect = {"status": ExecutionStatus.CLAIMED, "attempts": execution.attempts}
+    if keep:
+        _keep_first(snap, write)
     return write
+
+
+def _keep_first(snap: store.Snapshot, write: store.Write) -> None:
+    """Have `write` keep the first execution it queues for this worker, claimed: the claim
+    that execution's own write would make (its state queued -> active, the event; nothing
+    for a state active already, a join's next arrival) rides on this one, its change kept
+    apart in the history (`store.Write.keep_record`)."""
+    if not write.executions or snap.run.state == LtmRunState.KILLED:
+        return
+    fqn = write.executions[0][0]
+    planned = next((record for record in write.records if record.fqn == fqn), None)
+    record = planned or store.row_record(snap.run, snap.rows[fqn])
+    if record.status == LtmStatus.QUEUED:
+        if not write.events:
+            return  # (nothing for the claim's change to follow: it claims for itself)
+        write.keep_record = replace(record, status=LtmStatus.ACTIVE)
+        data = {"from": LtmStatus.QUEUED, "to": LtmStatus.ACTIVE}
+        write.keep_event = {"kind": "status", "fqn": fqn, "data": data}
+    elif record.status != LtmStatus.ACTIVE:
+        return
+    write.keep = True
+    write.keep_claim = {
+        "status": ExecutionStatus.CLAIMED,
+        "attempts": 1,
+        "lease_until": _lease(),
+        "worker": worker_id(),
+    }
 
 
 def _finish_write(snap: store.Snapshot, execution: LtmExecution, effects: Effects) -> store.Write:

@@ -296,6 +296,16 @@ class Write:
     # that bump two SQLite worker threads sometimes kept the write lock from each other
     # for hundreds of milliseconds).
     executions_only: bool = False
+    # `keep`: the first execution this write creates is not sent to the queue but created
+    # with `keep_claim`'s values (claimed by the caller); `kept` is it, for the caller to run
+    # next. `keep_record` and `keep_event`, if given, are its state's claim (queued ->
+    # active): written with this write, yet kept in the history as a change of its own
+    # after it, as if made by a claim of its own (the time machine can stop between them).
+    keep: bool = False
+    keep_claim: dict[str, Any] = field(default_factory=dict)
+    keep_record: InstanceRecord | None = None
+    keep_event: dict[str, Any] | None = None
+    kept: LtmExecution | None = None
 
 
 class Dropped(Exception):
@@ -384,6 +394,14 @@ def apply(snap: Snapshot, write: Write) -> bool:
     change = history.change_of(before, write.records, write.removed, state=state, error=error)
     if not events and (change["records"] or change["removed"]):
         events.append({"kind": "state.stored", "fqn": "", "data": {}})
+    records, changes_at = write.records, {len(events): change}
+    claim = write.keep_record if write.keep and events and state != LtmRunState.KILLED else None
+    if claim is not None and write.keep_event is not None:  # (its change after the write's)
+        planned = {r.fqn: r for r in write.records if r.fqn == claim.fqn}
+        planned = planned or {claim.fqn: row_record(run, snap.rows[claim.fqn])}
+        records = [*(r for r in write.records if r.fqn != claim.fqn), claim]
+        events.append(write.keep_event)
+        changes_at[len(events)] = history.change_of(planned, [claim], state=state, error=error)
     finished = (run.finished if run.state == state else now) if state in FINISHED else None
     changes = {
         "state": state,
@@ -406,8 +424,11 @@ def apply(snap: Snapshot, write: Write) -> bool:
     for name, value in changes.items():
         setattr(run, name, value)
     run.version += 1
+    # The seq of the write's change: executions it queues or closes carry it (a claim that
+    # rides on it has its own change after it).
     first_seq, end_seq = run.seq, run.seq + len(events)
-    _write_records(snap, write.records)
+    at_seq = first_seq + min(changes_at)
+    _write_records(snap, records)
     if write.removed:
         LtmInstance.objects.filter(run=run, fqn__in=write.removed).delete()
         for fqn in write.removed:
@@ -419,15 +440,17 @@ def apply(snap: Snapshot, write: Write) -> bool:
             payload=payload,
             entry=snap.rows[fqn].entry,
             dispatched_at=now,
-            queued_seq=end_seq,
+            queued_seq=at_seq,
         )
         for fqn, payload in write.executions
     ]
+    claimed = write.keep_record is None or claim is not None  # (else it claims for itself)
+    keeping = _kept(write, created, state) if claimed else None
     EXECUTIONS.insert(db, created)
     write.new_execution_ids.extend(execution.pk for execution in created)
     if write.inherit:
         _inherit_appends({created[i].pk: earlier for i, earlier in write.inherit.items()})
-    _change_executions(db, run, write, end_seq)
+    _change_executions(db, run, write, at_seq)
     rows = [
         LtmEvent(
             run=run,
@@ -437,7 +460,7 @@ def apply(snap: Snapshot, write: Write) -> bool:
             actor=spec.get("actor"),
             state=state,
             data=spec.get("data", {}),
-            change=change if index == len(events) else None,
+            change=changes_at.get(index),
         )
         for index, spec in enumerate(events, start=1)
     ]
@@ -445,9 +468,8 @@ def apply(snap: Snapshot, write: Write) -> bool:
     run.seq = end_seq
     _checkpoint(snap, first_seq, end_seq, len(change["records"]) + len(change["removed"]))
     if tree is not None:  # the tree of the rows as written, from the tree before
-        root = [replace(r, state=global_state) for r in write.records if "." not in r.fqn]
-        records = [*(r for r in write.records if "." in r.fqn), *root]
-        tree = tree.with_records(records, write.removed)
+        root = [replace(r, state=global_state) for r in records if "." not in r.fqn]
+        tree = tree.with_records([*(r for r in records if "." in r.fqn), *root], write.removed)
     if not snap.partial:
         committed.after_commit(run.pk, run.version, snap.rows, tree)
     elif base is not None:  # the rows read are current; the others are as held
@@ -456,9 +478,23 @@ def apply(snap: Snapshot, write: Write) -> bool:
     snap.forget_tree()  # (its rows have changed)
     engine_events.publish_on_commit(event_dict(run, row) for row in rows)
     to_dispatch = [*write.new_execution_ids, *write.redispatch]
+    if keeping is not None:
+        write.kept = keeping
+        to_dispatch.remove(keeping.pk)
     if to_dispatch:
         transaction.on_commit(lambda: dispatch(to_dispatch))
     return True
+
+
+def _kept(write: Write, created: list[LtmExecution], state: str) -> LtmExecution | None:
+    """The execution of `created` that `write` keeps for its caller (`Write.keep`), with
+    the claim's values set (`Write.keep_claim`)."""
+    if not write.keep or not created or state == LtmRunState.KILLED:
+        return None
+    kept = created[0]
+    for name, value in write.keep_claim.items():
+        setattr(kept, name, value)
+    return kept
 
 
 def _executions_only(write: Write) -> bool:

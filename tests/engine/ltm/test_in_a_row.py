@@ -1,0 +1,161 @@
+"""A worker goes on with the state its commit queued (engine.ltm.executor.execute_execution):
+the next execution is run by the same Huey task instead of going through the queue and back,
+claimed by the commit that queued it, and the run's history is the same as when every
+execution goes through the queue and claims for itself. Each task here is run
+as a worker runs it, in this process, one at a time."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from huey.contrib.djhuey import HUEY
+
+from engine import api
+from engine.ltm import executor, store
+from engine.models import LtmEvent, LtmExecution, LtmRun
+from tests.engine.ltm.support import django_runtime  # noqa: F401  (autouse fixture)
+
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.bothmodes]
+
+
+@pytest.fixture
+def through_the_queue() -> Iterator[None]:
+    """Huey's real queue instead of immediate mode: what a commit dispatches waits there."""
+    HUEY.immediate = False
+    HUEY.storage.flush_all()
+    try:
+        yield
+    finally:
+        HUEY.storage.flush_all()
+        HUEY.immediate = True
+
+
+def work_off() -> int:
+    """Run the queue's tasks, each as a worker does, until none is left; how many ran."""
+    ran = 0
+    while tasks := HUEY.pending():
+        HUEY.storage.flush_all()
+        for task in tasks:
+            executor.execute_execution(task.args[0])
+            ran += 1
+    return ran
+
+
+def history(run_id: str) -> dict[str, list[tuple[Any, ...]]]:
+    """Each state's events in order: what happened, without when or by which execution."""
+    per_state: dict[str, list[tuple[Any, ...]]] = defaultdict(list)
+    for event in LtmEvent.objects.filter(run_id=run_id).order_by("seq"):
+        data = event.data or {}
+        step = (event.kind, data.get("from"), data.get("to"), data.get("label"), data.get("value"))
+        per_state[event.fqn].append(step)
+    return dict(per_state)
+
+
+@pytest.fixture
+def claims(monkeypatch) -> list[str]:
+    """The fqn of every execution claimed by a write of its own."""
+    claimed: list[str] = []
+    apply = store.apply
+
+    def counted(snap, write):
+        applied = apply(snap, write)
+        if applied and write.outcome is not None:
+            claimed.append(write.outcome.fqn)
+        return applied
+
+    monkeypatch.setattr(store, "apply", counted)
+    return claimed
+
+
+def test_a_chain_of_states_runs_in_one_task_with_the_history_it_has_through_the_queue(
+    user, through_the_queue
+):
+    HUEY.immediate = True
+    queued_each = api.start_ltm("ping_pong", user, {"rounds": 3})
+    HUEY.immediate = False
+
+    run_id = api.start_ltm("ping_pong", user, {"rounds": 3})
+    assert work_off() == 1  # the root's task: every state after it ran in that task
+
+    run = LtmRun.objects.get(pk=run_id)
+    assert run.state == "complete", run.error
+    executions = LtmExecution.objects.filter(run_id=run_id)
+    assert executions.count() == 7  # the root, ping, pong, ping, pong, ping, stopped
+    assert {(e.status, e.attempts) for e in executions} == {("done", 1)}
+    assert history(run_id) == history(queued_each)
+    assert api.load_ltm(run_id).state == api.load_ltm(queued_each).state
+    # The time machine sees the same run after every event: a state queued by a commit,
+    # then claimed by the claim that rode on it, as when the claim was a write of its own.
+    last = LtmRun.objects.get(pk=run_id).seq
+    assert last == LtmRun.objects.get(pk=queued_each).seq
+    for seq in range(1, last + 1):
+        ran, each = api.ltm_at(run_id, seq, user), api.ltm_at(queued_each, seq, user)
+        assert statuses_then(ran) == statuses_then(each), seq
+        assert ran.run.state == each.run.state, seq
+
+
+def statuses_then(view: Any) -> dict[str, Any]:
+    return {fqn: (i.status, i.state) for fqn, i in view.instances.items()}
+
+
+def test_a_task_runs_at_most_in_a_row_executions_then_queues_the_next(
+    user, through_the_queue, monkeypatch
+):
+    monkeypatch.setattr(executor, "IN_A_ROW", 3)
+    run_id = api.start_ltm("ping_pong", user, {"rounds": 3})
+
+    assert work_off() == 3  # 7 executions: 3, 3, then 1
+    assert LtmRun.objects.get(pk=run_id).state == "complete"
+    assert {(e.status, e.attempts) for e in LtmExecution.objects.filter(run_id=run_id)} == {
+        ("done", 1)
+    }
+
+
+def test_a_fork_and_join_run_with_one_claim_per_task_and_the_history_of_one_each(
+    user, through_the_queue, claims
+):
+    HUEY.immediate = True
+    queued_each = api.start_ltm("flou_join", user, {"size": 5})  # (tests/ltm_flou.py)
+    HUEY.immediate = False
+    claims.clear()
+
+    run_id = api.start_ltm("flou_join", user, {"size": 5})
+    # The root's task goes on with launch, then the first branch and its arrival at gather;
+    # the 4 other branches launch forked go through the queue, each going on with its
+    # arrival, and the last arrival with finished.
+    assert work_off() == 5
+
+    root = api.load_ltm(run_id)
+    assert root.run.state == "complete", root.run.error
+    got = root.instances["flou_join.gather"].state["got"]
+    assert sorted(arrival["k"] for arrival in got) == ["1", "2", "3", "4", "5"]
+    executions = LtmExecution.objects.filter(run_id=run_id)
+    assert executions.count() == 13
+    assert {(e.status, e.attempts) for e in executions} == {("done", 1)}
+    # Claimed by a write of their own: the first execution of each task only. Each other
+    # came claimed by the commit that queued it.
+    assert claims == ["flou_join", *(f"flou_join.branch_{k}" for k in range(2, 6))]
+    # The same history, but for the order of the arrivals at gather: here each arrives once
+    # the one before it is done (with all through the queue, the 5 branches ran first). An
+    # arrival at gather active shows as through the queue: queued, then claimed (active).
+    ran, each = history(run_id), history(queued_each)
+    assert ran.pop("flou_join.gather") == [
+        ("status", "init", "queued", None, None),
+        ("status", "queued", "active", None, None),
+        ("state.appended", None, None, None, {"k": "1"}),
+        *(
+            step
+            for k in "2345"
+            for step in [
+                ("status", "active", "queued", None, None),
+                ("status", "queued", "active", None, None),
+                ("state.appended", None, None, None, {"k": k}),
+            ]
+        ),
+        ("status", "active", "completed", None, None),
+    ]
+    each.pop("flou_join.gather")
+    assert ran == each
