@@ -2,6 +2,7 @@
 equivalent writes, on the same real consumer process, in the same run.
 
     .venv/bin/python -m bench.ltm_fanout [--width 200] [--rounds 5] [--workers 2] [--profile]
+                                         [--chain 10]
 
 - LTM: `bench_ltm_fanout` (bench/ltm_fanout_workload.py): the root -> `split`, which forks
   with a parameterised label into `branch_{n}` for n < width -> each branch transitions into
@@ -12,6 +13,11 @@ equivalent writes, on the same real consumer process, in the same run.
   done), one Huey task per execution, each doing one small transaction (a counter bumped and
   an event row added; the join appends to a list in the same row and the task that fills it
   queues the last one).
+
+Then, on the same consumer, the latency of a chain: `bench_ltm_chain`, `--chain` states one
+after the other (each queued by the commit of the one before), started 50 times one after the
+other, each timed from `engine.api.start_ltm` to the run's completion seen in the database
+(polled every millisecond): median and 90th percentile, and per execution.
 
 Both run on one `manage.py run_engine -w 2 --no-live` consumer started by the bench. Each is
 timed from its start (`engine.api.start_ltm`; the first enqueue) to the run's completion seen
@@ -94,6 +100,27 @@ def ltm_round(user: Any, width: int) -> tuple[float, int]:
     return executions / seconds, executions
 
 
+def chain_latencies(user: Any, length: int, runs: int = 50) -> list[float]:
+    """Milliseconds from start to complete of `runs` chains of `length` states, one after
+    the other."""
+    took = []
+    for _ in range(runs):
+        started = time.perf_counter()
+        run_id = api.start_ltm("bench_ltm_chain", user, {"length": length})
+        deadline = started + 60
+        while LtmRun.objects.filter(pk=run_id).values_list("state", flat=True).get() not in (
+            "complete",
+            "failed",
+        ):
+            if time.perf_counter() > deadline:
+                raise TimeoutError("the chain did not finish")
+            time.sleep(0.001)
+        took.append((time.perf_counter() - started) * 1000)
+        if LtmRun.objects.get(pk=run_id).state != "complete":
+            raise RuntimeError(f"chain {run_id} failed")
+    return took
+
+
 def bare_round(width: int) -> float:
     """Tasks per second of one bare fan-out (2 * width + 3 tasks)."""
     run = LtmRun.objects.create(name="bare_fanout", state="running", global_state={"got": []})
@@ -163,6 +190,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--profile", action="store_true")
+    parser.add_argument("--chain", type=int, default=10, help="states of the chain (0: none)")
     args = parser.parse_args()
     call_command("migrate", verbosity=0)
     HUEY.storage.flush_all()
@@ -172,6 +200,7 @@ def main() -> None:
 
     consumer = start_consumer(args.workers, dict(os.environ, PYTHONUNBUFFERED="1"))
     ltm_rates: list[float] = []
+    chain: list[float] = []
     bare_rates: list[float] = []
     executions = 0
     try:
@@ -191,6 +220,9 @@ def main() -> None:
                 f"{bare_rates[-1]:6.1f}/s, ratio {ltm_rates[-1] / bare_rates[-1]:.0%} "
                 f"(load {load()})"
             )
+        if args.chain:
+            chain_latencies(user, args.chain, runs=5)  # warm up
+            chain = sorted(chain_latencies(user, args.chain))
     finally:
         stop_consumer(consumer)
     ratios = [a / b for a, b in zip(ltm_rates, bare_rates, strict=True)]
@@ -213,6 +245,14 @@ def main() -> None:
         f"| ratio (per round) | {statistics.median(ratios):.0%} | "
         f"{min(ratios):.0%}–{max(ratios):.0%} (target >= 80%) |"
     )
+    if args.chain:
+        median, p90 = statistics.median(chain), chain[int(len(chain) * 0.9) - 1]
+        executions = args.chain + 2
+        print(
+            f"\nA chain of {args.chain} states ({executions} executions with the root and the "
+            f"end), {len(chain)} runs one after the other: median {median:.1f} ms, p90 "
+            f"{p90:.1f} ms; {median / executions:.2f} ms an execution (median)"
+        )
     if args.profile:
         profile(user, args.width, args.workers)
 

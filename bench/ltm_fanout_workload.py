@@ -69,6 +69,48 @@ class BenchFanout(LTM):
         self.update_state({"width": width})
 
 
+# -- a chain: states one after the other, each moving on to the next -------------------------
+
+
+class ChainPing(LTM):
+    name = "ping"
+
+    def run(self, **payload: Any) -> None:
+        count = self.root.state["count"] + 1
+        self.root.update_state({"count": count})
+        self.transition("stop" if count >= self.root.state["length"] else "pong")
+
+
+class ChainPong(LTM):
+    name = "pong"
+
+    def run(self, **payload: Any) -> None:
+        count = self.root.state["count"] + 1
+        self.root.update_state({"count": count})
+        self.transition("stop" if count >= self.root.state["length"] else "ping")
+
+
+class ChainEnd(LTM):
+    name = "end"
+
+
+class BenchChain(LTM):
+    """`length` states in sequence (ping, pong, ping, ...), then `end`: length + 2
+    executions with the root, each queued by the commit of the one before."""
+
+    name = "bench_ltm_chain"
+    init = [ChainPing]
+    transitions = [
+        {"from": ChainPing, "label": "pong", "to": ChainPong},
+        {"from": ChainPong, "label": "ping", "to": ChainPing},
+        {"from": ChainPing, "label": "stop", "to": ChainEnd},
+        {"from": ChainPong, "label": "stop", "to": ChainEnd},
+    ]
+
+    def run(self, length: int = 10, **payload: Any) -> None:
+        self.update_state({"count": 0, "length": length})
+
+
 # -- the bare baseline: one Huey task per execution, each one small transaction ---------------
 # It writes into a row of its own (an LtmRun nobody executes): the run's `seq` counts the
 # tasks, each task adds an event row, the join appends to the row's `global_state`.

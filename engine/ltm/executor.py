@@ -5,8 +5,9 @@ lease; its instance becomes 'active', an event says so) -> build a fresh tree fr
 committed records -> `execute` the state's `run()` with NO transaction open -> in ONE
 transaction: plan against the tree stored by then, write the changed instances, the global
 state, the new executions and the events, mark this execution done -> after the commit,
-dispatch the new executions. A worker that dies leaves a claimed row whose lease runs out;
-`sweep_ltm` hands it on, and re-sends queued rows whose task got lost.
+dispatch the new executions, but the first: the worker goes on with that one, claimed by
+the same commit (`execute_execution`). A worker that dies leaves a claimed row whose lease
+runs out; `sweep_ltm` hands it on, and re-sends queued rows whose task got lost.
 """
 
 from __future__ import annotations
