@@ -654,18 +654,27 @@ def _event_sql(db: Any) -> tuple[str, str, list[Any]]:
     return found
 
 
+# What `db_value` sends as it is for the event's integer and text columns (its id, its flow's
+# and its actor's ids, seq, position, kind, state, message): every other value goes through
+# `db_value`.
+_PLAIN = frozenset({int, str, type(None)})
+
+
 def _event_values(db: Any, fields: list[Any], rows: list[_EventRow], created: Any) -> list[Any]:
+    """Each row's values in the order of `fields` (`_EVENT_FIELDS`), as `db_value` sends
+    them: the integers, texts and nulls of its first seven columns as they are (a text
+    choice too: a str), its data through `db_value`, and the write's time (`created`)."""
     at = db_value(fields[-1], created, db)
-    return [
-        [
-            *(
-                db_value(field, getattr(row, field.attname), db)
-                for field in fields[:-1]  # (`created`, the last, is the write's time)
-            ),
-            at,
-        ]
-        for row in rows
-    ]
+    data = fields[-2]
+    values = []
+    for row in rows:
+        plain = [row.flow_id, row.seq, row.kind, row.actor_id, row.state, row.position, row.message]
+        for index, value in enumerate(plain):
+            if type(value) not in _PLAIN and not isinstance(value, str):
+                plain[index] = db_value(fields[index], value, db)
+        plain += (db_value(data, row.data, db), at)
+        values.append(plain)
+    return values
 
 
 def _insert_events(db: Any, cursor: Any, rows: list[_EventRow], created: Any) -> None:

@@ -56,6 +56,36 @@ def test_each_value_goes_to_the_database_as_the_field_would_send_it(value):
         assert _sent(got) == _sent(expected), (field.name, value)
 
 
+@pytest.mark.bothmodes
+@pytest.mark.django_db
+def test_an_events_values_are_what_each_field_would_send(user, routine):
+    """The event rows' values, made without `db_value` for their plain columns, are what
+    `db_value` (so the field's `get_db_prep_save`) sends for every column of every row."""
+    flow = api.start_flow(routine("t_echo", "t_wait"), user)
+    specs = [
+        ("step.completed", {"data": {"step": 0, "at": datetime.now(UTC), "n": Decimal("1.5")}}),
+        ("input.pushed", {"actor": user, "message": "yes \u00e9", "data": {"a": [1, {"b": None}]}}),
+        ("flow.waiting", {"message": "", "data": {}}),
+    ]
+    made = store._event_rows(flow, specs)
+    odd = store._EventRow(flow, "odd", {"data": []})
+    odd.position, odd.seq = None, True  # a null, and a bool where an integer goes
+    made.append(odd)
+    _, _, fields = store._event_sql(connection)
+    now = datetime.now(UTC)
+
+    got = store._event_values(connection, fields, made, now)
+
+    expected = [
+        [rows.db_value(field, getattr(row, field.attname), connection) for field in fields[:-1]]
+        + [rows.db_value(fields[-1], now, connection)]
+        for row in made
+    ]
+    assert [[_sent(v) for v in values] for values in got] == [
+        [_sent(v) for v in values] for values in expected
+    ]
+
+
 def _sent(value):
     """What the driver sends for a value, comparable: psycopg's wrappers (PostgreSQL) as
     what they wrap and the type they name (`Int4(7)` is sent as an int4, plain 7 as the
