@@ -336,7 +336,7 @@ def _finish_write(snap: store.Snapshot, execution: LtmExecution, effects: Effect
     result = plan(machine, snap.record_tree(), execution.fqn, effects)
     write = store.Write(result.records_changed, result.executions, result.events)
     try:
-        store.check_json(write)
+        store.check_json(write, snap)
     except ValueError as exc:
         effects = Effects(error=f"{type(exc).__name__}: {exc}")
         result = plan(machine, snap.record_tree(), execution.fqn, effects)

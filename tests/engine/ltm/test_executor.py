@@ -443,6 +443,37 @@ def test_a_wide_run_executed_here_reads_no_instance_row_back_nor_builds_its_tree
     assert sum(rows_read) == 0 and len(built) <= 1
 
 
+def test_a_commit_checks_only_what_it_changes_of_what_is_stored(user, monkeypatch):
+    """A record written as it is stored (a join's list of hundreds, at every arrival) is not
+    walked again; one changed is, and what no database would store is still refused."""
+    from dataclasses import replace
+
+    from engine.ltm import store
+
+    run_id = api.start_ltm("flou_join", user, {"size": 3})
+    snap = store.read(run_id)
+    gather = store.row_record(snap.run, snap.rows["flou_join.gather"])
+    assert len(gather.state["got"]) == 3
+    checked: list[str] = []
+    ensure_json = store.ensure_json
+    monkeypatch.setattr(store, "ensure_json", lambda value, what, **kw: checked.append(what))
+
+    store.check_json(store.Write(records=[replace(gather, status="queued")]), snap)
+    assert checked == []
+    store.check_json(store.Write(records=[gather]))  # (no snapshot: everything)
+    assert checked == ["the state of flou_join.gather", "the params of flou_join.gather"]
+
+    monkeypatch.setattr(store, "ensure_json", ensure_json)
+    wrong = replace(gather, state={**gather.state, "got": [*gather.state["got"], float("nan")]})
+    with pytest.raises(ValueError, match="the state of flou_join.gather"):
+        store.check_json(store.Write(records=[wrong]), snap)
+    # Equal is not stored alike: 1 and True and 1.0 are each written as they are.
+    for stored, value in [({"a": 1}, {"a": True}), ({"a": 1}, {"a": 1.0}), ([1], [1.0])]:
+        assert not store._same(stored, value) and not store._same_walk(stored, value)
+    assert not store._same({"a": 1, "b": 2}, {"b": 2, "a": 1})
+    assert store._same(json.loads('{"k": [{"n": 1}]}'), {"k": [{"n": 1}]})
+
+
 def test_a_write_whose_execution_is_no_longer_as_read_is_dropped_whole(user):
     """A claim (or a commit) checks its execution in the update itself (`Write.expect`):
     claimed by another worker, or killed, since it was read, the whole write rolls back."""
