@@ -98,51 +98,66 @@ def append(
     as the append left it (None if it appended nothing)."""
     ensure_json(value, "an appended value", max_depth=store.STORED_DEPTH)
     db = store.db_for(LtmRun)
-    with transaction.atomic():
-        # Takes the run's row lock (PostgreSQL; SQLite's IMMEDIATE transaction holds its
-        # write lock already), ordering this append with every other write of the run.
-        store.RUNS.update(db, {}, bump=["version"], pk=execution.run_id)
-        run = store.RUNS.first(db, related="owner", pk=execution.run_id)
-        if run is None:
-            raise LtmRun.DoesNotExist(f"no LTM run {execution.run_id}")
-        if run.state == LtmRunState.KILLED:
-            raise FlowStateError(f"LTM run {run.pk} was killed")
-        current = _execution(execution.pk)
-        if current is None or current.status != ExecutionStatus.CLAIMED:  # rolled back or
-            raise FlowStateError(f"this execution of {execution.fqn} was discarded")  # handed on
-        row = None if "." not in target else store.INSTANCES.first(db, run=run.pk, fqn=target)
-        if "." in target and row is None:
-            raise LtmInstance.DoesNotExist(f"no instance {target} in LTM run {run.pk}")
-        state = run.global_state if row is None else row.state
-        if key not in state:
-            raise KeyError(f"{target}: state {key!r} must be set to a list first")
-        if not isinstance(state[key], list):
-            raise TypeError(f"{target}: state {key!r} is {state[key]!r}, not a list")
-        done = LtmAppend(
-            execution=execution,
-            fqn=execution.fqn,
-            call_index=index,
-            target=target,
-            key=key,
-            seq=run.seq + 1,  # the state.appended event's, written below
-        )
-        if not store.APPENDS.insert_new(db, done):
-            return list(state[key]), None  # done before this execution was re-run
-        state[key] = [*state[key], value]
-        if row is None:
-            store.RUNS.update(db, {"global_state": state}, pk=run.pk)
-            row = store.INSTANCES.first(db, run=run.pk, fqn=target)
-        else:
-            store.INSTANCES.update(db, {"state": state}, pk=row.pk)
-        held = store.committed.get(run.pk, run.version - 1)  # (the version before the bump)
-        if held is not None:  # (the root's row holds no state: its list is the run's)
-            record = store.row_record(run, row)
-            tree = None if held.tree is None else held.tree.with_records([record])
-            rows = {**held.rows, row.fqn: store.as_row(row)}
-            store.committed.after_commit(run.pk, run.version, rows, tree)
-        event = {"key": key, "value": value, "length": len(state[key])}
-        store.add_event(run, "state.appended", target, event, store.row_record(run, row))
-        return list(state[key]), run
+    try:
+        return _append(db, execution, target, key, value, index)
+    except _DoneBefore as done:
+        return done.values, None  # done before this execution was re-run (rolled back)
+
+
+class _DoneBefore(Exception):
+    def __init__(self, values: list[Any]) -> None:
+        self.values = values
+
+
+@transaction.atomic
+def _append(
+    db: Any, execution: LtmExecution, target: str, key: str, value: Any, index: int
+) -> tuple[list[Any], LtmRun]:
+    # Takes the run's row lock (PostgreSQL; SQLite's IMMEDIATE transaction holds its
+    # write lock already), ordering this append with every other write of the run, and
+    # numbers the state.appended event written below (`seq`).
+    store.RUNS.update(db, {"updated": timezone.now()}, bump=["version", "seq"], pk=execution.run_id)
+    run = store.RUNS.first(db, related="owner", pk=execution.run_id)
+    if run is None:
+        raise LtmRun.DoesNotExist(f"no LTM run {execution.run_id}")
+    if run.state == LtmRunState.KILLED:
+        raise FlowStateError(f"LTM run {run.pk} was killed")
+    current = _execution(execution.pk)
+    if current is None or current.status != ExecutionStatus.CLAIMED:  # rolled back or
+        raise FlowStateError(f"this execution of {execution.fqn} was discarded")  # handed on
+    row = None if "." not in target else store.INSTANCES.first(db, run=run.pk, fqn=target)
+    if "." in target and row is None:
+        raise LtmInstance.DoesNotExist(f"no instance {target} in LTM run {run.pk}")
+    state = run.global_state if row is None else row.state
+    if key not in state:
+        raise KeyError(f"{target}: state {key!r} must be set to a list first")
+    if not isinstance(state[key], list):
+        raise TypeError(f"{target}: state {key!r} is {state[key]!r}, not a list")
+    done = LtmAppend(
+        execution=execution,
+        fqn=execution.fqn,
+        call_index=index,
+        target=target,
+        key=key,
+        seq=run.seq,  # the state.appended event's, written below
+    )
+    if not store.APPENDS.insert_new(db, done):
+        raise _DoneBefore(list(state[key]))
+    state[key] = [*state[key], value]
+    if row is None:
+        store.RUNS.update(db, {"global_state": state}, pk=run.pk)
+        row = store.INSTANCES.first(db, run=run.pk, fqn=target)
+    else:
+        store.INSTANCES.update(db, {"state": state}, pk=row.pk)
+    held = store.committed.get(run.pk, run.version - 1)  # (the version before the bump)
+    if held is not None:  # (the root's row holds no state: its list is the run's)
+        record = store.row_record(run, row)
+        tree = None if held.tree is None else held.tree.with_records([record])
+        rows = {**held.rows, row.fqn: store.as_row(row)}
+        store.committed.after_commit(run.pk, run.version, rows, tree)
+    event = {"key": key, "value": value, "length": len(state[key])}
+    store.add_event(run, "state.appended", target, event, store.row_record(run, row))
+    return list(state[key]), run
 
 
 # -- one execution ---------------------------------------------------------------------------

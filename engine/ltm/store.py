@@ -668,12 +668,10 @@ def _same_walk(stored: Any, value: Any) -> bool:
 def add_event(
     run: LtmRun, kind: str, fqn: str, data: dict[str, Any], changed: InstanceRecord
 ) -> LtmEvent:
-    """Append one event to a run whose row this transaction has locked (its version was
-    bumped by this transaction already), with the next sequence number; `changed` is the
-    instance it changed, as stored now."""
-    run.seq += 1
+    """Append one event to a run whose row this transaction has locked, its version and its
+    `seq` advanced by this transaction already (the event takes `run.seq`); `changed` is
+    the instance it changed, as stored now."""
     db = db_for(LtmRun)
-    RUNS.update(db, {"seq": run.seq, "updated": timezone.now()}, pk=run.pk)
     change = history.change_of({}, [changed], state=run.state, error=run.error)
     row = LtmEvent(
         run=run, seq=run.seq, kind=kind, fqn=fqn, state=run.state, data=data, change=change
