@@ -178,10 +178,10 @@ IN_A_ROW = 50
 def execute_execution(execution_id: int) -> None:
     """Body of the Huey task: claim, execute, commit (see the module's docstring). Then the
     worker goes on with the first execution that commit queued, without sending it through
-    the queue and back (in immediate mode: sent, run in order), up to IN_A_ROW in all. An
-    arrival at a join already active is queued claimed by that commit: it needs no claim of
-    its own. A worker that dies between two leaves the next one queued (the sweep sends it
-    again) or claimed (its lease runs out), as for any other."""
+    the queue and back (in immediate mode: sent, run in order), up to IN_A_ROW in all. That
+    commit claims it for this worker (`_keep_first`): it needs no claim of its own. A worker
+    that dies between two leaves the next one claimed: its lease runs out (or its heartbeat
+    stops) and it is queued again, as any other claimed execution."""
     queued = _execution(execution_id)
     if queued is None or queued.status != ExecutionStatus.QUEUED:
         return  # claimed by another worker, or over
