@@ -325,8 +325,9 @@ def _keep_first(snap: store.Snapshot, write: store.Write) -> None:
     if record.status == LtmStatus.QUEUED:
         if not write.events:
             return  # (nothing for the claim's change to follow: it claims for itself)
-        write.keep_record = replace(record, status=LtmStatus.ACTIVE)
-        data = {"from": LtmStatus.QUEUED, "to": LtmStatus.ACTIVE}
+        # (Plain text, as the planner writes it: stored alike, and compared alike next time.)
+        write.keep_record = replace(record, status=LtmStatus.ACTIVE.value)
+        data = {"from": LtmStatus.QUEUED.value, "to": LtmStatus.ACTIVE.value}
         write.keep_event = {"kind": "status", "fqn": fqn, "data": data}
     elif record.status != LtmStatus.ACTIVE:
         return

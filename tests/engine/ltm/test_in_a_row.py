@@ -115,12 +115,20 @@ def test_a_task_runs_at_most_in_a_row_executions_then_queues_the_next(
 
 
 def test_a_fork_and_join_run_with_one_claim_per_task_and_the_history_of_one_each(
-    user, through_the_queue, claims
+    user, through_the_queue, claims, monkeypatch
 ):
     HUEY.immediate = True
     queued_each = api.start_ltm("flou_join", user, {"size": 5})  # (tests/ltm_flou.py)
     HUEY.immediate = False
     claims.clear()
+
+    rewritten: list[str] = []  # the instance rows a commit writes whole
+    update_rows = store._update_rows
+    monkeypatch.setattr(
+        store,
+        "_update_rows",
+        lambda rows: [rewritten.extend(r.fqn for r in rows), update_rows(rows)],
+    )
 
     run_id = api.start_ltm("flou_join", user, {"size": 5})
     # The root's task goes on with launch, then the first branch and its arrival at gather;
@@ -138,6 +146,10 @@ def test_a_fork_and_join_run_with_one_claim_per_task_and_the_history_of_one_each
     # Claimed by a write of their own: the first execution of each task only. Each other
     # came claimed by the commit that queued it.
     assert claims == ["flou_join", *(f"flou_join.branch_{k}" for k in range(2, 6))]
+    # gather's row is made when first entered and written whole once more, completed: an
+    # arrival at it active (queued and claimed again by the branch's commit) leaves its
+    # row, and its list, as stored (its appends write the list).
+    assert rewritten.count("flou_join.gather") == 1
     # The same history, but for the order of the arrivals at gather: here each arrives once
     # the one before it is done (with all through the queue, the 5 branches ran first). An
     # arrival at gather active shows as through the queue: queued, then claimed (active).
