@@ -72,22 +72,23 @@ class BenchFanout(LTM):
 # -- a chain: states one after the other, each moving on to the next -------------------------
 
 
-class ChainPing(LTM):
+class _ChainState(LTM):
+    then = ""  # the label to the next state
+
+    def run(self, **payload: Any) -> None:
+        count = self.root.state["count"] + 1
+        self.root.update_state({"count": count})
+        self.transition("stop" if count >= self.root.state["length"] else self.then)
+
+
+class ChainPing(_ChainState):
     name = "ping"
-
-    def run(self, **payload: Any) -> None:
-        count = self.root.state["count"] + 1
-        self.root.update_state({"count": count})
-        self.transition("stop" if count >= self.root.state["length"] else "pong")
+    then = "pong"
 
 
-class ChainPong(LTM):
+class ChainPong(_ChainState):
     name = "pong"
-
-    def run(self, **payload: Any) -> None:
-        count = self.root.state["count"] + 1
-        self.root.update_state({"count": count})
-        self.transition("stop" if count >= self.root.state["length"] else "ping")
+    then = "ping"
 
 
 class ChainEnd(LTM):
