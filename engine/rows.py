@@ -168,12 +168,15 @@ class Table:
                 parts.append(f"{column} IN ({', '.join(['%s'] * length)})")
         return " AND ".join(parts) or "1 = 1"
 
-    def first(self, db: Any, *, related: str | None = None, **where: Any) -> Any:
+    def first(
+        self, db: Any, *, related: str | None = None, last: bool = False, **where: Any
+    ) -> Any:
         """The model instance of the first row where `where` holds (by key: the one), or
         None. `related`, a foreign key's name: the object it points to is read with it
-        (`select_related`), None where the key is null."""
+        (`select_related`), None where the key is null. `last`: the one with the highest
+        key."""
         shape, params = self._where(db, where)
-        key = (db.vendor, "select", related, shape)
+        key = (db.vendor, "select", related, last, shape)
         sql = self._sql.get(key)
         if sql is None:
             quote = db.ops.quote_name
@@ -189,7 +192,8 @@ class Table:
                 )
             sql = self._sql[key] = (
                 f"SELECT {', '.join(columns)} FROM {quote(self.meta.db_table)} t{joins} "
-                f"WHERE {self._clause(db, shape, 't.')} LIMIT 1"
+                f"WHERE {self._clause(db, shape, 't.')}"
+                f"{f' ORDER BY t.{quote(self.meta.pk.column)} DESC' if last else ''} LIMIT 1"
             )
         with cursor_for(db) as cursor:
             cursor.execute(sql, params)

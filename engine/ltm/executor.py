@@ -317,27 +317,56 @@ def _keep_first(snap: store.Snapshot, write: store.Write) -> None:
     that execution's own write would make (its state queued -> active, the event; nothing
     for a state active already, a join's next arrival) rides on this one, its change kept
     apart in the history (`store.Write.keep_record`)."""
-    if not write.executions or snap.run.state == LtmRunState.KILLED:
+    if snap.run.state == LtmRunState.KILLED:
+        return
+    if not write.executions:
+        if write.run_error is None:
+            _keep_queued(snap, write)
         return
     fqn = write.executions[0][0]
     planned = next((record for record in write.records if record.fqn == fqn), None)
     record = planned or store.row_record(snap.run, snap.rows[fqn])
+    _keep(write, record, attempts=0)
+
+
+def _keep_queued(snap: store.Snapshot, write: store.Write) -> None:
+    """Have `write`, which queues nothing, claim for this worker an execution of the run
+    queued before, to run next: the newest (the queue hands out the oldest first, so the
+    other workers rarely want the same one). Its claim rides on `write` as `_keep_first`'s
+    does; a fork's branches run one after the other on a worker without a claim of their
+    own each, while other workers take them from the queue."""
+    if snap.partial or write.removed:
+        return
+    db = store.db_for(LtmExecution)
+    queued = store.EXECUTIONS.first(db, last=True, run=snap.run.pk, status=ExecutionStatus.QUEUED)
+    if queued is None or queued.fqn not in snap.rows:
+        return
+    planned = next((record for record in write.records if record.fqn == queued.fqn), None)
+    record = planned or store.row_record(snap.run, snap.rows[queued.fqn])
+    if record.entry != queued.entry:
+        return  # (queued for an earlier visit: its own task marks it stale)
+    if _keep(write, record, attempts=queued.attempts):
+        write.keep_queued = queued
+
+
+def _keep(write: store.Write, record: Any, *, attempts: int) -> bool:
+    """Set `write` to claim the execution of `record`'s state for this worker (its
+    `attempts` so far); False if that state is neither queued nor active."""
     if record.status == LtmStatus.QUEUED:
-        if not write.events:
-            return  # (nothing for the claim's change to follow: it claims for itself)
         # (Plain text, as the planner writes it: stored alike, and compared alike next time.)
         write.keep_record = replace(record, status=LtmStatus.ACTIVE.value)
         data = {"from": LtmStatus.QUEUED.value, "to": LtmStatus.ACTIVE.value}
-        write.keep_event = {"kind": "status", "fqn": fqn, "data": data}
+        write.keep_event = {"kind": "status", "fqn": record.fqn, "data": data}
     elif record.status != LtmStatus.ACTIVE:
-        return
+        return False
     write.keep = True
     write.keep_claim = {
         "status": ExecutionStatus.CLAIMED,
-        "attempts": 1,
+        "attempts": attempts + 1,
         "lease_until": _lease(),
         "worker": worker_id(),
     }
+    return True
 
 
 def _finish_write(snap: store.Snapshot, execution: LtmExecution, effects: Effects) -> store.Write:

@@ -302,15 +302,23 @@ class Write:
     # next. `keep_record` and `keep_event`, if given, are its state's claim (queued ->
     # active): written with this write, yet kept in the history as a change of its own
     # after it, as if made by a claim of its own (the time machine can stop between them).
+    # `keep_queued`: instead, an execution of the run queued before (as read: it must still
+    # be), claimed alike; `keep_record` and `keep_event` are its state's claim if queued.
     keep: bool = False
     keep_claim: dict[str, Any] = field(default_factory=dict)
     keep_record: InstanceRecord | None = None
     keep_event: dict[str, Any] | None = None
+    keep_queued: LtmExecution | None = None
     kept: LtmExecution | None = None
 
 
 class Dropped(Exception):
     """A write's execution was not as it expected (`Write.expect`): nothing was written."""
+
+
+class _Again(Exception):
+    """The write found the run changed after its compare-and-set: it is rolled back and
+    built again on what is stored."""
 
 
 def commit(
@@ -346,6 +354,8 @@ def commit(
                     return write
         except Dropped:
             return None  # (rolled back)
+        except _Again:
+            continue  # (rolled back)
     if not retry:
         raise StaleFlowError(f"LTM run {run_id} changed meanwhile; look again and retry")
     raise StaleFlowError(f"LTM run {run_id} keeps changing; try again")
@@ -396,7 +406,7 @@ def apply(snap: Snapshot, write: Write) -> bool:
     if not events and (change["records"] or change["removed"]):
         events.append({"kind": "state.stored", "fqn": "", "data": {}})
     records, changes_at = write.records, {len(events): change}
-    claim = write.keep_record if write.keep and events and state != LtmRunState.KILLED else None
+    claim = write.keep_record if write.keep and state != LtmRunState.KILLED else None
     if claim is not None and write.keep_event is not None:  # (its change after the write's)
         planned = {r.fqn: r for r in write.records if r.fqn == claim.fqn}
         planned = planned or {claim.fqn: row_record(run, snap.rows[claim.fqn])}
@@ -452,6 +462,8 @@ def apply(snap: Snapshot, write: Write) -> bool:
     if write.inherit:
         _inherit_appends({created[i].pk: earlier for i, earlier in write.inherit.items()})
     _change_executions(db, run, write, at_seq)
+    if write.keep_queued is not None and claimed and state != LtmRunState.KILLED:
+        keeping = _claim_queued(db, write, write.keep_queued)
     rows = [
         LtmEvent(
             run=run,
@@ -481,7 +493,8 @@ def apply(snap: Snapshot, write: Write) -> bool:
     to_dispatch = [*write.new_execution_ids, *write.redispatch]
     if keeping is not None:
         write.kept = keeping
-        to_dispatch.remove(keeping.pk)
+        if keeping.pk in to_dispatch:
+            to_dispatch.remove(keeping.pk)
     if to_dispatch:
         transaction.on_commit(lambda: dispatch(to_dispatch))
     return True
@@ -496,6 +509,23 @@ def _kept(write: Write, created: list[LtmExecution], state: str) -> LtmExecution
     for name, value in write.keep_claim.items():
         setattr(kept, name, value)
     return kept
+
+
+def _claim_queued(db: Any, write: Write, queued: LtmExecution) -> LtmExecution | None:
+    """Claim `queued` for the caller (`Write.keep_queued`), if it is still as read: else
+    another worker claimed it first. That worker's claim of a queued state wrote the run,
+    so this write is built again (`_Again`); an active state's (a join's next arrival) did
+    not: nothing is kept."""
+    claimed = EXECUTIONS.update(
+        db, write.keep_claim, pk=queued.pk, status=queued.status, attempts=queued.attempts
+    )
+    if claimed != 1:
+        if write.keep_record is not None:
+            raise _Again(f"execution {queued.pk} was claimed meanwhile")
+        return None
+    for name, value in write.keep_claim.items():
+        setattr(queued, name, value)
+    return queued
 
 
 def _executions_only(write: Write) -> bool:

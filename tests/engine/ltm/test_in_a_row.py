@@ -114,7 +114,7 @@ def test_a_task_runs_at_most_in_a_row_executions_then_queues_the_next(
     }
 
 
-def test_a_fork_and_join_run_with_one_claim_per_task_and_the_history_of_one_each(
+def test_a_fork_and_join_runs_on_one_worker_with_one_claim_and_the_history_of_one_each(
     user, through_the_queue, claims, monkeypatch
 ):
     HUEY.immediate = True
@@ -131,21 +131,22 @@ def test_a_fork_and_join_run_with_one_claim_per_task_and_the_history_of_one_each
     )
 
     run_id = api.start_ltm("flou_join", user, {"size": 5})
-    # The root's task goes on with launch, then the first branch and its arrival at gather;
-    # the 4 other branches launch forked go through the queue, each going on with its
-    # arrival, and the last arrival with finished.
+    # The root's task goes on with launch, then the first branch and its arrival at gather.
+    # That arrival's commit queues nothing: it takes the newest branch still queued, and so
+    # on, each branch going on with its arrival, and the last arrival with finished. The
+    # 4 other branches' tasks find their execution taken and do nothing.
     assert work_off() == 5
 
     root = api.load_ltm(run_id)
     assert root.run.state == "complete", root.run.error
     got = root.instances["flou_join.gather"].state["got"]
-    assert sorted(arrival["k"] for arrival in got) == ["1", "2", "3", "4", "5"]
+    assert [arrival["k"] for arrival in got] == ["1", "5", "4", "3", "2"]
     executions = LtmExecution.objects.filter(run_id=run_id)
     assert executions.count() == 13
     assert {(e.status, e.attempts) for e in executions} == {("done", 1)}
-    # Claimed by a write of their own: the first execution of each task only. Each other
-    # came claimed by the commit that queued it.
-    assert claims == ["flou_join", *(f"flou_join.branch_{k}" for k in range(2, 6))]
+    # Claimed by a write of its own: the root's execution only. Each other came claimed by
+    # the commit before it, whether that commit queued it or not.
+    assert claims == ["flou_join"]
     # gather's row is made when first entered and written whole once more, completed: an
     # arrival at it active (queued and claimed again by the branch's commit) leaves its
     # row, and its list, as stored (its appends write the list).
@@ -160,7 +161,7 @@ def test_a_fork_and_join_run_with_one_claim_per_task_and_the_history_of_one_each
         ("state.appended", None, None, None, {"k": "1"}),
         *(
             step
-            for k in "2345"
+            for k in "5432"
             for step in [
                 ("status", "active", "queued", None, None),
                 ("status", "queued", "active", None, None),
@@ -170,4 +171,48 @@ def test_a_fork_and_join_run_with_one_claim_per_task_and_the_history_of_one_each
         ("status", "active", "completed", None, None),
     ]
     each.pop("flou_join.gather")
+    # The root's transitions came in that order too.
+    assert sorted(map(repr, ran.pop("flou_join"))) == sorted(map(repr, each.pop("flou_join")))
     assert ran == each
+    # The time machine sees each branch queued by the fork, then active from the event of
+    # the claim that rode on the commit before it.
+    events = LtmEvent.objects.filter(run_id=run_id).order_by("seq")
+    for event in events.filter(kind="status", data__to="active", fqn__contains="branch"):
+        before, then = api.ltm_at(run_id, event.seq - 1, user), api.ltm_at(run_id, event.seq, user)
+        assert before.instances[event.fqn].status == "queued", event.seq
+        assert then.instances[event.fqn].status == "active", event.seq
+
+
+def test_a_commit_that_finds_the_queued_execution_it_takes_claimed_meanwhile_starts_again(
+    user, through_the_queue, monkeypatch
+):
+    """Another worker's claim of a queued state writes the run, so the compare-and-set
+    stops a commit that read the execution before it. Here the execution changes under the
+    commit without the run (as nothing in the engine does; in the same transaction, the
+    one way to get between the two on SQLite): the commit is rolled back, the change with
+    it, and built again; the history has no trace of the first try."""
+    run_id = api.start_ltm("flou_join", user, {"size": 3})
+    taken: list[str] = []
+    keep_queued = executor._keep_queued
+
+    def taken_meanwhile(snap, write):
+        keep_queued(snap, write)
+        if write.keep_queued is not None:
+            taken.append(write.keep_queued.fqn)
+            if len(taken) == 1:
+                LtmExecution.objects.filter(pk=write.keep_queued.pk).update(status="claimed")
+
+    monkeypatch.setattr(executor, "_keep_queued", taken_meanwhile)
+    assert work_off() == 3
+    # The first try, rolled back, then the same commit again, then the next arrival's.
+    assert taken == ["flou_join.branch_3", "flou_join.branch_3", "flou_join.branch_2"]
+    root = api.load_ltm(run_id)
+    assert root.run.state == "complete", root.run.error
+    got = [arrival["k"] for arrival in root.instances["flou_join.gather"].state["got"]]
+    assert got == ["1", "3", "2"]
+    executions = LtmExecution.objects.filter(run_id=run_id)
+    assert {(e.status, e.attempts) for e in executions} == {("done", 1)}
+    actives = LtmEvent.objects.filter(run_id=run_id, kind="status", data__to="active")
+    assert actives.filter(fqn="flou_join.branch_3").count() == 1
+    seqs = list(LtmEvent.objects.filter(run_id=run_id).values_list("seq", flat=True))
+    assert sorted(seqs) == list(range(1, LtmRun.objects.get(pk=run_id).seq + 1))
