@@ -165,8 +165,9 @@ def machine() -> str:
     )
 
 
-def profile(user: Any, width: int, workers: int) -> None:
-    """One LTM run on a consumer that profiles each execution; where its time goes."""
+def profile(user: Any, width: int, workers: int, keep: str | None = None) -> None:
+    """One LTM run on a consumer that profiles each execution; where its time goes (the
+    statistics copied to `keep` if given, for pstats)."""
     path = Path(SCRATCH) / "consumer.prof"
     consumer = start_consumer(workers, dict(os.environ, BENCH_PROFILE=str(path)))
     try:
@@ -177,6 +178,8 @@ def profile(user: Any, width: int, workers: int) -> None:
     if not path.exists():
         print("no profile written")
         return
+    if keep:
+        shutil.copyfile(path, keep)
     out = io.StringIO()
     stats = pstats.Stats(str(path), stream=out)
     stats.sort_stats("cumulative").print_stats(r"engine/", 40)
@@ -190,6 +193,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--profile", action="store_true")
+    parser.add_argument("--profile-out", help="with --profile: keep the statistics in this file")
     parser.add_argument("--chain", type=int, default=10, help="states of the chain (0: none)")
     args = parser.parse_args()
     call_command("migrate", verbosity=0)
@@ -254,7 +258,7 @@ def main() -> None:
             f"{p90:.1f} ms; {median / executions:.2f} ms an execution (median)"
         )
     if args.profile:
-        profile(user, args.width, args.workers)
+        profile(user, args.width, args.workers, args.profile_out)
 
 
 if __name__ == "__main__":

@@ -125,10 +125,17 @@ def _append(
     current = _execution(execution.pk)
     if current is None or current.status != ExecutionStatus.CLAIMED:  # rolled back or
         raise FlowStateError(f"this execution of {execution.fqn} was discarded")  # handed on
-    row = None if "." not in target else store.INSTANCES.first(db, run=run.pk, fqn=target)
-    if "." in target and row is None:
-        raise LtmInstance.DoesNotExist(f"no instance {target} in LTM run {run.pk}")
-    state = run.global_state if row is None else row.state
+    # The rows as this process committed them at the version before the bump, if it did:
+    # they are the stored ones (every write of a run's rows bumps its version), and a join's
+    # list need not be read and decoded again at each arrival.
+    held = store.committed.get(run.pk, run.version - 1)
+    row = None
+    if "." in target:
+        row = held.rows.get(target) if held is not None else None
+        row = row or store.INSTANCES.first(db, run=run.pk, fqn=target)
+        if row is None:
+            raise LtmInstance.DoesNotExist(f"no instance {target} in LTM run {run.pk}")
+    state = dict(run.global_state if row is None else row.state)  # (a held row is shared)
     if key not in state:
         raise KeyError(f"{target}: state {key!r} must be set to a list first")
     if not isinstance(state[key], list):
@@ -146,11 +153,14 @@ def _append(
     state[key] = [*state[key], value]
     if row is None:
         store.RUNS.update(db, {"global_state": state}, pk=run.pk)
-        row = store.INSTANCES.first(db, run=run.pk, fqn=target)
+        run.global_state = state
+        row = (held.rows.get(target) if held is not None else None) or store.INSTANCES.first(
+            db, run=run.pk, fqn=target
+        )  # (the root's row holds no state: its list is the run's)
     else:
-        store.INSTANCES.update(db, {"state": state}, pk=row.pk)
-    held = store.committed.get(run.pk, run.version - 1)  # (the version before the bump)
-    if held is not None:  # (the root's row holds no state: its list is the run's)
+        store.INSTANCES.update(db, {"state": state}, pk=row.id)
+        row = store.with_state(row, state)
+    if held is not None:
         record = store.row_record(run, row)
         tree = None if held.tree is None else held.tree.with_records([record])
         rows = {**held.rows, row.fqn: store.as_row(row)}

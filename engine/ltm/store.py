@@ -100,6 +100,13 @@ class InstanceRow:
             setattr(self, name, value)
 
 
+def with_state(row: Any, state: dict[str, Any]) -> InstanceRow:
+    """A new InstanceRow of `row` with `state` (rows held are shared: never changed)."""
+    return InstanceRow(
+        tuple(state if name == "state" else getattr(row, name) for name in _ROW_FIELDS)
+    )
+
+
 def _rows(queryset: Any) -> dict[str, Any]:
     """fqn -> InstanceRow of the instance rows `queryset` selects."""
     return {row.fqn: row for row in map(InstanceRow, queryset.values_list(*_ROW_FIELDS))}
@@ -600,7 +607,7 @@ def _next_state(snap: Snapshot, write: Write) -> str:
         return write.run_state
     if run.state == LtmRunState.KILLED:
         return LtmRunState.KILLED
-    if write.executions:  # (whatever else is open or closes)
+    if write.executions or write.keep_queued is not None:  # (whatever else is open or closes)
         return LtmRunState.PENDING if run.state == LtmRunState.PENDING else LtmRunState.RUNNING
     closing = [pk for pk, changes in write.execution_changes if "status" in changes]
     # More open than this write closes: one stays open, whichever it is.

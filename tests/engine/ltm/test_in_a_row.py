@@ -130,6 +130,15 @@ def test_a_fork_and_join_runs_on_one_worker_with_one_claim_and_the_history_of_on
         lambda rows: [rewritten.extend(r.fqn for r in rows), update_rows(rows)],
     )
 
+    read: list[str] = []  # the instance rows read one by one, and the open executions
+    first, pks = store.INSTANCES.first, store.EXECUTIONS.pks
+    monkeypatch.setattr(
+        store.INSTANCES, "first", lambda db, **w: [read.append(w["fqn"]), first(db, **w)][1]
+    )
+    monkeypatch.setattr(
+        store.EXECUTIONS, "pks", lambda db, n, **w: [read.append("open"), pks(db, n, **w)][1]
+    )
+
     run_id = api.start_ltm("flou_join", user, {"size": 5})
     # The root's task goes on with launch, then the first branch and its arrival at gather.
     # That arrival's commit queues nothing: it takes the newest branch still queued, and so
@@ -151,6 +160,10 @@ def test_a_fork_and_join_runs_on_one_worker_with_one_claim_and_the_history_of_on
     # arrival at it active (queued and claimed again by the branch's commit) leaves its
     # row, and its list, as stored (its appends write the list).
     assert rewritten.count("flou_join.gather") == 1
+    # An append takes gather's row (its list) as this worker committed it, not read again;
+    # a commit that takes a queued execution knows the run stays open without asking: the
+    # last one only (finished's) looks for executions still open.
+    assert read == ["open"]
     # The same history, but for the order of the arrivals at gather: here each arrives once
     # the one before it is done (with all through the queue, the 5 branches ran first). An
     # arrival at gather active shows as through the queue: queued, then claimed (active).
