@@ -40,7 +40,7 @@ from engine.ltm.models import (
     LtmRun,
 )
 from engine.ltm.status import FINISHED, OPEN, LtmRunState
-from engine.rows import Table, cursor_for
+from engine.rows import Table, cursor_for, db_value
 
 _ATTEMPTS = 50  # compare-and-set retries before giving up (each one re-plans, never re-runs)
 # What a run writes wraps what it was given: an event holds a payload, a state an update of
@@ -409,7 +409,11 @@ def apply(snap: Snapshot, write: Write) -> bool:
     if state == LtmRunState.COMPLETE:
         error = ""
     before = {r.fqn: row_record(run, snap.rows[r.fqn]) for r in write.records if r.fqn in snap.rows}
-    change = history.change_of(before, write.records, write.removed, state=state, error=error)
+    # (Changes and checkpoints share the records' data, uncopied: they are encoded by their
+    # insert at once, and nothing keeps them.)
+    change = history.change_of(
+        before, write.records, write.removed, state=state, error=error, copy=False
+    )
     if not events and (change["records"] or change["removed"]):
         events.append({"kind": "state.stored", "fqn": "", "data": {}})
     records, changes_at = write.records, {len(events): change}
@@ -419,7 +423,9 @@ def apply(snap: Snapshot, write: Write) -> bool:
         planned = planned or {claim.fqn: row_record(run, snap.rows[claim.fqn])}
         records = [*(r for r in write.records if r.fqn != claim.fqn), claim]
         events.append(write.keep_event)
-        changes_at[len(events)] = history.change_of(planned, [claim], state=state, error=error)
+        changes_at[len(events)] = history.change_of(
+            planned, [claim], state=state, error=error, copy=False
+        )
     finished = (run.finished if run.state == state else now) if state in FINISHED else None
     changes = {
         "state": state,
@@ -471,20 +477,16 @@ def apply(snap: Snapshot, write: Write) -> bool:
     _change_executions(db, run, write, at_seq)
     if write.keep_queued is not None and claimed and state != LtmRunState.KILLED:
         keeping = _claim_queued(db, write, write.keep_queued)
-    rows = [
-        LtmEvent(
-            run=run,
-            seq=first_seq + index,
-            kind=spec["kind"],
-            fqn=spec.get("fqn", ""),
-            actor=spec.get("actor"),
-            state=state,
-            data=spec.get("data", {}),
-            change=changes_at.get(index),
-        )
-        for index, spec in enumerate(events, start=1)
-    ]
-    EVENTS.insert(db, rows)
+    _insert_events(
+        db,
+        run,
+        state,
+        [
+            (first_seq + index, spec["kind"], spec.get("fqn", ""), spec.get("actor"))
+            + (spec.get("data", {}), changes_at.get(index))
+            for index, spec in enumerate(events, start=1)
+        ],
+    )
     run.seq = end_seq
     _checkpoint(snap, first_seq, end_seq, len(change["records"]) + len(change["removed"]))
     if tree is not None:  # the tree of the rows as written, from the tree before
@@ -496,7 +498,6 @@ def apply(snap: Snapshot, write: Write) -> bool:
         kept = {fqn: row for fqn, row in base.rows.items() if fqn not in write.removed}
         committed.after_commit(run.pk, run.version, {**kept, **snap.rows}, tree)
     snap.forget_tree()  # (its rows have changed)
-    engine_events.publish_on_commit(event_dict(run, row) for row in rows)
     to_dispatch = [*write.new_execution_ids, *write.redispatch]
     if keeping is not None:
         write.kept = keeping
@@ -598,7 +599,7 @@ def _checkpoint(snap: Snapshot, first_seq: int, end_seq: int, changed: int = 0) 
         snap.run.state,
         snap.run.error,
     )
-    LtmCheckpoint.objects.create(run=snap.run, seq=end_seq, snapshot=point.snapshot())
+    LtmCheckpoint.objects.create(run=snap.run, seq=end_seq, snapshot=point.snapshot(copy=False))
 
 
 def _next_state(snap: Snapshot, write: Write) -> str:
@@ -704,27 +705,85 @@ def _same_walk(stored: Any, value: Any) -> bool:
 
 def add_event(
     run: LtmRun, kind: str, fqn: str, data: dict[str, Any], changed: InstanceRecord
-) -> LtmEvent:
+) -> None:
     """Append one event to a run whose row this transaction has locked, its version and its
     `seq` advanced by this transaction already (the event takes `run.seq`); `changed` is
     the instance it changed, as stored now."""
     db = db_for(LtmRun)
-    change = history.change_of({}, [changed], state=run.state, error=run.error)
-    row = LtmEvent(
-        run=run, seq=run.seq, kind=kind, fqn=fqn, state=run.state, data=data, change=change
-    )
-    EVENTS.insert(db, [row])
+    change = history.change_of({}, [changed], state=run.state, error=run.error, copy=False)
+    _insert_events(db, run, run.state, [(run.seq, kind, fqn, None, data, change)])
     every = config.checkpoint_every()
     if run.seq % every == 0:
         snap = Snapshot(run, {r.fqn: r for r in LtmInstance.objects.filter(run=run)})
         _checkpoint(snap, run.seq - 1, run.seq)
-    engine_events.publish_on_commit([event_dict(run, row)])
-    return row
 
 
-def event_dict(run: LtmRun, row: LtmEvent) -> dict[str, Any]:
-    """An event as the live feed carries it."""
-    return row.feed(owner=run.owner_id, version=run.version, name=run.name)
+# An event row's columns, in the order `_event_values` gives them (the key is the database's).
+_EVENT_FIELDS = ("run", "seq", "kind", "fqn", "actor", "state", "data", "change", "created")
+# What `db_value` sends as it is (ids, seq, kind, fqn, state): other values go through it.
+_PLAIN = frozenset({int, str, type(None)})
+_EVENT_INSERTS: dict[tuple[str, int], str] = {}
+
+# (seq, kind, fqn, actor, data, change): an event row of a write.
+EventSpec = tuple[int, str, str, Any, dict[str, Any], Any]
+
+
+def _insert_events(db: Any, run: LtmRun, state: str, specs: list[EventSpec]) -> None:
+    """Insert a write's event rows, in one statement, and publish them once it commits:
+    `LtmEvent`'s columns without building the model (its `__init__` and the field by field
+    conversions cost more than the insert)."""
+    if not specs:
+        return
+    fields = [cast("Field[Any, Any]", LtmEvent._meta.get_field(name)) for name in _EVENT_FIELDS]
+    key = (db.vendor, len(specs))
+    sql = _EVENT_INSERTS.get(key)
+    if sql is None:
+        quote = db.ops.quote_name
+        columns = ", ".join(quote(field.column) for field in fields)
+        row = f"({', '.join(['%s'] * len(fields))})"
+        sql = _EVENT_INSERTS[key] = (
+            f"INSERT INTO {quote(LtmEvent._meta.db_table)} ({columns}) "
+            f"VALUES {', '.join([row] * len(specs))}"
+        )
+    created = timezone.now()
+    params = [
+        value for spec in specs for value in _event_values(db, fields, run, state, spec, created)
+    ]
+    with cursor_for(db) as cursor:
+        cursor.execute(sql, params)
+    engine_events.publish_on_commit(
+        {
+            "run": str(run.pk),
+            "fqn": fqn,
+            "seq": seq,
+            "kind": kind,
+            "actor": None if actor is None else actor.pk,
+            "state": state,
+            "data": data,
+            "created": created.isoformat(),
+            "type": LtmEvent.feed_type,
+            "owner": run.owner_id,
+            "version": run.version,
+            "name": run.name,
+        }
+        for seq, kind, fqn, actor, data, _ in specs
+    )
+
+
+def _event_values(
+    db: Any, fields: list[Any], run: LtmRun, state: str, spec: EventSpec, created: Any
+) -> list[Any]:
+    """One event row's values in the order of `_EVENT_FIELDS`, as `db_value` sends them:
+    its integers, texts and nulls as they are (a text choice too: a str), the rest (the
+    run's key, its data and change, its time) through `db_value`."""
+    seq, kind, fqn, actor, data, change = spec
+    values = [run.pk, seq, kind, fqn, None if actor is None else actor.pk, state]
+    for index, value in enumerate(values):
+        if type(value) not in _PLAIN and not isinstance(value, str):
+            values[index] = db_value(fields[index], value, db)
+    values += (db_value(fields[6], data, db), db_value(fields[7], change, db))
+    values.append(db_value(fields[8], created, db))
+    return values
 
 
 def check_json(write: Write, snap: Snapshot | None = None) -> None:

@@ -22,15 +22,16 @@ from typing import Any
 from .records import InstanceRecord, copy_data
 
 
-def record_to_json(record: InstanceRecord) -> dict[str, Any]:
-    """An instance record as a JSON object."""
+def record_to_json(record: InstanceRecord, *, copy: bool = True) -> dict[str, Any]:
+    """An instance record as a JSON object; with `copy=False` it shares the record's state
+    and params (for a caller that encodes it at once)."""
     return {
         "fqn": record.fqn,
         "name": record.name,
         "declared_name": record.declared_name,
         "status": record.status,
-        "state": copy_data(record.state),
-        "params": copy_data(record.params),
+        "state": copy_data(record.state) if copy else record.state,
+        "params": copy_data(record.params) if copy else record.params,
         "error": record.error,
         "entry": record.entry,
     }
@@ -58,10 +59,10 @@ class PointInTime:
     state: str = "pending"
     error: str = ""
 
-    def snapshot(self) -> dict[str, Any]:
-        """This point as a snapshot object."""
+    def snapshot(self, *, copy: bool = True) -> dict[str, Any]:
+        """This point as a snapshot object (`copy`: as `record_to_json`'s)."""
         return {
-            "records": [record_to_json(r) for r in self.records.values()],
+            "records": [record_to_json(r, copy=copy) for r in self.records.values()],
             "run": {"state": self.state, "error": self.error},
         }
 
@@ -95,11 +96,13 @@ def change_of(
     *,
     state: str,
     error: str,
+    copy: bool = True,
 ) -> dict[str, Any]:
     """The change from the records `before` to the records `after` (only those that
-    differ are kept), with the run's state and error after it."""
+    differ are kept), with the run's state and error after it (`copy`: as
+    `record_to_json`'s)."""
     return {
-        "records": [record_to_json(r) for r in after if before.get(r.fqn) != r],
+        "records": [record_to_json(r, copy=copy) for r in after if before.get(r.fqn) != r],
         "removed": sorted(set(removed)),
         "run": {"state": state, "error": error},
     }

@@ -265,6 +265,30 @@ def test_live_events_are_published_after_commit(user):
     json.dumps(mine)  # what a channel layer carries
 
 
+def test_a_published_event_is_its_stored_row_as_the_feed_carries_it(user):
+    """A write's events go to the database and to the live feed without a model built for
+    each: what is published is what `LtmEvent.feed` makes of the stored row."""
+    from engine import events as engine_events
+
+    seen: list[dict[str, Any]] = []
+    engine_events.connect(seen.extend)
+    try:
+        run_id = api.start_ltm("flou_join", user, {"size": 3})  # (appends, an actor, changes)
+    finally:
+        engine_events.disconnect(seen.extend)
+    run = LtmRun.objects.get(pk=run_id)
+    rows = {row.seq: row for row in LtmEvent.objects.filter(run_id=run_id)}
+    mine = [e for e in seen if e.get("type") == "ltm.event" and e["run"] == run_id]
+    assert sorted(e["seq"] for e in mine) == sorted(rows) == list(range(1, run.seq + 1))
+    kinds = {e["kind"] for e in mine}
+    assert {"run.created", "state.appended", "transition", "status", "run.state"} <= kinds
+    for event in mine:
+        row = rows[event["seq"]]
+        assert event == row.feed(owner=user.pk, version=event["version"], name=run.name)
+    assert rows[1].actor == user
+    assert [row.change is None for row in rows.values()].count(False) >= 3
+
+
 def test_a_commit_takes_the_snapshot_run_saw_and_reads_again_only_if_the_run_moved_on(user):
     """An execution's commit takes the snapshot its run() saw as it is (no read of the run
     or its instances: the compare-and-set on the version decides), and plans again on what
