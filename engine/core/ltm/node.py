@@ -356,10 +356,14 @@ class LTM:
         if root._buffer is None or root._runtime is None:
             raise RuntimeError("atomic_state_append() works inside run() of a started LTM")
         index = root._buffer.next_call_index()
-        result = list(root._runtime.atomic_state_append(self, key, value, index))
-        self._state[key] = copy_data(result)
-        root._buffer.appended[(self.fqn, key)] = copy_data(result)
-        return result
+        # The runtime stores a copy of `value`, and returns the list as stored, which it may
+        # keep (a process holds the rows it committed): the state and the caller get copies,
+        # so what run() does with them afterwards changes nothing stored. (The buffer's is
+        # copied where it is used.)
+        stored = root._runtime.atomic_state_append(self, key, copy_data(value), index)
+        self._state[key] = copy_data(stored)
+        root._buffer.appended[(self.fqn, key)] = stored
+        return copy_data(stored)
 
     def start(self, /, **payload: Any) -> str:
         """Start this root machine once: its runtime queues its execution with `payload`.

@@ -100,6 +100,25 @@ class AppendLtm(LTM):
         self.update_state({"items": []})
 
 
+class Meddler(LTM):
+    """Appends, then changes what it appended and what the append returned."""
+
+    initial_state = {"got": []}
+
+    def run(self, **payload: Any) -> None:
+        item = {"n": 1, "tags": []}
+        got = self.atomic_state_append("got", item)
+        item["n"] = 2
+        item["tags"].append("changed")
+        got[0]["n"] = 3
+        got.append("not stored")
+        self.root.update_state({"returned": got})
+
+
+class MeddleLtm(LTM):
+    init = [Meddler]
+
+
 class Stopper(LTM):
     """Kills its own run while it executes: what it queued is discarded."""
 
@@ -114,7 +133,7 @@ class StopLtm(LTM):
     init = [Stopper, Fine]
 
 
-LOCAL_ROOTS = [Probe, FlakyLtm, NotJsonLtm, RaceLtm, AppendLtm, StopLtm]
+LOCAL_ROOTS = [Probe, FlakyLtm, NotJsonLtm, RaceLtm, AppendLtm, MeddleLtm, StopLtm]
 
 
 @pytest.fixture(autouse=True)

@@ -265,6 +265,21 @@ def test_live_events_are_published_after_commit(user):
     json.dumps(mine)  # what a channel layer carries
 
 
+def test_what_run_does_with_an_appended_value_after_the_append_is_not_stored(user):
+    """The list an append returns, and the value it appended, are run()'s own: changing
+    them changes neither the stored list nor the run as this process holds it."""
+    from engine.ltm import store
+
+    run_id = api.start_ltm("meddle_ltm", user)
+    stored = LtmInstance.objects.get(run_id=run_id, fqn="meddle_ltm.meddler").state
+    assert stored["got"] == [{"n": 1, "tags": []}]
+    held = store.read(run_id)  # (this process committed the run last: its rows, unread)
+    assert held.rows["meddle_ltm.meddler"].state == stored
+    returned = LtmRun.objects.get(pk=run_id).global_state["returned"]
+    assert returned == [{"n": 3, "tags": []}, "not stored"]
+    assert api.load_ltm(run_id).instances["meddle_ltm.meddler"].state == stored
+
+
 def test_a_published_event_is_its_stored_row_as_the_feed_carries_it(user):
     """A write's events go to the database and to the live feed without a model built for
     each: what is published is what `LtmEvent.feed` makes of the stored row."""
