@@ -261,6 +261,39 @@ class Table:
             cursor.execute(sql, params + where_params)
             return int(cursor.rowcount)
 
+    def update_returning(
+        self, db: Any, changes: dict[str, Any], *, bump: Sequence[str] = (), **where: Any
+    ) -> Any:
+        """`update`, returning the model instance of the row as updated (`RETURNING`: the
+        row is not read again), or None if no row was; where `where` holds of one row at
+        most. A database without `RETURNING` updates, then reads the row."""
+        if not db.features.can_return_columns_from_insert:  # (SQLite before 3.35)
+            return self.first(db, **where) if self.update(db, changes, bump=bump, **where) else None
+        shape, where_params = self._where(db, where)
+        fields = [self._field(name) for name in changes]
+        key = (db.vendor, "update returning", tuple(changes), tuple(bump), shape)
+        sql = self._sql.get(key)
+        if sql is None:
+            quote = db.ops.quote_name
+            sets = [f"{quote(field.column)} = %s" for field in fields]
+            sets += [
+                f"{quote(self._field(name).column)} = {quote(self._field(name).column)} + 1"
+                for name in bump
+            ]
+            columns = ", ".join(quote(field.column) for field in self.fields)
+            sql = self._sql[key] = (
+                f"UPDATE {quote(self.meta.db_table)} SET {', '.join(sets)} "
+                f"WHERE {self._clause(db, shape)} RETURNING {columns}"
+            )
+        params = [
+            db_value(field, value, db)
+            for field, value in zip(fields, changes.values(), strict=True)
+        ]
+        with cursor_for(db) as cursor:
+            cursor.execute(sql, params + where_params)
+            row = cursor.fetchone()
+        return None if row is None else model_from_row(db, self.model, row)
+
     def insert(self, db: Any, objs: Sequence[models.Model]) -> None:
         """Insert the rows of `objs` (as `bulk_create` would: defaults and `auto_now_add`
         filled in, keys made by the database set on each)."""

@@ -66,7 +66,7 @@ class DjangoRuntime(Runtime):
     ) -> list[Any]:
         if self.execution is None or instance.id is None:
             raise RuntimeError("atomic_state_append() works inside run() of an executing state")
-        values, run = append(self.execution, instance.fqn, key, value, call_index)
+        values, run = append(self.execution, instance.fqn, key, value, call_index, self.owner)
         if run is not None:
             self.appended = run
         return values
@@ -90,16 +90,17 @@ def create_run(root: LTM, payload: dict[str, Any], *, owner: Any = None) -> str:
 
 
 def append(
-    execution: LtmExecution, target: str, key: str, value: Any, index: int
+    execution: LtmExecution, target: str, key: str, value: Any, index: int, owner: Any = None
 ) -> tuple[list[Any], LtmRun | None]:
     """Append to the stored list `key` of `target` at once; a re-run of `execution`
     repeating call `index` finds it done and appends nothing. Bumps the run's version, so a
     planner that read the list before writes nothing over it. Returns the list, and the run
-    as the append left it (None if it appended nothing)."""
+    as the append left it (None if it appended nothing), its `owner` the one given (as the
+    execution read it) if it is the run's."""
     ensure_json(value, "an appended value", max_depth=store.STORED_DEPTH)
     db = store.db_for(LtmRun)
     try:
-        return _append(db, execution, target, key, value, index)
+        return _append(db, execution, target, key, value, index, owner)
     except _DoneBefore as done:
         return done.values, None  # done before this execution was re-run (rolled back)
 
@@ -111,15 +112,17 @@ class _DoneBefore(Exception):
 
 @transaction.atomic
 def _append(
-    db: Any, execution: LtmExecution, target: str, key: str, value: Any, index: int
+    db: Any, execution: LtmExecution, target: str, key: str, value: Any, index: int, owner: Any
 ) -> tuple[list[Any], LtmRun]:
     # Takes the run's row lock (PostgreSQL; SQLite's IMMEDIATE transaction holds its
     # write lock already), ordering this append with every other write of the run, and
     # numbers the state.appended event written below (`seq`).
-    store.RUNS.update(db, {"updated": timezone.now()}, bump=["version", "seq"], pk=execution.run_id)
-    run = store.RUNS.first(db, related="owner", pk=execution.run_id)
+    changes = {"updated": timezone.now()}
+    run = store.RUNS.update_returning(db, changes, bump=["version", "seq"], pk=execution.run_id)
     if run is None:
         raise LtmRun.DoesNotExist(f"no LTM run {execution.run_id}")
+    if (owner.pk if owner is not None else None) == run.owner_id:  # (else read when asked)
+        LtmRun.owner.field.set_cached_value(run, owner)
     if run.state == LtmRunState.KILLED:
         raise FlowStateError(f"LTM run {run.pk} was killed")
     current = _execution(execution.pk)

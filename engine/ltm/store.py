@@ -672,8 +672,7 @@ def _update_rows(rows: list[Any]) -> None:
     sets = ", ".join(f"{column} = %s" for column in columns[:-1])
     update = f"UPDATE {quote(meta.db_table)} SET {sets} WHERE {columns[-1]} = %s"
     params = [
-        [field.get_db_prep_save(getattr(row, field.attname), db) for field in fields]
-        for row in rows
+        [db_value(field, getattr(row, field.attname), db) for field in fields] for row in rows
     ]
     with cursor_for(db) as cursor:
         cursor.executemany(update, params)

@@ -225,3 +225,22 @@ def test_database_prepared_0_prepares_nothing():
         settings_dict = {"OPTIONS": options(DATABASE_PREPARED="0")}
 
     assert prepares(Off()) is False
+
+
+def test_an_update_returning_gives_the_row_as_the_orm_reads_it_after(run):
+    when = timezone.now() + timedelta(minutes=1)
+    got = RUNS.update_returning(connection, {"updated": when}, bump=["version", "seq"], pk=run.pk)
+    orm = LtmRun.objects.get(pk=run.pk)
+    assert (orm.version, orm.seq, orm.updated) == (run.version + 1, run.seq + 1, when)
+    assert _fields(got) == _fields(orm)
+    assert got._state.adding is False and got._state.db == "default"
+    missing = "00000000-0000-0000-0000-000000000000"
+    assert RUNS.update_returning(connection, {"updated": when}, pk=missing) is None
+
+
+def test_the_newest_row_where_columns_equal_values(run):
+    for fqn in ("r.a", "r.b", "r.c"):
+        LtmExecution.objects.create(run=run, fqn=fqn, status="queued")
+    LtmExecution.objects.create(run=run, fqn="r.d", status="done")
+    assert EXECUTIONS.first(connection, last=True, run=run.pk, status="queued").fqn == "r.c"
+    assert EXECUTIONS.first(connection, last=True, run=run.pk, status="claimed") is None
