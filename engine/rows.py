@@ -212,6 +212,24 @@ class Table:
                 )
         return found
 
+    def value(self, db: Any, name: str, **where: Any) -> Any:
+        """The value of field `name` in the first row where `where` holds (by key: the
+        one), as the ORM reads it; None if there is no such row."""
+        shape, params = self._where(db, where)
+        key = (db.vendor, "value", name, shape)
+        sql = self._sql.get(key)
+        field = self._field(name)
+        if sql is None:
+            quote = db.ops.quote_name
+            sql = self._sql[key] = (
+                f"SELECT {quote(field.column)} FROM {quote(self.meta.db_table)} "
+                f"WHERE {self._clause(db, shape)} LIMIT 1"
+            )
+        with cursor_for(db) as cursor:
+            cursor.execute(sql, params)
+            row = cursor.fetchone()
+        return None if row is None else convert(db, self.meta.db_table, [field], row)[0]
+
     def pks(self, db: Any, limit: int, **where: Any) -> list[Any]:
         """The keys of at most `limit` rows where `where` holds."""
         shape, params = self._where(db, where)

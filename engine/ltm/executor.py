@@ -125,8 +125,8 @@ def _append(
         LtmRun.owner.field.set_cached_value(run, owner)
     if run.state == LtmRunState.KILLED:
         raise FlowStateError(f"LTM run {run.pk} was killed")
-    current = _execution(execution.pk)
-    if current is None or current.status != ExecutionStatus.CLAIMED:  # rolled back or
+    status = store.EXECUTIONS.value(db, "status", pk=execution.pk)
+    if status != ExecutionStatus.CLAIMED:  # rolled back or
         raise FlowStateError(f"this execution of {execution.fqn} was discarded")  # handed on
     # The rows as this process committed them at the version before the bump, if it did:
     # they are the stored ones (every write of a run's rows bumps its version), and a join's
@@ -195,9 +195,12 @@ def execute_execution(execution_id: int) -> None:
     commit claims it for this worker (`_keep_first`): it needs no claim of its own. A worker
     that dies between two leaves the next one claimed: its lease runs out (or its heartbeat
     stops) and it is queued again, as any other claimed execution."""
+    db = store.db_for(LtmExecution)
+    if store.EXECUTIONS.value(db, "status", pk=execution_id) != ExecutionStatus.QUEUED:
+        return  # claimed by another worker (or taken by a commit before it), or over
     queued = _execution(execution_id)
     if queued is None or queued.status != ExecutionStatus.QUEUED:
-        return  # claimed by another worker, or over
+        return
     keep = not dispatch.immediate()
     ahead: tuple[LtmExecution, store.Write | None] | None = (queued, None)
     turn = 1

@@ -244,3 +244,11 @@ def test_the_newest_row_where_columns_equal_values(run):
     LtmExecution.objects.create(run=run, fqn="r.d", status="done")
     assert EXECUTIONS.first(connection, last=True, run=run.pk, status="queued").fqn == "r.c"
     assert EXECUTIONS.first(connection, last=True, run=run.pk, status="claimed") is None
+
+
+def test_one_value_of_a_row_is_what_the_orm_reads(run):
+    execution = LtmExecution.objects.create(run=run, fqn="r.a", status="claimed", attempts=2)
+    assert EXECUTIONS.value(connection, "status", pk=execution.pk) == "claimed"
+    assert EXECUTIONS.value(connection, "run", pk=execution.pk) == run.pk  # (a UUID, converted)
+    assert EXECUTIONS.value(connection, "lease_until", pk=execution.pk) is None
+    assert EXECUTIONS.value(connection, "status", pk=execution.pk + 1) is None
