@@ -169,14 +169,22 @@ class Table:
         return " AND ".join(parts) or "1 = 1"
 
     def first(
-        self, db: Any, *, related: str | None = None, last: bool = False, **where: Any
+        self,
+        db: Any,
+        *,
+        related: str | None = None,
+        last: bool = False,
+        lock: bool = False,
+        **where: Any,
     ) -> Any:
         """The model instance of the first row where `where` holds (by key: the one), or
         None. `related`, a foreign key's name: the object it points to is read with it
         (`select_related`), None where the key is null. `last`: the one with the highest
-        key."""
+        key. `lock`: the row is locked until the transaction ends (`FOR UPDATE`, where the
+        database has it: SQLite's write transaction holds the whole database already)."""
         shape, params = self._where(db, where)
-        key = (db.vendor, "select", related, last, shape)
+        lock = lock and db.features.has_select_for_update_of
+        key = (db.vendor, "select", related, last, lock, shape)
         sql = self._sql.get(key)
         if sql is None:
             quote = db.ops.quote_name
@@ -194,6 +202,7 @@ class Table:
                 f"SELECT {', '.join(columns)} FROM {quote(self.meta.db_table)} t{joins} "
                 f"WHERE {self._clause(db, shape, 't.')}"
                 f"{f' ORDER BY t.{quote(self.meta.pk.column)} DESC' if last else ''} LIMIT 1"
+                f"{' FOR UPDATE OF t' if lock else ''}"
             )
         with cursor_for(db) as cursor:
             cursor.execute(sql, params)

@@ -261,11 +261,12 @@ def row_record(run: LtmRun, row: Any) -> InstanceRecord:
     )
 
 
-def read(run_id: Any, only: Iterable[str] | None = None) -> Snapshot:
+def read(run_id: Any, only: Iterable[str] | None = None, *, lock: bool = False) -> Snapshot:
     """The run (first: its version guards what is read after it) and its instances: all of
     them, or the instances named by `only` (a partial snapshot). A run this process
-    committed last is held whole at its version (`committed`): its rows are not read."""
-    run = RUNS.first(db_for(LtmRun), related="owner", pk=run_id)
+    committed last is held whole at its version (`committed`): its rows are not read.
+    `lock`: the run's row stays locked until the transaction ends (`rows.Table.first`)."""
+    run = RUNS.first(db_for(LtmRun), related="owner", lock=lock, pk=run_id)
     if run is None:
         raise LtmRun.DoesNotExist(f"no LTM run {run_id}")
     held = committed.get(run.pk, run.version)
@@ -345,13 +346,16 @@ def commit(
     compare-and-set tells whether the run was still at its version (else `build` runs again
     on what is stored); `build` and the write must not have changed it."""
     names = None if only is None else list(only)
-    for _ in range(_ATTEMPTS if retry else 1):
+    for attempt in range(_ATTEMPTS if retry else 1):
         try:
             with transaction.atomic():
                 if known is not None and not known.partial:
                     snap = Snapshot(known.run, dict(known.rows), _tree=known._tree)
                 else:
-                    snap = read(run_id, names)
+                    # An attempt after a lost compare-and-set takes the run's row lock as it
+                    # reads (PostgreSQL; SQLite's write transaction holds it from its start):
+                    # a writer that keeps getting in first cannot starve it.
+                    snap = read(run_id, names, lock=attempt > 0)
                 known = None  # (a retry reads afresh)
                 write = build(snap)
                 if write is None:

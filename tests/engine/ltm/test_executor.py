@@ -8,6 +8,7 @@ import json
 from typing import Any
 
 import pytest
+from django.db import connection
 
 from engine import api
 from engine.core.errors import FlowStateError
@@ -588,3 +589,48 @@ def test_a_class_registered_again_under_the_runs_name_is_what_its_next_execution
         unregister(SwappedFixed)
     assert LtmRun.objects.get(pk=run_id).state == "complete"
     assert LtmInstance.objects.get(run_id=run_id, fqn="swapped_ltm.step").state == {"fixed": True}
+
+
+@pytest.mark.skipif(
+    connection.vendor != "postgresql",
+    reason="SQLite's write transaction holds the whole database from its start: there is no "
+    "row to lock; the scale-out pass (tests/test_scaleout.py) runs this on PostgreSQL",
+)
+def test_a_commit_that_lost_its_compare_and_set_locks_the_run_as_it_reads_it_again(user):
+    """Two workers of one run used to lose to each other's writes until a commit gave up
+    ("keeps changing") and left its execution claimed: a try after a lost compare-and-set
+    now holds the run's row from its read to its write."""
+    import threading
+    from dataclasses import replace
+
+    from django.db import OperationalError
+
+    from engine.ltm import store
+
+    run_id = api.start_ltm("my_ltm", user)
+    stale = store.read(run_id)
+    LtmRun.objects.filter(pk=run_id).update(version=stale.run.version + 1)  # a write elsewhere
+    blocked: list[bool] = []
+
+    def another_writer() -> None:
+        try:
+            with connection.cursor() as cursor:  # (this thread's own connection)
+                cursor.execute("SET lock_timeout = '300ms'")
+                cursor.execute("UPDATE engine_ltmrun SET error = 'x' WHERE id = %s", [run_id])
+            blocked.append(False)
+        except OperationalError:
+            blocked.append(True)
+        finally:
+            connection.close()
+
+    def build(snap: store.Snapshot) -> store.Write:
+        if snap.run.version != stale.run.version:  # the second try, on what is stored
+            writer = threading.Thread(target=another_writer)
+            writer.start()
+            writer.join()
+        record = store.row_record(snap.run, next(iter(snap.rows.values())))
+        return store.Write(records=[replace(record, error="written")])
+
+    assert store.commit(run_id, build, known=stale) is not None
+    assert blocked == [True]
+    assert LtmRun.objects.get(pk=run_id).error != "x"
