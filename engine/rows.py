@@ -265,28 +265,7 @@ class Table:
     ) -> int:
         """`UPDATE ... SET` each of `changes`, and each field of `bump` plus one, where
         `where` holds; the number of rows updated."""
-        shape, where_params = self._where(db, where)
-        fields = [self._field(name) for name in changes]
-        key = (db.vendor, "update", tuple(changes), tuple(bump), shape)
-        sql = self._sql.get(key)
-        if sql is None:
-            quote = db.ops.quote_name
-            sets = [f"{quote(field.column)} = %s" for field in fields]
-            sets += [
-                f"{quote(self._field(name).column)} = {quote(self._field(name).column)} + 1"
-                for name in bump
-            ]
-            sql = self._sql[key] = (
-                f"UPDATE {quote(self.meta.db_table)} SET {', '.join(sets)} "
-                f"WHERE {self._clause(db, shape)}"
-            )
-        params = [
-            db_value(field, value, db)
-            for field, value in zip(fields, changes.values(), strict=True)
-        ]
-        with cursor_for(db) as cursor:
-            cursor.execute(sql, params + where_params)
-            return int(cursor.rowcount)
+        return int(self._update(db, changes, bump, where, returning=False))
 
     def update_returning(
         self, db: Any, changes: dict[str, Any], *, bump: Sequence[str] = (), **where: Any
@@ -296,9 +275,23 @@ class Table:
         most. A database without `RETURNING` updates, then reads the row."""
         if not db.features.can_return_columns_from_insert:  # (SQLite before 3.35)
             return self.first(db, **where) if self.update(db, changes, bump=bump, **where) else None
+        row = self._update(db, changes, bump, where, returning=True)
+        return None if row is None else model_from_row(db, self.model, row)
+
+    def _update(
+        self,
+        db: Any,
+        changes: dict[str, Any],
+        bump: Sequence[str],
+        where: dict[str, Any],
+        *,
+        returning: bool,
+    ) -> Any:
+        """The UPDATE: the number of rows updated, or (`returning`) the first row updated,
+        every column, or None."""
         shape, where_params = self._where(db, where)
         fields = [self._field(name) for name in changes]
-        key = (db.vendor, "update returning", tuple(changes), tuple(bump), shape)
+        key = (db.vendor, "update", tuple(changes), tuple(bump), shape, returning)
         sql = self._sql.get(key)
         if sql is None:
             quote = db.ops.quote_name
@@ -310,7 +303,7 @@ class Table:
             columns = ", ".join(quote(field.column) for field in self.fields)
             sql = self._sql[key] = (
                 f"UPDATE {quote(self.meta.db_table)} SET {', '.join(sets)} "
-                f"WHERE {self._clause(db, shape)} RETURNING {columns}"
+                f"WHERE {self._clause(db, shape)}" + (f" RETURNING {columns}" if returning else "")
             )
         params = [
             db_value(field, value, db)
@@ -318,8 +311,7 @@ class Table:
         ]
         with cursor_for(db) as cursor:
             cursor.execute(sql, params + where_params)
-            row = cursor.fetchone()
-        return None if row is None else model_from_row(db, self.model, row)
+            return cursor.fetchone() if returning else cursor.rowcount
 
     def insert(self, db: Any, objs: Sequence[models.Model]) -> None:
         """Insert the rows of `objs` (as `bulk_create` would: defaults and `auto_now_add`
