@@ -61,12 +61,12 @@ def root_class(name: str) -> type[LTM]:
     return known[name]
 
 
-# The statements of the hot path (an execution's claim and commit), written once.
-RUNS, INSTANCES, EXECUTIONS, EVENTS, APPENDS = (
+# The statements of the hot path (an execution's claim and commit), written once (events:
+# `_insert_events`).
+RUNS, INSTANCES, EXECUTIONS, APPENDS = (
     Table(LtmRun),
     Table(LtmInstance),
     Table(LtmExecution),
-    Table(LtmEvent),
     Table(LtmAppend),
 )
 
