@@ -168,8 +168,7 @@ def _append(
         tree = None if held.tree is None else held.tree.with_records([record])
         rows = {**held.rows, row.fqn: store.as_row(row)}
         store.committed.after_commit(run.pk, run.version, rows, tree)
-    event = {"key": key, "value": value, "length": len(state[key])}
-    store.add_event(run, "state.appended", target, event, store.row_record(run, row))
+    store.add_appended(run, target, key, value, len(state[key]))
     return list(state[key]), run
 
 

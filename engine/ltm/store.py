@@ -706,15 +706,15 @@ def _same_walk(stored: Any, value: Any) -> bool:
     return bool(stored == value)
 
 
-def add_event(
-    run: LtmRun, kind: str, fqn: str, data: dict[str, Any], changed: InstanceRecord
-) -> None:
-    """Append one event to a run whose row this transaction has locked, its version and its
-    `seq` advanced by this transaction already (the event takes `run.seq`); `changed` is
-    the instance it changed, as stored now."""
+def add_appended(run: LtmRun, fqn: str, key: str, value: Any, length: int) -> None:
+    """The `state.appended` event of an append to a run whose row this transaction has
+    locked, its version and its `seq` advanced by this transaction already (the event takes
+    `run.seq`): `value` added to the list `key` of `fqn`'s state, now `length` long. Its
+    change holds the value alone, not the list (`history.append_change`)."""
     db = db_for(LtmRun)
-    change = history.change_of({}, [changed], state=run.state, error=run.error, copy=False)
-    _insert_events(db, run, run.state, [(run.seq, kind, fqn, None, data, change)])
+    data = {"key": key, "value": value, "length": length}
+    change = history.append_change(fqn, key, value, state=run.state, error=run.error)
+    _insert_events(db, run, run.state, [(run.seq, "state.appended", fqn, None, data, change)])
     every = config.checkpoint_every()
     if run.seq % every == 0:
         snap = Snapshot(run, {r.fqn: r for r in LtmInstance.objects.filter(run=run)})

@@ -366,3 +366,28 @@ def test_a_write_stores_only_the_records_that_changed_and_changes_of_type_too(us
         again = store.read(run_id).rows[first.fqn]
         assert again.state == record.state
         assert [type(v) for v in again.state.values()] == [type(v) for v in record.state.values()]
+
+
+@pytest.mark.parametrize("every", [1, 100])
+def test_a_joins_arrivals_keep_the_value_they_brought_not_the_list(user, truth, every):
+    """An arrival's append is kept in the history as the value it appended, and the changes
+    of the join's status carry its status, not its state: the history grows by a constant
+    per arrival, not by the list, and every event still shows the run as it was."""
+    with override_settings(FLOWSTUDIO={**_flowstudio(), "LTM_CHECKPOINT_EVERY": every}):
+        run_id = api.start_ltm("flou_join", user, {"size": 6})
+        check_every_event(truth, run_id, user)
+        root_run = api.start_ltm("slow_fan_out", user, {"size": 3, "sleep": 0})  # the root's
+        check_every_event(truth, root_run, user)
+
+    changes = LtmEvent.objects.filter(run_id=run_id).exclude(change=None)
+    appended = [c.change for c in changes.filter(kind="state.appended")]
+    assert len(appended) == 6
+    assert all(c["records"] == [] and len(c["appended"]) == 1 for c in appended)
+    assert sorted(c["appended"][0]["value"]["k"] for c in appended) == list("123456")
+    for change in changes.values_list("change", flat=True):
+        for record in change["records"]:
+            if record["fqn"] == "flou_join.gather":
+                assert record.get("state", {}).get("got", []) == [], change  # never the list
+    roots = LtmEvent.objects.filter(run_id=root_run, kind="state.appended")
+    assert sorted(e.change["appended"][0]["fqn"] for e in roots) == ["slow_fan_out"] * 6
+    assert api.load_ltm(root_run).state["finished"] and api.load_ltm(run_id).run.state == "complete"
