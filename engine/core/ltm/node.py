@@ -357,13 +357,15 @@ class LTM:
             raise RuntimeError("atomic_state_append() works inside run() of a started LTM")
         index = root._buffer.next_call_index()
         # The runtime stores a copy of `value`, and returns the list as stored, which it may
-        # keep (a process holds the rows it committed): the state and the caller get copies,
-        # so what run() does with them afterwards changes nothing stored. (The buffer's is
-        # copied where it is used.)
+        # keep (a process holds the rows it committed): the state gets a copy, so what run()
+        # does with it afterwards changes nothing stored. The caller gets that same list, as
+        # `self.state[key]` (one copy of a join's growing list per arrival, not two); when
+        # run() returns the state is the list as stored again. (The buffer's is copied where
+        # it is used.)
         stored = root._runtime.atomic_state_append(self, key, copy_data(value), index)
-        self._state[key] = copy_data(stored)
+        values = self._state[key] = copy_data(stored)
         root._buffer.appended[(self.fqn, key)] = stored
-        return copy_data(stored)
+        return values
 
     def start(self, /, **payload: Any) -> str:
         """Start this root machine once: its runtime queues its execution with `payload`.

@@ -248,6 +248,31 @@ def test_atomic_append_needs_an_existing_list() -> None:
     assert child.status == "failed" and "must be set to a list first" in (child.error or "")
 
 
+class AppendAndChange(LTM):
+    """Appends, then changes the list the append returned."""
+
+    def run(self, **payload: Any) -> None:
+        got = self.root.atomic_state_append("got", {"n": 1})
+        assert got is self.root.state["got"]  # the state's list, as stored: one copy
+        got[0]["n"] = 2
+        got.append("not stored")
+        self.update_state({"seen": list(self.root.state["got"])})
+
+
+class AppendAndChangeLtm(LTM):
+    init = [AppendAndChange]
+    initial_state = {"got": []}
+
+
+def test_what_run_does_with_the_appended_list_is_not_stored() -> None:
+    root, _ = run(AppendAndChangeLtm)
+
+    child = root.child("append_and_change")
+    assert child.error is None and child.status == "active"  # (it has nowhere to go)
+    assert child.state["seen"] == [{"n": 2}, "not stored"]  # what run() saw, meanwhile
+    assert root.state["got"] == [{"n": 1}]  # the list as appended
+
+
 def test_atomic_append_outside_run_is_refused() -> None:
     with pytest.raises(RuntimeError, match="inside run"):
         catalog.MyLtm().atomic_state_append("x", 1)
