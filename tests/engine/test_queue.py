@@ -203,3 +203,20 @@ def test_a_graceful_stop_wakes_the_idle_workers_at_once(tmp_path, monkeypatch):
         consumer.stop_flag.set()
         storage.doorbell.wake_all()
         storage.doorbell.close()
+
+
+def test_a_consumer_leaves_what_the_process_holds_at_its_start_out_of_garbage_collection():
+    """`create_consumer` (`run_engine`, `manage.py studio`) freezes the objects the process
+    holds by then (modules, classes, registries), which every collector round walked again."""
+    import gc
+
+    from engine.huey_tasks import create_consumer
+
+    gc.unfreeze()
+    assert gc.get_freeze_count() == 0
+    try:
+        consumer = create_consumer(workers=1)
+        assert gc.get_freeze_count() > 10_000
+        assert consumer.workers == 1
+    finally:
+        gc.unfreeze()
