@@ -15,7 +15,7 @@ from contextlib import contextmanager
 from datetime import timedelta
 from typing import Any
 
-from django.db import transaction
+from django.db import connections, router, transaction
 from django.utils import timezone
 
 from engine import config, dispatch
@@ -29,9 +29,11 @@ from engine.flows.models import Flow
 from engine.flows.status import FINISHED, FlowState
 from engine.flows.store import (
     STEPPING_RESOLUTION,
+    EventSpec,
     ItemAt,
     claim_pending,
     claims_at_once,
+    create_flow,
     load_flow,
     write_flow,
 )
@@ -54,11 +56,41 @@ def starting(flow: Flow) -> Iterator[None]:
     instead of reading the row back. Every write is a compare-and-set on the version all the
     same, and each updates this object, so the caller sees the flow as its run left it."""
     outer = getattr(_inline, "flow", None)  # (a step of an inline run may start a flow)
-    _inline.flow = flow
+    outer_claimed = getattr(_inline, "claimed", None)
+    _inline.flow, _inline.claimed = flow, None
     try:
         yield
     finally:
-        _inline.flow = outer
+        _inline.flow, _inline.claimed = outer, outer_claimed
+
+
+def runs_at_once() -> bool:
+    """Whether a flow started now runs at once, in this thread, once created: the queue is
+    in immediate mode and no transaction of the caller's holds its run until it commits."""
+    return dispatch.immediate() and not connections[router.db_for_write(Flow)].in_atomic_block
+
+
+def create_and_run(flow: Flow, events: list[EventSpec], *, at_once: bool) -> None:
+    """Create the new `flow` (inside `starting`) with its first `events`, and queue its run.
+
+    When that runs at once (`at_once`, from `runs_at_once()` before the creation's own
+    transaction, if any, began), the creation claims the flow as well, as `_claim` would
+    have: RUNNING, leased, planned for its first step, its `flow.running` event after
+    `events` (which record it PENDING, as it was created). The run then takes it as it is:
+    one transaction fewer for each flow started inline, where the creation and the claim
+    took one each."""
+    if at_once:
+        claim: dict[str, Any] = {"state": FlowState.RUNNING, "lease_until": lease_until()}
+        running: list[tuple[str, dict[str, Any]]] = [("flow.running", {})]
+        _plan_next(flow, flow.position, claim, running, in_loop=True)
+        for name, value in claim.items():
+            setattr(flow, name, value)
+        events = [(kind, {**spec, "state": FlowState.PENDING}) for kind, spec in events]
+        create_flow(flow, [*events, *running])
+        _inline.claimed = flow.pk
+    else:
+        create_flow(flow, events)
+    enqueue_run(flow.pk)
 
 
 def load(flow_id: int) -> Flow | None:
@@ -344,9 +376,12 @@ def _claim(flow_id: int) -> Flow | None:
     """The flow `flow_id` claimed by this worker to run its steps (RUNNING, leased, its
     `flow.running` event), planned for its first step (a time limit's deadline; an offloaded
     step's job, in `job_id`: the caller queues it); None if it is not PENDING."""
+    started = getattr(_inline, "flow", None)
+    if started is not None and started.pk == flow_id and _inline.claimed == flow_id:
+        _inline.claimed = None
+        return started  # claimed by its creation, just now (`create_and_run`)
     claim: dict[str, Any] = {"state": FlowState.RUNNING, "lease_until": lease_until(), "job_id": ""}
     events: list[tuple[str, dict[str, Any]]] = [("flow.running", {})]
-    started = getattr(_inline, "flow", None)
     if claims_at_once() and (started is None or started.pk != flow_id):
         # PostgreSQL: claimed and read in one round trip, then planned. A first step with a
         # time limit or offloaded takes a second write, as reading it first did.

@@ -24,12 +24,11 @@ from engine.core.flows import script as script_registry
 from engine.flows import codec, humans
 from engine.flows.models import Flow, Routine
 from engine.flows.retries import new_visit_key
-from engine.flows.runner import enqueue_run, recheck, starting
+from engine.flows.runner import create_and_run, enqueue_run, recheck, runs_at_once, starting
 from engine.flows.status import ACTIONS, FlowState, actions_for
 from engine.flows.store import (
     EventSpec,
     ItemAt,
-    create_flow,
     creating,
     load_flow,
     routine_steps,
@@ -102,9 +101,9 @@ def start_flow(routine: Routine | int, user: Any, data: dict[str, Any] | None = 
         visit_key=new_visit_key(),
     )
     created = ("flow.created", {"actor": user, "data": {"routine": routine.name}})
+    at_once = runs_at_once()
     with starting(flow), creating():
-        create_flow(flow, [created])
-        enqueue_run(flow.pk)
+        create_and_run(flow, [created], at_once=at_once)
     # As it is now: as committed, or as its run left it when the queue ran it inline (at the
     # commit, in this thread): the run writes through this very object.
     return flow

@@ -25,7 +25,9 @@ from engine.flows.status import FlowState
 from engine.liveness import worker_id
 from engine.rows import can_go_direct, convert, cursor_for, db_value, direct, model_from_row
 
-EventSpec = tuple[str, dict[str, Any]]  # (kind, {"message":..., "data":..., "actor":...})
+# (kind, {"message":..., "data":..., "actor":...}); "state": the flow's state the event
+# records, when not the one the write leaves (a creation that claims the flow as well)
+EventSpec = tuple[str, dict[str, Any]]
 
 
 def _column(meta: Any, name: str) -> Field[Any, Any]:
@@ -603,7 +605,7 @@ class _EventRow:
         actor = spec.get("actor")
         self.flow_id, self.seq, self.kind = flow.pk, flow.seq, kind
         self.actor_id = None if actor is None else actor.pk
-        self.state, self.position = flow.state, flow.position
+        self.state, self.position = spec.get("state") or flow.state, flow.position
         self.message = spec.get("message", "")
         self.data = spec.get("data", {})
 

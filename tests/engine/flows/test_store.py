@@ -8,7 +8,7 @@ from decimal import Decimal
 
 import pytest
 from django.core.exceptions import ValidationError
-from django.db import connection
+from django.db import connection, transaction
 from django.test.utils import CaptureQueriesContext
 
 from engine import Task, api, rows
@@ -134,6 +134,35 @@ def test_a_flow_run_inline_is_answered_without_reading_it_back(user, routine):
     ], reads
     stored = Flow.objects.get(pk=flow.pk)
     assert (stored.state, stored.version, stored.seq) == (flow.state, flow.version, flow.seq)
+
+
+@pytest.mark.bothmodes
+def test_a_flow_run_at_once_is_claimed_by_its_creation(user, routine):
+    """Run at once (inline, no transaction of the caller's holding it), a flow is claimed by
+    the write that creates it: its first write holds `flow.created` (recording it pending, as
+    created) and `flow.running`, and the run writes only its steps. Started inside a
+    caller's transaction, it is created pending and claimed by its run after the commit."""
+    steps = routine("t_echo", "t_echo")
+    with CaptureQueriesContext(connection) as captured:
+        flow = api.start_flow(steps, user)
+    assert flow.state == "complete"
+    writes = [q["sql"] for q in captured if 'UPDATE "engine_flow"' in q["sql"]]
+    assert len(writes) == 2, writes  # the two steps' (the claim took one more)
+    events = list(FlowEvent.objects.filter(flow=flow).order_by("seq").values_list("kind", "state"))
+    assert events[:3] == [
+        ("flow.created", "pending"),
+        ("flow.running", "running"),
+        ("step.completed", "running"),
+    ]
+    assert events[-1] == ("flow.complete", "complete")
+
+    with transaction.atomic():
+        later = api.start_flow(steps, user)
+        assert later.state == "pending"  # (its run waits for this transaction's commit)
+    stored = Flow.objects.get(pk=later.pk)
+    assert stored.state == "complete"
+    kinds = list(FlowEvent.objects.filter(flow=later).order_by("seq").values_list("kind", "state"))
+    assert kinds[:2] == [("flow.created", "pending"), ("flow.running", "running")]
 
 
 class _StartsAnother(Task):
@@ -370,7 +399,7 @@ def test_a_start_on_sqlite_creates_through_the_driver_then_publishes_then_queues
     once that has committed, and only then is it queued."""
     from huey.contrib.djhuey import HUEY
 
-    from engine.flows import service
+    from engine.flows import runner
 
     steps = routine("t_echo")
     order: list[tuple[str, bool]] = []
@@ -386,7 +415,7 @@ def test_a_start_on_sqlite_creates_through_the_driver_then_publishes_then_queues
 
     engine_events.connect(sink)
     immediate, HUEY.immediate = HUEY.immediate, False
-    monkeypatch.setattr(service, "enqueue_run", queued)
+    monkeypatch.setattr(runner, "enqueue_run", queued)
     monkeypatch.setattr(connection, "cursor", no_django)
     monkeypatch.setattr(connection, "set_autocommit", no_django)
     try:
