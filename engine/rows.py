@@ -221,19 +221,25 @@ class Table:
                 )
         return found
 
-    def value(self, db: Any, name: str, **where: Any) -> Any:
-        """The value of field `name` in the first row where `where` holds (by key: the
-        one), as the ORM reads it; None if there is no such row."""
-        shape, params = self._where(db, where)
-        key = (db.vendor, "value", name, shape)
+    def _column_select(self, db: Any, field: Any, shape: tuple[Any, ...], limit: str) -> str:
+        """`SELECT column FROM table WHERE ... LIMIT limit` (a number, or `%s`), written once
+        per shape."""
+        key = (db.vendor, "column", field.column, shape, limit)
         sql = self._sql.get(key)
-        field = self._field(name)
         if sql is None:
             quote = db.ops.quote_name
             sql = self._sql[key] = (
                 f"SELECT {quote(field.column)} FROM {quote(self.meta.db_table)} "
-                f"WHERE {self._clause(db, shape)} LIMIT 1"
+                f"WHERE {self._clause(db, shape)} LIMIT {limit}"
             )
+        return str(sql)
+
+    def value(self, db: Any, name: str, **where: Any) -> Any:
+        """The value of field `name` in the first row where `where` holds (by key: the
+        one), as the ORM reads it; None if there is no such row."""
+        shape, params = self._where(db, where)
+        field = self._field(name)
+        sql = self._column_select(db, field, shape, "1")
         with cursor_for(db) as cursor:
             cursor.execute(sql, params)
             row = cursor.fetchone()
@@ -242,14 +248,7 @@ class Table:
     def pks(self, db: Any, limit: int, **where: Any) -> list[Any]:
         """The keys of at most `limit` rows where `where` holds."""
         shape, params = self._where(db, where)
-        key = (db.vendor, "pks", shape)
-        sql = self._sql.get(key)
-        if sql is None:
-            quote = db.ops.quote_name
-            sql = self._sql[key] = (
-                f"SELECT {quote(self.meta.pk.column)} FROM {quote(self.meta.db_table)} "
-                f"WHERE {self._clause(db, shape)} LIMIT %s"
-            )
+        sql = self._column_select(db, self.meta.pk, shape, "%s")
         with cursor_for(db) as cursor:
             cursor.execute(sql, [*params, limit])
             rows = cursor.fetchall()
