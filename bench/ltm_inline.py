@@ -9,9 +9,10 @@ and no other process. Each round times `--runs` runs one after the other by this
 CPU time (`time.process_time`) and prints the milliseconds of CPU a run took; one run of 50
 branches warms up first. The figure leaves out what the consumer adds (the queue, the
 claims a worker keeps, the threads), so it does not replace `ltm_fanout.py`'s ratio to bare
-Huey; it moves much less with the machine's load than a wall clock, which makes it the one
-to compare two versions of the engine by: run this script from each (a worktree of the
-other commit, with this file copied into it), alternating.
+Huey: it isolates the engine's own work. To compare two versions of the engine, run this
+script from each (a worktree of the other commit, with this file copied into it),
+alternating, several times: a shared machine's speed can drift by a quarter within an hour,
+and the CPU time drifts with it.
 
 Embedded defaults (SQLite in WAL mode) in a scratch directory. Nothing here asserts a time.
 """
