@@ -29,6 +29,12 @@ def consumer_options() -> dict[str, Any]:
     return dict(huey.get("consumer", {}))
 
 
+def ltm_in_a_row() -> int:
+    """How many LTM executions one task runs at most in a row (`executor.execute_execution`):
+    a worker goes on with the state its commit queued, then hands the next to the queue."""
+    return max(1, int(value("LTM_IN_A_ROW", 50)))
+
+
 def checkpoint_every() -> int:
     """How many events of an LTM run lie at most between two of its snapshots."""
     return max(1, int(value("LTM_CHECKPOINT_EVERY", 100)))

@@ -281,6 +281,11 @@ FLOWSTUDIO: dict[str, Any] = {
     # An LTM run keeps a whole snapshot of itself every this many events: the time machine
     # (engine.api.ltm_at / rollback_ltm / copy_ltm) replays at most as many changes.
     "LTM_CHECKPOINT_EVERY": int(os.environ.get("FLOWSTUDIO_LTM_CHECKPOINT_EVERY", "100")),
+    # A worker goes on with the LTM state its commit queued, without a trip through the
+    # queue, up to this many executions in a row; then the next goes through the queue, so a
+    # run that loops for ever holds a worker no longer (fewer: fairer between runs; more:
+    # less queueing for long chains and fan-outs).
+    "LTM_IN_A_ROW": int(os.environ.get("FLOWSTUDIO_LTM_IN_A_ROW", "50")),
 }
 # Largest request body Django reads (bytes); the REST API answers 413 above it.
 DATA_UPLOAD_MAX_MEMORY_SIZE = int(os.environ.get("FLOWSTUDIO_MAX_BODY_BYTES", str(1024 * 1024)))

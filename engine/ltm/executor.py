@@ -21,7 +21,7 @@ from typing import Any
 from django.db import transaction
 from django.utils import timezone
 
-from engine import dispatch
+from engine import config, dispatch
 from engine.core.errors import FlowStateError
 from engine.core.ltm.node import LTM
 from engine.core.ltm.planner import plan, plan_start
@@ -181,16 +181,12 @@ def _lease() -> Any:
     return lease_until()
 
 
-# Executions one Huey task runs in a row: a worker goes on with the state the commit of
-# its execution queued (see `execute_execution`), then hands the next one to the queue, so
-# a run that loops for ever holds a worker no longer than this.
-IN_A_ROW = 50
-
-
 def execute_execution(execution_id: int) -> None:
     """Body of the Huey task: claim, execute, commit (see the module's docstring). Then the
     worker goes on with the first execution that commit queued, without sending it through
-    the queue and back (in immediate mode: sent, run in order), up to IN_A_ROW in all. That
+    the queue and back (in immediate mode: sent, run in order), up to `LTM_IN_A_ROW` in all
+    (`config.ltm_in_a_row()`: then it hands the next one to the queue, so a run that loops for
+    ever holds a worker no longer than that). That
     commit claims it for this worker (`_keep_first`): it needs no claim of its own. A worker
     that dies between two leaves the next one claimed: its lease runs out (or its heartbeat
     stops) and it is queued again, as any other claimed execution."""
@@ -201,12 +197,13 @@ def execute_execution(execution_id: int) -> None:
     if queued is None or queued.status != ExecutionStatus.QUEUED:
         return
     keep = not dispatch.immediate()
+    in_a_row = config.ltm_in_a_row()
     ahead: tuple[LtmExecution, store.Write | None] | None = (queued, None)
     turn = 1
     while ahead is not None:
         execution, before = ahead
         turn += 1
-        ahead = _execute(execution, before, keep=keep and turn <= IN_A_ROW)
+        ahead = _execute(execution, before, keep=keep and turn <= in_a_row)
 
 
 def _execute(

@@ -102,9 +102,9 @@ def statuses_then(view: Any) -> dict[str, Any]:
 
 
 def test_a_task_runs_at_most_in_a_row_executions_then_queues_the_next(
-    user, through_the_queue, monkeypatch
+    user, through_the_queue, settings
 ):
-    monkeypatch.setattr(executor, "IN_A_ROW", 3)
+    settings.FLOWSTUDIO = {**settings.FLOWSTUDIO, "LTM_IN_A_ROW": 3}
     run_id = api.start_ltm("ping_pong", user, {"rounds": 3})
 
     assert work_off() == 3  # 7 executions: 3, 3, then 1
@@ -229,3 +229,11 @@ def test_a_commit_that_finds_the_queued_execution_it_takes_claimed_meanwhile_sta
     assert actives.filter(fqn="flou_join.branch_3").count() == 1
     seqs = list(LtmEvent.objects.filter(run_id=run_id).values_list("seq", flat=True))
     assert sorted(seqs) == list(range(1, LtmRun.objects.get(pk=run_id).seq + 1))
+
+
+def test_how_many_in_a_row_is_a_setting_of_at_least_one(settings):
+    from engine import config
+
+    assert config.ltm_in_a_row() == 50  # the default (FLOWSTUDIO_LTM_IN_A_ROW)
+    settings.FLOWSTUDIO = {**settings.FLOWSTUDIO, "LTM_IN_A_ROW": 0}
+    assert config.ltm_in_a_row() == 1  # (a task runs at least the execution it was sent for)
