@@ -117,7 +117,7 @@ def _append(
     # Takes the run's row lock (PostgreSQL; SQLite's IMMEDIATE transaction holds its
     # write lock already), ordering this append with every other write of the run, and
     # numbers the state.appended event written below (`seq`).
-    changes = {"updated": timezone.now()}
+    changes = {"updated": store.write_time()}
     run = store.RUNS.update_returning(db, changes, bump=["version", "seq"], pk=execution.run_id)
     if run is None:
         raise LtmRun.DoesNotExist(f"no LTM run {execution.run_id}")
@@ -167,7 +167,7 @@ def _append(
         record = store.row_record(run, row)
         tree = None if held.tree is None else held.tree.with_records([record])
         rows = {**held.rows, row.fqn: store.as_row(row)}
-        store.committed.after_commit(run.pk, run.version, rows, tree)
+        store.committed.after_commit(run, rows, tree)
     store.add_appended(run, target, key, value, len(state[key]))
     return list(state[key]), run
 

@@ -15,6 +15,7 @@ import threading
 from collections import OrderedDict, deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
+from datetime import timedelta
 from typing import Any, cast
 
 from django.db import connections, router, transaction
@@ -132,13 +133,24 @@ class CommittedRuns:
     this one does not hold, and is read from the database. The rows and the trees are shared
     between snapshots and never changed in place (a write replaces a row object, see
     `_write_records`; whoever changes a tree changes a copy). Least recently used runs go
-    first past `max_rows` rows in all."""
+    first past `max_rows` rows in all.
+
+    A write is also kept as written (`written`) from before its commit, under the run's row
+    as that write left it: its version and its `updated`, a time no other write of this
+    process gives a run (`write_time`). A reader that finds the run's row so in the database
+    finds it committed, and takes its rows (`get_as_read`), where the committed entry may not
+    be there yet: a writer waiting for the run's row lock wakes as the other's commit ends on
+    the server, before that writer has run its on-commit hook. Rolled back, a write's rows
+    never match a row in the database, and drop out of the bounded `written`."""
+
+    _WRITTEN = 64  # writes kept as written: those in flight, and some rolled back
 
     def __init__(self, max_rows: int = 50_000) -> None:
         self.max_rows = max_rows
         self._lock = threading.Lock()
         self._runs: OrderedDict[str, Held] = OrderedDict()
         self._held = 0
+        self._written: OrderedDict[tuple[str, int, Any], Held] = OrderedDict()
 
     def get(self, run_id: Any, version: int) -> Held | None:
         """The run at `version`, if this process committed that version."""
@@ -148,6 +160,18 @@ class CommittedRuns:
                 return None
             self._runs.move_to_end(str(run_id))
             return held
+
+    def get_as_read(self, run: LtmRun) -> Held | None:
+        """The run as `run`, its row as just read from the database, says it is: the entry
+        committed at its version, or else the write of this process that left the row so (its
+        version and `updated`). That write is either committed (its hook may not have run
+        yet) or the reader's own transaction's: its rows are the ones the reader sees, either
+        way. (Not kept as committed here: only the writer's hook knows its commit.)"""
+        held = self.get(run.pk, run.version)
+        if held is not None:
+            return held
+        with self._lock:
+            return self._written.get((str(run.pk), run.version, run.updated))
 
     def put(self, run_id: Any, held: Held) -> None:
         """Keep `held` (an older version than the one kept: ignored, a write committed after
@@ -169,17 +193,46 @@ class CommittedRuns:
                 self._held -= len(dropped.rows)
 
     def after_commit(
-        self, run_id: Any, version: int, rows: dict[str, Any], tree: RecordTree | None = None
+        self, run: LtmRun, rows: dict[str, Any], tree: RecordTree | None = None
     ) -> None:
         """Keep `rows` (InstanceRows, never changed in place: the dict is copied now) and
-        their `tree` as the run at `version` once the transaction under way commits."""
-        held = Held(version, dict(rows), tree)
-        transaction.on_commit(lambda: self.put(run_id, held))
+        their `tree` as `run` at its version (and `updated`, as written by the transaction
+        under way): as written at once, as committed once the transaction commits."""
+        held = Held(run.version, dict(rows), tree)
+        key = (str(run.pk), run.version, run.updated)
+        if len(held.rows) <= self.max_rows:
+            with self._lock:
+                self._written[key] = held
+                while len(self._written) > self._WRITTEN:
+                    self._written.popitem(last=False)
+
+        def committed() -> None:
+            self.put(run.pk, held)
+            with self._lock:
+                self._written.pop(key, None)
+
+        transaction.on_commit(committed)
 
     def clear(self) -> None:
         with self._lock:
             self._runs.clear()
             self._held = 0
+            self._written.clear()
+
+
+_last_write_time = [timezone.now()]
+_write_time_lock = threading.Lock()
+
+
+def write_time() -> Any:
+    """Now, for a run's `updated`: later than any this process gave before, so two writes
+    of this process never leave a run's row alike (`CommittedRuns.get_as_read`)."""
+    now = timezone.now()
+    with _write_time_lock:
+        if now <= _last_write_time[0]:
+            now = _last_write_time[0] + timedelta(microseconds=1)
+        _last_write_time[0] = now
+    return now
 
 
 @dataclass(frozen=True)
@@ -269,7 +322,7 @@ def read(run_id: Any, only: Iterable[str] | None = None, *, lock: bool = False) 
     run = RUNS.first(db_for(LtmRun), related="owner", lock=lock, pk=run_id)
     if run is None:
         raise LtmRun.DoesNotExist(f"no LTM run {run_id}")
-    held = committed.get(run.pk, run.version)
+    held = committed.get_as_read(run)
     if held is not None:  # this process wrote that version: its rows are these
         return Snapshot(run, dict(held.rows), _tree=held.tree)
     rows = LtmInstance.objects.filter(run=run)
@@ -393,7 +446,7 @@ def apply(snap: Snapshot, write: Write) -> bool:
     Besides the rows, each write keeps its place in the run's history: the change it made
     rides on its last event (`LtmEvent.change`), the executions it queued or closed carry
     that event's seq, and every `checkpoint_every()` events a whole snapshot is kept."""
-    run, now = snap.run, timezone.now()
+    run, now = snap.run, write_time()
     if snap.partial and any(r.fqn not in snap.rows for r in write.records):
         snap.complete()  # (a record of an instance not read: is it new, or stored?)
     state = _next_state(snap, write)
@@ -497,10 +550,10 @@ def apply(snap: Snapshot, write: Write) -> bool:
         root = [replace(r, state=global_state) for r in records if "." not in r.fqn]
         tree = tree.with_records([*(r for r in records if "." in r.fqn), *root], write.removed)
     if not snap.partial:
-        committed.after_commit(run.pk, run.version, snap.rows, tree)
+        committed.after_commit(run, snap.rows, tree)
     elif base is not None:  # the rows read are current; the others are as held
         kept = {fqn: row for fqn, row in base.rows.items() if fqn not in write.removed}
-        committed.after_commit(run.pk, run.version, {**kept, **snap.rows}, tree)
+        committed.after_commit(run, {**kept, **snap.rows}, tree)
     snap.forget_tree()  # (its rows have changed)
     to_dispatch = [*write.new_execution_ids, *write.redispatch]
     if keeping is not None:

@@ -400,6 +400,69 @@ def test_a_write_that_rolled_back_never_serves_as_the_run(user):
     assert _stored_records(run_id)[fqn].error == "committed"
 
 
+def test_a_write_committed_serves_a_reader_before_its_writer_has_run_its_hooks(user):
+    """A reader can find a write committed before the writer has run its on-commit hooks
+    (on PostgreSQL a writer waiting for the run's row lock wakes as the other's commit
+    ends). It takes the rows as written, without reading every instance row again."""
+    from django.db import transaction
+    from django.test.utils import CaptureQueriesContext
+
+    from engine.ltm import store
+
+    run_id = api.start_ltm("flou_join", user, {"size": 12})
+    fqn = next(f for f in store.read(run_id).rows if "." in f)
+    seen: dict[str, Any] = {}
+
+    def read_at_once() -> None:  # runs before the write's own hook: registered first
+        assert store.committed.get(run_id, seen["version"]) is None  # (not yet kept)
+        with CaptureQueriesContext(connection) as captured:
+            seen["snap"] = store.read(run_id)
+        seen["sql"] = [query["sql"] for query in captured]
+
+    def build(snap: store.Snapshot) -> store.Write:
+        record = store.row_record(snap.run, snap.rows[fqn])
+        return store.Write(records=[record.__class__(**{**record.__dict__, "error": "new"})])
+
+    with transaction.atomic():
+        seen["version"] = store.read(run_id).run.version + 1
+        transaction.on_commit(read_at_once)
+        store.commit(run_id, build)
+    assert len(seen["sql"]) == 1 and "engine_ltminstance" not in seen["sql"][0]
+    assert seen["snap"].run.version == seen["version"]
+    assert seen["snap"].rows[fqn].error == "new"
+    assert {r.fqn: r for r in seen["snap"].records()} == _stored_records(run_id)
+
+
+def test_a_rolled_back_write_never_serves_a_version_another_process_wrote(user):
+    """A rolled-back write is kept as written a while, under the run's row as it would have
+    left it: a row another process writes at the same version is not that row."""
+    from django.db import transaction
+
+    from engine.ltm import store
+
+    run_id = api.start_ltm("flou_join", user, {"size": 3})
+    fqn = next(f for f in store.read(run_id).rows if "." in f)
+    version = store.read(run_id).run.version
+
+    def build(snap: store.Snapshot) -> store.Write:
+        record = store.row_record(snap.run, snap.rows[fqn])
+        return store.Write(records=[record.__class__(**{**record.__dict__, "error": "undone"})])
+
+    with pytest.raises(RuntimeError), transaction.atomic():
+        store.commit(run_id, build)
+        raise RuntimeError("the caller fails after the write")
+    LtmInstance.objects.filter(run_id=run_id, fqn=fqn).update(error="elsewhere")
+    LtmRun.objects.filter(pk=run_id).update(version=version + 1)  # as another process's write
+    assert store.read(run_id).rows[fqn].error == "elsewhere"
+
+
+def test_no_two_writes_of_a_process_give_a_run_the_same_time():
+    from engine.ltm import store
+
+    times = [store.write_time() for _ in range(2000)]
+    assert all(earlier < later for earlier, later in zip(times, times[1:], strict=False))
+
+
 def test_a_run_another_process_wrote_is_read_from_the_database(user):
     from engine.ltm import store
 
