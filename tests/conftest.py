@@ -140,9 +140,9 @@ class Consumer:
 
 
 @pytest.fixture
-def consumer(transactional_db, tmp_path) -> Iterator[Consumer]:
-    """Switch this process's Huey to its real queue and run consumer processes on it.
-    Flows started by the test are enqueued there and performed by the consumers."""
+def engine_queue(transactional_db, tmp_path) -> Iterator[Consumer]:
+    """Switch this process's Huey to its real queue, with consumer processes ready to run on
+    it (none started: see `consumer`). Flows started by the test are enqueued there."""
     HUEY.immediate = False
     HUEY.storage.flush_all()
     env = dict(os.environ)
@@ -158,7 +158,6 @@ def consumer(transactional_db, tmp_path) -> Iterator[Consumer]:
         TEST_PERFORM_LOG=str(tmp_path / "performed.log"),
     )
     runner = Consumer(env, tmp_path)
-    runner.start()
     try:
         yield runner
     finally:
@@ -168,15 +167,27 @@ def consumer(transactional_db, tmp_path) -> Iterator[Consumer]:
 
 
 @pytest.fixture
-def studio(consumer, tmp_path):
+def consumer(engine_queue) -> Consumer:
+    """Real consumer processes on this process's real queue (`engine_queue`): flows started
+    by the test are performed by them."""
+    engine_queue.start()
+    return engine_queue
+
+
+@pytest.fixture
+def studio(engine_queue, tmp_path):
     """The studio's daphne server (`manage.py studio`) on the test database. In embedded mode
-    the engine's consumer runs inside it, so the `consumer` fixture's processes are stopped
-    first; scaled out (REDIS_URL), they keep running beside it."""
+    the engine's consumer runs inside it, and no other (the `consumer` fixture's processes,
+    if a test asked for them too, are stopped first); scaled out (REDIS_URL), consumer
+    processes run beside it."""
     from tests.live_support import Studio, scaled_out
 
-    if not scaled_out():
-        consumer.stop()
-    server = Studio(consumer.env, tmp_path / "studio.log", with_consumer=not scaled_out())
+    if scaled_out():
+        if not engine_queue.alive():
+            engine_queue.start()
+    else:
+        engine_queue.stop()
+    server = Studio(engine_queue.env, tmp_path / "studio.log", with_consumer=not scaled_out())
     try:
         yield server
     finally:

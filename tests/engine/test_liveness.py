@@ -133,12 +133,11 @@ def _worker_of(pid: int) -> str:
 @pytest.mark.crash
 @pytest.mark.parametrize("script", ["t_sleep", "t_offloaded"])
 def test_a_step_held_by_a_killed_consumer_resumes_on_another_long_before_its_lease(
-    consumer, user, script
+    engine_queue, user, script
 ):
+    consumer = engine_queue
     # A lease of ten minutes: only the heartbeat can hand the step on in this test's time.
-    consumer.stop()
     consumer.env["FLOW_LEASE_SECONDS"] = "600"
-    consumer.processes = []
     # Two consumers of two threads each, four flows whose step 1 takes a while: each
     # consumer runs two of them at once.
     doomed, survivor = consumer.start_one(), consumer.start_one()

@@ -28,8 +28,8 @@ def unfinished(ids) -> int:
     )
 
 
-def test_sigkill_chaos_on_three_consumers(consumer, user):
-    consumer.stop()
+def test_sigkill_chaos_on_three_consumers(engine_queue, user):
+    consumer = engine_queue
     consumer.count = 3
     # The production lease: a killed consumer's work must be handed on by the heartbeat.
     consumer.env["FLOW_LEASE_SECONDS"] = "60"

@@ -36,11 +36,11 @@ def messages(folder: Path) -> list[str]:
 
 
 @pytest.fixture
-def mailbox(consumer, tmp_path):
-    """Restart the consumers with e-mail written to files in a folder of this test."""
+def mailbox(engine_queue, tmp_path):
+    """Start the consumers with e-mail written to files in a folder of this test."""
     folder = tmp_path / "mail"
     folder.mkdir()
-    consumer.stop()
+    consumer = engine_queue
     consumer.env.update(
         DJANGO_EMAIL_BACKEND="django.core.mail.backends.filebased.EmailBackend",
         DJANGO_EMAIL_FILE_PATH=str(folder),
@@ -70,7 +70,8 @@ def test_deadlines_fire_once_each_on_the_consumers_and_input_first_wins(consumer
     assert not FlowEvent.objects.filter(flow=answered, kind="step.timed_out").exists()
 
 
-def test_each_assignee_is_emailed_once_per_wait_by_the_consumers(mailbox, consumer, make_user):
+def test_each_assignee_is_emailed_once_per_wait_by_the_consumers(mailbox, engine_queue, make_user):
+    consumer = engine_queue
     group = Group.objects.create(name="approvers")
     people = [make_user(f"approver{n}", email=f"a{n}@example.com") for n in range(3)]
     for person in people:
