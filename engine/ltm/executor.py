@@ -100,7 +100,8 @@ def append(
     ensure_json(value, "an appended value", max_depth=store.STORED_DEPTH)
     db = store.db_for(LtmRun)
     try:
-        return _append(db, execution, target, key, value, index, owner)
+        with store.run_locks.hold(execution.run_id):
+            return _append(db, execution, target, key, value, index, owner)
     except _DoneBefore as done:
         return done.values, None  # done before this execution was re-run (rolled back)
 

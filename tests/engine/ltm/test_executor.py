@@ -463,6 +463,94 @@ def test_no_two_writes_of_a_process_give_a_run_the_same_time():
     assert all(earlier < later for earlier, later in zip(times, times[1:], strict=False))
 
 
+def test_a_write_from_an_outdated_snapshot_takes_the_run_as_this_process_left_it(user):
+    """A snapshot read before another write of this process committed is outdated: the
+    write is planned once, on the run as that write left it (held here), instead of losing
+    its compare-and-set and being planned again."""
+    from engine.ltm import store
+
+    run_id = api.start_ltm("flou_join", user, {"size": 3})
+    first, second = [f for f in store.read(run_id).rows if "." in f][:2]
+    outdated = store.read(run_id)
+    seen: list[int] = []
+
+    def write_error(fqn: str, text: str) -> Any:
+        def build(snap: store.Snapshot) -> store.Write:
+            seen.append(snap.run.version)
+            record = store.row_record(snap.run, snap.rows[fqn])
+            return store.Write(records=[record.__class__(**{**record.__dict__, "error": text})])
+
+        return build
+
+    store.commit(run_id, write_error(first, "first"))
+    seen.clear()
+    store.commit(run_id, write_error(second, "second"), known=outdated)
+    assert seen == [outdated.run.version + 1]  # planned once, on the newer run
+    stored = _stored_records(run_id)
+    assert (stored[first].error, stored[second].error) == ("first", "second")
+
+
+def test_threads_writing_one_run_do_not_race_each_other_to_its_compare_and_set(user, monkeypatch):
+    """Two threads of this process writing one run, each from the run as its last write
+    left it: each waits for the other's write to commit (`store.run_locks`) and takes the
+    run as it left it, so no write loses the compare-and-set and is planned again."""
+    import threading
+
+    from engine.ltm import store
+
+    if connection.vendor == "sqlite":
+        pytest.skip(
+            "SQLite's write transaction holds the whole database: its writers take no run "
+            "lock of this process; the scale-out pass (tests/test_scaleout.py) runs this on "
+            "PostgreSQL"
+        )
+
+    run_id = api.start_ltm("flou_join", user, {"size": 3})
+    fqns = [f for f in store.read(run_id).rows if "." in f][:2]
+    lost: list[int] = []
+    apply = store.apply
+
+    def counted(snap: store.Snapshot, write: store.Write) -> bool:
+        won = apply(snap, write)
+        if not won:
+            lost.append(snap.run.version)
+        return won
+
+    monkeypatch.setattr(store, "apply", counted)
+    errors: list[BaseException] = []
+
+    def writer(fqn: str) -> None:
+        try:
+            snap = store.read(run_id)
+            for number in range(25):
+
+                def build(now: store.Snapshot, number: int = number) -> store.Write:
+                    record = store.row_record(now.run, now.rows[fqn])
+                    error = f"{fqn} {number}"
+                    return store.Write(
+                        records=[record.__class__(**{**record.__dict__, "error": error})]
+                    )
+
+                write = store.commit(run_id, build, known=snap)
+                assert write is not None
+                snap = store.after(write) or store.read(run_id)
+        except BaseException as exc:  # noqa: BLE001  (reported below)
+            errors.append(exc)
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=writer, args=(fqn,)) for fqn in fqns]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    assert not errors, errors
+    assert lost == []
+    stored = _stored_records(run_id)
+    assert [stored[fqn].error for fqn in fqns] == [f"{fqn} 24" for fqn in fqns]
+    assert LtmRun.objects.get(pk=run_id).version == store.read(run_id).run.version
+
+
 def test_a_run_another_process_wrote_is_read_from_the_database(user):
     from engine.ltm import store
 
