@@ -49,7 +49,8 @@ class Studio:
     def start(self) -> None:
         """Start the server on its port (again, after `stop()`: a restart on the same port,
         each run logging to its own file beside `log`)."""
-        args = [sys.executable, "manage.py", "studio", "--port", str(self.port)]
+        # (--skip-checks: see `tests.conftest.Consumer.start_one`)
+        args = [sys.executable, "manage.py", "studio", "--port", str(self.port), "--skip-checks"]
         if not self.with_consumer:
             args.append("--no-consumer")
         self.starts += 1
