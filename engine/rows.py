@@ -330,18 +330,49 @@ class Table:
             obj._state.adding = False
             obj._state.db = db.alias
 
-    def insert_new(self, db: Any, obj: models.Model) -> bool:
+    def insert_new(
+        self, db: Any, obj: models.Model, if_exists: tuple[Table, dict[str, Any]] | None = None
+    ) -> bool:
         """Insert the row of `obj` unless a unique constraint says it is there already
         (`ON CONFLICT DO NOTHING`; SQLite's `INSERT OR IGNORE`): whether it was inserted.
-        A key the database makes is not set on `obj`."""
-        return bool(self._insert(db, [obj], returning=True, unless_there=True))
+        A key the database makes is not set on `obj`. `if_exists`, another table and a
+        `where` of it: only if a row of that table holds it, checked in the same statement
+        (`INSERT ... SELECT ... WHERE EXISTS`: one round trip where a read and an insert
+        took two; the statement sees what was committed when it began)."""
+        if if_exists is None:
+            return bool(self._insert(db, [obj], returning=True, unless_there=True))
+        other, where = if_exists
+        shape, where_params = other._where(db, where)
+        fields = self._insert_fields()
+        key = (db.vendor, "insert if", other.meta.db_table, shape)
+        sql = self._sql.get(key)
+        if sql is None:
+            quote = db.ops.quote_name
+            ignore = db.vendor == "sqlite"
+            sql = self._sql[key] = (
+                f"INSERT{' OR IGNORE' if ignore else ''} INTO {quote(self.meta.db_table)} "
+                f"({', '.join(quote(field.column) for field in fields)}) "
+                f"SELECT {', '.join(['%s'] * len(fields))} WHERE EXISTS ("
+                f"SELECT 1 FROM {quote(other.meta.db_table)} WHERE {other._clause(db, shape)})"
+                + ("" if ignore else " ON CONFLICT DO NOTHING")
+                + f" RETURNING {quote(self.meta.pk.column)}"
+            )
+        params = [db_value(field, field.pre_save(obj, True), db) for field in fields]
+        with cursor_for(db) as cursor:
+            cursor.execute(sql, [*params, *where_params])
+            return bool(cursor.fetchall())
+
+    def _insert_fields(self) -> list[Any]:
+        """The columns an insert names: all but a key the database makes."""
+        pk = self.meta.pk
+        return [field for field in self.fields if not (_made_by_db(pk) and field is pk)]
 
     def _insert(
         self, db: Any, objs: Sequence[models.Model], *, returning: bool, unless_there: bool
     ) -> list[Any]:
         """The INSERT; with `returning`, a row (the key) per row inserted."""
         pk = self.meta.pk
-        fields = [field for field in self.fields if not (_made_by_db(pk) and field is pk)]
+        fields = self._insert_fields()
         key = (db.vendor, "insert", len(objs), returning, unless_there)
         sql = self._sql.get(key)
         if sql is None:

@@ -126,9 +126,9 @@ def _append(
         LtmRun.owner.field.set_cached_value(run, owner)
     if run.state == LtmRunState.KILLED:
         raise FlowStateError(f"LTM run {run.pk} was killed")
-    status = store.EXECUTIONS.value(db, "status", pk=execution.pk)
-    if status != ExecutionStatus.CLAIMED:  # rolled back or
-        raise FlowStateError(f"this execution of {execution.fqn} was discarded")  # handed on
+    # (Whether this execution is still the claim is asked by the insert of the append's row
+    # below, in the same statement; a statement begun after the run's row was locked above
+    # sees every write of the run committed before.)
     # The rows as this process committed them at the version before the bump, if it did:
     # they are the stored ones (every write of a run's rows bumps its version), and a join's
     # list need not be read and decoded again at each arrival.
@@ -141,8 +141,10 @@ def _append(
             raise LtmInstance.DoesNotExist(f"no instance {target} in LTM run {run.pk}")
     state = dict(run.global_state if row is None else row.state)  # (a held row is shared)
     if key not in state:
+        _still_claimed(db, execution)
         raise KeyError(f"{target}: state {key!r} must be set to a list first")
     if not isinstance(state[key], list):
+        _still_claimed(db, execution)
         raise TypeError(f"{target}: state {key!r} is {state[key]!r}, not a list")
     done = LtmAppend(
         execution=execution,
@@ -152,7 +154,9 @@ def _append(
         key=key,
         seq=run.seq,  # the state.appended event's, written below
     )
-    if not store.APPENDS.insert_new(db, done):
+    claimed = {"pk": execution.pk, "status": ExecutionStatus.CLAIMED}
+    if not store.APPENDS.insert_new(db, done, if_exists=(store.EXECUTIONS, claimed)):
+        _still_claimed(db, execution)
         raise _DoneBefore(list(state[key]))
     state[key] = [*state[key], value]
     if row is None:
@@ -173,6 +177,13 @@ def _append(
     return list(state[key]), run
 
 
+def _still_claimed(db: Any, execution: LtmExecution) -> None:
+    """Raise FlowStateError if `execution` is no longer the claim that runs it."""
+    status = store.EXECUTIONS.value(db, "status", pk=execution.pk)
+    if status != ExecutionStatus.CLAIMED:  # rolled back or
+        raise FlowStateError(f"this execution of {execution.fqn} was discarded")  # handed on
+
+
 # -- one execution ---------------------------------------------------------------------------
 
 executions = Held()  # executions this process is running: their leases are renewed
@@ -191,12 +202,11 @@ def execute_execution(execution_id: int) -> None:
     commit claims it for this worker (`_keep_first`): it needs no claim of its own. A worker
     that dies between two leaves the next one claimed: its lease runs out (or its heartbeat
     stops) and it is queued again, as any other claimed execution."""
-    db = store.db_for(LtmExecution)
-    if store.EXECUTIONS.value(db, "status", pk=execution_id) != ExecutionStatus.QUEUED:
-        return  # claimed by another worker (or taken by a commit before it), or over
+    # (One read of the row: its status, and all the rest in the same round trip. Few tasks
+    # find it no longer queued, so reading only its status first cost a statement more.)
     queued = _execution(execution_id)
     if queued is None or queued.status != ExecutionStatus.QUEUED:
-        return
+        return  # claimed by another worker (or taken by a commit before it), or over
     keep = not dispatch.immediate()
     in_a_row = config.ltm_in_a_row()
     ahead: tuple[LtmExecution, store.Write | None] | None = (queued, None)

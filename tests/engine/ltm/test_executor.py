@@ -785,3 +785,61 @@ def test_a_commit_that_lost_its_compare_and_set_locks_the_run_as_it_reads_it_aga
     assert store.commit(run_id, build, known=stale) is not None
     assert blocked == [True]
     assert LtmRun.objects.get(pk=run_id).error != "x"
+
+
+def test_a_queued_execution_is_read_once_before_its_claim(user):
+    """A worker's task reads its execution's row in one statement (its status with the rest):
+    before the claim writes anything, the row is read once."""
+    from django.test.utils import CaptureQueriesContext
+    from huey.contrib.djhuey import HUEY
+
+    from engine.ltm.executor import execute_execution
+
+    HUEY.immediate = False
+    try:
+        run_id = api.start_ltm("my_ltm", user)
+    finally:
+        HUEY.immediate = True
+        HUEY.storage.flush_all()
+    queued = LtmExecution.objects.get(run_id=run_id, status="queued")
+
+    with CaptureQueriesContext(connection) as captured:
+        execute_execution(queued.pk)
+
+    sql = [query["sql"] for query in captured]
+    first_write = next(i for i, q in enumerate(sql) if q.startswith(("UPDATE", "INSERT")))
+    reads = [q for q in sql[:first_write] if '"engine_ltmexecution"' in q]
+    assert len(reads) == 1, reads
+    assert LtmRun.objects.get(pk=run_id).state == "complete"
+
+
+def test_an_append_by_an_execution_no_longer_claimed_is_refused_and_writes_nothing(user):
+    """The append's insert asks whether its execution is still the claim (one statement):
+    an execution since discarded (here: done) is refused with a clear error, even where its
+    call is bad in itself, and the run is left as it was; the claimed one appends."""
+    from engine.ltm.executor import append
+
+    run_id = api.start_ltm("flou_join", user, {"size": 3})
+    done = LtmAppend.objects.filter(execution__run_id=run_id).order_by("pk").first()
+    execution = done.execution
+    before = LtmRun.objects.get(pk=run_id)
+    appends = LtmAppend.objects.count()
+
+    with pytest.raises(FlowStateError, match="was discarded"):
+        append(execution, done.target, done.key, "late", 99)
+    with pytest.raises(FlowStateError, match="was discarded"):
+        append(execution, done.target, "no such list", "late", 99)
+    after = LtmRun.objects.get(pk=run_id)
+    assert (after.version, after.seq) == (before.version, before.seq)
+    assert LtmAppend.objects.count() == appends
+
+    LtmExecution.objects.filter(pk=execution.pk).update(status="claimed")
+    execution.refresh_from_db()
+    from django.test.utils import CaptureQueriesContext
+
+    with CaptureQueriesContext(connection) as captured:
+        values, _ = append(execution, done.target, done.key, "late", 99)
+    assert values[-1] == "late" and LtmAppend.objects.count() == appends + 1
+    reads = [q["sql"] for q in captured if q["sql"].startswith("SELECT")]
+    assert not [q for q in reads if '"engine_ltmexecution"' in q.split(" WHERE ")[0]], reads
+    assert append(execution, done.target, done.key, "again", 99)[0] == values  # done before
