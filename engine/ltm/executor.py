@@ -138,6 +138,7 @@ def _append(
         row = held.rows.get(target) if held is not None else None
         row = row or store.INSTANCES.first(db, run=run.pk, fqn=target)
         if row is None:
+            _still_claimed(db, execution)
             raise LtmInstance.DoesNotExist(f"no instance {target} in LTM run {run.pk}")
     state = dict(run.global_state if row is None else row.state)  # (a held row is shared)
     if key not in state:
