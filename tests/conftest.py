@@ -95,7 +95,7 @@ class Consumer:
         self.starts += 1
         log = open(self.log_dir / f"consumer-{self.starts}.log", "wb")  # noqa: SIM115
         # (--skip-checks: the system checks run once, in tests/system/test_deploy.py; each
-        # start would spend about half a second of CPU on them, and the suite starts hundreds)
+        # start would spend 0.2-0.5 s of CPU on them, and the suite starts a few hundred)
         command = ["manage.py", "run_engine", "-w", str(workers), "--no-live", "--skip-checks"]
         process = subprocess.Popen(
             [sys.executable, *command],
