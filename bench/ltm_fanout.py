@@ -181,11 +181,14 @@ def machine() -> str:
     )
 
 
-def profile(user: Any, width: int, workers: int, keep: str | None = None) -> None:
+def profile(
+    user: Any, width: int, workers: int, keep: str | None = None, clock: str = "wall"
+) -> None:
     """One LTM run on a consumer that profiles each execution; where its time goes (the
     statistics copied to `keep` if given, for pstats)."""
     path = Path(SCRATCH) / "consumer.prof"
-    consumer = start_consumer(workers, dict(os.environ, BENCH_PROFILE=str(path)))
+    env = dict(os.environ, BENCH_PROFILE=str(path), BENCH_PROFILE_CLOCK=clock)
+    consumer = start_consumer(workers, env)
     try:
         ltm_round(user, width)
         time.sleep(1)
@@ -210,6 +213,12 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--profile", action="store_true")
     parser.add_argument("--profile-out", help="with --profile: keep the statistics in this file")
+    parser.add_argument(
+        "--profile-clock",
+        choices=["wall", "cpu"],
+        default="wall",
+        help="with --profile: time by the wall clock (waits included) or by the thread's CPU",
+    )
     parser.add_argument("--chain", type=int, default=10, help="states of the chain (0: none)")
     args = parser.parse_args()
     call_command("migrate", verbosity=0)
@@ -287,7 +296,7 @@ def main() -> None:
             f"{p90:.1f} ms; {median / executions:.2f} ms an execution (median)"
         )
     if args.profile:
-        profile(user, args.width, args.workers, args.profile_out)
+        profile(user, args.width, args.workers, args.profile_out, args.profile_clock)
 
 
 if __name__ == "__main__":

@@ -26,7 +26,10 @@ import statistics
 import sys
 import tempfile
 import time
+from collections import defaultdict
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -45,6 +48,12 @@ def main() -> None:
     parser.add_argument("--width", type=int, default=200)
     parser.add_argument("--runs", type=int, default=4, help="runs timed in each round")
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument(
+        "--statements",
+        action="store_true",
+        help="then one more run, each of the engine's statements timed: per kind, how many "
+        "a run sends, the CPU and the wall clock each takes",
+    )
     args = parser.parse_args()
 
     import django
@@ -56,7 +65,7 @@ def main() -> None:
     from engine import api
 
     call_command("migrate", verbosity=0)
-    user = get_user_model().objects.create_user("bench")
+    user = get_user_model().objects.create_user(f"bench-{os.getpid()}")  # (a database reused)
     api.start_ltm("bench_ltm_fanout", user, {"width": 50})  # warm up
     print(f"load average {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
     per_run = []
@@ -75,6 +84,49 @@ def main() -> None:
         f"{statistics.median(per_run):.0f} ms of CPU a run "
         f"({min(per_run):.0f}-{max(per_run):.0f}), {args.rounds} rounds of {args.runs} runs"
     )
+    if args.statements:
+        statements(lambda: api.start_ltm("bench_ltm_fanout", user, {"width": args.width}))
+
+
+def statements(run: Callable[[], Any]) -> None:
+    """One run with each statement the engine sends through `engine.rows`'s own cursors
+    timed (this thread's CPU time and the wall clock, from the call until its result is
+    back; the first statement of a transaction includes its `BEGIN`'s round trip, which the
+    driver sends first). Statements through Django's cursor are not in it."""
+    from engine import rows
+
+    spent: dict[str, list[float]] = defaultdict(lambda: [0, 0.0, 0.0])
+
+    def timing(execute: Callable[..., Any]) -> Callable[..., Any]:
+        def timed(self: Any, query: str, params: Any = ()) -> Any:
+            cpu, wall = time.thread_time(), time.perf_counter()
+            try:
+                return execute(self, query, params)
+            finally:
+                kind = " ".join(query.split()[:3])[:48] + (" RETURNING" * ("RETURNING" in query))
+                spent[kind][0] += 1
+                spent[kind][1] += time.thread_time() - cpu
+                spent[kind][2] += time.perf_counter() - wall
+
+        return timed
+
+    kept = rows.Prepared.execute, rows.Direct.execute
+    rows.Prepared.execute = timing(rows.Prepared.execute)  # type: ignore[method-assign]
+    rows.Direct.execute = timing(rows.Direct.execute)  # type: ignore[method-assign]
+    try:
+        started = time.thread_time()
+        run()
+        took = time.thread_time() - started
+    finally:
+        rows.Prepared.execute, rows.Direct.execute = kept  # type: ignore[method-assign]
+    inside = sum(cpu for _, cpu, _ in spent.values())
+    print(
+        f"one run: {took * 1000:.0f} ms of CPU, {inside * 1000:.0f} ms of it "
+        f"({inside / took:.0%}) in the statements below"
+    )
+    print("| statement | a run | CPU µs each | wall µs each |\n|---|---:|---:|---:|")
+    for kind, (count, cpu, wall) in sorted(spent.items(), key=lambda item: -item[1][1]):
+        print(f"| `{kind}` | {count:.0f} | {cpu / count * 1e6:.0f} | {wall / count * 1e6:.0f} |")
 
 
 if __name__ == "__main__":

@@ -137,6 +137,38 @@ def test_statements_go_to_the_driver_unless_someone_watches_them(run):
     assert Direct.sql("a = %s AND b LIKE '%%x'") == "a = ? AND b LIKE '%x'"
 
 
+def test_a_connection_keeps_one_cursor_for_the_statements_one_after_the_other(run):
+    """The driver's cursor is made once per connection, not per statement; a block inside
+    one that holds it gets one of its own, and a connection made again gets a new one."""
+    from engine.rows import cursor_for
+
+    key = run.pk.hex if connection.vendor == "sqlite" else run.pk
+
+    def name_with(cursor):
+        cursor.execute("SELECT name FROM engine_ltmrun WHERE id = %s", [key])
+        return cursor.fetchone()
+
+    with cursor_for(connection) as first:
+        kept = first.cursor
+        assert name_with(first) == ("r",)
+        with cursor_for(connection) as inner:  # (while the outer one holds its results)
+            assert inner.cursor is not kept
+            assert name_with(inner) == ("r",)
+        first.execute("SELECT name FROM engine_ltmrun WHERE id = %s", [key])
+    assert first.fetchone() == ("r",)  # the outer block's rows, not the inner one's
+    with cursor_for(connection) as again:
+        assert again.cursor is kept and name_with(again) == ("r",)
+    assert RUNS.update(connection, {"name": "s"}, pk=run.pk) == 1  # (through the same one)
+    with cursor_for(connection) as again:
+        assert again.cursor is kept and name_with(again) == ("s",)
+    before = connection.connection
+    connection.close()  # (SQLite's in-memory test database keeps its connection open)
+    with cursor_for(connection) as renewed:
+        assert name_with(renewed) == ("s",)
+        # a new driver connection, a new cursor
+        assert (renewed.cursor is kept) == (connection.connection is before)
+
+
 postgresql_only = pytest.mark.skipif(
     connection.vendor != "postgresql",
     reason="prepared statements are PostgreSQL's: the scale-out pass (tests/test_scaleout.py) "
