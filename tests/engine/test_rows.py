@@ -107,6 +107,38 @@ def test_an_insert_unless_there_inserts_once_and_says_so(run):
     assert list(LtmAppend.objects.values_list("key", flat=True)) == ["first"]
 
 
+def test_a_json_document_goes_to_the_driver_as_its_text_and_is_stored_as_the_orm_stores_it(
+    run,
+):
+    """Encoded once by the field's own encoder, on both databases (PostgreSQL's driver was
+    given it to encode, through Django's wrapper, value by value); the column's type is
+    the server's to infer, in an insert, an insert that selects its values and an update."""
+    import json
+
+    from django.core.serializers.json import DjangoJSONEncoder
+
+    from engine.rows import db_value
+
+    moment = timezone.now()
+    document = {"a": [1, "b", None], "n": 1.5}
+    data, change = LtmEvent._meta.get_field("data"), LtmEvent._meta.get_field("change")
+    assert db_value(data, document, connection) == json.dumps(document)
+    dated = json.dumps({"at": moment}, cls=DjangoJSONEncoder)  # (the field's encoder)
+    assert db_value(change, {"at": moment}, connection) == dated
+
+    first = LtmEvent(run=run, seq=1, kind="k", state="running", data=document)
+    first.change = {"at": moment}
+    EVENTS.insert(connection, [first])
+    second = LtmEvent(run=run, seq=2, kind="k", state="running", data=[1, {"x": "y"}])
+    assert EVENTS.insert_new(connection, second, if_exists=(RUNS, {"pk": run.pk}))
+    assert EVENTS.update(connection, {"data": {"then": [True]}}, pk=first.pk) == 1
+    stored = {event.seq: event for event in LtmEvent.objects.filter(run=run)}
+    assert stored[1].data == {"then": [True]} and stored[1].change == json.loads(dated)
+    assert stored[2].data == [1, {"x": "y"}] and stored[2].change is None
+    # read back by the engine's statements as the ORM reads it
+    assert EVENTS.first(connection, pk=first.pk).change == json.loads(dated)
+
+
 sqlite_only = pytest.mark.skipif(
     connection.vendor != "sqlite", reason="the driver's own cursor is SQLite's"
 )

@@ -3,6 +3,7 @@ what it publishes is what the stored rows say, and a flow started inline is not 
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime, timedelta, timezone
 from decimal import Decimal
 
@@ -89,8 +90,12 @@ def test_an_events_values_are_what_each_field_would_send(user, routine):
 def _sent(value):
     """What the driver sends for a value, comparable: psycopg's wrappers (PostgreSQL) as
     what they wrap and the type they name (`Int4(7)` is sent as an int4, plain 7 as the
-    smallest integer type that holds it: both store alike in an integer column)."""
-    wrapped = getattr(value, "obj", value)  # Jsonb(...) -> its object
+    smallest integer type that holds it: both store alike in an integer column); a JSON
+    document wrapped for the driver to encode (`Jsonb`) as the text it encodes it to, which
+    the engine sends itself, and the server takes as the column's JSON."""
+    if type(value).__name__ in ("Json", "Jsonb"):
+        return str, "", (value.dumps or json.dumps)(value.obj)
+    wrapped = getattr(value, "obj", value)  # Int4(...) -> its int
     kind = type(wrapped)
     if isinstance(wrapped, int) and not isinstance(wrapped, bool):
         kind = int  # Int2 / Int4 / Int8 / plain int
