@@ -53,11 +53,11 @@ def db_value(field: Any, value: Any, db: Any) -> Any:
     """`field.get_db_prep_save(value, db)`, without its layers where they change nothing:
     text, integers and booleans as they are; a date and time in UTC (as `timezone.now()`
     makes it) as SQLite's backend writes it (naive in UTC, as text) or as it is for
-    PostgreSQL's driver; a JSON object or array as its text, by one encoder of the field's
-    class made once (SQLite's backend sends `json.dumps(value, cls=encoder)`, a new encoder
-    at every call; PostgreSQL's wraps the value for the driver to encode, through Python as
-    well, at 2-4 % of an LTM execution's CPU: there the text goes as of no type, and the
-    server takes it as the JSON its column, or its cast, says)."""
+    PostgreSQL's driver; a JSON object or array as its text, made by one encoder of the
+    field's class, made once (SQLite's backend sends `json.dumps(value, cls=encoder)`, a new
+    encoder at every call; PostgreSQL's wraps the value for psycopg to encode, which cost
+    2-4 % of an LTM execution's CPU). On PostgreSQL the text is sent without a type: the
+    server reads it as the type of its column, or of its cast."""
     entry = _AS_IS.get(id(field))
     if entry is None or entry[0] is not field:
         entry = _AS_IS[id(field)] = _kinds(field)
