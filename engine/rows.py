@@ -540,6 +540,10 @@ class _Kept:
         self.busy = False
 
 
+def _new_cursor(db: Any) -> _DriverCursor:
+    return Direct(db.connection) if db.vendor == "sqlite" else Prepared(db)
+
+
 # Per Django connection object (each thread has its own): the cursor it keeps.
 _KEPT: weakref.WeakKeyDictionary[Any, _Kept] = weakref.WeakKeyDictionary()
 
@@ -553,15 +557,13 @@ def _kept_cursor(db: Any) -> Iterator[Any]:
     dates in the connection's)."""
     kept = _KEPT.get(db)
     if kept is None or kept.connection is not db.connection or kept.zone is not db.timezone:
-        kept = _KEPT[db] = _Kept(
-            db, Direct(db.connection) if db.vendor == "sqlite" else Prepared(db)
-        )
+        kept = _KEPT[db] = _Kept(db, _new_cursor(db))
     if kept.busy:  # (a block inside one that holds the kept one)
-        made = Direct(db.connection) if db.vendor == "sqlite" else Prepared(db)
+        own = _new_cursor(db)
         try:
-            yield made
+            yield own
         finally:
-            made.close()
+            own.close()
         return
     kept.busy = True
     try:
