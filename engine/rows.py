@@ -512,54 +512,62 @@ def watched(db: Any) -> bool:
 def cursor_for(db: Any) -> Iterator[Any]:
     """A cursor for the statements written here, unless someone watches them (`watched`):
     on SQLite the driver's own (`Direct`: each statement cost Django's cursor wrappers about
-    as much again as SQLite's own work), on PostgreSQL one that keeps them prepared
-    (`Prepared`), inside whatever transaction the connection is in, its errors raised as
-    Django's; otherwise Django's cursor."""
+    as much again as SQLite's own work; one per block), on PostgreSQL one that keeps them
+    prepared (`Prepared`; the one the connection keeps, `_Kept`), inside whatever
+    transaction the connection is in, its errors raised as Django's; otherwise Django's
+    cursor."""
     if watched(db) or not (db.vendor == "sqlite" or prepares(db)):
         with db.cursor() as django_cursor:
             yield django_cursor
         return
     db.ensure_connection()
     db.validate_no_broken_transaction()
-    with db.wrap_database_errors, _kept_cursor(db) as own_cursor:
-        yield own_cursor
+    if db.vendor != "sqlite":
+        with db.wrap_database_errors, _kept_cursor(db) as kept:
+            yield kept
+        return
+    with db.wrap_database_errors:
+        own_cursor = Direct(db.connection)
+        try:
+            yield own_cursor
+        finally:
+            own_cursor.close()
 
 
 class _Kept:
-    """A connection's cursor for the statements written here, kept from one statement to the
-    next: making a driver's cursor for each cost psycopg a copy of its adapters' map and the
-    time zone's loader: 2-4 % of an LTM execution's CPU time on PostgreSQL. `busy`
-    while a block holds it (a block inside that one gets a cursor of its own)."""
+    """A PostgreSQL connection's cursor for the statements written here, kept from one
+    statement to the next: making a driver's cursor for each cost psycopg a copy of its
+    adapters' map and the time zone's loader, 2-4 % of an LTM execution's CPU time. `busy`
+    while a block holds it (a block inside that one gets a cursor of its own). (psycopg's
+    cursor holds nothing on the server between statements. SQLite's would: a statement not
+    stepped to its end keeps its connection's snapshot, and its lock past a close; and its
+    cursors cost little. There each block has a cursor of its own, closed after it.)"""
 
     __slots__ = ("busy", "connection", "cursor", "zone")
 
-    def __init__(self, db: Any, cursor: _DriverCursor) -> None:
+    def __init__(self, db: Any, cursor: Prepared) -> None:
         self.connection = db.connection
         self.zone = db.timezone
         self.cursor = cursor
         self.busy = False
 
 
-def _new_cursor(db: Any) -> _DriverCursor:
-    return Direct(db.connection) if db.vendor == "sqlite" else Prepared(db)
-
-
-# Per Django connection object (each thread has its own): the cursor it keeps.
+# Per Django connection object to PostgreSQL (each thread has its own): the cursor it keeps.
 _KEPT: weakref.WeakKeyDictionary[Any, _Kept] = weakref.WeakKeyDictionary()
 
 
 @contextmanager
-def _kept_cursor(db: Any) -> Iterator[Any]:
-    """The cursor `db`'s connection keeps (`_Kept`), made the first time; a cursor of its own
-    for a block inside another that holds it. Kept for Django's connection object, which
-    each thread has its own of (`_KEPT`); one made for an earlier driver connection (closed,
-    or back in its pool) is made again, as one made for another time zone (`Prepared` reads
-    dates in the connection's)."""
+def _kept_cursor(db: Any) -> Iterator[Prepared]:
+    """The cursor `db`'s connection (PostgreSQL) keeps (`_Kept`), made the first time; a
+    cursor of its own for a block inside another that holds it. Kept for Django's connection
+    object, which each thread has its own of (`_KEPT`); one made for an earlier driver
+    connection (closed, or back in its pool) is made again, as one made for another time
+    zone (`Prepared` reads dates in the connection's)."""
     kept = _KEPT.get(db)
     if kept is None or kept.connection is not db.connection or kept.zone is not db.timezone:
-        kept = _KEPT[db] = _Kept(db, _new_cursor(db))
+        kept = _KEPT[db] = _Kept(db, Prepared(db))
     if kept.busy:  # (a block inside one that holds the kept one)
-        own = _new_cursor(db)
+        own = Prepared(db)
         try:
             yield own
         finally:
@@ -595,11 +603,13 @@ def direct(db: Any) -> Iterator[Direct]:
     mode = getattr(db, "transaction_mode", None)
     with db.wrap_database_errors:
         connection.execute(f"BEGIN {mode}" if mode else "BEGIN")
-        with _kept_cursor(db) as statements:
-            try:
-                yield statements
-                connection.execute("COMMIT")
-            except BaseException:
-                if connection.in_transaction:
-                    connection.execute("ROLLBACK")
-                raise
+        statements = Direct(connection)
+        try:
+            yield statements
+            connection.execute("COMMIT")
+        except BaseException:
+            if connection.in_transaction:
+                connection.execute("ROLLBACK")
+            raise
+        finally:
+            statements.close()

@@ -169,38 +169,6 @@ def test_statements_go_to_the_driver_unless_someone_watches_them(run):
     assert Direct.sql("a = %s AND b LIKE '%%x'") == "a = ? AND b LIKE '%x'"
 
 
-def test_a_connection_keeps_one_cursor_for_the_statements_one_after_the_other(run):
-    """The driver's cursor is made once per connection, not per statement; a block inside
-    one that holds it gets one of its own, and a connection made again gets a new one."""
-    from engine.rows import cursor_for
-
-    key = run.pk.hex if connection.vendor == "sqlite" else run.pk
-
-    def name_with(cursor):
-        cursor.execute("SELECT name FROM engine_ltmrun WHERE id = %s", [key])
-        return cursor.fetchone()
-
-    with cursor_for(connection) as first:
-        kept = first.cursor
-        assert name_with(first) == ("r",)
-        with cursor_for(connection) as inner:  # (while the outer one holds its results)
-            assert inner.cursor is not kept
-            assert name_with(inner) == ("r",)
-        first.execute("SELECT name FROM engine_ltmrun WHERE id = %s", [key])
-    assert first.fetchone() == ("r",)  # the outer block's rows, not the inner one's
-    with cursor_for(connection) as again:
-        assert again.cursor is kept and name_with(again) == ("r",)
-    assert RUNS.update(connection, {"name": "s"}, pk=run.pk) == 1  # (through the same one)
-    with cursor_for(connection) as again:
-        assert again.cursor is kept and name_with(again) == ("s",)
-    before = connection.connection
-    connection.close()  # (SQLite's in-memory test database keeps its connection open)
-    with cursor_for(connection) as renewed:
-        assert name_with(renewed) == ("s",)
-        # a new driver connection, a new cursor
-        assert (renewed.cursor is kept) == (connection.connection is before)
-
-
 postgresql_only = pytest.mark.skipif(
     connection.vendor != "postgresql",
     reason="prepared statements are PostgreSQL's: the scale-out pass (tests/test_scaleout.py) "
@@ -316,3 +284,54 @@ def test_one_value_of_a_row_is_what_the_orm_reads(run):
     assert EXECUTIONS.value(connection, "run", pk=execution.pk) == run.pk  # (a UUID, converted)
     assert EXECUTIONS.value(connection, "lease_until", pk=execution.pk) is None
     assert EXECUTIONS.value(connection, "status", pk=execution.pk + 1) is None
+
+
+@postgresql_only
+def test_a_postgresql_connection_keeps_one_cursor_for_its_statements_one_after_another(
+    run,
+):
+    """The driver's cursor is made once per connection, not per statement; a block inside
+    one that holds it gets one of its own, and a connection made again gets a new one."""
+    from engine.rows import cursor_for
+
+    key = run.pk
+
+    def name_with(cursor):
+        cursor.execute("SELECT name FROM engine_ltmrun WHERE id = %s", [key])
+        return cursor.fetchone()
+
+    with cursor_for(connection) as first:
+        kept = first.cursor
+        assert name_with(first) == ("r",)
+        with cursor_for(connection) as inner:  # (while the outer one holds its results)
+            assert inner.cursor is not kept
+            assert name_with(inner) == ("r",)
+        first.execute("SELECT name FROM engine_ltmrun WHERE id = %s", [key])
+    assert first.fetchone() == ("r",)  # the outer block's rows, not the inner one's
+    with cursor_for(connection) as again:
+        assert again.cursor is kept and name_with(again) == ("r",)
+    assert RUNS.update(connection, {"name": "s"}, pk=run.pk) == 1  # (through the same one)
+    with cursor_for(connection) as again:
+        assert again.cursor is kept and name_with(again) == ("s",)
+    connection.close()  # a new driver connection: a new cursor
+    with cursor_for(connection) as renewed:
+        assert renewed.cursor is not kept and name_with(renewed) == ("s",)
+
+
+@sqlite_only
+def test_a_sqlite_block_closes_its_cursor_even_with_rows_left_unread(run):
+    """SQLite's cursor is not kept from one block to the next: a statement not stepped to its
+    end keeps its connection's snapshot, and, once the connection is closed, its lock (a
+    connection closed for good stays open until its statements are done)."""
+    import sqlite3
+
+    from engine.rows import cursor_for
+
+    LtmRun.objects.create(name="second", owner=run.owner)
+    with cursor_for(connection) as cursor:
+        cursor.execute("SELECT name FROM engine_ltmrun ORDER BY name")
+        assert cursor.fetchone() == ("r",)  # (the second row left unread)
+    with pytest.raises(sqlite3.ProgrammingError):
+        cursor.cursor.execute("SELECT 1")  # closed, its statement with it
+    with cursor_for(connection) as again:
+        assert again.cursor is not cursor.cursor
