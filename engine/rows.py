@@ -20,7 +20,8 @@ from functools import cache
 from typing import Any
 
 from django.conf import settings
-from django.db import models
+from django.db import connections, models
+from django.db.backends.base.base import BaseDatabaseWrapper
 from django.db.backends.base.operations import BaseDatabaseOperations
 from django.db.backends.sqlite3.base import FORMAT_QMARK_REGEX
 
@@ -563,6 +564,8 @@ def _kept_cursor(db: Any) -> Iterator[Prepared]:
     object, which each thread has its own of (`_KEPT`); one made for an earlier driver
     connection (closed, or back in its pool) is made again, as one made for another time
     zone (`Prepared` reads dates in the connection's)."""
+    if not isinstance(db, BaseDatabaseWrapper):  # (`django.db.connection`, a proxy: no key)
+        db = connections[db.alias]
     kept = _KEPT.get(db)
     if kept is None or kept.connection is not db.connection or kept.zone is not db.timezone:
         kept = _KEPT[db] = _Kept(db, Prepared(db))

@@ -316,6 +316,11 @@ def test_a_postgresql_connection_keeps_one_cursor_for_its_statements_one_after_a
     connection.close()  # a new driver connection: a new cursor
     with cursor_for(connection) as renewed:
         assert renewed.cursor is not kept and name_with(renewed) == ("s",)
+        kept = renewed.cursor
+    from django.db import connection as proxy  # (what callers often pass: no key of its own)
+
+    with cursor_for(proxy) as through_proxy:
+        assert through_proxy.cursor is kept and name_with(through_proxy) == ("s",)
 
 
 @sqlite_only
