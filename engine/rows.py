@@ -344,6 +344,17 @@ class Table:
         took two; the statement sees what was committed when it began)."""
         if if_exists is None:
             return bool(self._insert(db, [obj], returning=True, unless_there=True))
+        sql, params = self.insert_new_sql(db, obj, if_exists)
+        with cursor_for(db) as cursor:
+            cursor.execute(sql, params)
+            return bool(cursor.fetchall())
+
+    def insert_new_sql(
+        self, db: Any, obj: models.Model, if_exists: tuple[Table, dict[str, Any]]
+    ) -> tuple[str, list[Any]]:
+        """The statement of `insert_new` with `if_exists` (`RETURNING` the key of the row
+        inserted, if it was), and its parameters: for a caller that sends it as a part of
+        a statement of its own (a data-modifying CTE, on PostgreSQL)."""
         other, where = if_exists
         shape, where_params = other._where(db, where)
         fields = self._insert_fields()
@@ -361,9 +372,7 @@ class Table:
                 + f" RETURNING {quote(self.meta.pk.column)}"
             )
         params = [db_value(field, field.pre_save(obj, True), db) for field in fields]
-        with cursor_for(db) as cursor:
-            cursor.execute(sql, [*params, *where_params])
-            return bool(cursor.fetchall())
+        return str(sql), [*params, *where_params]
 
     def _insert_fields(self) -> list[Any]:
         """The columns an insert names: all but a key the database makes."""

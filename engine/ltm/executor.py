@@ -156,25 +156,23 @@ def _append(
         seq=run.seq,  # the state.appended event's, written below
     )
     claimed = {"pk": execution.pk, "status": ExecutionStatus.CLAIMED}
-    if not store.APPENDS.insert_new(db, done, if_exists=(store.EXECUTIONS, claimed)):
+    before = state[key]
+    state[key] = [*before, value]
+    if not store.write_append(db, run, done, claimed, row, state, key, value):
         _still_claimed(db, execution)
-        raise _DoneBefore(list(state[key]))
-    state[key] = [*state[key], value]
+        raise _DoneBefore(list(before))
     if row is None:
-        store.RUNS.update(db, {"global_state": state}, pk=run.pk)
         run.global_state = state
         row = (held.rows.get(target) if held is not None else None) or store.INSTANCES.first(
             db, run=run.pk, fqn=target
         )  # (the root's row holds no state: its list is the run's)
     else:
-        store.INSTANCES.update(db, {"state": state}, pk=row.id)
         row = store.with_state(row, state)
     if held is not None:
         record = store.row_record(run, row)
         tree = None if held.tree is None else held.tree.with_records([record])
         rows = {**held.rows, row.fqn: store.as_row(row)}
         store.committed.after_commit(run, rows, tree)
-    store.add_appended(run, target, key, value, len(state[key]))
     return list(state[key]), run
 
 

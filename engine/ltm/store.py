@@ -134,7 +134,7 @@ class CommittedRuns:
     may commit the same version number). A run written by another process is at a version
     this one does not hold, and is read from the database. The rows and the trees are shared
     between snapshots and never changed in place (a write replaces a row object, see
-    `_write_records`; whoever changes a tree changes a copy). Least recently used runs go
+    `_rows_to_write`; whoever changes a tree changes a copy). Least recently used runs go
     first past `max_rows` rows in all.
 
     A write is also kept as written (`written`) from before its commit, under the run's row
@@ -566,35 +566,17 @@ def apply(snap: Snapshot, write: Write) -> bool:
         "finished": finished,
         "updated": now,
     }
-    won = RUNS.update(
-        db,
-        {"seq": run.seq + len(events), **changes},
-        bump=["version"],
-        pk=run.pk,
-        version=run.version,
-    )
-    if won != 1:
-        return False
-    base = committed.get(run.pk, run.version)
-    tree = snap.built_tree() or (base.tree if base is not None else None)
-    for name, value in changes.items():
-        setattr(run, name, value)
-    run.version += 1
     # The seq of the write's change: executions it queues or closes carry it (a claim that
     # rides on it has its own change after it).
     first_seq, end_seq = run.seq, run.seq + len(events)
     at_seq = first_seq + min(changes_at)
-    _write_records(snap, records)
-    if write.removed:
-        LtmInstance.objects.filter(run=run, fqn__in=write.removed).delete()
-        for fqn in write.removed:
-            snap.rows.pop(fqn, None)
+    new_rows, changed_rows = _rows_to_write(snap, records)
     created = [
         LtmExecution(
             run=run,
             fqn=fqn,
             payload=payload,
-            entry=snap.rows[fqn].entry,
+            entry=(changed_rows.get(fqn) or new_rows.get(fqn) or snap.rows[fqn]).entry,
             dispatched_at=now,
             queued_seq=at_seq,
         )
@@ -602,23 +584,57 @@ def apply(snap: Snapshot, write: Write) -> bool:
     ]
     claimed = write.keep_record is None or claim is not None  # (else it claims for itself)
     keeping = _kept(write, created, state) if claimed else None
-    EXECUTIONS.insert(db, created)
+    groups = _execution_groups(write, at_seq)
+    queued = write.keep_queued if claimed and state != LtmRunState.KILLED else None
+    specs: list[EventSpec] = [
+        (first_seq + index, spec["kind"], spec.get("fqn", ""), spec.get("actor"))
+        + (spec.get("data", {}), changes_at.get(index))
+        for index, spec in enumerate(events, start=1)
+    ]
+    base = committed.get(run.pk, run.version)
+    tree = snap.built_tree() or (base.tree if base is not None else None)
+    run_changes = {"seq": end_seq, **changes}
+    if _fits_one_statement(db, write, new_rows, changed_rows, created, groups, specs):
+        at = timezone.now()
+        won_claim = _apply_in_one_statement(
+            db,
+            run,
+            run_changes,
+            changed_rows,
+            created,
+            groups,
+            write.expect,
+            queued,
+            write.keep_claim,
+            specs,
+            state,
+            at,
+        )
+        if won_claim is None:
+            return False
+        _apply_to_memory(run, changes)
+        snap.rows.update(changed_rows)
+        if queued is not None:
+            keeping = _kept_queued(write, queued, won_claim)
+        _publish_events(run, state, specs, at)
+    else:
+        won = RUNS.update(db, run_changes, bump=["version"], pk=run.pk, version=run.version)
+        if won != 1:
+            return False
+        _apply_to_memory(run, changes)
+        _store_rows(snap, new_rows, changed_rows)
+        if write.removed:
+            LtmInstance.objects.filter(run=run, fqn__in=write.removed).delete()
+            for fqn in write.removed:
+                snap.rows.pop(fqn, None)
+        EXECUTIONS.insert(db, created)
+        if write.inherit:
+            _inherit_appends({created[i].pk: earlier for i, earlier in write.inherit.items()})
+        _change_executions(db, run, write, at_seq, groups)
+        if queued is not None:
+            keeping = _claim_queued(db, write, queued)
+        _insert_events(db, run, state, specs)
     write.new_execution_ids.extend(execution.pk for execution in created)
-    if write.inherit:
-        _inherit_appends({created[i].pk: earlier for i, earlier in write.inherit.items()})
-    _change_executions(db, run, write, at_seq)
-    if write.keep_queued is not None and claimed and state != LtmRunState.KILLED:
-        keeping = _claim_queued(db, write, write.keep_queued)
-    _insert_events(
-        db,
-        run,
-        state,
-        [
-            (first_seq + index, spec["kind"], spec.get("fqn", ""), spec.get("actor"))
-            + (spec.get("data", {}), changes_at.get(index))
-            for index, spec in enumerate(events, start=1)
-        ],
-    )
     run.seq = end_seq
     _checkpoint(snap, first_seq, end_seq, len(change["records"]) + len(change["removed"]))
     if tree is not None:  # the tree of the rows as written, from the tree before
@@ -659,6 +675,11 @@ def _claim_queued(db: Any, write: Write, queued: LtmExecution) -> LtmExecution |
     claimed = EXECUTIONS.update(
         db, write.keep_claim, pk=queued.pk, status=queued.status, attempts=queued.attempts
     )
+    return _kept_queued(write, queued, claimed)
+
+
+def _kept_queued(write: Write, queued: LtmExecution, claimed: int) -> LtmExecution | None:
+    """`_claim_queued`'s outcome, from the rows its update (`claimed`) changed."""
     if claimed != 1:
         if write.keep_record is not None:
             raise _Again(f"execution {queued.pk} was claimed meanwhile")
@@ -666,6 +687,188 @@ def _claim_queued(db: Any, write: Write, queued: LtmExecution) -> LtmExecution |
     for name, value in write.keep_claim.items():
         setattr(queued, name, value)
     return queued
+
+
+def _apply_to_memory(run: LtmRun, changes: dict[str, Any]) -> None:
+    """The run in memory as its compare-and-set left it."""
+    for name, value in changes.items():
+        setattr(run, name, value)
+    run.version += 1
+
+
+# The most of each kind of row one statement writes (`_apply_in_one_statement`); a write
+# with more (a fork's split queues hundreds), or with rows to create or delete, goes
+# statement by statement.
+_ONE_STATEMENT_MOST = 8
+
+
+def _fits_one_statement(
+    db: Any,
+    write: Write,
+    new_rows: dict[str, Any],
+    changed_rows: dict[str, Any],
+    created: list[LtmExecution],
+    groups: list[Any],
+    specs: list[EventSpec],
+) -> bool:
+    """Whether `apply` stores `write` in one statement (`_apply_in_one_statement`): on
+    PostgreSQL, a write that updates a few instances, queues and closes a few executions
+    and adds a few events (an execution's commit, a claim) and creates or deletes no
+    instance row."""
+    most = _ONE_STATEMENT_MOST
+    return (
+        db.vendor == "postgresql"
+        and not new_rows
+        and not write.removed
+        and not write.inherit
+        and max(len(changed_rows), len(created), len(groups), len(specs)) <= most
+    )
+
+
+_ONE_STATEMENTS: dict[Any, str] = {}
+
+
+def _apply_in_one_statement(
+    db: Any,
+    run: LtmRun,
+    run_changes: dict[str, Any],
+    changed_rows: dict[str, InstanceRow],
+    created: list[LtmExecution],
+    groups: list[tuple[dict[str, Any], list[int]]],
+    expect: dict[str, Any],
+    queued: LtmExecution | None,
+    keep_claim: dict[str, Any],
+    specs: list[EventSpec],
+    state: str,
+    at: Any,
+) -> int | None:
+    """`apply`'s statements on PostgreSQL in ONE (data-modifying CTEs): the run's
+    compare-and-set (`w`), then, each only if it won (every part selects from `w`), the
+    instances' updates, the new executions (their keys set on `created`), the executions'
+    changes, the claim of `queued` and the events. Where BEGIN, COMMIT and five to seven
+    statements were as many round trips in a row, this is one with BEGIN and COMMIT, and
+    PostgreSQL's work for it about a third of theirs.
+
+    None if the compare-and-set lost (nothing was written); raises Dropped if an
+    execution changed is not as `expect` says (the caller's transaction rolls back); else
+    how many rows the claim of `queued` updated (0 or 1; 0 if there is none). The events
+    are `state`'s, made `at`."""
+    key = (
+        tuple(run_changes),
+        len(changed_rows),
+        len(created),
+        tuple((tuple(changes), len(ids)) for changes, ids in groups),
+        tuple(expect),
+        None if queued is None else tuple(keep_claim),
+        len(specs),
+    )
+    sql = _ONE_STATEMENTS.get(key)
+    if sql is None:
+        sql = _ONE_STATEMENTS[key] = _one_statement_sql(db, key)
+    params: list[Any] = []
+    run_meta = LtmRun._meta
+    for name, value in run_changes.items():
+        params.append(db_value(run_meta.get_field(name), value, db))
+    params += [run.pk, run.version]
+    instance_fields = [LtmInstance._meta.get_field(name) for name in _FIELDS]
+    for row in changed_rows.values():
+        params += [
+            db_value(field, getattr(row, name), db)
+            for name, field in zip(_FIELDS, instance_fields, strict=True)
+        ]
+        params.append(row.id)
+    insert_fields = EXECUTIONS._insert_fields()
+    for execution in created:
+        params += [db_value(field, field.pre_save(execution, True), db) for field in insert_fields]
+    execution_meta = LtmExecution._meta
+    for changes, ids in groups:
+        params += [db_value(execution_meta.get_field(n), v, db) for n, v in changes.items()]
+        params += ids
+        params += [db_value(execution_meta.get_field(n), v, db) for n, v in expect.items()]
+    if queued is not None:
+        params += [db_value(execution_meta.get_field(n), v, db) for n, v in keep_claim.items()]
+        params += [queued.pk, queued.status, queued.attempts]
+    fields = _event_fields()
+    for spec in specs:
+        params += _event_values(db, fields, run, state, spec, at)
+    with cursor_for(db) as cursor:
+        cursor.execute(sql, params)
+        answer = cursor.fetchone()
+    if answer[0] != 1:
+        return None
+    counts = answer[1 : 1 + len(groups)]
+    for (_, ids), count in zip(groups, counts, strict=True):
+        if expect and count != len(ids):
+            raise Dropped(f"executions {ids} of LTM run {run.pk} changed meanwhile")
+    claimed = int(answer[1 + len(groups)])
+    for execution, pk in zip(created, answer[2 + len(groups) :], strict=True):
+        execution.pk = pk
+        execution._state.adding = False
+        execution._state.db = db.alias
+    return claimed
+
+
+def _one_statement_sql(db: Any, key: Any) -> str:
+    """The statement of `_apply_in_one_statement` for the shape `key`."""
+    run_names, rows, created, groups, expect, claim, events = key
+    quote = db.ops.quote_name
+
+    def column(model: Any, name: str) -> str:
+        field = model._meta.pk if name == "pk" else model._meta.get_field(name)
+        return str(quote(field.column))
+
+    def sets(model: Any, names: Iterable[str]) -> str:
+        return ", ".join(f"{column(model, name)} = %s" for name in names)
+
+    def equal(model: Any, names: Iterable[str]) -> str:
+        return "".join(f" AND {column(model, name)} = %s" for name in names)
+
+    runs, instances = quote(LtmRun._meta.db_table), quote(LtmInstance._meta.db_table)
+    executions, events_table = quote(LtmExecution._meta.db_table), quote(LtmEvent._meta.db_table)
+    version, pk = column(LtmRun, "version"), column(LtmRun, "pk")
+    won = "EXISTS (SELECT FROM w)"
+    parts = [
+        f"w AS (UPDATE {runs} SET {sets(LtmRun, run_names)}, {version} = {version} + 1 "
+        f"WHERE {pk} = %s AND {version} = %s RETURNING 1)"
+    ]
+    for index in range(rows):
+        parts.append(
+            f"r{index} AS (UPDATE {instances} SET {sets(LtmInstance, _FIELDS)} "
+            f"WHERE {column(LtmInstance, 'pk')} = %s AND {won})"
+        )
+    insert_fields = EXECUTIONS._insert_fields()
+    insert_columns = ", ".join(quote(field.column) for field in insert_fields)
+    marks = ", ".join(["%s"] * len(insert_fields))
+    execution_pk = column(LtmExecution, "pk")
+    for index in range(created):
+        parts.append(
+            f"x{index} AS (INSERT INTO {executions} ({insert_columns}) SELECT {marks} FROM w "
+            f"RETURNING {execution_pk})"
+        )
+    for index, (names, count) in enumerate(groups):
+        parts.append(
+            f"g{index} AS (UPDATE {executions} SET {sets(LtmExecution, names)} "
+            f"WHERE {execution_pk} IN ({', '.join(['%s'] * count)})"
+            f"{equal(LtmExecution, expect)} AND {won} RETURNING 1)"
+        )
+    if claim is not None:
+        parts.append(
+            f"q AS (UPDATE {executions} SET {sets(LtmExecution, claim)} "
+            f"WHERE {execution_pk} = %s{equal(LtmExecution, ('status', 'attempts'))} "
+            f"AND {won} RETURNING 1)"
+        )
+    event_columns = ", ".join(quote(field.column) for field in _event_fields())
+    event_marks = ", ".join(["%s"] * len(_EVENT_FIELDS))
+    for index in range(events):
+        parts.append(
+            f"e{index} AS (INSERT INTO {events_table} ({event_columns}) "
+            f"SELECT {event_marks} FROM w)"
+        )
+    answers = ["(SELECT count(*) FROM w)"]
+    answers += [f"(SELECT count(*) FROM g{index})" for index in range(len(groups))]
+    answers.append("(SELECT count(*) FROM q)" if claim is not None else "0")
+    answers += [f"(SELECT {execution_pk} FROM x{index})" for index in range(created)]
+    return f"WITH {', '.join(parts)} SELECT {', '.join(answers)}"
 
 
 def _executions_only(write: Write) -> bool:
@@ -682,17 +885,28 @@ def _executions_only(write: Write) -> bool:
     )
 
 
-def _change_executions(db: Any, run: LtmRun, write: Write, end_seq: int) -> None:
-    """Store `write.execution_changes`, each closed one at the event `end_seq`; executions
-    changed alike (a kill or a rollback closes many) in one statement each. If one is not
-    as `write.expect` says, the write is dropped."""
+def _execution_groups(write: Write, end_seq: int) -> list[tuple[dict[str, Any], list[int]]]:
+    """`write.execution_changes` as (changes, ids): each closed one at the event `end_seq`,
+    executions changed alike (a kill or a rollback closes many) together."""
     alike: dict[str, tuple[dict[str, Any], list[int]]] = {}
     for execution_id, execution_changes in write.execution_changes:
         if execution_changes.get("status") not in (None, *OPEN):
             execution_changes = {**execution_changes, "closed_seq": end_seq}
         key = repr(sorted(execution_changes.items()))
         alike.setdefault(key, (execution_changes, []))[1].append(execution_id)
-    for execution_changes, ids in alike.values():
+    return list(alike.values())
+
+
+def _change_executions(
+    db: Any,
+    run: LtmRun,
+    write: Write,
+    end_seq: int,
+    groups: list[tuple[dict[str, Any], list[int]]] | None = None,
+) -> None:
+    """Store `write.execution_changes` (`_execution_groups`, unless given), in one
+    statement per group. If one is not as `write.expect` says, the write is dropped."""
+    for execution_changes, ids in groups or _execution_groups(write, end_seq):
         changed = EXECUTIONS.update(db, execution_changes, pk=ids, **write.expect)
         if write.expect and changed != len(ids):
             raise Dropped(f"executions {ids} of LTM run {run.pk} changed meanwhile")
@@ -762,13 +976,14 @@ def _next_state(snap: Snapshot, write: Write) -> str:
 _FIELDS = ("name", "declared_name", "status", "state", "params", "error", "entry")
 
 
-def _write_records(snap: Snapshot, records: Iterable[InstanceRecord]) -> None:
-    """Create the rows of new instances and update those whose values changed (a record
-    written as it is stored is skipped). The updates are one `executemany` statement of
-    plain SQL: Django's `bulk_update` builds a CASE expression per field in Python, which
-    cost a 205-instance rollback about 300 ms on SQLite."""
-    new: list[LtmInstance] = []
-    changed: list[Any] = []
+def _rows_to_write(
+    snap: Snapshot, records: Iterable[InstanceRecord]
+) -> tuple[dict[str, LtmInstance], dict[str, InstanceRow]]:
+    """The rows of `records` to create (new instances, unsaved) and to update (each a new
+    InstanceRow with the record's values: the one read may be shared with other snapshots,
+    see CommittedRuns), by fqn. A record as it is stored already is neither."""
+    new: dict[str, LtmInstance] = {}
+    changed: dict[str, InstanceRow] = {}
     for record in records:
         values = {
             "name": record.name,
@@ -781,17 +996,29 @@ def _write_records(snap: Snapshot, records: Iterable[InstanceRecord]) -> None:
         }
         row = snap.rows.get(record.fqn)
         if row is None:
-            new.append(LtmInstance(run=snap.run, fqn=record.fqn, **values))
-            continue
-        if all(_same(getattr(row, name), value) for name, value in values.items()):
-            continue
-        # A new row object: the one read may be shared with other snapshots (CommittedRuns).
-        row = snap.rows[record.fqn] = InstanceRow((row.id, record.fqn, *values.values()))
-        changed.append(row)
-    for row in LtmInstance.objects.bulk_create(new):
+            new[record.fqn] = LtmInstance(run=snap.run, fqn=record.fqn, **values)
+        elif not all(_same(getattr(row, name), value) for name, value in values.items()):
+            changed[record.fqn] = InstanceRow((row.id, record.fqn, *values.values()))
+    return new, changed
+
+
+def _write_records(snap: Snapshot, records: Iterable[InstanceRecord]) -> None:
+    """Create and update the rows of `records` that are not stored as they are."""
+    _store_rows(snap, *_rows_to_write(snap, records))
+
+
+def _store_rows(
+    snap: Snapshot, new: dict[str, LtmInstance], changed: dict[str, InstanceRow]
+) -> None:
+    """Create the rows of new instances and update the changed ones (`_rows_to_write`), and
+    hold them in `snap`. The updates are one `executemany` statement of plain SQL: Django's
+    `bulk_update` builds a CASE expression per field in Python, which cost a 205-instance
+    rollback about 300 ms on SQLite."""
+    snap.rows.update(changed)
+    for row in LtmInstance.objects.bulk_create(new.values()):
         snap.rows[row.fqn] = as_row(row)
     if changed:
-        _update_rows(changed)
+        _update_rows(list(changed.values()))
 
 
 def _update_rows(rows: list[Any]) -> None:
@@ -834,17 +1061,82 @@ def _same_walk(stored: Any, value: Any) -> bool:
     return bool(stored == value)
 
 
+def write_append(
+    db: Any,
+    run: LtmRun,
+    done: LtmAppend,
+    claimed: dict[str, Any],
+    row: Any,
+    state: dict[str, Any],
+    key: str,
+    value: Any,
+) -> bool:
+    """Store an atomic append to a run whose row this transaction has locked, its version
+    and its `seq` advanced by this transaction already: the append's row `done` (unless a
+    row of it is there already, or its execution is no longer as `claimed` says: then
+    nothing, and False), the state of `done.target` with the list `key` grown by `value`
+    (`state`, as it is now: the instance `row`'s, or the run's global state if `row` is
+    None) and its `state.appended` event (`add_appended`). On PostgreSQL in one statement
+    (data-modifying CTEs, the state and the event written only if the row `done` was),
+    where they were three round trips."""
+    if db.vendor != "postgresql":
+        if not APPENDS.insert_new(db, done, if_exists=(EXECUTIONS, claimed)):
+            return False
+        if row is None:
+            RUNS.update(db, {"global_state": state}, pk=run.pk)
+            run.global_state = state
+        else:
+            INSTANCES.update(db, {"state": state}, pk=row.id)
+        add_appended(run, done.target, key, value, len(state[key]))
+        return True
+    append_sql, params = APPENDS.insert_new_sql(db, done, (EXECUTIONS, claimed))
+    quote = db.ops.quote_name
+    table: Any = LtmRun._meta if row is None else LtmInstance._meta
+    column = table.get_field("global_state" if row is None else "state")
+    params += [db_value(column, state, db), run.pk if row is None else row.id]
+    event = _appended_event(run, done.target, key, value, len(state[key]))
+    fields, at = _event_fields(), timezone.now()
+    params += _event_values(db, fields, run, run.state, event, at)
+    sql = (
+        f"WITH a AS ({append_sql}), "
+        f"s AS (UPDATE {quote(table.db_table)} SET {quote(column.column)} = %s "
+        f"WHERE {quote(table.pk.column)} = %s AND EXISTS (SELECT FROM a)), "
+        f"e AS (INSERT INTO {quote(LtmEvent._meta.db_table)} "
+        f"({', '.join(quote(field.column) for field in fields)}) "
+        f"SELECT {', '.join(['%s'] * len(fields))} FROM a) "
+        "SELECT count(*) FROM a"
+    )
+    with cursor_for(db) as cursor:
+        cursor.execute(sql, params)
+        if cursor.fetchone()[0] != 1:
+            return False
+    if row is None:
+        run.global_state = state
+    _publish_events(run, run.state, [event], at)
+    _checkpoint_appended(run)
+    return True
+
+
 def add_appended(run: LtmRun, fqn: str, key: str, value: Any, length: int) -> None:
     """The `state.appended` event of an append to a run whose row this transaction has
     locked, its version and its `seq` advanced by this transaction already (the event takes
-    `run.seq`): `value` added to the list `key` of `fqn`'s state, now `length` long. Its
-    change holds the value alone, not the list (`history.append_change`)."""
+    `run.seq`): `value` added to the list `key` of `fqn`'s state, now `length` long."""
     db = db_for(LtmRun)
+    _insert_events(db, run, run.state, [_appended_event(run, fqn, key, value, length)])
+    _checkpoint_appended(run)
+
+
+def _appended_event(run: LtmRun, fqn: str, key: str, value: Any, length: int) -> EventSpec:
+    """`add_appended`'s event. Its change holds the value alone, not the list
+    (`history.append_change`)."""
     data = {"key": key, "value": value, "length": length}
     change = history.append_change(fqn, key, value, state=run.state, error=run.error)
-    _insert_events(db, run, run.state, [(run.seq, "state.appended", fqn, None, data, change)])
-    every = config.checkpoint_every()
-    if run.seq % every == 0:
+    return (run.seq, "state.appended", fqn, None, data, change)
+
+
+def _checkpoint_appended(run: LtmRun) -> None:
+    """A whole snapshot of the run, if its append's event is at a multiple of the interval."""
+    if run.seq % config.checkpoint_every() == 0:
         snap = Snapshot(run, {r.fqn: r for r in LtmInstance.objects.filter(run=run)})
         _checkpoint(snap, run.seq - 1, run.seq)
 
@@ -859,13 +1151,17 @@ _EVENT_INSERTS: dict[tuple[str, int], str] = {}
 EventSpec = tuple[int, str, str, Any, dict[str, Any], Any]
 
 
+def _event_fields() -> list[Any]:
+    return [cast("Field[Any, Any]", LtmEvent._meta.get_field(name)) for name in _EVENT_FIELDS]
+
+
 def _insert_events(db: Any, run: LtmRun, state: str, specs: list[EventSpec]) -> None:
     """Insert a write's event rows, in one statement, and publish them once it commits:
     `LtmEvent`'s columns without building the model (its `__init__` and the field by field
     conversions cost more than the insert)."""
     if not specs:
         return
-    fields = [cast("Field[Any, Any]", LtmEvent._meta.get_field(name)) for name in _EVENT_FIELDS]
+    fields = _event_fields()
     key = (db.vendor, len(specs))
     sql = _EVENT_INSERTS.get(key)
     if sql is None:
@@ -882,6 +1178,11 @@ def _insert_events(db: Any, run: LtmRun, state: str, specs: list[EventSpec]) -> 
     ]
     with cursor_for(db) as cursor:
         cursor.execute(sql, params)
+    _publish_events(run, state, specs, created)
+
+
+def _publish_events(run: LtmRun, state: str, specs: list[EventSpec], created: Any) -> None:
+    """Publish a write's events once it commits (`run` as the write left it)."""
     engine_events.publish_on_commit(
         {
             "run": str(run.pk),
