@@ -473,6 +473,7 @@ class Prepared(_DriverCursor):
     def __init__(self, db: Any) -> None:
         cursor_class, register_tzloader, timestamptz, text = _postgresql()
         self.cursor = cursor_class(db.connection)
+        self.cursor._query_cls = _written_once_query()
         # (as Django's `create_cursor`: dates read in the connection's time zone)
         if db.timezone != db.connection.adapters.get_loader(timestamptz, text).timezone:
             register_tzloader(db.timezone, self.cursor)
@@ -484,6 +485,42 @@ class Prepared(_DriverCursor):
     def executemany(self, query: str, rows: Iterable[Sequence[Any]]) -> Prepared:
         self.cursor.executemany(query, rows)  # (psycopg prepares the statement itself)
         return self
+
+
+# The engine's statements as psycopg converted them (`%s` to `$n`, and their parts), by SQL
+# and encoding: at most this many (their shapes are few; past it, converted each time).
+_CONVERTED: dict[tuple[str, str], Any] = {}
+_CONVERTED_MOST = 1024
+
+
+@cache
+def _written_once_query() -> type[Any]:
+    """psycopg's query class for `Prepared`'s cursors: each statement converted once per
+    process. psycopg caches its conversion of statements of up to 4,096 bytes and 50
+    values only (to keep ORMs' ever-different bulk inserts out of its cache); the engine's
+    statements are written once, yet one that writes an execution's commit in one (its
+    data-modifying CTEs) is longer, and its conversion, a scan of the whole text in Python,
+    cost about a tenth of an LTM execution's CPU time. A statement that is not text (a
+    composed one, a template) is converted as psycopg does."""
+    from psycopg import _queries  # (psycopg's own: its version is pinned)
+
+    class WrittenOnce(_queries.PostgresQuery):
+        __slots__ = ()
+
+        def convert(self, query: Any, vars: Any) -> None:
+            if vars is None or type(query) is not str:
+                super().convert(query, vars)
+                return
+            encoding = self._tx.encoding
+            found = _CONVERTED.get((query, encoding))
+            if found is None:
+                found = _queries._query2pg_nocache(query.encode(encoding), encoding)
+                if len(_CONVERTED) < _CONVERTED_MOST:
+                    _CONVERTED[query, encoding] = found
+            self.query, self._want_formats, self._order, self._parts = found
+            self.dump(vars)
+
+    return WrittenOnce
 
 
 @cache

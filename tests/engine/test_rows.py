@@ -323,6 +323,35 @@ def test_a_postgresql_connection_keeps_one_cursor_for_its_statements_one_after_a
         assert through_proxy.cursor is kept and name_with(through_proxy) == ("s",)
 
 
+@postgresql_only
+def test_a_long_statement_of_the_engine_is_converted_once_per_process(run, monkeypatch):
+    """psycopg caches its conversion (`%s` to `$n`) of statements of up to 4,096 bytes and
+    50 values only; the engine's are written once, and one of more (an execution's commit
+    in one statement) is converted the first time only, and still answers right."""
+    from psycopg import _queries
+
+    from engine.rows import cursor_for
+
+    converted: list[bytes] = []
+    convert = _queries._query2pg_nocache
+
+    def counted(query, encoding):
+        converted.append(query)
+        return convert(query, encoding)
+
+    monkeypatch.setattr(_queries, "_query2pg_nocache", counted)
+    values = list(range(60))  # (more values than psycopg caches)
+    sql = "SELECT " + " + ".join(["%s::int"] * len(values)) + ", %s::text || '" + "x" * 5000 + "'"
+    sums = []
+    for shift in range(3):
+        with cursor_for(connection) as cursor:
+            cursor.execute(sql, [value + shift for value in values] + [str(shift)])
+            sums.append(cursor.fetchone())
+    assert [total for total, _ in sums] == [sum(values) + 60 * shift for shift in range(3)]
+    assert [text[:2] for _, text in sums] == ["0x", "1x", "2x"]
+    assert len([query for query in converted if b"x" * 5000 in query]) == 1
+
+
 @sqlite_only
 def test_a_sqlite_block_closes_its_cursor_even_with_rows_left_unread(run):
     """SQLite's cursor is not kept from one block to the next: a statement not stepped to its
