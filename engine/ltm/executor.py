@@ -168,11 +168,13 @@ def _append(
         )  # (the root's row holds no state: its list is the run's)
     else:
         row = store.with_state(row, state)
+    rows = None
     if held is not None:
         record = store.row_record(run, row)
         tree = None if held.tree is None else held.tree.with_records([record])
         rows = {**held.rows, row.fqn: store.as_row(row)}
         store.committed.after_commit(run, rows, tree)
+    store.checkpoint_appended(run, rows)
     return list(state[key]), run
 
 

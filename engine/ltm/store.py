@@ -1076,9 +1076,9 @@ def write_append(
     row of it is there already, or its execution is no longer as `claimed` says: then
     nothing, and False), the state of `done.target` with the list `key` grown by `value`
     (`state`, as it is now: the instance `row`'s, or the run's global state if `row` is
-    None) and its `state.appended` event (`add_appended`). On PostgreSQL in one statement
-    (data-modifying CTEs, the state and the event written only if the row `done` was),
-    where they were three round trips."""
+    None) and its `state.appended` event. On PostgreSQL in one statement (data-modifying
+    CTEs, the state and the event written only if the row `done` was), where they were
+    three round trips. (The caller checkpoints the run: `checkpoint_appended`.)"""
     if db.vendor != "postgresql":
         if not APPENDS.insert_new(db, done, if_exists=(EXECUTIONS, claimed)):
             return False
@@ -1087,14 +1087,14 @@ def write_append(
             run.global_state = state
         else:
             INSTANCES.update(db, {"state": state}, pk=row.id)
-        add_appended(run, done.target, key, value, len(state[key]))
+        _insert_events(db, run, run.state, [_appended_event(run, done.target, key, value, state)])
         return True
     append_sql, params = APPENDS.insert_new_sql(db, done, (EXECUTIONS, claimed))
     quote = db.ops.quote_name
     table: Any = LtmRun._meta if row is None else LtmInstance._meta
     column = table.get_field("global_state" if row is None else "state")
     params += [db_value(column, state, db), run.pk if row is None else row.id]
-    event = _appended_event(run, done.target, key, value, len(state[key]))
+    event = _appended_event(run, done.target, key, value, state)
     fields, at = _event_fields(), timezone.now()
     params += _event_values(db, fields, run, run.state, event, at)
     sql = (
@@ -1113,32 +1113,28 @@ def write_append(
     if row is None:
         run.global_state = state
     _publish_events(run, run.state, [event], at)
-    _checkpoint_appended(run)
     return True
 
 
-def add_appended(run: LtmRun, fqn: str, key: str, value: Any, length: int) -> None:
-    """The `state.appended` event of an append to a run whose row this transaction has
-    locked, its version and its `seq` advanced by this transaction already (the event takes
-    `run.seq`): `value` added to the list `key` of `fqn`'s state, now `length` long."""
-    db = db_for(LtmRun)
-    _insert_events(db, run, run.state, [_appended_event(run, fqn, key, value, length)])
-    _checkpoint_appended(run)
-
-
-def _appended_event(run: LtmRun, fqn: str, key: str, value: Any, length: int) -> EventSpec:
-    """`add_appended`'s event. Its change holds the value alone, not the list
-    (`history.append_change`)."""
-    data = {"key": key, "value": value, "length": length}
+def _appended_event(
+    run: LtmRun, fqn: str, key: str, value: Any, state: dict[str, Any]
+) -> EventSpec:
+    """The `state.appended` event of an append (`write_append`): it takes `run.seq`, and says
+    `value` was added to the list `key` of `fqn`'s `state` (as it is now). Its change holds
+    the value alone, not the list (`history.append_change`)."""
+    data = {"key": key, "value": value, "length": len(state[key])}
     change = history.append_change(fqn, key, value, state=run.state, error=run.error)
     return (run.seq, "state.appended", fqn, None, data, change)
 
 
-def _checkpoint_appended(run: LtmRun) -> None:
-    """A whole snapshot of the run, if its append's event is at a multiple of the interval."""
+def checkpoint_appended(run: LtmRun, rows: dict[str, Any] | None = None) -> None:
+    """After an append (`write_append`), in its transaction: a whole snapshot of the run if
+    the append's event is at a multiple of the interval. `rows`: the run's instance rows as
+    the append left them, if this process holds them (else they are read)."""
     if run.seq % config.checkpoint_every() == 0:
-        snap = Snapshot(run, {r.fqn: r for r in LtmInstance.objects.filter(run=run)})
-        _checkpoint(snap, run.seq - 1, run.seq)
+        if rows is None:
+            rows = _rows(LtmInstance.objects.filter(run=run))
+        _checkpoint(Snapshot(run, rows), run.seq - 1, run.seq)
 
 
 # An event row's columns, in the order `_event_values` gives them (the key is the database's).
