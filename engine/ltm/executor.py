@@ -101,6 +101,10 @@ def append(
     db = store.db_for(LtmRun)
     try:
         with store.run_locks.hold(execution.run_id):
+            if store.at_once_here():  # (PostgreSQL: one statement, if this process can)
+                appended = store.append_at_once(execution, target, key, value, index)
+                if appended is not None:
+                    return appended
             return _append(db, execution, target, key, value, index, owner)
     except _DoneBefore as done:
         return done.values, None  # done before this execution was re-run (rolled back)

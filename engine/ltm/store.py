@@ -6,6 +6,14 @@ asks `build` what to write, and applies it with a compare-and-set on `LtmRun.ver
 (`UPDATE ... WHERE id = ? AND version = ?`). If another writer slipped in, nothing is written
 and `build` runs again on what is stored now. New executions go to the outbox
 (`LtmExecution`) in the same transaction and are dispatched to Huey after the commit.
+
+On PostgreSQL an execution's commit (and a claim, an append) is ONE statement: the
+compare-and-set and every other write in data-modifying CTEs, each part writing only if the
+compare-and-set won, the write's checks made by the statement itself (`apply`'s
+`at_once`). One statement is atomic and commits by itself, so a first try outside any
+transaction opens none: its reads see what is committed, as each statement of a transaction
+does under READ COMMITTED, and a write that does not fit one statement opens a transaction
+of its own.
 """
 
 from __future__ import annotations
@@ -14,13 +22,13 @@ import marshal
 import threading
 from collections import OrderedDict, deque
 from collections.abc import Callable, Iterable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from copy import copy
 from dataclasses import dataclass, field, replace
 from datetime import timedelta
 from typing import Any, cast
 
-from django.db import connections, router, transaction
+from django.db import DataError, connections, router, transaction
 from django.db.models import Field
 from django.utils import timezone
 
@@ -42,7 +50,7 @@ from engine.ltm.models import (
     LtmInstance,
     LtmRun,
 )
-from engine.ltm.status import FINISHED, OPEN, LtmRunState
+from engine.ltm.status import FINISHED, OPEN, ExecutionStatus, LtmRunState
 from engine.rows import Table, cursor_for, db_value
 
 _ATTEMPTS = 50  # compare-and-set retries before giving up (each one re-plans, never re-runs)
@@ -475,8 +483,12 @@ def _commit(
         if newer is not None and newer.run is not None and newer.version > known.run.version:
             known = Snapshot(copy(newer.run), dict(newer.rows), _tree=newer.tree)
     for attempt in range(_ATTEMPTS if retry else 1):
+        # A first try on PostgreSQL, outside any transaction, opens none of its own: its reads
+        # see what is committed, as each statement of a transaction does (READ COMMITTED),
+        # and `apply` writes in one statement that commits by itself, or in a transaction.
+        at_once = attempt == 0 and at_once_here()
         try:
-            with transaction.atomic():
+            with nullcontext() if at_once else transaction.atomic():
                 if known is not None and not known.partial:
                     snap = Snapshot(known.run, dict(known.rows), _tree=known._tree)
                 else:
@@ -488,16 +500,24 @@ def _commit(
                 write = build(snap)
                 if write is None:
                     return None
-                if apply(snap, write):
+                if apply(snap, write, at_once=at_once):
                     write.left = snap
                     return write
         except Dropped:
-            return None  # (rolled back)
+            return None  # (rolled back, or never written)
         except _Again:
-            continue  # (rolled back)
+            continue  # (rolled back, or never written)
     if not retry:
         raise StaleFlowError(f"LTM run {run_id} changed meanwhile; look again and retry")
     raise StaleFlowError(f"LTM run {run_id} keeps changing; try again")
+
+
+def at_once_here() -> bool:
+    """Whether a write may go without a transaction of its own (`apply`'s `at_once`): on
+    PostgreSQL, where one statement is atomic and commits by itself, outside any
+    transaction."""
+    db = db_for(LtmRun)
+    return db.vendor == "postgresql" and not db.in_atomic_block
 
 
 def after(write: Write) -> Snapshot | None:
@@ -513,14 +533,27 @@ def held_snapshot(run: LtmRun) -> Snapshot | None:
     return None if held is None else Snapshot(run, dict(held.rows), _tree=held.tree)
 
 
-def apply(snap: Snapshot, write: Write) -> bool:
+def apply(snap: Snapshot, write: Write, *, at_once: bool = False) -> bool:
     """Store `write` if the run is still at the version read in `snap` (call inside a
-    transaction). The compare-and-set is the first statement: on a conflict nothing is
-    written and False is returned.
+    transaction, or with `at_once` outside any: see below). The compare-and-set is the
+    first statement: on a conflict nothing is written and False is returned.
+
+    `at_once` (PostgreSQL, outside a transaction): a write that fits one statement
+    (`_fits_one_statement`) is that statement alone, which commits by itself, its checks
+    (the executions as expected, the claim of a queued one) made by the statement too: where
+    one fails, the statement raises and nothing of it stays. Any other write opens a
+    transaction of its own.
 
     Besides the rows, each write keeps its place in the run's history: the change it made
     rides on its last event (`LtmEvent.change`), the executions it queued or closed carry
     that event's seq, and every `checkpoint_every()` events a whole snapshot is kept."""
+    if at_once and not _may_fit_one_statement(write):
+        with transaction.atomic():
+            return _apply(snap, write)
+    return _apply(snap, write, at_once=at_once)
+
+
+def _apply(snap: Snapshot, write: Write, *, at_once: bool = False) -> bool:
     run, now = snap.run, write_time()
     if snap.partial and any(r.fqn not in snap.rows for r in write.records):
         snap.complete()  # (a record of an instance not read: is it new, or stored?)
@@ -530,7 +563,9 @@ def apply(snap: Snapshot, write: Write) -> bool:
         # Nothing of the run changes, nor its history (the claim of a state already active:
         # a join's next arrival): its executions only, each still as expected. The run
         # keeps its version and its row is not written (on PostgreSQL, not locked).
-        _change_executions(db, run, write, run.seq)
+        single = len(write.execution_changes) == 1  # (all or nothing without a transaction)
+        with transaction.atomic() if at_once and not single else nullcontext():
+            _change_executions(db, run, write, run.seq)
         return True
     events = list(write.events)
     if state != run.state:
@@ -594,7 +629,12 @@ def apply(snap: Snapshot, write: Write) -> bool:
     base = committed.get(run.pk, run.version)
     tree = snap.built_tree() or (base.tree if base is not None else None)
     run_changes = {"seq": end_seq, **changes}
-    if _fits_one_statement(db, write, new_rows, changed_rows, created, groups, specs):
+    changed = len(change["records"]) + len(change["removed"])
+    one = _fits_one_statement(db, write, new_rows, changed_rows, created, groups, specs)
+    if at_once and (not one or _checkpoints(snap, first_seq, end_seq, changed)):
+        with transaction.atomic():  # (a checkpoint is kept with the write it follows)
+            return _apply(snap, write)
+    if one:
         at = timezone.now()
         won_claim = _apply_in_one_statement(
             db,
@@ -609,6 +649,8 @@ def apply(snap: Snapshot, write: Write) -> bool:
             specs,
             state,
             at,
+            checked=at_once,
+            claim_required=write.keep_record is not None,
         )
         if won_claim is None:
             return False
@@ -636,7 +678,7 @@ def apply(snap: Snapshot, write: Write) -> bool:
         _insert_events(db, run, state, specs)
     write.new_execution_ids.extend(execution.pk for execution in created)
     run.seq = end_seq
-    _checkpoint(snap, first_seq, end_seq, len(change["records"]) + len(change["removed"]))
+    _checkpoint(snap, first_seq, end_seq, changed)
     if tree is not None:  # the tree of the rows as written, from the tree before
         root = [replace(r, state=global_state) for r in records if "." not in r.fqn]
         tree = tree.with_records([*(r for r in records if "." in r.fqn), *root], write.removed)
@@ -725,7 +767,26 @@ def _fits_one_statement(
     )
 
 
+def _may_fit_one_statement(write: Write) -> bool:
+    """What `_fits_one_statement` can tell of `write` before it is planned: not too many
+    of anything, no instance deleted, no appends taken over."""
+    most = _ONE_STATEMENT_MOST
+    return (
+        not write.removed
+        and not write.inherit
+        and len(write.events) < most  # (with a run's state change, a claim's event)
+        and max(len(write.records), len(write.executions), len(write.execution_changes)) <= most
+    )
+
+
 _ONE_STATEMENTS: dict[Any, str] = {}
+# What the statement of `_apply_in_one_statement` raises where a check of a write fails
+# (`checked`): a text that is no integer, cast as one (from a row of `w`, which no planner
+# evaluates ahead of time), so that PostgreSQL aborts the statement, all of it.
+_FAILED_CHECKS = {
+    "dropped": "flowstudio: executions changed meanwhile",
+    "again": "flowstudio: queued execution claimed meanwhile",
+}
 
 
 def _apply_in_one_statement(
@@ -741,6 +802,9 @@ def _apply_in_one_statement(
     specs: list[EventSpec],
     state: str,
     at: Any,
+    *,
+    checked: bool = False,
+    claim_required: bool = False,
 ) -> int | None:
     """`apply`'s statements on PostgreSQL in ONE (data-modifying CTEs): the run's
     compare-and-set (`w`), then, each only if it won (every part selects from `w`), the
@@ -752,7 +816,12 @@ def _apply_in_one_statement(
     None if the compare-and-set lost (nothing was written); raises Dropped if an
     execution changed is not as `expect` says (the caller's transaction rolls back); else
     how many rows the claim of `queued` updated (0 or 1; 0 if there is none). The events
-    are `state`'s, made `at`."""
+    are `state`'s, made `at`.
+
+    `checked` (the statement commits by itself: no transaction to roll back): the statement
+    checks the executions it changes, and the claim of `queued` if it rides on a claim of
+    its state (`Write.keep_record`), and raises if one fails, which aborts all of it; that
+    is raised here as Dropped, or as _Again (the write is built again)."""
     key = (
         tuple(run_changes),
         len(changed_rows),
@@ -761,6 +830,8 @@ def _apply_in_one_statement(
         tuple(expect),
         None if queued is None else tuple(keep_claim),
         len(specs),
+        checked and bool(expect),
+        checked and queued is not None and claim_required,
     )
     sql = _ONE_STATEMENTS.get(key)
     if sql is None:
@@ -791,9 +862,16 @@ def _apply_in_one_statement(
     fields = _event_fields()
     for spec in specs:
         params += _event_values(db, fields, run, state, spec, at)
-    with cursor_for(db) as cursor:
-        cursor.execute(sql, params)
-        answer = cursor.fetchone()
+    try:
+        with cursor_for(db) as cursor:
+            cursor.execute(sql, params)
+            answer = cursor.fetchone()
+    except DataError as error:
+        if _FAILED_CHECKS["dropped"] in str(error):
+            raise Dropped(f"executions of LTM run {run.pk} changed meanwhile") from None
+        if _FAILED_CHECKS["again"] in str(error):
+            raise _Again(f"execution {getattr(queued, 'pk', None)} was claimed meanwhile") from None
+        raise
     if answer[0] != 1:
         return None
     counts = answer[1 : 1 + len(groups)]
@@ -801,7 +879,8 @@ def _apply_in_one_statement(
         if expect and count != len(ids):
             raise Dropped(f"executions {ids} of LTM run {run.pk} changed meanwhile")
     claimed = int(answer[1 + len(groups)])
-    for execution, pk in zip(created, answer[2 + len(groups) :], strict=True):
+    made = answer[2 + len(groups) : 2 + len(groups) + len(created)]
+    for execution, pk in zip(created, made, strict=True):
         execution.pk = pk
         execution._state.adding = False
         execution._state.db = db.alias
@@ -810,7 +889,7 @@ def _apply_in_one_statement(
 
 def _one_statement_sql(db: Any, key: Any) -> str:
     """The statement of `_apply_in_one_statement` for the shape `key`."""
-    run_names, rows, created, groups, expect, claim, events = key
+    run_names, rows, created, groups, expect, claim, events, check_groups, check_claim = key
     quote = db.ops.quote_name
 
     def column(model: Any, name: str) -> str:
@@ -868,6 +947,19 @@ def _one_statement_sql(db: Any, key: Any) -> str:
     answers += [f"(SELECT count(*) FROM g{index})" for index in range(len(groups))]
     answers.append("(SELECT count(*) FROM q)" if claim is not None else "0")
     answers += [f"(SELECT {execution_pk} FROM x{index})" for index in range(created)]
+    checks = []
+    if check_groups:
+        counts = [
+            f"(SELECT count(*) FROM g{index}) <> {count}" for index, (_, count) in enumerate(groups)
+        ]
+        checks.append(("dropped", " OR ".join(counts)))
+    if check_claim:
+        checks.append(("again", "(SELECT count(*) FROM q) <> 1"))
+    for name, failed in checks:
+        answers.append(
+            f"CASE WHEN {failed} THEN CAST((SELECT '{_FAILED_CHECKS[name]}'::text FROM w) "
+            "AS integer) END"
+        )
     return f"WITH {', '.join(parts)} SELECT {', '.join(answers)}"
 
 
@@ -931,14 +1023,19 @@ def _inherit_appends(heirs: dict[int, tuple[int, int]]) -> None:
     )
 
 
+def _checkpoints(snap: Snapshot, first_seq: int, end_seq: int, changed: int = 0) -> bool:
+    """Whether `_checkpoint` keeps a snapshot after this write."""
+    every = config.checkpoint_every()
+    crossed = end_seq // every != first_seq // every
+    return crossed or changed >= max(_WIDE_CHANGE, len(snap.rows) // 2)
+
+
 def _checkpoint(snap: Snapshot, first_seq: int, end_seq: int, changed: int = 0) -> None:
     """A whole snapshot of the run when this write crossed a multiple of the interval, or
     when it changed (or removed) `changed` records, at least max(20, half the run's
     instances): a rollback rewrites the whole run, and replaying many such changes from
     the last checkpoint made `ltm_at` slow after a series of them."""
-    every = config.checkpoint_every()
-    crossed = end_seq // every != first_seq // every
-    if not crossed and changed < max(_WIDE_CHANGE, len(snap.rows) // 2):
+    if not _checkpoints(snap, first_seq, end_seq, changed):
         return  # (a partial snapshot's few rows: only a crossing checkpoints its write)
     point = history.PointInTime(
         {fqn: row_record(snap.run, row) for fqn, row in snap.complete().items()},
@@ -1114,6 +1211,129 @@ def write_append(
         run.global_state = state
     _publish_events(run, run.state, [event], at)
     return True
+
+
+_APPEND_AT_ONCE: dict[tuple[str, bool], str] = {}
+_NOT_APPENDED = "flowstudio: not appended"
+
+
+def append_at_once(
+    execution: LtmExecution, target: str, key: str, value: Any, index: int
+) -> tuple[list[Any], LtmRun] | None:
+    """An atomic append (`engine.ltm.executor.append`) in ONE statement, outside any
+    transaction, where this process holds the run as last committed (`committed.latest`):
+    the run's compare-and-set at that version (its version and `seq` bumped, as the append's
+    transaction bumps them), the append's row if its execution is still claimed, the grown
+    list and the `state.appended` event. If the run changed meanwhile, or the append was
+    made before (a re-run), or the execution was handed on, nothing is written (the
+    statement aborts, all of it) and None is returned: the caller appends in a transaction,
+    which tells which. None too where the append would fail (a killed run, no such list)
+    or the event keeps a checkpoint: the caller's way raises, or keeps it, as it does.
+
+    Returns the list as grown, and the run as the append left it."""
+    db = db_for(LtmRun)
+    held = committed.latest(execution.run_id)
+    if held is None or held.run is None or held.run.state == LtmRunState.KILLED:
+        return None
+    row = held.rows.get(target)
+    root = "." not in target
+    if row is None:
+        return None
+    state = dict(held.run.global_state if root else row.state)
+    if not isinstance(state.get(key), list):
+        return None
+    if (held.run.seq + 1) % config.checkpoint_every() == 0:
+        return None
+    run = copy(held.run)
+    run.version, run.seq, run.updated = held.version + 1, run.seq + 1, write_time()
+    state[key] = [*state[key], value]
+    done = LtmAppend(
+        execution=execution,
+        fqn=execution.fqn,
+        call_index=index,
+        target=target,
+        key=key,
+        seq=run.seq,  # the state.appended event's
+    )
+    event = _appended_event(run, target, key, value, state)
+    at = timezone.now()
+    sql = _APPEND_AT_ONCE.get((db.vendor, root))
+    if sql is None:
+        sql = _APPEND_AT_ONCE[db.vendor, root] = _append_at_once_sql(db, root)
+    meta = LtmRun._meta
+    params = [db_value(meta.get_field("updated"), run.updated, db)]
+    if root:
+        params.append(db_value(meta.get_field("global_state"), state, db))
+    params += [run.pk, held.version]
+    params += [
+        db_value(field, field.pre_save(done, True), db) for field in APPENDS._insert_fields()
+    ]
+    params += [execution.pk, ExecutionStatus.CLAIMED]
+    if not root:
+        params += [db_value(LtmInstance._meta.get_field("state"), state, db), row.id]
+    params += _event_values(db, _event_fields(), run, run.state, event, at)
+    try:
+        with cursor_for(db) as cursor:
+            cursor.execute(sql, params)
+            won = cursor.fetchone()[0] == 1
+    except DataError as error:
+        if _NOT_APPENDED in str(error):
+            return None
+        raise
+    if not won:
+        return None
+    if root:
+        run.global_state = state
+        new_row = row
+    else:
+        new_row = with_state(row, state)
+    tree = None
+    if held.tree is not None:
+        tree = held.tree.with_records([row_record(run, new_row)])
+    committed.after_commit(run, {**held.rows, target: new_row}, tree)
+    _publish_events(run, run.state, [event], at)
+    return list(state[key]), run
+
+
+def _append_at_once_sql(db: Any, root: bool) -> str:
+    """The statement of `append_at_once`: to the run's global state (`root`) or to an
+    instance's."""
+    quote = db.ops.quote_name
+    run, version = LtmRun._meta, quote(LtmRun._meta.get_field("version").column)
+    seq = quote(run.get_field("seq").column)
+    sets = [f"{quote(run.get_field('updated').column)} = %s"]
+    if root:
+        sets.append(f"{quote(run.get_field('global_state').column)} = %s")
+    fields = APPENDS._insert_fields()
+    execution = LtmExecution._meta
+    instance = LtmInstance._meta
+    parts = [
+        f"w AS (UPDATE {quote(run.db_table)} SET {', '.join(sets)}, {version} = {version} + 1, "
+        f"{seq} = {seq} + 1 WHERE {quote(run.pk.column)} = %s AND {version} = %s RETURNING 1)",
+        f"a AS (INSERT INTO {quote(LtmAppend._meta.db_table)} "
+        f"({', '.join(quote(field.column) for field in fields)}) "
+        f"SELECT {', '.join(['%s'] * len(fields))} FROM w WHERE EXISTS (SELECT 1 FROM "
+        f"{quote(execution.db_table)} WHERE {quote(execution.pk.column)} = %s AND "
+        f"{quote(execution.get_field('status').column)} = %s) ON CONFLICT DO NOTHING "
+        f"RETURNING {quote(LtmAppend._meta.pk.column)})",
+    ]
+    if not root:
+        parts.append(
+            f"s AS (UPDATE {quote(instance.db_table)} SET "
+            f"{quote(instance.get_field('state').column)} = %s "
+            f"WHERE {quote(instance.pk.column)} = %s AND EXISTS (SELECT FROM a))"
+        )
+    event_fields = _event_fields()
+    parts.append(
+        f"e AS (INSERT INTO {quote(LtmEvent._meta.db_table)} "
+        f"({', '.join(quote(field.column) for field in event_fields)}) "
+        f"SELECT {', '.join(['%s'] * len(event_fields))} FROM a)"
+    )
+    return (
+        f"WITH {', '.join(parts)} SELECT (SELECT count(*) FROM w), CASE WHEN EXISTS "
+        f"(SELECT FROM w) AND NOT EXISTS (SELECT FROM a) THEN CAST((SELECT "
+        f"'{_NOT_APPENDED}'::text FROM w) AS integer) END"
+    )
 
 
 def _appended_event(

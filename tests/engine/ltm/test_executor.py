@@ -213,9 +213,9 @@ def test_a_join_arrival_commits_at_its_first_try_and_its_claim_leaves_the_run_al
     run_kept: list[str] = []  # what the writes that left the run's row alone changed
     apply = store.apply
 
-    def counted(snap, write):
+    def counted(snap, write, **options):
         version = snap.run.version
-        tries.append(apply(snap, write))
+        tries.append(apply(snap, write, **options))
         if tries[-1] and snap.run.version == version:
             run_kept.extend(str(changes["status"]) for _, changes in write.execution_changes)
         return tries[-1]
@@ -510,8 +510,8 @@ def test_threads_writing_one_run_do_not_race_each_other_to_its_compare_and_set(u
     lost: list[int] = []
     apply = store.apply
 
-    def counted(snap: store.Snapshot, write: store.Write) -> bool:
-        won = apply(snap, write)
+    def counted(snap: store.Snapshot, write: store.Write, **options: Any) -> bool:
+        won = apply(snap, write, **options)
         if not won:
             lost.append(snap.run.version)
         return won

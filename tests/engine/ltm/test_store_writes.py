@@ -15,7 +15,7 @@ from django.utils import timezone
 
 from engine import api
 from engine.ltm import store
-from engine.models import LtmEvent, LtmExecution, LtmInstance, LtmRun
+from engine.models import LtmAppend, LtmEvent, LtmExecution, LtmInstance, LtmRun
 from tests.engine.ltm.support import django_runtime  # noqa: F401  (autouse fixture)
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.bothmodes]
@@ -61,13 +61,24 @@ def _stored(run_id: Any) -> dict[str, Any]:
     }
 
 
-def test_a_commit_stores_all_its_parts_and_on_postgresql_in_one_statement(queued_run):
+def test_a_commit_stores_all_its_parts_and_on_postgresql_in_one_statement(queued_run, monkeypatch):
+    """On PostgreSQL the commit is one statement, which commits by itself: no transaction
+    is opened for it (its `BEGIN` and `COMMIT` were two more round trips)."""
     queued = LtmExecution.objects.get(run_id=queued_run, status="queued")
     before = LtmRun.objects.get(pk=queued_run)
     events_before = LtmEvent.objects.filter(run=before).count()
+    opened: list[int] = []
+    atomic = transaction.atomic
+
+    def counted(*args: Any, **kwargs: Any) -> Any:
+        opened.append(1)
+        return atomic(*args, **kwargs)
+
+    monkeypatch.setattr(store.transaction, "atomic", counted)
 
     with CaptureQueriesContext(connection) as captured:
         write = store.commit(queued_run, lambda snap: _write(snap, queued))
+    monkeypatch.undo()
 
     assert write is not None
     run = LtmRun.objects.get(pk=queued_run)
@@ -94,8 +105,10 @@ def test_a_commit_stores_all_its_parts_and_on_postgresql_in_one_statement(queued
     writes = [q["sql"] for q in captured if q["sql"].startswith(("UPDATE", "INSERT", "WITH"))]
     if connection.vendor == "postgresql":
         assert len(writes) == 1 and writes[0].startswith("WITH w AS (UPDATE"), writes
+        assert not opened
     else:
         assert len(writes) >= 4, writes  # (SQLite: statement by statement)
+        assert opened
 
 
 def test_a_commit_that_lost_its_compare_and_set_writes_nothing(queued_run):
@@ -158,9 +171,10 @@ def test_a_claim_of_a_queued_execution_taken_meanwhile_builds_the_write_again(qu
 
 
 def test_a_joins_appends_store_the_list_and_their_events_on_postgresql_in_one_statement(user):
-    """Each arrival at a join appends to its list: the append's row, the list and its
-    `state.appended` event in one statement on PostgreSQL (three, one after the other, on
-    SQLite), and none of them when the append was made before."""
+    """Each arrival at a join appends to its list: on PostgreSQL the run's compare-and-set,
+    the append's row, the list and its `state.appended` event are one statement, which
+    commits by itself (on SQLite, a transaction of four); the seqs of the run's events
+    have no gap."""
     with CaptureQueriesContext(connection) as captured:
         run_id = api.start_ltm("flou_join", user, {"size": 6})
 
@@ -175,10 +189,34 @@ def test_a_joins_appends_store_the_list_and_their_events_on_postgresql_in_one_st
         if isinstance(value, list) and len(value) == 6
     ]
     assert lists, "the join's list holds the six arrivals"
+    seqs = sorted(LtmEvent.objects.filter(run=run).values_list("seq", flat=True))
+    assert seqs == list(range(1, run.seq + 1))
     sql = [q["sql"] for q in captured]
-    alone = [q for q in sql if q.startswith(('INSERT INTO "engine_ltmappend"', "INSERT OR IGNORE"))]
-    together = [q for q in sql if q.startswith('WITH a AS (INSERT INTO "engine_ltmappend"')]
+    appends = [q for q in sql if 'INTO "engine_ltmappend"' in q]
+    at_once = [q for q in appends if q.startswith('WITH w AS (UPDATE "engine_ltmrun"')]
     if connection.vendor == "postgresql":
-        assert (len(alone), len(together)) == (0, 6), sql
+        assert (len(appends), len(at_once)) == (6, 6), appends
     else:
-        assert (len(alone), len(together)) == (6, 0), sql
+        assert (len(appends), len(at_once)) == (6, 0), appends
+
+
+def test_an_append_made_before_is_not_made_again_and_leaves_no_trace(user):
+    """A re-run of an execution repeats its append: it finds it made, and nothing of the
+    second try stays (on PostgreSQL the one statement aborts, all of it, and the append is
+    asked again in a transaction, which finds it made)."""
+    from engine.ltm.executor import append
+
+    with CaptureQueriesContext(connection):
+        run_id = api.start_ltm("flou_join", user, {"size": 2})
+    run = LtmRun.objects.get(pk=run_id)
+    made = LtmAppend.objects.filter(execution__run=run).order_by("id").first()
+    execution = LtmExecution.objects.get(pk=made.execution_id)
+    LtmExecution.objects.filter(pk=execution.pk).update(status="claimed")  # (its re-run)
+    stored = _stored(run_id)
+    target = LtmInstance.objects.get(run=run, fqn=made.target)
+
+    values, appended = append(execution, made.target, made.key, {"again": True}, made.call_index)
+
+    assert appended is None and {"again": True} not in values
+    assert _stored(run_id) == stored
+    assert LtmInstance.objects.get(pk=target.pk).state == target.state
