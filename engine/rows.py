@@ -473,7 +473,6 @@ class Prepared(_DriverCursor):
     def __init__(self, db: Any) -> None:
         cursor_class, register_tzloader, timestamptz, text = _postgresql()
         self.cursor = cursor_class(db.connection)
-        self.cursor._query_cls = _written_once_query()
         # (as Django's `create_cursor`: dates read in the connection's time zone)
         if db.timezone != db.connection.adapters.get_loader(timestamptz, text).timezone:
             register_tzloader(db.timezone, self.cursor)
@@ -526,8 +525,9 @@ def _written_once_query() -> type[Any]:
 @cache
 def _postgresql() -> tuple[Any, Any, int, Any]:
     """What `Prepared` takes from Django's PostgreSQL backend and psycopg (imported once, and
-    only where PostgreSQL is used): Django's server-binding cursor, its time zone loader,
-    the `timestamptz` type's oid, psycopg's text format."""
+    only where PostgreSQL is used): Django's server-binding cursor (its statements converted
+    once: `_written_once_query`), its time zone loader, the `timestamptz` type's oid,
+    psycopg's text format."""
     from django.db.backends.postgresql.base import (  # type: ignore[attr-defined]
         ServerBindingCursor,  # (Django's, for its `server_side_binding`; not in its stubs)
     )
@@ -535,7 +535,12 @@ def _postgresql() -> tuple[Any, Any, int, Any]:
     from psycopg import adapters
     from psycopg.pq import Format
 
-    return ServerBindingCursor, register_tzloader, adapters.types["timestamptz"].oid, Format.TEXT
+    class EngineCursor(ServerBindingCursor):
+        """Django's server-binding cursor, each statement converted once per process."""
+
+        _query_cls = _written_once_query()
+
+    return EngineCursor, register_tzloader, adapters.types["timestamptz"].oid, Format.TEXT
 
 
 def prepares(db: Any) -> bool:

@@ -515,9 +515,9 @@ def _commit(
 def at_once_here() -> bool:
     """Whether a write may go without a transaction of its own (`apply`'s `at_once`): on
     PostgreSQL, where one statement is atomic and commits by itself, outside any
-    transaction."""
+    transaction (in autocommit: not under a caller's manual transaction management)."""
     db = db_for(LtmRun)
-    return db.vendor == "postgresql" and not db.in_atomic_block
+    return db.vendor == "postgresql" and not db.in_atomic_block and db.get_autocommit()
 
 
 def after(write: Write) -> Snapshot | None:
