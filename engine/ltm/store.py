@@ -810,8 +810,9 @@ def _apply_in_one_statement(
     compare-and-set (`w`), then, each only if it won (every part selects from `w`), the
     instances' updates, the new executions (their keys set on `created`), the executions'
     changes, the claim of `queued` and the events. Where BEGIN, COMMIT and five to seven
-    statements were as many round trips in a row, this is one with BEGIN and COMMIT, and
-    PostgreSQL's work for it about a third of theirs.
+    statements were as many round trips in a row, this is one (with BEGIN and COMMIT inside
+    a transaction; alone where it commits by itself, `checked`), and the client's work for
+    it about a third of theirs.
 
     None if the compare-and-set lost (nothing was written); raises Dropped if an
     execution changed is not as `expect` says (the caller's transaction rolls back); else
