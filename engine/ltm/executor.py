@@ -33,7 +33,6 @@ from engine.liveness import worker_id
 from engine.ltm import store
 from engine.ltm.models import (
     ExecutionStatus,
-    LtmAppend,
     LtmExecution,
     LtmInstance,
     LtmRun,
@@ -151,14 +150,7 @@ def _append(
     if not isinstance(state[key], list):
         _still_claimed(db, execution)
         raise TypeError(f"{target}: state {key!r} is {state[key]!r}, not a list")
-    done = LtmAppend(
-        execution=execution,
-        fqn=execution.fqn,
-        call_index=index,
-        target=target,
-        key=key,
-        seq=run.seq,  # the state.appended event's, written below
-    )
+    done = store.append_row(execution, target, key, index, run.seq)  # (its event's seq)
     claimed = {"pk": execution.pk, "status": ExecutionStatus.CLAIMED}
     before = state[key]
     state[key] = [*before, value]

@@ -1248,14 +1248,7 @@ def append_at_once(
     run = copy(held.run)
     run.version, run.seq, run.updated = held.version + 1, run.seq + 1, write_time()
     state[key] = [*state[key], value]
-    done = LtmAppend(
-        execution=execution,
-        fqn=execution.fqn,
-        call_index=index,
-        target=target,
-        key=key,
-        seq=run.seq,  # the state.appended event's
-    )
+    done = append_row(execution, target, key, index, run.seq)
     event = _appended_event(run, target, key, value, state)
     at = timezone.now()
     sql = _APPEND_AT_ONCE.get((db.vendor, root))
@@ -1294,6 +1287,19 @@ def append_at_once(
     committed.after_commit(run, {**held.rows, target: new_row}, tree)
     _publish_events(run, run.state, [event], at)
     return list(state[key]), run
+
+
+def append_row(execution: LtmExecution, target: str, key: str, index: int, seq: int) -> LtmAppend:
+    """The row of `execution`'s append call `index` to the list `key` of `target`, its
+    `state.appended` event at `seq` (a re-run repeating the call finds it made)."""
+    return LtmAppend(
+        execution=execution,
+        fqn=execution.fqn,
+        call_index=index,
+        target=target,
+        key=key,
+        seq=seq,
+    )
 
 
 def _append_at_once_sql(db: Any, root: bool) -> str:
