@@ -21,6 +21,7 @@ until it has a page (SQLite, whose planner cannot tell, is told: see _SQLITE_COM
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -350,10 +351,40 @@ def keyset_page(
 def count_upto(flows: QuerySet[Flow], limit: int | None = None) -> tuple[int, bool]:
     """How many flows `flows` has, counting no further than `limit` (COUNT_LIMIT): `(n,
     False)` exactly, or `(limit, True)` when there are more. One query that reads at most
-    `limit + 1` rows (`SELECT count(*) FROM (SELECT ... LIMIT limit + 1)`)."""
+    `limit + 1` rows (`SELECT count(*) FROM (SELECT ... LIMIT limit + 1)`).
+
+    On PostgreSQL its planner is asked first (`EXPLAIN`, which reads no row): where it
+    expects more than `_SURELY_MORE` times `limit` flows, there are more than `limit`
+    without counting them (a broad search counted 10,001 matching rows one by one, most of
+    its page's time); else they are counted. A query of more flows than that is one that
+    the statistics of the flows' columns and indexes expect to match far more than it does
+    by a factor of `_SURELY_MORE` or more, which they do not on the lists' filters and
+    searches (`bench/dashboard.py`)."""
     limit = COUNT_LIMIT if limit is None else limit
-    counted = flows.order_by().values("pk")[: limit + 1].count()
+    matching = flows.order_by().values("pk")
+    if planned_rows(matching) > _SURELY_MORE * limit:
+        return limit, True
+    counted = matching[: limit + 1].count()
     return (limit, True) if counted > limit else (counted, False)
+
+
+# How many times the limit PostgreSQL's planner must expect before a count is not made.
+_SURELY_MORE = 3
+
+
+def planned_rows(queryset: QuerySet[Any]) -> float:
+    """How many rows the database's planner expects `queryset` to return, reading none
+    (PostgreSQL's `EXPLAIN`); 0 where it does not tell (SQLite)."""
+    db = connections[queryset.db]
+    if db.vendor != "postgresql":
+        return 0
+    sql, params = queryset.query.sql_with_params()
+    with db.cursor() as cursor:
+        cursor.execute(f"EXPLAIN (FORMAT JSON) {sql}", params)
+        plan = cursor.fetchone()[0]
+    if isinstance(plan, str | bytes):
+        plan = json.loads(plan)
+    return float(plan[0]["Plan"]["Plan Rows"])
 
 
 def filter_flows(user: Any, filters: FlowFilter | Mapping[str, Any]) -> QuerySet[Flow]:

@@ -4,6 +4,7 @@ input, versions, and the manual actions."""
 from __future__ import annotations
 
 import pytest
+from django.db import connection
 
 from engine import api
 from engine.models import FlowEvent
@@ -51,7 +52,8 @@ def test_listing_takes_a_fixed_number_of_queries(c, routine, user, django_assert
     r = routine("t_echo")
     for _ in range(20):
         api.start_flow(r, user)
-    with django_assert_max_num_queries(6):
+    # (On PostgreSQL one more: its planner's estimate, asked before the count.)
+    with django_assert_max_num_queries(6 + (connection.vendor == "postgresql")):
         assert len(c.get("/api/flows?limit=20").json()["items"]) == 20
 
 

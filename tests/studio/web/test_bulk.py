@@ -8,6 +8,7 @@ from __future__ import annotations
 import re
 
 import pytest
+from django.db import connection
 from django.test import Client
 from django.urls import reverse
 
@@ -68,8 +69,9 @@ def test_no_flows_no_controls(client, make_user):
 
 
 def test_the_dashboard_takes_no_more_queries(alice, world, django_assert_max_num_queries):
-    # the action bar adds none: its count is the pager's, its filter the list's
-    with django_assert_max_num_queries(9):
+    # the action bar adds none: its count is the pager's, its filter the list's (on
+    # PostgreSQL one more: its planner's estimate, asked before the count)
+    with django_assert_max_num_queries(9 + (connection.vendor == "postgresql")):
         alice.get(reverse("studio:dashboard") + "?state=failed&q=invoices")
 
 
