@@ -28,6 +28,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from django.contrib.auth import get_user_model
+from django.core.exceptions import EmptyResultSet
 from django.db import connections
 from django.db.models import F, Q, QuerySet, Value
 from django.db.models.expressions import Combinable, RawSQL
@@ -378,7 +379,10 @@ def planned_rows(queryset: QuerySet[Any]) -> float:
     db = connections[queryset.db]
     if db.vendor != "postgresql":
         return 0
-    sql, params = queryset.query.sql_with_params()
+    try:
+        sql, params = queryset.query.sql_with_params()
+    except EmptyResultSet:  # (`none()`: a search that nothing stored can match)
+        return 0
     with db.cursor() as cursor:
         cursor.execute(f"EXPLAIN (FORMAT JSON) {sql}", params)
         plan = cursor.fetchone()[0]

@@ -225,3 +225,7 @@ def test_a_count_far_past_the_limit_is_not_made_where_the_planner_expects_it(use
     for limit, expected in ((39, (39, True)), (40, (40, False)), (100, (40, False))):
         answer, counted = counts(limit)  # (within 3 times the limit: counted)
         assert answer == expected and len(counted) == 1
+    # A search nothing stored can match (`none()`): nothing to plan, nothing counted.
+    nothing = api.filter_flows(user, {"search": "x" * 10_000})
+    assert api.count_upto(nothing, 5) == (0, False)
+    assert planned_rows(nothing.order_by().values("pk")) == 0
