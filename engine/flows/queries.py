@@ -369,6 +369,17 @@ def count_upto(flows: QuerySet[Flow], limit: int | None = None) -> tuple[int, bo
     return (limit, True) if counted > limit else (counted, False)
 
 
+def count_listed(
+    flows: QuerySet[Flow], page: KeysetPage, limit: int | None = None
+) -> tuple[int, bool]:
+    """`count_upto(flows, limit)` for a list of which `page` is shown: where the page holds
+    the whole list (no flow newer, none older), its length, with no query."""
+    limit = COUNT_LIMIT if limit is None else limit
+    if page.has_newer or page.has_older:
+        return count_upto(flows, limit)
+    return (limit, True) if len(page.flows) > limit else (len(page.flows), False)
+
+
 # How many times the limit PostgreSQL's planner must expect before a count is not made.
 _SURELY_MORE = 3
 

@@ -171,11 +171,11 @@ def list_flows(
     flows = engine_api.filter_flows(current_user(request), chosen)
     if cursor or not offset:
         page = engine_api.keyset_page(flows, limit, older=cursor)
-        items, more = page.flows, page.has_older
     else:
         rows = list(flows.order_by(*engine_api.FLOW_ORDER)[offset : offset + limit + 1])
-        items, more = rows[:limit], len(rows) > limit
-    count, capped = engine_api.count_upto(flows)
+        page = engine_api.KeysetPage(rows[:limit], has_newer=True, has_older=len(rows) > limit)
+    items, more = page.flows, page.has_older
+    count, capped = engine_api.count_listed(flows, page)
     return {
         "count": count,
         "count_capped": capped,

@@ -203,7 +203,7 @@ def dashboard(user: Any, params: QueryDict) -> dict[str, Any]:
     (`studio.web.bulk`) when it lists any. A constant number of queries, however many flows."""
     flows, chosen = filtered_flows(user, params)
     page = api.keyset_page(flows, PAGE_SIZE, older=params.get("older"), newer=params.get("newer"))
-    count, capped = api.count_upto(flows, COUNT_LIMIT) if page.flows else (0, False)
+    count, capped = api.count_listed(flows, page, COUNT_LIMIT) if page.flows else (0, False)
     return {
         "title": "Flows",
         "page": page,
