@@ -163,8 +163,10 @@ def test_the_number_of_queries_does_not_grow_with_the_flows(alice, user, other_u
     make_flows(r, other_user, "waiting", 60)
     many = [queries(alice, url) for url in urls]
     # A list its first page holds whole is not counted (its length is the count): one query
-    # fewer (`#1` is one flow either way). Past one page, the same number however many flows.
-    assert [more - fewer for fewer, more in zip(few, many, strict=True)] == [1, 1, 1, 1, 0]
+    # fewer, two on PostgreSQL (nor is its planner asked); `#1` is one flow either way. Past
+    # one page, the same number however many flows.
+    saved = 2 if connection.vendor == "postgresql" else 1
+    assert [more - fewer for fewer, more in zip(few, many, strict=True)] == [saved] * 4 + [0]
     make_many(r, user, 100)
     assert [queries(alice, url) for url in urls] == many
     html = alice.get(DASHBOARD).content.decode()
