@@ -146,6 +146,7 @@ def queries(client, url: str) -> int:
     return len(ctx.captured_queries)
 
 
+@pytest.mark.bothmodes
 def test_the_number_of_queries_does_not_grow_with_the_flows(alice, user, other_user, routine):
     r = routine("t_echo")
     make_many(r, user, 3)
