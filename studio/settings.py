@@ -274,6 +274,9 @@ FLOWSTUDIO: dict[str, Any] = {
     # How often the consumer sweeps expired leases and re-checks waiting flows.
     "SWEEP_SECONDS": float(os.environ.get("FLOW_SWEEP_SECONDS", "5")),
     "RECHECK_SECONDS": float(os.environ.get("FLOW_RECHECK_SECONDS", "30")),
+    # How often each server process checks its sockets against the database (a live message
+    # the channel layer lost is found this way); notification counts every 5th check.
+    "LIVE_CHECK_SECONDS": float(os.environ.get("FLOWSTUDIO_LIVE_CHECK_SECONDS", "2")),
     # Modules holding Task scripts or LTMs outside installed apps' scripts.py / ltms.py.
     "SCRIPT_MODULES": env_list("FLOWSTUDIO_SCRIPT_MODULES", ""),
     # Requests per user to the REST API ("600/min", "20/s"; "off" disables the limit).

@@ -160,6 +160,8 @@ def engine_queue(transactional_db, tmp_path) -> Iterator[Consumer]:
         FLOW_SWEEP_SECONDS="0.5",
         FLOW_QUEUE_GRACE_SECONDS="10",
         FLOW_RECHECK_SECONDS="0.5",
+        # the live check (a lost message found, notification counts every 5th): 0.5 s, not 2
+        FLOWSTUDIO_LIVE_CHECK_SECONDS="0.5",
         PYTHONUNBUFFERED="1",
         TEST_PERFORM_LOG=str(tmp_path / "performed.log"),
     )

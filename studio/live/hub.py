@@ -14,7 +14,7 @@ is watching, done once for all of them.
   of a window's users in one query) and writes one frame to each of that user's sockets.
   A bulk action's progress, which comes the same way, goes on to the sockets that follow it.
 - **The periodic check** that finds a message the channel layer lost (with nothing after it
-  to reveal the gap): every `SYNC_SECONDS` one query compares every socket's watched
+  to reveal the gap): every `LIVE_CHECK_SECONDS` (2 s) one query compares every socket's watched
   streams, and one every dashboard row still under way, with the database; every
   `COUNT_EVERY` rounds one grouped query checks every socket's notification count. Only a
   socket that lags does anything more.
@@ -31,6 +31,7 @@ import logging
 from typing import TYPE_CHECKING, Any
 
 from channels.db import database_sync_to_async
+from django.conf import settings
 
 from engine import api
 from studio.live import fragments, publisher, reads
@@ -45,10 +46,9 @@ WINDOW = 0.05  # seconds: dashboard rows leave at most this often, each flow's n
 # the hub spends at most a third of the server's loop writing frames, whatever the rate of
 # events, and the rest stays for requests and for the sockets' own messages.
 SPACING = 2.0
-SYNC_SECONDS = 2.0
 COUNT_EVERY = 5  # sync rounds between two checks of the notification counts (10 s)
 CHUNK = 1000  # ids per query of the periodic check
-REJOIN_EVERY = 300  # sync rounds between two renewals of the hub's group memberships (10 min)
+REJOIN_EVERY = 300  # sync rounds between two renewals of the hub's group memberships
 
 _hubs: dict[int, Hub] = {}  # by event loop (a server process has one)
 
@@ -260,8 +260,9 @@ class Hub:
 
     async def _sync_loop(self) -> None:
         rounds = 0
+        every = float(settings.FLOWSTUDIO.get("LIVE_CHECK_SECONDS", 2))
         while True:
-            await asyncio.sleep(SYNC_SECONDS)
+            await asyncio.sleep(every)
             rounds += 1
             try:
                 if rounds % REJOIN_EVERY == 0:

@@ -72,7 +72,16 @@ class Shots:
         SCREENSHOTS.mkdir(parents=True, exist_ok=True)
 
     def __call__(self, page, name: str) -> None:
+        in_front(page)
         page.screenshot(path=str(SCREENSHOTS / f"{self.prefix}-{name}.png"), full_page=True)
+
+
+def in_front(page) -> None:
+    """Make `page` its window's front tab before a screenshot or a click. Chromium draws no
+    frames for a tab behind another, so both wait for it: a screenshot 1-4 s, a click's check
+    that its element is stable 1-2 s (tests/browser/test_ltm_history_browser.py took twice
+    as long for it)."""
+    page.bring_to_front()
 
 
 @pytest.fixture

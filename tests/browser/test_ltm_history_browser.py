@@ -12,7 +12,7 @@ import pytest
 
 from engine import api
 from engine.models import LtmEvent, LtmExecution, LtmRun
-from tests.browser.conftest import SCREENSHOTS, sign_in, watch_console
+from tests.browser.conftest import SCREENSHOTS, in_front, sign_in, watch_console
 from tests.conftest import wait_until
 
 pytestmark = [pytest.mark.browser, pytest.mark.consumer]
@@ -25,6 +25,7 @@ def shot(page, name: str) -> None:
     `style=""`), which htmx's settling of a swapped element with the same id then copies back
     — an inline style the page's CSP refuses, and this test counts CSP violations."""
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    in_front(page)
     page.screenshot(
         path=str(SCREENSHOTS / f"ltm-history-{name}.png"), full_page=True, caret="initial"
     )
@@ -59,6 +60,7 @@ def test_history_view_rollback_and_watchers_follow(browser, studio, user, csp_vi
         expect(each.locator("#live-indicator")).to_have_text("Live", timeout=WAIT)
         expect(each.locator("#ltm-run-live")).to_have_attribute("data-seq", str(now))
         each.evaluate("window.notReloaded = true")
+    in_front(page)  # the watchers opened after it
     live_states = page.locator("#ltm-run-live table")
     expect(live_states).to_contain_text("flou_pairs.second_1")
 
@@ -135,6 +137,7 @@ def test_history_view_rollback_and_watchers_follow(browser, studio, user, csp_vi
     expect(past_watcher.locator(".js-moved-on")).to_be_visible()
     expect(past_watcher.locator("#history-past")).to_have_attribute("max", str(latest))
     expect(past_watcher.locator("#ltm-run-live")).to_be_hidden()
+    in_front(past_watcher)
     past_watcher.locator("#history-back").click()
     expect(past_watcher.locator("#ltm-run-live")).to_be_visible()
     expect(past_watcher.locator(f"#ltm-event-{rollback.seq}")).to_contain_text("rollback")
