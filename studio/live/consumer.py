@@ -42,7 +42,7 @@ from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
 
 from engine import api
-from studio.live import fragments, publisher, reads
+from studio.live import fragments, publisher, reads, wire
 from studio.live.hub import encode_rows, hub_of, row_message
 
 Stream = tuple[str, Any]  # ("flow", id) or ("ltm", run id)
@@ -70,18 +70,19 @@ RENDER_GAP_FACTOR = 4
 # Every watcher of a stream gets the same frames: they are encoded and rendered once per
 # server process, not once per socket. Both live in the server's event loop (one thread).
 _FRAMES = 4096
-_frames: OrderedDict[tuple[Any, ...], str] = OrderedDict()
+_frames: OrderedDict[tuple[Any, ...], wire.Frame] = OrderedDict()
 _rendering: dict[tuple[Any, ...], asyncio.Future[Any]] = {}
 
 
-def frame(key: tuple[Any, ...], build: Callable[[], dict[str, Any]]) -> str:
-    """The JSON text of a message, encoded once for all the sockets that send it."""
-    text = _frames.get(key)
-    if text is None:
-        text = _frames[key] = json.dumps(build())
+def frame(key: tuple[Any, ...], build: Callable[[], dict[str, Any]]) -> wire.Frame:
+    """The frame of a message, encoded (and framed, see `wire`) once for all the sockets
+    that send it."""
+    found = _frames.get(key)
+    if found is None:
+        found = _frames[key] = wire.Frame(json.dumps(build()))
         if len(_frames) > _FRAMES:
             _frames.popitem(last=False)
-    return text
+    return found
 
 
 def fragments_message(kind: str, key: Any, seq: int, html: Any) -> dict[str, Any]:
@@ -123,6 +124,7 @@ class LiveConsumer(AsyncJsonWebsocketConsumer):
         self.unread: int | None = None  # the notification count sent, once asked for
         self.bulks: dict[int, tuple[int, str]] = {}  # bulk actions followed: (processed, state)
         self.hub = hub_of(self.channel_layer)
+        self.connection = wire.connection_of(self.base_send)  # daphne's, to write frames to
         await self.accept()
         await self.hub.add(self)
         await self.send_json({"type": "hello", "user": user.get_username()})
@@ -367,11 +369,12 @@ class LiveConsumer(AsyncJsonWebsocketConsumer):
         kind, key = stream
         limited = self.limited(stream)
         shown = reads.limited_event(event) if limited else event
-        text = frame(
-            ("event", kind, key, seq, limited),
-            lambda: {"type": "event", "stream": kind, "id": key, "seq": seq, "event": shown},
+        await self.send_frame(
+            frame(
+                ("event", kind, key, seq, limited),
+                lambda: {"type": "event", "stream": kind, "id": key, "seq": seq, "event": shown},
+            )
         )
-        await self.send(text_data=text)
         self.schedule_render(stream, event)
 
     def schedule_render(self, stream: Stream, event: dict[str, Any]) -> None:
@@ -400,12 +403,12 @@ class LiveConsumer(AsyncJsonWebsocketConsumer):
                     partial(fragments.fragments, self.user, kind, key, event, role),
                 )
                 rendered = seq
-                text = frame(
+                shared = frame(
                     ("fragments", kind, key, seq, role),
                     partial(fragments_message, kind, key, seq, html),
                 )
                 took = loop.time() - started
-                await self.send(text_data=text)
+                await self.send_frame(shared)
                 # Fragments are snapshots: the newest state soon after each change, while a
                 # burst of events (or a hundred watchers) does not turn into a flood of
                 # renders (watchers of a stream share each render).
@@ -439,8 +442,8 @@ class LiveConsumer(AsyncJsonWebsocketConsumer):
         message = row_message(event, html)
         await self.take_rows([message], frame(("row", key, seq), lambda: message))
 
-    async def take_rows(self, messages: list[dict[str, Any]], text: str) -> None:
-        """Send these dashboard rows (`text`: them encoded, the same frame for every socket
+    async def take_rows(self, messages: list[dict[str, Any]], shared: wire.Frame) -> None:
+        """Send these dashboard rows (`shared`: them encoded, the same frame for every socket
         that gets them all), less any this socket already has."""
         fresh = [
             message for message in messages if message["seq"] > self.rows.get(message["id"], 0)
@@ -454,6 +457,13 @@ class LiveConsumer(AsyncJsonWebsocketConsumer):
             else:
                 self.open_rows.add(message["id"])
         if len(fresh) < len(messages):
-            text = encode_rows(fresh)
-        # (straight to the server: a thousand sockets take this path per frame)
-        await self.base_send({"type": "websocket.send", "text": text})
+            shared = wire.Frame(encode_rows(fresh))
+        await self.send_frame(shared)  # (a thousand sockets take this path per frame)
+
+    async def send_frame(self, shared: wire.Frame) -> None:
+        """Send a frame that other sockets send too: on daphne framed once for all of them
+        and written straight to this connection (see `wire`), elsewhere as `websocket.send`."""
+        if self.connection is not None:
+            wire.write(self.connection, shared)
+        else:
+            await self.base_send({"type": "websocket.send", "text": shared.text})

@@ -34,7 +34,7 @@ from channels.db import database_sync_to_async
 from django.conf import settings
 
 from engine import api
-from studio.live import fragments, publisher, reads
+from studio.live import fragments, publisher, reads, wire
 
 if TYPE_CHECKING:
     from studio.live.consumer import LiveConsumer
@@ -250,10 +250,10 @@ class Hub:
                     messages.append(row_message(event, text))
             if not messages:
                 continue
-            text = encode_rows(messages)
+            shared = wire.Frame(encode_rows(messages))
             started = self.loop.time()
             for socket in list(self.boards.get(group, ())):
-                await socket.take_rows(messages, text)
+                await socket.take_rows(messages, shared)
             self.writing += self.loop.time() - started
 
     # --- the periodic check ------------------------------------------------------------------
@@ -336,7 +336,7 @@ class Hub:
                 and html.get((key, events[key]["seq"]))
             ]
             if lacking:
-                await socket.take_rows(lacking, encode_rows(lacking))
+                await socket.take_rows(lacking, wire.Frame(encode_rows(lacking)))
 
 
 def _moved(known: dict[int, int]) -> list[dict[str, Any]]:
