@@ -7,8 +7,8 @@ UTF-8, builds its WebSocket frame in autobahn (with its checks and counters) and
 it: about 10 µs of Python before the write itself.
 
 A `Frame` is built once per message. On daphne (the studio's server) it is encoded and framed
-once, by autobahn's own broadcast API (`prepareMessage`, then `sendPreparedMessage` on each
-connection), and each socket's write is the write alone. On any other server (Channels' test
+once, by autobahn's own broadcast API (`prepareMessage`), and each socket's write is the write
+alone (what `sendPreparedMessage` does). On any other server (Channels' test
 communicator, another ASGI server) it goes the ASGI way, `websocket.send`, as before.
 
 Order is kept: both ways write to the connection's transport before they return, so a frame
@@ -63,6 +63,16 @@ def connection_of(send: Any) -> Any | None:
 
 def write(connection: Any, frame: Frame) -> None:
     """Write `frame` to a daphne connection (nothing once it is no longer open, as daphne's
-    own send does for a connection that went away)."""
-    if connection.state == WebSocketProtocol.STATE_OPEN:
-        connection.sendPreparedMessage(frame.prepared(connection.factory))
+    own send does for a connection that went away).
+
+    What autobahn's `sendPreparedMessage` does for an uncompressed connection with nothing
+    queued (daphne compresses nothing and queues nothing), without the debug line its
+    `sendData` formats for every write whether or not it is logged (about 3 µs)."""
+    if connection.state != WebSocketProtocol.STATE_OPEN:
+        return
+    prepared = frame.prepared(connection.factory)
+    compress = getattr(connection, "_perMessageCompress", True)
+    if compress is None and not getattr(connection, "send_queue", True):
+        connection.transport.write(prepared.payloadHybi)
+    else:
+        connection.sendPreparedMessage(prepared)
