@@ -46,7 +46,7 @@ WINDOW = 0.05  # seconds: dashboard rows leave at most this often, each flow's n
 # the hub spends at most a third of the server's loop writing frames, whatever the rate of
 # events, and the rest stays for requests and for the sockets' own messages.
 SPACING = 2.0
-COUNT_EVERY = 5  # sync rounds between two checks of the notification counts (10 s)
+COUNT_EVERY = 5  # live checks between two checks of the notification counts (10 s by default)
 CHUNK = 1000  # ids per query of the periodic check
 REJOIN_EVERY = 300  # sync rounds between two renewals of the hub's group memberships
 
