@@ -50,6 +50,7 @@ from engine.flows.humans import (
 )
 from engine.flows.queries import (
     COUNT_LIMIT,
+    FlowCount,
     FlowFilter,
     KeysetPage,
     count_listed,
@@ -155,6 +156,7 @@ __all__ = [
     "KeysetPage",
     "COUNT_LIMIT",
     "FLOW_ORDER",
+    "FlowCount",
     "count_listed",
     "count_upto",
     "cursor_of",

@@ -162,7 +162,9 @@ def list_flows(
     flow only). Pages: follow `next` (a cursor: `?cursor=...`), which costs the same at any
     depth and neither repeats nor skips a flow when flows change between pages (a flow
     updated meanwhile moves to the top); `offset` still works, but reads every row it skips.
-    `count` stops at 10,000 (`count_capped` is then true)."""
+    `count` stops at 10,000 (`count_capped` is then true); where counting would read too
+    many flows, they are not counted and `count_estimate` says about how many the database's
+    statistics expect."""
     # Others' flows are only in the visible set for staff and operators, so for anyone else
     # the owner filter can only narrow down their own.
     chosen = engine_api.FlowFilter(
@@ -175,10 +177,11 @@ def list_flows(
         rows = list(flows.order_by(*engine_api.FLOW_ORDER)[offset : offset + limit + 1])
         page = engine_api.KeysetPage(rows[:limit], has_newer=True, has_older=len(rows) > limit)
     items, more = page.flows, page.has_older
-    count, capped = engine_api.count_listed(flows, page)
+    counted = engine_api.count_listed(flows, page)
     return {
-        "count": count,
-        "count_capped": capped,
+        "count": counted.count,
+        "count_capped": counted.capped,
+        "count_estimate": counted.estimate,
         "limit": limit,
         "offset": 0 if cursor else offset,
         "next": engine_api.cursor_of(items[-1]) if more and items else None,

@@ -345,7 +345,18 @@ class FlowPage(Schema):
         ..., description="how many flows match, counted up to 10,000 (see count_capped)"
     )
     count_capped: bool = Field(
-        False, description="true when more flows match than `count` says: the count stopped"
+        False,
+        description="true when more flows may match than `count` says: the count stopped, or "
+        "was not made (`count_estimate`)",
+    )
+    count_estimate: int | None = Field(
+        None,
+        description=(
+            "set when the flows were not counted, counting them would have read too many: "
+            "the database's statistics expect about this many (two significant figures; "
+            "`count` is then the limit and `count_capped` true). An estimate, which stale "
+            "statistics can make wrong; null when the flows were counted"
+        ),
     )
     limit: int
     offset: int

@@ -126,19 +126,23 @@ def filter_words(flow_filter: api.FlowFilter) -> str:
     return ", ".join(words)
 
 
-def bar(user: Any, chosen: dict[str, Any], count: int, capped: bool = False) -> dict[str, Any]:
+def bar(user: Any, chosen: dict[str, Any], counted: api.FlowCount) -> dict[str, Any]:
     """The dashboard's action bar: the actions, the list's filter as hidden fields, and
-    "select every flow matching this filter" when a filter is on (`count` flows, or more
-    when `capped`: the count stopped there; more than a bulk action takes is said so)."""
+    "select every flow matching this filter" when a filter is on (as many flows as
+    `counted` says: more when the count stopped at its limit, about as many when it is the
+    database's estimate; more than a bulk action takes is said so)."""
     flow_filter: api.FlowFilter = chosen["filter"]
     return {
         "actions": list(ACTIONS.items()),
         "filter_fields": filter_fields(flow_filter),
         "filtered": flow_filter.active,
-        "matching": count,
-        "matching_text": f"{count:,}",
-        "capped": capped,
-        "too_many": capped or count > api.MAX_BULK_FLOWS,
+        "matching": counted.count,
+        "matching_text": counted.text,
+        "capped": counted.capped,
+        "too_many": counted.capped or counted.count > api.MAX_BULK_FLOWS,
+        # Why "select all" is off: a bulk action takes a bounded number of flows, and one
+        # over flows that were not counted could not say beforehand how many it takes.
+        "not_counted": counted.estimate is not None,
         "max_flows": api.MAX_BULK_FLOWS,
         "max_flows_text": f"{api.MAX_BULK_FLOWS:,}",
     }

@@ -146,8 +146,9 @@ def steps_diagram(title: str, drafts: list[StepDraft]) -> dict[str, str]:
 # --- the dashboard and "waiting for me" ------------------------------------------------------
 
 PAGE_SIZE = 50
-# The dashboard counts a list up to this many flows and says "10,000+" past it (a bulk
-# action takes at most as many: `engine.api.MAX_BULK_FLOWS`).
+# The dashboard counts a list up to this many flows and says "10,000+" past it, or "about
+# 52,000" where the database's planner expects far more (a bulk action takes at most as
+# many: `engine.api.MAX_BULK_FLOWS`).
 COUNT_LIMIT = api.COUNT_LIMIT
 # The dashboard never loads the big per-flow columns it does not show.
 _LIST_DEFER = ("data", "traceback", "input", "error")
@@ -199,20 +200,20 @@ def _filters(user: Any, params: QueryDict) -> dict[str, Any]:
 def dashboard(user: Any, params: QueryDict) -> dict[str, Any]:
     """The flows dashboard for the query parameters `params`: filters, search and a page of
     fifty rows after a cursor (`older`, `newer`: `engine.api.keyset_page`, never an offset),
-    its count up to `COUNT_LIMIT` ("10,000+" past it), and the bulk actions' bar
+    its count up to `COUNT_LIMIT` ("10,000+" past it; "about 52,000" where the database's
+    planner expects far more: `engine.api.FlowCount`), and the bulk actions' bar
     (`studio.web.bulk`) when it lists any. A constant number of queries, however many flows."""
     flows, chosen = filtered_flows(user, params)
     page = api.keyset_page(flows, PAGE_SIZE, older=params.get("older"), newer=params.get("newer"))
-    count, capped = api.count_listed(flows, page, COUNT_LIMIT) if page.flows else (0, False)
+    counted = api.count_listed(flows, page, COUNT_LIMIT) if page.flows else api.FlowCount(0)
     return {
         "title": "Flows",
         "page": page,
         "page_size": PAGE_SIZE,
-        "count": count,
-        "count_capped": capped,
-        "count_text": f"{count:,}",
+        "count": counted.count,
+        "counted": counted,
         "chosen": chosen,
-        "bulk": bulk.bar(user, chosen, count, capped) if page.flows else None,
+        "bulk": bulk.bar(user, chosen, counted) if page.flows else None,
         **_filters(user, params),
     }
 

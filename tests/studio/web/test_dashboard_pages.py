@@ -132,7 +132,8 @@ def test_the_count_says_10000_plus_past_the_bulk_limit(alice, user, routine, mon
     r = routine("t_echo")
     flows = api.filter_flows(user, {})
     make_flows(r, user, "failed", 3)
-    assert api.count_upto(flows, 2) == (2, True) and api.count_upto(flows, 3) == (3, False)
+    assert api.count_upto(flows, 2) == api.FlowCount(2, True)
+    assert api.count_upto(flows, 3) == api.FlowCount(3)
     with CaptureQueriesContext(connection) as ctx:
         api.count_upto(flows, 10_000)
     (query,) = [q for q in ctx.captured_queries if not q["sql"].startswith("EXPLAIN")]
@@ -203,14 +204,15 @@ def test_the_api_pages_by_cursor_and_still_by_offset(user, routine, monkeypatch)
     monkeypatch.setattr("engine.flows.queries.COUNT_LIMIT", 5)
     capped = client_api.get("/api/flows").json()
     assert (capped["count"], capped["count_capped"], capped["next"]) == (5, True, None)
+    assert capped["count_estimate"] is None and page["count_estimate"] is None  # (counted)
     assert client_api.get("/api/flows?cursor=nonsense").json()["items"][0]["id"] == order[0]
 
 
 @pytest.mark.bothmodes
 def test_a_count_far_past_the_limit_is_not_made_where_the_planner_expects_it(user, routine):
-    """PostgreSQL's planner expecting more than 3 times the limit: "limit+" without a count
-    (a broad search counted its 10,001 matches row by row); nearer the limit, or on SQLite,
-    whose planner does not tell, the flows are counted."""
+    """PostgreSQL's planner expecting more than 3 times the limit: its estimate, said as one,
+    without a count (a broad search counted its 10,001 matches row by row); nearer the
+    limit, or on SQLite, whose planner does not tell, the flows are counted."""
     make_flows(routine("t_echo"), user, "failed", 40)
     flows = api.filter_flows(user, {})
     postgresql = connection.vendor == "postgresql"
@@ -221,18 +223,123 @@ def test_a_count_far_past_the_limit_is_not_made_where_the_planner_expects_it(use
     else:
         assert planned_rows(flows.order_by().values("pk")) == 0
 
-    def counts(limit: int) -> tuple[tuple[int, bool], list[str]]:
+    def counts(limit: int) -> tuple[api.FlowCount, list[str]]:
         with CaptureQueriesContext(connection) as ctx:
             answer = api.count_upto(flows, limit)
         return answer, [q["sql"] for q in ctx.captured_queries if "COUNT(" in q["sql"].upper()]
 
     answer, counted = counts(5)
-    assert answer == (5, True)
+    assert (answer.count, answer.capped) == (5, True)
     assert len(counted) == (0 if postgresql else 1)
-    for limit, expected in ((39, (39, True)), (40, (40, False)), (100, (40, False))):
+    if postgresql:  # not counted: the planner's figure, to two significant figures
+        assert answer.estimate is not None and 20 < answer.estimate < 80
+        assert answer.estimate % 10 == 0 and answer.text == f"about {answer.estimate}"
+    else:
+        assert answer.estimate is None and answer.text == "5+"
+    for limit, expected in (
+        (39, api.FlowCount(39, True)),
+        (40, api.FlowCount(40)),
+        (100, api.FlowCount(40)),
+    ):
         answer, counted = counts(limit)  # (within 3 times the limit: counted)
         assert answer == expected and len(counted) == 1
     # A search nothing stored can match (`none()`): nothing to plan, nothing counted.
     nothing = api.filter_flows(user, {"search": "x" * 10_000})
-    assert api.count_upto(nothing, 5) == (0, False)
+    assert api.count_upto(nothing, 5) == api.FlowCount(0)
     assert planned_rows(nothing.order_by().values("pk")) == 0
+
+
+@pytest.mark.bothmodes
+@pytest.mark.usefixtures("fresh_rate_counts")
+def test_a_count_not_made_says_it_is_an_estimate(alice, user, routine, monkeypatch):
+    """Where no count was made the list says about how many flows the database expects,
+    never "N+" (which would claim more than N counted): its statistics can be wrong."""
+    make_flows(routine("t_echo"), user, "failed", 60)  # more than a page: not counted by it
+    monkeypatch.setattr(pages, "COUNT_LIMIT", 5)
+    if connection.vendor == "postgresql":
+        with connection.cursor() as cursor:
+            cursor.execute("ANALYZE engine_flow")
+    html = alice.get(DASHBOARD + "?state=failed").content.decode()
+    count = re.search(r'<p class="count"([^>]*)>([^<]*)</p>', html)
+    assert count is not None
+    attributes, text = count.groups()
+    assert 'data-capped="true"' in attributes  # (the live page leaves it as it is)
+    if connection.vendor == "postgresql":
+        assert re.fullmatch(r"about \d0 flows", text) and 'data-estimated="true"' in attributes
+        assert 'title="Estimated from the database&#x27;s statistics: counting these' in html
+        assert re.search(
+            r'id="bulk-all" disabled> Select all about \d0 flows matching this filter '
+            r'<span class="muted">\(not counted: narrow the filter\)',
+            html,
+        )
+        assert "5+" not in text
+    else:  # (SQLite's planner does not tell: counted)
+        assert text == "5+ flows" and "data-estimated" not in attributes
+        assert 'title="More than 5: the count stops there"' in html
+    # The REST API says the same: the limit, capped, and the estimate where not counted.
+    monkeypatch.setattr("engine.flows.queries.COUNT_LIMIT", 5)
+    listed = bearer(user).get("/api/flows?state=failed&limit=10").json()
+    assert (listed["count"], listed["count_capped"]) == (5, True)
+    if connection.vendor == "postgresql":
+        assert 20 < listed["count_estimate"] < 80 and listed["count_estimate"] % 10 == 0
+    else:
+        assert listed["count_estimate"] is None
+
+
+@pytest.mark.bothmodes
+def test_a_count_that_would_read_every_flow_of_a_big_table_is_not_made(user, routine):
+    """A search too short for the trigram index is counted by reading the whole table: on
+    PostgreSQL, past 3 times the limit of flows in the table, its matches are estimated, not
+    counted, though fewer than the limit match; on a smaller table they are counted, in the
+    same one statement. (SQLite counts them.)"""
+    r = routine("t_echo")
+    make_flows(r, user, "failed", 60)
+    rare = make_flows(r, user, "waiting", 8)
+    Flow.objects.filter(pk__in=rare).update(wait_reason="xy-9")
+    postgresql = connection.vendor == "postgresql"
+    if postgresql:
+        with connection.cursor() as cursor:
+            cursor.execute("ANALYZE engine_flow")
+    flows = api.filter_flows(user, {"search": "xy"})
+    assert planned_rows(flows.order_by().values("pk")) <= (15 if postgresql else 0)
+
+    def counts(limit: int) -> tuple[api.FlowCount, int]:
+        with CaptureQueriesContext(connection) as ctx:
+            answer = api.count_upto(flows, limit)
+        return answer, len(ctx.captured_queries)
+
+    answer, sent = counts(5)  # (68 flows in the table: more than 3 x 5)
+    if postgresql:
+        assert (answer.count, answer.capped) == (5, True) and answer.estimate is not None
+        assert answer.estimate <= 15 and answer.text.startswith("about ")
+        assert sent == 2  # the plan, and the statement that finds the table too big
+    else:
+        assert answer == api.FlowCount(5, True) and sent == 1
+    answer, sent = counts(30)  # (68 flows: fewer than 3 x 30, counted)
+    assert answer == api.FlowCount(8) and sent == (2 if postgresql else 1)
+
+
+@pytest.mark.parametrize(
+    ("flow_count", "text"),
+    [
+        (api.FlowCount(7), "7"),
+        (api.FlowCount(10_000, True), "10,000+"),
+        (api.FlowCount(10_000, True, estimate=52_000), "about 52,000"),
+    ],
+)
+def test_what_a_count_says(flow_count, text):
+    assert flow_count.text == text
+    assert bool(flow_count.title) == flow_count.capped
+
+
+def test_an_estimate_has_two_significant_figures():
+    from engine.flows.queries import _two_figures
+
+    assert [_two_figures(n) for n in (7, 45.4, 52_345, 1_049_999.7, 1_050_000, 99_999)] == [
+        7,
+        45,
+        52_000,
+        1_000_000,
+        1_000_000,
+        100_000,
+    ]
