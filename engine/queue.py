@@ -1,4 +1,7 @@
-"""The SQLite-backed queue of embedded mode, made quick (the class `settings.HUEY` names).
+"""The queues the engine runs on, made quick (the classes `settings.HUEY` names): the
+SQLite-backed queue of embedded mode, and Redis-backed Huey scaled out.
+
+Both skip Huey's revocation lookup for the engine's own tasks (`EngineTasksNotRevoked`).
 
 Huey's own SQLite storage polls: an idle worker sleeps up to the consumer's `max_delay`
 between looks at the queue, so a task enqueued into an idle consumer waits for the next look;
@@ -40,10 +43,17 @@ import threading
 import time
 from typing import Any
 
-from huey.api import SqliteHuey
+from huey.api import RedisHuey, SqliteHuey
 from huey.storage import SqliteStorage
 
-__all__ = ["Doorbell", "QuickSqliteHuey", "QuickSqliteStorage"]
+__all__ = [
+    "ENGINE_TASKS_MODULE",
+    "Doorbell",
+    "EngineRedisHuey",
+    "EngineTasksNotRevoked",
+    "QuickSqliteHuey",
+    "QuickSqliteStorage",
+]
 
 # An idle worker goes back to Huey's loop at least this often: it checks its stop flag there.
 IDLE_SLICE_SECONDS = 1.0
@@ -281,5 +291,30 @@ class QuickSqliteStorage(SqliteStorage):
         return rows[0][0] if rows else None
 
 
-class QuickSqliteHuey(SqliteHuey):
+# Where the engine's Huey tasks are defined (each task class's `__module__`).
+ENGINE_TASKS_MODULE = "engine.huey_tasks"
+
+
+class EngineTasksNotRevoked:
+    """Huey looks up whether each task it is about to run was revoked: a read of its store
+    per task (on Redis a round trip, `HMGET`; on SQLite a query under the storage's lock),
+    for every step run and every LTM execution. The engine never revokes its own tasks: a
+    flow or an LTM run is stopped by its state (killed, cancelled), which each task reads
+    before it does anything, and a duplicate or stale task is a no-op. So for the engine's
+    tasks (`ENGINE_TASKS_MODULE`) the answer is no without a lookup; any other task (an
+    application's own, on the same queue) is looked up as Huey does, and may be revoked."""
+
+    def is_revoked(self, task: Any, timestamp: Any = None, peek: bool = True) -> bool:
+        kind = task if isinstance(task, type) else type(task)
+        if kind.__module__ == ENGINE_TASKS_MODULE:
+            return False
+        revoked: bool = super().is_revoked(task, timestamp, peek)  # type: ignore[misc]
+        return revoked
+
+
+class QuickSqliteHuey(EngineTasksNotRevoked, SqliteHuey):
     storage_class = QuickSqliteStorage
+
+
+class EngineRedisHuey(EngineTasksNotRevoked, RedisHuey):
+    """Redis-backed Huey (scaled out) as it comes, but for the revocation lookup."""

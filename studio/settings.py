@@ -197,7 +197,9 @@ _huey_consumer = {
 }
 if REDIS_URL:
     HUEY: dict[str, Any] = {
-        "huey_class": "huey.RedisHuey",
+        # Huey's RedisHuey, without its revocation lookup for the engine's tasks (a Redis
+        # round trip per task: see engine/queue.py).
+        "huey_class": "engine.queue.EngineRedisHuey",
         "name": os.environ.get("HUEY_NAME", "flowstudio"),
         "url": REDIS_URL,
         # Idle workers block on the queue (BRPOP, back in Huey's loop every second): a task

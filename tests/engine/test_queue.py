@@ -14,7 +14,7 @@ from huey.contrib.djhuey import HUEY
 
 from engine import api
 from engine.models import Flow
-from engine.queue import Doorbell, QuickSqliteStorage
+from engine.queue import Doorbell, EngineRedisHuey, QuickSqliteHuey, QuickSqliteStorage
 from tests.conftest import Consumer, database_url, wait_until
 
 sqlite_queue = pytest.mark.skipif(
@@ -220,3 +220,63 @@ def test_a_consumer_leaves_what_the_process_holds_at_its_start_out_of_garbage_co
         assert consumer.workers == 1
     finally:
         gc.unfreeze()
+
+
+def _revocations_seen(huey) -> tuple[bool, bool]:
+    """(the engine's task revoked?, an application's task revoked?) as `huey` answers, after
+    both were revoked in its store."""
+    from engine.huey_tasks import run_flow_task
+
+    @huey.task()
+    def application_task() -> None:
+        pass
+
+    huey.revoke_all(run_flow_task.task_class)
+    huey.revoke_all(application_task.task_class)
+    engine_task = run_flow_task.task_class((1,), {})
+    return huey.is_revoked(engine_task, peek=False), huey.is_revoked(application_task.s())
+
+
+def test_the_engines_tasks_run_without_a_revocation_lookup(tmp_path):
+    """Huey reads its store for each task it runs, to see if it was revoked. The engine never
+    revokes its own (a flow is stopped by its state): no read for them, though a revocation
+    is stored; an application's task on the same queue is still looked up, and revoked."""
+    huey = QuickSqliteHuey("q", filename=str(tmp_path / "queue.sqlite3"), doorbell=False)
+    statements: list[str] = []
+    huey.storage.conn.set_trace_callback(statements.append)
+    from engine.huey_tasks import run_flow_task
+
+    huey.revoke_all(run_flow_task.task_class)
+    statements.clear()
+    assert huey.is_revoked(run_flow_task.task_class((1,), {}), peek=False) is False
+    assert statements == []  # not even a look
+    assert _revocations_seen(huey) == (False, True)
+
+
+def test_the_redis_queue_skips_the_lookup_for_the_engines_tasks_alone():
+    """The same on Redis-backed Huey (scaled out), whose lookup is a round trip per task."""
+    import redis
+
+    url = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
+    try:
+        redis.Redis.from_url(url, socket_connect_timeout=1).ping()
+    except redis.RedisError as error:
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"Redis is required under CI: {error}")
+        pytest.skip(f"Redis is not running at {url}: {error}")
+    name = f"flowstudio-test-revoke-{os.getpid()}"
+    huey = EngineRedisHuey(name, url=url)
+    try:
+        assert _revocations_seen(huey) == (False, True)
+    finally:
+        huey.storage.flush_all()
+
+
+@pytest.mark.bothmodes
+def test_the_studios_queue_is_one_that_skips_the_lookup():
+    from engine.queue import EngineTasksNotRevoked
+
+    assert isinstance(HUEY, EngineTasksNotRevoked)
+    assert type(HUEY).__name__ == (
+        "EngineRedisHuey" if os.environ.get("REDIS_URL") else "QuickSqliteHuey"
+    )
