@@ -35,9 +35,9 @@ def _events(flow: int, owner: int, count: int) -> list[dict]:
     ]
 
 
-def _receive(subscription, layer, want: int) -> list[tuple[str, dict]]:
+def _receive(subscription, layer, want: int, timeout: float = 10) -> list[tuple[str, dict]]:
     got: list[tuple[str, dict]] = []
-    deadline = time.monotonic() + 10
+    deadline = time.monotonic() + timeout
     while len(got) < want and time.monotonic() < deadline:
         item = subscription.get_message(timeout=0.5)
         if item and item["type"] == "message":
@@ -99,3 +99,72 @@ def test_a_layer_of_another_kind_gets_each_message_by_group_send():
     received = asyncio.run(receive_three())
     assert [message["event"]["seq"] for message in received] == [1, 2, 3]
     assert wait_until(lambda: sender.trips == 3, timeout=5)
+
+
+def test_each_group_goes_to_the_host_the_layer_gives_it_one_trip_per_host():
+    """With two hosts the layer shards its groups' channels between them (channels_redis's
+    consistent hash): a batch leaves in one round trip per host it touches. (Both hosts are
+    the one Redis here: pub/sub reaches every subscriber whatever the database.)"""
+    _redis_or_skip()
+    import redis
+    from channels_redis.utils import _consistent_hash
+
+    prefix = f"test-{uuid.uuid4().hex[:8]}"
+    layer = RedisPubSubChannelLayer(hosts=[REDIS, REDIS.rsplit("/", 1)[0] + "/1"], prefix=prefix)
+    flows = range(1, 13)
+    names = {f"{prefix}__group__{publisher.flow_group(flow)}": flow for flow in flows}
+    hosts = {_consistent_hash(name, 2) for name in names}
+    assert hosts == {0, 1}  # (the twelve groups fall on both)
+    client = redis.Redis.from_url(REDIS)
+    subscription = client.pubsub()
+    subscription.subscribe(*names)
+    for _ in names:
+        assert subscription.get_message(timeout=5)["type"] == "subscribe"
+    try:
+        sender = publisher.Publisher()
+        batch = [(publisher.flow_group(flow), {"type": "live.event", "n": flow}) for flow in flows]
+        sender.send(layer, batch)
+        got = _receive(subscription, layer, len(batch))
+        assert sorted(message["n"] for _, message in got) == list(flows)
+        assert all(names[channel] == message["n"] for channel, message in got)
+        assert wait_until(lambda: sender.trips == 2, timeout=5)
+    finally:
+        subscription.close()
+        client.close()
+
+
+def test_a_connection_the_server_closed_is_opened_again_for_the_next_batch():
+    """At most once: a batch written to a connection the server has closed is lost (its
+    watchers catch up from the database), never raised into the engine; the next batch
+    opens a new connection and arrives."""
+    _redis_or_skip()
+    import redis
+
+    prefix = f"test-{uuid.uuid4().hex[:8]}"
+    layer = RedisPubSubChannelLayer(hosts=[REDIS], prefix=prefix)
+    name = f"{prefix}__group__{publisher.ALL_FLOWS}"
+    client = redis.Redis.from_url(REDIS)
+    subscription = client.pubsub()
+    subscription.subscribe(name)
+    assert subscription.get_message(timeout=5)["type"] == "subscribe"
+    try:
+        sender = publisher.Publisher()
+        sender.send(layer, [(publisher.ALL_FLOWS, {"type": "live.event", "n": 1})])
+        assert [m["n"] for _, m in _receive(subscription, layer, 1)] == [1]
+        assert wait_until(lambda: sender.trips == 1, timeout=5)
+        (connection,) = sender._routes[id(layer)][1].connections
+        host, port = connection._sock.getsockname()[:2]
+        assert client.client_kill_filter(addr=f"{host}:{port}") == 1  # the server closes it
+        sent = 2
+        while True:  # the first write after the close may still reach the kernel's buffer
+            sender.send(layer, [(publisher.ALL_FLOWS, {"type": "live.event", "n": sent})])
+            got = _receive(subscription, layer, 1, timeout=1)
+            if got:
+                assert got[0][1]["n"] == sent
+                break
+            sent += 1
+            assert sent < 5, "no batch arrived after the connection was closed"
+        assert sender._thread is not None and sender._thread.is_alive()
+    finally:
+        subscription.close()
+        client.close()
