@@ -168,3 +168,33 @@ def test_a_connection_the_server_closed_is_opened_again_for_the_next_batch():
     finally:
         subscription.close()
         client.close()
+
+
+@pytest.mark.parametrize(
+    "hosts",
+    [
+        REDIS,  # (a string, not a list: the layer refuses it when it first connects)
+        [{"address": REDIS, "no_such_option": True}],  # (refused by its connection)
+    ],
+)
+def test_a_layer_whose_hosts_fail_stops_nothing_after_it(hosts):
+    """A layer whose hosts are wrong loses its own messages (logged), never the sender: the
+    next batch, for a layer that works, arrives."""
+    _redis_or_skip()
+    import redis
+
+    broken = RedisPubSubChannelLayer(hosts=hosts, prefix="test-broken")
+    prefix = f"test-{uuid.uuid4().hex[:8]}"
+    layer = RedisPubSubChannelLayer(hosts=[REDIS], prefix=prefix)
+    client = redis.Redis.from_url(REDIS)
+    subscription = client.pubsub()
+    subscription.subscribe(f"{prefix}__group__{publisher.ALL_FLOWS}")
+    assert subscription.get_message(timeout=5)["type"] == "subscribe"
+    try:
+        sender = publisher.Publisher()
+        sender.send(broken, [(publisher.ALL_FLOWS, {"type": "live.event", "n": 1})])
+        sender.send(layer, [(publisher.ALL_FLOWS, {"type": "live.event", "n": 2})])
+        assert [message["n"] for _, message in _receive(subscription, layer, 1)] == [2]
+    finally:
+        subscription.close()
+        client.close()
