@@ -86,7 +86,7 @@ def child(mode: str, flows: int, burst: int, workers: int) -> dict[str, float]:
     from django.db import connection, connections
 
     from engine import api
-    from engine.models import Flow
+    from engine.models import Flow, FlowEvent
     from engine.rows import cursor_for
 
     call_command("migrate", verbosity=0)
@@ -128,6 +128,7 @@ def child(mode: str, flows: int, burst: int, workers: int) -> dict[str, float]:
         time.sleep(1)  # the workers are idle again: each flow below starts from idle
 
         bench_ms, engine_ms = [], []
+        stages: list[list[float]] = []  # per flow: each event's time after its creation
         for _ in range(flows):
             started = time.perf_counter()
             flow = api.start_flow(routine, user)
@@ -136,6 +137,16 @@ def child(mode: str, flows: int, burst: int, workers: int) -> dict[str, float]:
             done = Flow.objects.get(pk=flow.pk)
             assert done.finished is not None
             engine_ms.append((done.finished - done.created).total_seconds() * 1000)
+            times = FlowEvent.objects.filter(flow=flow.pk).order_by("seq")
+            stages.append(
+                [
+                    (at - done.created).total_seconds() * 1000
+                    for at in times.values_list("created", flat=True)
+                ]
+            )
+        kinds = list(
+            FlowEvent.objects.filter(flow=flow.pk).order_by("seq").values_list("kind", flat=True)
+        )
 
         time.sleep(1)
         started = time.perf_counter()
@@ -161,6 +172,13 @@ def child(mode: str, flows: int, burst: int, workers: int) -> dict[str, float]:
         "burst_s": burst_s,
         "enqueue_s": enqueued,
         "commit_ms": commit_ms,
+        # Where a flow's time goes: each of its events (as the last flow had them), at the
+        # median of its time after the flow's creation, stamped by the process that wrote it.
+        "timeline": [
+            [kind, statistics.median(flow_stages[index] for flow_stages in stages)]
+            for index, kind in enumerate(kinds)
+            if all(len(flow_stages) == len(kinds) for flow_stages in stages)
+        ],
     }
 
 
@@ -312,6 +330,21 @@ def main() -> None:
             f"{span(flows_s, '{:.0f}')} | {span(steps_s, '{:.0f}')} | "
             f"{span(col('commit_ms'), '{:.2f}')} |"
         )
+    print()
+    print(
+        "Where a flow's time goes (one after another): each event of a flow, at the median of "
+        "its time after the flow's creation (ms, the range over rounds), stamped by the process "
+        "that wrote it; then the bench's poller seeing the flow complete (median)."
+    )
+    for mode in modes:
+        rows = results[mode]
+        stages = [
+            f"{kind} {span([row['timeline'][index][1] for row in rows], '{:.2f}')}"
+            for index, (kind, _) in enumerate(rows[0]["timeline"])
+            if all(len(row["timeline"]) == len(rows[0]["timeline"]) for row in rows)
+        ]
+        seen = span([row["median"] for row in rows], "{:.2f}")
+        print(f"- {LABELS.get(mode, mode)}: {', '.join(stages)}; seen complete {seen}")
 
 
 if __name__ == "__main__":
