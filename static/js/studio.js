@@ -102,7 +102,8 @@
     }
     var everything = all && all.checked;
     if (count) {
-      var matching = Number(count.dataset.matching) || 0;
+      // ("1,000", or "about 9,900" where the database's statistics stood in for a count)
+      var matching = count.dataset.matchingText || String(Number(count.dataset.matching) || 0);
       count.textContent = everything ? "All " + matching + " matching selected"
         : ticked ? ticked + " selected" : "None selected";
     }

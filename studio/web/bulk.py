@@ -139,10 +139,14 @@ def bar(user: Any, chosen: dict[str, Any], counted: api.FlowCount) -> dict[str, 
         "matching": counted.count,
         "matching_text": counted.text,
         "capped": counted.capped,
-        "too_many": counted.capped or counted.count > api.MAX_BULK_FLOWS,
-        # Why "select all" is off: a bulk action takes a bounded number of flows, and one
-        # over flows that were not counted could not say beforehand how many it takes.
-        "not_counted": counted.estimate is not None,
+        # More than a bulk action takes: counted past the limit, or (not counted) expected
+        # to be. Under it, an estimate may still be short: the preview counts, and refuses
+        # a selection past the limit with a message saying so (`engine.api.preview_bulk`).
+        "too_many": (
+            counted.estimate > api.MAX_BULK_FLOWS
+            if counted.estimate is not None
+            else counted.capped or counted.count > api.MAX_BULK_FLOWS
+        ),
         "max_flows": api.MAX_BULK_FLOWS,
         "max_flows_text": f"{api.MAX_BULK_FLOWS:,}",
     }

@@ -39,7 +39,7 @@ def test_select_preview_confirm_and_follow_the_progress(
     expect(page.locator("#bulk-preview-button")).to_be_disabled()
 
     page.check("#bulk-all")
-    expect(page.locator("#bulk-count")).to_have_text("All 1000 matching selected")
+    expect(page.locator("#bulk-count")).to_have_text("All 1,000 matching selected")
     page.select_option("#bulk-action", "kill")
     page.fill("#bulk-reason", "the upstream feed was wrong")
     shots(page, "1-selected")
