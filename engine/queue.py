@@ -302,14 +302,42 @@ class EngineTasksNotRevoked:
     flow or an LTM run is stopped by its state (killed, cancelled), which each task reads
     before it does anything, and a duplicate or stale task is a no-op. So for the engine's
     tasks (`ENGINE_TASKS_MODULE`) the answer is no without a lookup; any other task (an
-    application's own, on the same queue) is looked up as Huey does, and may be revoked."""
+    application's own, on the same queue) is looked up as Huey does, and may be revoked.
+
+    Revoking an engine task or all of them (`revoke`, `revoke_all`, a task's `.revoke()`)
+    would be a silent no-op: it is refused, with what to do instead. (`revoke_by_id` names
+    no task class: it is stored, and has no effect on an engine task.)"""
 
     def is_revoked(self, task: Any, timestamp: Any = None, peek: bool = True) -> bool:
-        kind = task if isinstance(task, type) else type(task)
-        if kind.__module__ == ENGINE_TASKS_MODULE:
+        if _is_engine_task(task):
             return False
         revoked: bool = super().is_revoked(task, timestamp, peek)  # type: ignore[misc]
         return revoked
+
+    def revoke(self, task: Any, revoke_until: Any = None, revoke_once: bool = False) -> None:
+        _refuse_engine_task(task)
+        super().revoke(task, revoke_until, revoke_once)  # type: ignore[misc]
+
+    def revoke_all(
+        self, task_class: Any, revoke_until: Any = None, revoke_once: bool = False
+    ) -> None:
+        _refuse_engine_task(task_class)
+        super().revoke_all(task_class, revoke_until, revoke_once)  # type: ignore[misc]
+
+
+def _is_engine_task(task: Any) -> bool:
+    """Whether `task` (a task, a task class, or a task function's wrapper) is the engine's."""
+    kind = getattr(task, "task_class", task)
+    kind = kind if isinstance(kind, type) else type(kind)
+    return kind.__module__ == ENGINE_TASKS_MODULE
+
+
+def _refuse_engine_task(task: Any) -> None:
+    if _is_engine_task(task):
+        raise ValueError(
+            "the engine's tasks are not revoked: a flow or an LTM run is stopped by its state "
+            "(kill the flow, or the run, through engine.api or the studio)"
+        )
 
 
 class QuickSqliteHuey(EngineTasksNotRevoked, SqliteHuey):

@@ -224,33 +224,45 @@ def test_a_consumer_leaves_what_the_process_holds_at_its_start_out_of_garbage_co
 
 def _revocations_seen(huey) -> tuple[bool, bool]:
     """(the engine's task revoked?, an application's task revoked?) as `huey` answers, after
-    both were revoked in its store."""
+    both were revoked in its store (the engine's by its id: revoking it by its class is
+    refused)."""
     from engine.huey_tasks import run_flow_task
 
     @huey.task()
     def application_task() -> None:
         pass
 
-    huey.revoke_all(run_flow_task.task_class)
-    huey.revoke_all(application_task.task_class)
     engine_task = run_flow_task.task_class((1,), {})
+    huey.revoke_by_id(engine_task.id)
+    huey.revoke_all(application_task.task_class)
     return huey.is_revoked(engine_task, peek=False), huey.is_revoked(application_task.s())
 
 
 def test_the_engines_tasks_run_without_a_revocation_lookup(tmp_path):
     """Huey reads its store for each task it runs, to see if it was revoked. The engine never
     revokes its own (a flow is stopped by its state): no read for them, though a revocation
-    is stored; an application's task on the same queue is still looked up, and revoked."""
+    is stored; an application's task on the same queue is still looked up, and revoked. And
+    revoking the engine's tasks, a no-op, is refused with what to do instead."""
+    from engine.huey_tasks import run_flow_task
+
     huey = QuickSqliteHuey("q", filename=str(tmp_path / "queue.sqlite3"), doorbell=False)
     statements: list[str] = []
     huey.storage.conn.set_trace_callback(statements.append)
-    from engine.huey_tasks import run_flow_task
-
-    huey.revoke_all(run_flow_task.task_class)
+    engine_task = run_flow_task.task_class((1,), {})
+    huey.revoke_by_id(engine_task.id)
     statements.clear()
-    assert huey.is_revoked(run_flow_task.task_class((1,), {}), peek=False) is False
+    assert huey.is_revoked(engine_task, peek=False) is False
     assert statements == []  # not even a look
     assert _revocations_seen(huey) == (False, True)
+    for refused in (
+        lambda: huey.revoke(engine_task),
+        lambda: huey.revoke_all(run_flow_task.task_class),
+        lambda: huey.revoke_all(run_flow_task),
+    ):
+        with pytest.raises(ValueError, match="kill the flow"):
+            refused()
+    with pytest.raises(ValueError, match="not revoked"):
+        HUEY.revoke_all(run_flow_task.task_class)  # (the studio's own queue)
 
 
 def test_the_redis_queue_skips_the_lookup_for_the_engines_tasks_alone():
