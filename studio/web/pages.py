@@ -147,8 +147,8 @@ def steps_diagram(title: str, drafts: list[StepDraft]) -> dict[str, str]:
 
 PAGE_SIZE = 50
 # The dashboard counts a list up to this many flows and says "10,000+" past it, or "about
-# 52,000" where the database's planner expects far more (a bulk action takes at most as
-# many: `engine.api.MAX_BULK_FLOWS`).
+# 52,000" where counting would read too many and the database's statistics estimate them
+# (a bulk action takes at most as many: `engine.api.MAX_BULK_FLOWS`).
 COUNT_LIMIT = api.COUNT_LIMIT
 # The dashboard never loads the big per-flow columns it does not show.
 _LIST_DEFER = ("data", "traceback", "input", "error")
@@ -200,8 +200,8 @@ def _filters(user: Any, params: QueryDict) -> dict[str, Any]:
 def dashboard(user: Any, params: QueryDict) -> dict[str, Any]:
     """The flows dashboard for the query parameters `params`: filters, search and a page of
     fifty rows after a cursor (`older`, `newer`: `engine.api.keyset_page`, never an offset),
-    its count up to `COUNT_LIMIT` ("10,000+" past it; "about 52,000" where the database's
-    planner expects far more: `engine.api.FlowCount`), and the bulk actions' bar
+    its count up to `COUNT_LIMIT` ("10,000+" past it; "about 52,000" where the flows are
+    not counted but estimated: `engine.api.FlowCount`), and the bulk actions' bar
     (`studio.web.bulk`) when it lists any. A constant number of queries, however many flows."""
     flows, chosen = filtered_flows(user, params)
     page = api.keyset_page(flows, PAGE_SIZE, older=params.get("older"), newer=params.get("newer"))
@@ -210,7 +210,6 @@ def dashboard(user: Any, params: QueryDict) -> dict[str, Any]:
         "title": "Flows",
         "page": page,
         "page_size": PAGE_SIZE,
-        "count": counted.count,
         "counted": counted,
         "chosen": chosen,
         "bulk": bulk.bar(user, chosen, counted) if page.flows else None,
