@@ -42,21 +42,34 @@ class TamperedResult(ValueError):
 def encode(value: Any) -> Any:
     """A JSON-storable form of `value`: itself when it is JSON that every database stores
     alike, else pickled (signed) with its repr to show."""
+    return encoded(value)[0]
+
+
+def encoded(value: Any) -> tuple[Any, str]:
+    """`encode(value)` and its JSON text, as a step's result row stores it: the text made
+    once, where a step's result was made text three times (to check it, to read it back,
+    to store it). (A value whose keys meet once made text, as `{1: "a", "1": "b"}`, keeps
+    both in its text; it reads back as its stored form, the last key winning, as JSON
+    reads a repeated key everywhere.)"""
     try:
-        stored = json.loads(_ENCODER.encode(value))
-        jsonsafe.ensure_json(stored, "the result")
-        return stored
+        text = _ENCODER.encode(value)
+        stored = json.loads(text)
+        jsonsafe.ensure_json(stored, "the result", parsed=True)
+        return stored, text
     except (TypeError, ValueError):
         pass  # not JSON, or JSON PostgreSQL refuses (NUL, a lone surrogate, NaN, too deep)
     except RecursionError:
-        return {"repr": "<a value nested too deeply to store>", "unstorable": "RecursionError"}
+        stored = {"repr": "<a value nested too deeply to store>", "unstorable": "RecursionError"}
+        return stored, _ENCODER.encode(stored)
     try:
         raw = pickle.dumps(value)
     except Exception as exc:  # an unpicklable value: keep what can be shown of it
         problem = jsonsafe.storable_text(f"{type(exc).__name__}: {exc}")
-        return {"repr": _shown(value), "unstorable": problem}
+        stored = {"repr": _shown(value), "unstorable": problem}
+        return stored, _ENCODER.encode(stored)
     token = signing.Signer(salt=_SALT).sign(base64.b64encode(raw).decode("ascii"))
-    return {PICKLE_KEY: token, "repr": _shown(value)}
+    stored = {PICKLE_KEY: token, "repr": _shown(value)}
+    return stored, _ENCODER.encode(stored)
 
 
 def _shown(value: Any) -> str:

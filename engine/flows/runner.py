@@ -212,8 +212,8 @@ def commit_outcome(
         changes.update(deadline=None, remind_at=None)
     events: list[tuple[str, dict[str, Any]]] = []
     if decision.store_result:
-        stored = codec.encode(decision.result)
-        changes["stored_results"] = ItemAt(performed, stored)  # this step's row alone
+        stored, text = codec.encoded(decision.result)
+        changes["stored_results"] = ItemAt(performed, stored, text)  # this step's row alone
         events.append(
             ("step.completed", {"data": {"step": performed, "result": codec.display(stored)}})
         )

@@ -206,7 +206,7 @@ def _write_direct(
                 return False
             if results is not None:
                 upsert = _result_sql(db)[0]
-                cursor.execute(upsert, [flow.pk, results.index, _json(results.stored)])
+                cursor.execute(upsert, [flow.pk, results.index, results.json()])
             for name, value in changes.items():
                 setattr(flow, name, value)
             flow.version += 1
@@ -256,7 +256,7 @@ def _write_in_one_statement(
     parts = [f"f AS ({update} RETURNING id)"]
     if results is not None:
         parts.append(f"r AS ({_result_sql(db)[3]})")
-        params += [results.index, _json(results.stored)]
+        params += [results.index, results.json()]
     insert, values = _event_statement(db, rows, now)
     for index, row_values in enumerate(values):
         parts.append(f"e{index} AS ({insert})")
@@ -391,10 +391,16 @@ class ItemAt:
     that step's `FlowResult` row alone. The other form of a `stored_results` change, a list,
     replaces every row of the flow."""
 
-    __slots__ = ("index", "stored")
+    __slots__ = ("index", "stored", "text")
 
-    def __init__(self, index: int, stored: Any) -> None:
+    def __init__(self, index: int, stored: Any, text: str | None = None) -> None:
+        """`text`: `stored` as JSON text, when the caller has it (`codec.encoded`)."""
         self.index, self.stored = index, stored
+        self.text = None if stored is None else text
+
+    def json(self) -> str | None:
+        """What the step's row stores: the value's JSON text, or NULL for no result."""
+        return self.text if self.text is not None else _json(self.stored)
 
 
 _RESULT = FlowResult._meta
@@ -437,7 +443,7 @@ def _write_results(db: Any, cursor: Any, flow: Flow, results: ItemAt | list[Any]
     in-memory list in step with it, if it has been read."""
     upsert, delete, insert, _ = _result_sql(db)
     if isinstance(results, ItemAt):
-        cursor.execute(upsert, [flow.pk, results.index, _json(results.stored)])
+        cursor.execute(upsert, [flow.pk, results.index, results.json()])
         _remember_result(flow, results)
         return
     cursor.execute(delete, [flow.pk])

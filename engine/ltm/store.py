@@ -1446,19 +1446,19 @@ def check_json(write: Write, snap: Snapshot | None = None) -> None:
     `engine.jsonsafe.ensure_json`). With the snapshot it is written over, a record's state
     or params stored as they are already (`_same`) are not checked again (a join's list,
     checked once, was walked again at every arrival)."""
-    depth = {"max_depth": STORED_DEPTH}
+    depth = STORED_DEPTH
     for record in write.records:
         row = None if snap is None else snap.rows.get(record.fqn)
         stored = None if snap is None or row is None else row_record(snap.run, row)
         if stored is None or not _same(stored.state, record.state):
-            ensure_json(record.state, f"the state of {record.fqn}", **depth)
+            ensure_json(record.state, f"the state of {record.fqn}", max_depth=depth)
         if stored is None or not _same(stored.params, record.params):
-            ensure_json(record.params, f"the params of {record.fqn}", **depth)
+            ensure_json(record.params, f"the params of {record.fqn}", max_depth=depth)
     for fqn, payload in write.executions:
-        ensure_json(payload, f"the payload queued for {fqn}", **depth)
+        ensure_json(payload, f"the payload queued for {fqn}", max_depth=depth)
     for event in write.events:
         what = f"the {event['kind']} event of {event.get('fqn')}"
-        ensure_json(event.get("data", {}), what, **depth)
+        ensure_json(event.get("data", {}), what, max_depth=depth)
 
 
 # -- dispatch ------------------------------------------------------------------------------
