@@ -55,6 +55,17 @@ def test_the_page_is_in_the_nav_and_needs_sign_in(client, alice):
     assert "No schedules yet" in html
 
 
+def test_the_form_offers_every_time_zone_and_the_routines_the_user_sees(alice, echo, routine):
+    routine("t_echo", name="a <b>bold</b> name")
+    for _ in range(2):  # (the options are made once per process: the second page reuses them)
+        html = alice.get(LIST).content.decode()
+        listed = html.split('<datalist id="time-zones">', 1)[1].split("</datalist>", 1)[0]
+        assert listed == "".join(f'<option value="{zone}">' for zone in api.time_zones())
+        assert '<option value="Europe/Berlin">' in listed and len(api.time_zones()) > 400
+        assert f'<option value="{echo.pk}">nightly report</option>' in html
+        assert "a &lt;b&gt;bold&lt;/b&gt; name" in html and "<b>bold" not in html
+
+
 def test_the_list_shows_cron_in_words_next_run_in_its_zone_and_utc_and_last_runs(alice, echo, user):
     with time_machine.travel(datetime(2025, 1, 15, 12, tzinfo=UTC), tick=False):
         schedule = api.create_schedule(echo, user, "0 9 * * 1-5", timezone="Europe/Berlin")
