@@ -30,6 +30,7 @@ __all__ = [
     "parse_id",
     "storable_text",
     "text_problem",
+    "to_text",
 ]
 
 MAX_DEPTH = 64  # levels of nesting a JSON value may have ({"a": 1} has one)
@@ -113,12 +114,18 @@ def ensure_json(
     if parsed:
         return
     try:
-        _ENCODER.encode(value)
+        to_text(value)
     except (TypeError, ValueError, RecursionError) as exc:
         raise ValueError(f"{what or 'the value'} must be JSON-serialisable: {exc}") from None
 
 
 _ENCODER = DjangoJSONEncoder()  # (`json.dumps(value, cls=...)` makes one at every call)
+
+
+def to_text(value: Any) -> str:
+    """`value` as JSON text, by Django's encoder (dates, decimals, UUIDs), made once: what
+    `json.dumps(value, cls=DjangoJSONEncoder)` gives, without a new encoder at every call."""
+    return _ENCODER.encode(value)
 
 
 def _first_problem(value: Any, what: str, max_depth: int, *, named: bool) -> UnsafeValue | None:

@@ -28,7 +28,6 @@ from django.contrib.auth import get_user_model
 from django.contrib.auth.models import Group
 from django.core.exceptions import ValidationError
 from django.core.mail import send_mail
-from django.core.serializers.json import DjangoJSONEncoder
 from django.db import connections, router, transaction
 from django.db.models import Count, Q, QuerySet
 from django.utils import timezone
@@ -38,6 +37,7 @@ from engine import events as engine_events
 from engine.core.flows import script as scripts
 from engine.flows.models import Flow, FlowAssignee, Notification
 from engine.flows.status import FlowState
+from engine.jsonsafe import to_text
 from engine.rows import cursor_for
 
 logger = logging.getLogger(__name__)
@@ -292,7 +292,7 @@ def _form_data(form_class: type[forms.Form], data: Mapping[str, Any]) -> dict[st
 
 def json_safe(cleaned: Mapping[str, Any]) -> dict[str, Any]:
     """Cleaned form data as JSON values: dates and times as ISO text, decimals as text."""
-    return dict(json.loads(json.dumps(dict(cleaned), cls=DjangoJSONEncoder)))
+    return dict(json.loads(to_text(dict(cleaned))))
 
 
 def json_schema(form_class: Any) -> dict[str, Any] | None:

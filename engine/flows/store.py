@@ -13,7 +13,6 @@ from contextlib import nullcontext
 from datetime import timedelta
 from typing import Any, cast
 
-from django.core.serializers.json import DjangoJSONEncoder
 from django.db import connections, router, transaction
 from django.db.models import Field, Model
 from django.utils import timezone
@@ -22,6 +21,7 @@ from engine import events as engine_events
 from engine.flows import humans
 from engine.flows.models import Flow, FlowEvent, FlowResult, Routine, RoutineStep, Task
 from engine.flows.status import FlowState
+from engine.jsonsafe import to_text
 from engine.liveness import worker_id
 from engine.rows import can_go_direct, convert, cursor_for, db_value, direct, model_from_row
 
@@ -431,11 +431,8 @@ def _result_sql(db: Any) -> tuple[str, str, str, str]:
     return found
 
 
-_ENCODER = DjangoJSONEncoder()  # (`json.dumps(value, cls=...)` makes one at every call)
-
-
 def _json(value: Any) -> str | None:
-    return None if value is None else _ENCODER.encode(value)
+    return None if value is None else to_text(value)
 
 
 def _write_results(db: Any, cursor: Any, flow: Flow, results: ItemAt | list[Any]) -> None:
