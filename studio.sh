@@ -57,6 +57,10 @@ case "${1:-}" in
       .venv/bin/mypy
       .venv/bin/lint-imports
     fi
+    # The suite starts a few hundred Python processes (consumers, servers). Where bytecode
+    # is not written (PYTHONDONTWRITEBYTECODE), each compiled the project's modules again,
+    # about 0.2 s a start: they are compiled once here (into the usual __pycache__).
+    .venv/bin/python -m compileall -q engine studio tests bench manage.py >/dev/null || true
     set +e
     .venv/bin/python -m pytest "$@"
     code=$?
