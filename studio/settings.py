@@ -111,10 +111,23 @@ ASGI_APPLICATION = "studio.asgi.application"
 # --- Database ------------------------------------------------------------------------------
 # SQLite settings measured on this stack: WAL plus IMMEDIATE transactions and a busy timeout
 # gave 0 "database is locked" errors under concurrent workers; the defaults failed a third.
+#
+# A checkpoint (the write-ahead log's pages copied into the database file) waits for the
+# disk twice, and SQLite runs it inside the commit that takes the log past
+# `wal_autocheckpoint` pages: every 1,000 pages (4 MB) by default, about every 150 steps of a
+# flow, one commit in 150 taking up to 6 ms. At 10,000 pages it runs a tenth as often, and
+# copies a page rewritten many times meanwhile (a flow's row, an index's last leaf) once:
+# 5-10 % more steps a second (docs/performance.md, section 1). The log then holds up to about
+# 40 MB; `journal_size_limit` cuts it back to 64 MB when it restarts after a longer burst.
+SQLITE_CHECKPOINT_PAGES = 10_000
 SQLITE_OPTIONS = {
     "transaction_mode": "IMMEDIATE",
     "timeout": 20,
-    "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
+    "init_command": (
+        "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL; "
+        f"PRAGMA wal_autocheckpoint={SQLITE_CHECKPOINT_PAGES}; "
+        f"PRAGMA journal_size_limit={64 * 1024 * 1024};"
+    ),
 }
 
 DATABASE_URL = os.environ.get("DATABASE_URL", "")
