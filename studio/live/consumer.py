@@ -59,13 +59,35 @@ MAX_BULKS = 20  # bulk actions one socket follows at once
 # a few kilobytes); daphne refuses frames over 1 MiB itself (close 1009).
 MAX_FRAME = 64 * 1024
 # A page's fragments (its live area: a render of its partial template for the newest state)
-# follow its events: SETTLE after the first event of a burst, so that what commits together
-# (an answer, the step it lets run, the flow's end) shows in one render; then at most one
-# render per RENDER_GAP, or per RENDER_GAP_FACTOR times the last render's duration if that is
-# longer: under load, renders spread out by themselves.
+# follow its events: up to SETTLE after the first event of a burst, so that what commits
+# soon after it (an answer, the step it lets run, the flow's end) shows in one render; at
+# once when the newest event leaves the stream at rest (`at_rest`: a flow waiting, retrying
+# later or finished; a run finished), after which nothing follows without someone or a
+# timer; then at most one render per RENDER_GAP, or per RENDER_GAP_FACTOR times the last
+# render's duration if that is longer: under load, renders spread out by themselves.
 SETTLE = 0.02
 RENDER_GAP = 0.05
 RENDER_GAP_FACTOR = 4
+# Flow states after which no event follows at once (a person's answer, a retry's time, an
+# operator's override come later); a run's states after which none follows at all.
+FLOW_AT_REST = frozenset(
+    state.value for state in (api.FlowState.WAITING, api.FlowState.RETRYING, *api.FINISHED)
+)
+RUN_AT_REST = frozenset({"complete", "failed", "killed"})
+
+
+def at_rest(kind: str, event: dict[str, Any]) -> bool:
+    """Whether `event` (of a "flow" or an "ltm" stream) leaves its stream where nothing
+    follows at once: its page's render need not wait for more."""
+    if kind == "flow":
+        return event.get("state") in FLOW_AT_REST
+    data = event.get("data")
+    return (
+        event.get("kind") == "run.state"
+        and isinstance(data, dict)
+        and data.get("to") in RUN_AT_REST
+    )
+
 
 # Every watcher of a stream gets the same frames: they are encoded and rendered once per
 # server process, not once per socket. Both live in the server's event loop (one thread).
@@ -118,6 +140,8 @@ class LiveConsumer(AsyncJsonWebsocketConsumer):
         self.open_rows: set[int] = set()  # rows whose flow had not finished when last sent
         self.latest: dict[Stream, dict[str, Any]] = {}  # newest event per stream, to render
         self.rendering: set[Stream] = set()
+        # Streams whose first render of a burst waits (SETTLE): set when one comes to rest.
+        self.settling: dict[Stream, asyncio.Event] = {}
         # What the user is to each watched stream: the fragments they get (a flow's
         # `pages.viewer_role`, an LTM run's staff or not).
         self.roles: dict[Stream, Any] = {}
@@ -385,13 +409,27 @@ class LiveConsumer(AsyncJsonWebsocketConsumer):
         if stream not in self.rendering:
             self.rendering.add(stream)
             asyncio.ensure_future(self.render_loop(stream))
+        elif stream in self.settling and at_rest(stream[0], event):
+            self.settling[stream].set()  # what the page waited for has come: render it now
+
+    async def settle(self, stream: Stream) -> None:
+        """Wait up to SETTLE for more of a burst, unless its newest event is at rest."""
+        if at_rest(stream[0], self.latest[stream]):
+            return
+        rested = self.settling[stream] = asyncio.Event()
+        try:
+            await asyncio.wait_for(rested.wait(), SETTLE)
+        except TimeoutError:
+            pass
+        finally:
+            self.settling.pop(stream, None)
 
     async def render_loop(self, stream: Stream) -> None:
         kind, key = stream
         loop = asyncio.get_running_loop()
         try:
             rendered = 0
-            await asyncio.sleep(SETTLE)
+            await self.settle(stream)
             while self.latest.get(stream) and self.latest[stream]["seq"] > rendered:
                 seq = self.latest[stream]["seq"]
                 event = self.latest[stream]
