@@ -21,7 +21,7 @@ from django.utils import timezone
 from engine import api
 from engine.models import Flow, LtmExecution, LtmRun, Routine
 from studio.models import ApiToken
-from studio.web import bulk
+from studio.web import bulk, timeline
 from studio.web.forms import (
     EDITABLE,
     REASONED,
@@ -376,6 +376,7 @@ def flow_live(user: Any, flow: Flow, *, input_form: Any = None, **extra: Any) ->
         "rows": rows,
         "results_shown": shown,
         "events": events,
+        "timeline": timeline.items(events, shown),
         "polling": flow.state in api.ACTIVE,
         "is_staff": user.is_staff,
         "diagram": flow_diagram(flow),
