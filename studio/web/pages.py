@@ -376,7 +376,7 @@ def flow_live(user: Any, flow: Flow, *, input_form: Any = None, **extra: Any) ->
         "rows": rows,
         "results_shown": shown,
         "events": events,
-        "timeline": timeline.items(events, shown),
+        "timeline": timeline.flow_items(events, shown),
         "polling": flow.state in api.ACTIVE,
         "is_staff": user.is_staff,
         "diagram": flow_diagram(flow),
@@ -745,12 +745,14 @@ def ltm_run_live(
         graph = diagram(lambda: api.ltm_diagram(api.load_ltm(run.pk)))
     except Exception as exc:  # a run whose tree cannot be loaded still shows its records
         graph = {"error": f"the run's tree could not be loaded: {exc}"}
+    # (`change` is the time machine's record of each write, up to a whole run: not shown)
+    events = list(run.events.defer("change").select_related("actor").order_by("-seq")[:200])
     return {
         "run": run,
         "diagram": graph,
         "instances": run.instances.order_by("fqn"),
-        # (`change` is the time machine's record of each write, up to a whole run: not shown)
-        "events": run.events.defer("change").select_related("actor").order_by("-seq")[:200],
+        "events": events,
+        "event_log": timeline.ltm_items(run, events),
         "fire_form": fire_form or FireTransitionForm(),
         "polling": run.state in {"pending", "running"},
         **extra,

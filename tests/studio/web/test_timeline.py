@@ -1,6 +1,7 @@
-"""A flow's timeline (`studio/web/timeline.py`): each event's item is rendered once per
-process and kept, as an event never changes; what differs between viewers (results hidden
-from an assignee) and clocks (the time zone) is never shared."""
+"""Flow timelines and LTM run event logs (`studio/web/timeline.py`): each event's item is
+rendered once per process and kept, as an event never changes; what differs between viewers
+(results hidden from an assignee, a run's history window) and clocks (the time zone) is never
+shared."""
 
 from __future__ import annotations
 
@@ -28,7 +29,7 @@ def items_rendered() -> Iterator[list[int]]:
     seen: list[int] = []
 
     def on_render(sender, template, context, **kwargs) -> None:
-        if template.name == timeline.EVENT_ITEM:
+        if template.name == timeline.FLOW_EVENT:
             seen.append(context["event"].seq)
 
     template_rendered.connect(on_render)
@@ -92,7 +93,43 @@ def test_the_time_zone_is_part_of_what_is_kept(user, routine):
         api.start_flow(routine("t_echo"), user)
         events = list(FlowEvent.objects.select_related("actor").order_by("seq")[:1])
         with timezone.override("UTC"):
-            utc = timeline.items(events, True)[0]
+            utc = timeline.flow_items(events, True)[0]
         with timezone.override("Asia/Tokyo"):
-            tokyo = timeline.items(events, True)[0]
+            tokyo = timeline.flow_items(events, True)[0]
     assert "2026-06-01 12:00:00" in utc and "2026-06-01 21:00:00" in tokyo
+
+
+def test_a_run_page_renders_each_event_once_and_follows_its_history_window(client, user):
+    """An LTM run's event log the same way; an event the time machine no longer reaches
+    (before `history_from`) loses its link to the run as it was then."""
+    from engine.models import LtmEvent, LtmRun
+
+    run_id = api.start_ltm("my_ltm", user)
+    client.force_login(user)
+    url = reverse("studio:ltm_run", args=[run_id])
+    seqs = sorted(LtmEvent.objects.filter(run=run_id).values_list("seq", flat=True))
+    assert len(seqs) >= 2
+
+    def rendered() -> tuple[list[int], str]:
+        seen: list[int] = []
+
+        def on_render(sender, template, context, **kwargs) -> None:
+            if template.name == timeline.LTM_EVENT:
+                seen.append(context["event"].seq)
+
+        template_rendered.connect(on_render)
+        try:
+            response = client.get(url)
+        finally:
+            template_rendered.disconnect(on_render)
+        assert response.status_code == 200
+        return sorted(seen), response.content.decode()
+
+    first, html = rendered()
+    assert first == seqs and f'href="{url}?at={seqs[0]}"' in html
+    again, html = rendered()
+    assert again == [] and f'href="{url}?at={seqs[0]}"' in html
+    LtmRun.objects.filter(pk=run_id).update(history_from=seqs[1])
+    moved, html = rendered()
+    assert moved == [seqs[0]]  # only the item whose link goes
+    assert f'href="{url}?at={seqs[0]}"' not in html and f'href="{url}?at={seqs[1]}"' in html
