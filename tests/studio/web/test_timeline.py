@@ -24,12 +24,13 @@ pytestmark = pytest.mark.django_db(transaction=True)
 
 
 @contextmanager
-def items_rendered() -> Iterator[list[int]]:
-    """The seqs of the event items rendered meanwhile (their template, not a kept copy)."""
+def items_rendered(item: str = timeline.FLOW_EVENT) -> Iterator[list[int]]:
+    """The seqs of the event items (template `item`) rendered meanwhile: rendered, not a
+    kept copy."""
     seen: list[int] = []
 
     def on_render(sender, template, context, **kwargs) -> None:
-        if template.name == timeline.FLOW_EVENT:
+        if template.name == item:
             seen.append(context["event"].seq)
 
     template_rendered.connect(on_render)
@@ -111,17 +112,8 @@ def test_a_run_page_renders_each_event_once_and_follows_its_history_window(clien
     assert len(seqs) >= 2
 
     def rendered() -> tuple[list[int], str]:
-        seen: list[int] = []
-
-        def on_render(sender, template, context, **kwargs) -> None:
-            if template.name == timeline.LTM_EVENT:
-                seen.append(context["event"].seq)
-
-        template_rendered.connect(on_render)
-        try:
+        with items_rendered(timeline.LTM_EVENT) as seen:
             response = client.get(url)
-        finally:
-            template_rendered.disconnect(on_render)
         assert response.status_code == 200
         return sorted(seen), response.content.decode()
 
