@@ -10,6 +10,8 @@ from typing import Any
 from django import template
 from django.utils import dateformat, timezone
 from django.utils.dateparse import parse_datetime
+from django.utils.html import format_html
+from django.utils.safestring import SafeString
 
 from engine import api
 from studio.web.forms import FieldsInputForm, JSONInputForm
@@ -61,6 +63,18 @@ def summary(text: Any, length: int = 80) -> str:
 @register.filter
 def state_icon(state: Any) -> str:
     return STATE_ICONS.get(str(state), "•")
+
+
+@register.simple_tag
+def state_badge(state: Any, label: Any = "") -> SafeString:
+    """A state's badge: its icon and its name (`label`, the state itself when empty)."""
+    text = str(label or state)
+    return format_html(
+        '<span class="state state-{}"><span class="icon" aria-hidden="true">{}</span> {}</span>',
+        state,
+        state_icon(state),
+        text[:1].upper() + text[1:],
+    )
 
 
 @register.filter
@@ -115,6 +129,35 @@ def as_datetime(value: Any) -> Any:
         except ValueError:
             return None
     return value if hasattr(value, "tzinfo") else None
+
+
+# The page's moments, as the `date` filter writes them ("c", "Y-m-d H:i:s"), in the page's
+# time zone: written directly, as a page of events writes many (the filter interprets its
+# format for each, some 50 µs a moment).
+
+
+def _local(value: Any) -> Any:
+    return timezone.localtime(value) if timezone.is_aware(value) else value
+
+
+@register.filter
+def iso(value: Any) -> str:
+    """A datetime in ISO 8601, for a <time> element's `datetime` ("" for anything else)."""
+    if not hasattr(value, "isoformat") or not hasattr(value, "tzinfo"):
+        return ""
+    return _local(value).isoformat()
+
+
+@register.filter
+def stamp(value: Any) -> str:
+    """A datetime as "2026-12-07 13:05:09" ("" for anything else)."""
+    if not hasattr(value, "tzinfo"):
+        return ""
+    local = _local(value)
+    return (
+        f"{local.year:04d}-{local.month:02d}-{local.day:02d} "
+        f"{local.hour:02d}:{local.minute:02d}:{local.second:02d}"
+    )
 
 
 @register.filter
