@@ -185,9 +185,35 @@ class Table:
         (`select_related`), None where the key is null. `last`: the one with the highest
         key. `lock`: the row is locked until the transaction ends (`FOR UPDATE`, where the
         database has it: SQLite's write transaction holds the whole database already)."""
+        found = self._select(db, related, ("-pk",) if last else (), 1, lock, where)
+        return found[0] if found else None
+
+    def rows(
+        self,
+        db: Any,
+        *,
+        related: str | None = None,
+        order: Sequence[str] = (),
+        limit: int | None = None,
+        **where: Any,
+    ) -> list[Any]:
+        """The model instances of the rows where `where` holds, in the order of the fields
+        named in `order` ("-name": descending), at most `limit` of them; `related` as in
+        `first`."""
+        return self._select(db, related, tuple(order), limit, False, where)
+
+    def _select(
+        self,
+        db: Any,
+        related: str | None,
+        order: tuple[str, ...],
+        limit: int | None,
+        lock: bool,
+        where: dict[str, Any],
+    ) -> list[Any]:
         shape, params = self._where(db, where)
         lock = lock and db.features.has_select_for_update_of
-        key = (db.vendor, "select", related, last, lock, shape)
+        key = (db.vendor, "select", related, order, limit is None, lock, shape)
         sql = self._sql.get(key)
         if sql is None:
             quote = db.ops.quote_name
@@ -201,17 +227,24 @@ class Table:
                     f" LEFT JOIN {quote(other.db_table)} j"
                     f" ON j.{quote(foreign.target_field.column)} = t.{quote(foreign.column)}"
                 )
+            ordering = ", ".join(
+                f"t.{quote(self._field(name.lstrip('-')).column)}"
+                + (" DESC" if name.startswith("-") else "")
+                for name in order
+            )
             sql = self._sql[key] = (
                 f"SELECT {', '.join(columns)} FROM {quote(self.meta.db_table)} t{joins} "
                 f"WHERE {self._clause(db, shape, 't.')}"
-                f"{f' ORDER BY t.{quote(self.meta.pk.column)} DESC' if last else ''} LIMIT 1"
+                f"{f' ORDER BY {ordering}' if ordering else ''}"
+                f"{'' if limit is None else ' LIMIT %s'}"
                 f"{' FOR UPDATE OF t' if lock else ''}"
             )
         with cursor_for(db) as cursor:
-            cursor.execute(sql, params)
-            row = cursor.fetchone()
-        if row is None:
-            return None
+            cursor.execute(sql, params if limit is None else [*params, limit])
+            found = cursor.fetchall()
+        return [self._instance(db, row, related) for row in found]
+
+    def _instance(self, db: Any, row: Any, related: str | None) -> Any:
         split = len(self.fields)
         found = model_from_row(db, self.model, row[:split])
         if related is not None:

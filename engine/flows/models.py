@@ -8,12 +8,13 @@ from typing import Any
 from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.core.serializers.json import DjangoJSONEncoder
-from django.db import models
+from django.db import connections, models, router
 
 from engine.core.flows import script as scripts
 from engine.flows import codec
 from engine.flows.status import FlowState
 from engine.history import EventRow
+from engine.rows import Table
 
 
 def validate_script_name(value: str) -> None:
@@ -279,12 +280,26 @@ class FlowResult(models.Model):
 
 def result_list(flow_id: int) -> list[Any]:
     """A flow's stored results as a list by position, up to its last row (None between)."""
-    rows = FlowResult.objects.filter(flow_id=flow_id).values_list("position", "value")
     stored: list[Any] = []
-    for position, value in rows.order_by("position"):
-        stored.extend([None] * (position - len(stored)))
-        stored.append(value)
+    for row in _RESULTS.rows(_read_db(FlowResult), order=("position",), flow=flow_id):
+        stored.extend([None] * (row.position - len(stored)))
+        stored.append(row.value)
     return stored
+
+
+def latest_events(flow_id: int, limit: int) -> list[FlowEvent]:
+    """A flow's `limit` latest events, newest first, each with its actor: what
+    `flow.events.select_related("actor").order_by("-seq")[:limit]` reads (statements written
+    once: a flow's page reads both at every render of its live area)."""
+    return list(
+        _EVENTS.rows(
+            _read_db(FlowEvent), related="actor", order=("-seq",), limit=limit, flow=flow_id
+        )
+    )
+
+
+def _read_db(model: type[models.Model]) -> Any:
+    return connections[router.db_for_read(model)]
 
 
 class FlowEvent(EventRow):
@@ -310,6 +325,10 @@ class FlowEvent(EventRow):
 
     def subject(self) -> dict[str, Any]:
         return {"flow": self.flow_id, "position": self.position, "message": self.message}
+
+
+# Read by `result_list` and `latest_events`.
+_RESULTS, _EVENTS = Table(FlowResult), Table(FlowEvent)
 
 
 class FlowAssignee(models.Model):

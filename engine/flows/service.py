@@ -22,7 +22,8 @@ from engine.core import jsondiff
 from engine.core.errors import FlowStateError, StaleFlowError
 from engine.core.flows import script as script_registry
 from engine.flows import codec, humans
-from engine.flows.models import Flow, Routine
+from engine.flows.models import Flow, FlowEvent, Routine
+from engine.flows.models import latest_events as _latest_events
 from engine.flows.retries import new_visit_key
 from engine.flows.runner import create_and_run, enqueue_run, recheck, runs_at_once, starting
 from engine.flows.status import ACTIONS, FlowState, actions_for
@@ -520,6 +521,12 @@ def recheck_waiting(limit: int = 1000) -> int:
         if recheck(flow):
             moved += 1
     return moved
+
+
+def latest_events(flow: Flow, limit: int = 200) -> list[FlowEvent]:
+    """The flow's `limit` latest events, newest first, each with its actor (its page's
+    timeline)."""
+    return _latest_events(flow.pk, limit)
 
 
 def results_for_display(flow: Flow) -> list[Any]:

@@ -356,7 +356,7 @@ def flow_live(user: Any, flow: Flow, *, input_form: Any = None, **extra: Any) ->
     fresh input form (one with the user's errors)."""
     operates = api.can_operate(user, flow)
     shown = api.sees_results(user, flow)
-    events = list(flow.events.select_related("actor").order_by("-seq")[:200])
+    events = api.latest_events(flow, 200)
     if not shown:
         for event in events:  # (never saved: what this page shows of them)
             if isinstance(event.data, dict):

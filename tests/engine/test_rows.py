@@ -278,6 +278,21 @@ def test_the_newest_row_where_columns_equal_values(run):
     assert EXECUTIONS.first(connection, last=True, run=run.pk, status="claimed") is None
 
 
+def test_rows_in_order_at_most_a_limit_with_their_related_objects(run, user):
+    for seq, actor in ((1, user), (2, None), (3, user), (4, None)):
+        LtmEvent.objects.create(run=run, seq=seq, kind="k", actor=actor, change={"seq": seq})
+    orm = list(LtmEvent.objects.filter(run=run).select_related("actor").order_by("-seq")[:3])
+    with CaptureQueriesContext(connection) as captured:
+        got = EVENTS.rows(connection, related="actor", order=("-seq",), limit=3, run=run.pk)
+        actors = [event.actor for event in got]
+    assert len(captured) == 1  # the actors came with them
+    assert [_fields(event) for event in got] == [_fields(event) for event in orm]
+    assert actors == [None, user, None] and actors[1].username == user.username
+    ascending = EVENTS.rows(connection, order=("kind", "seq"), run=run.pk)  # (no limit)
+    assert [event.seq for event in ascending] == [1, 2, 3, 4]
+    assert EVENTS.rows(connection, run=run.pk, seq=[]) == []
+
+
 def test_one_value_of_a_row_is_what_the_orm_reads(run):
     execution = LtmExecution.objects.create(run=run, fqn="r.a", status="claimed", attempts=2)
     assert EXECUTIONS.value(connection, "status", pk=execution.pk) == "claimed"

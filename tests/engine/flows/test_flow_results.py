@@ -9,7 +9,7 @@ from django.db.migrations.executor import MigrationExecutor
 from django.test.utils import CaptureQueriesContext
 
 from engine import api
-from engine.models import Flow, FlowResult
+from engine.models import Flow, FlowEvent, FlowResult
 
 # Runs on PostgreSQL too, in the scale-out pass.
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.bothmodes]
@@ -94,3 +94,23 @@ def test_a_skipped_step_has_a_null_row_and_deleting_the_flow_deletes_its_rows(us
     assert len(Flow.objects.get(pk=flow.pk).stored_results) == 3
     Flow.objects.filter(pk=flow.pk).delete()
     assert not FlowResult.objects.filter(flow_id=flow.pk).exists()
+
+
+def test_a_flows_results_and_latest_events_are_what_the_orm_reads(user, routine, other_user):
+    """The page's reads (statements written once): results by position with gaps as None;
+    the latest events, newest first, with their actors."""
+    flow = api.start_flow(routine("t_echo", "t_wait", "t_echo", "t_wait"), user)
+    flow = api.skip(flow, user, reason="not needed")
+    FlowResult.objects.filter(flow=flow, position=0).delete()  # a gap before the others
+    fresh = Flow.objects.get(pk=flow.pk)
+    assert fresh.stored_results == [None, None, flow.stored_results[2]]
+    assert fresh.stored_results[2] is not None
+
+    FlowEvent.objects.filter(flow=flow, seq=2).update(actor=other_user)
+    orm = list(flow.events.select_related("actor").order_by("-seq")[:4])
+    got = api.latest_events(flow, 4)
+    assert [(e.pk, e.seq, e.kind, e.state, e.data, e.created) for e in got] == [
+        (e.pk, e.seq, e.kind, e.state, e.data, e.created) for e in orm
+    ]
+    assert [e.actor for e in got] == [e.actor for e in orm]
+    assert len(api.latest_events(flow)) == flow.events.count() < 200
