@@ -65,10 +65,16 @@ def state_icon(state: Any) -> str:
     return STATE_ICONS.get(str(state), "•")
 
 
+# A flow state's name, read once (a model's `get_state_display()` makes its choices' map at
+# every call).
+FLOW_STATE_LABELS = {str(value): str(label) for value, label in api.FlowState.choices}
+
+
 @register.simple_tag
 def state_badge(state: Any, label: Any = "") -> SafeString:
-    """A state's badge: its icon and its name (`label`, the state itself when empty)."""
-    text = str(label or state)
+    """A state's badge: its icon and its name (`label`; when empty, a flow state's name, or
+    the state itself)."""
+    text = str(label or FLOW_STATE_LABELS.get(str(state), state))
     return format_html(
         '<span class="state state-{}"><span class="icon" aria-hidden="true">{}</span> {}</span>',
         state,

@@ -59,3 +59,12 @@ def test_a_state_badge_escapes_what_it_shows():
     html = render("{% state_badge s l %}", s='x" onclick="alert(1)', l="<b>bold</b>")
     assert "<b>" not in html and 'x" onclick' not in html
     assert "&lt;b&gt;bold&lt;/b&gt;" in html and "x&quot; onclick" in html
+
+
+def test_a_flow_states_badge_names_it_by_its_label(monkeypatch):
+    from studio.templatetags import studio_tags
+
+    assert studio_tags.FLOW_STATE_LABELS["retrying"] == "Retrying"
+    monkeypatch.setitem(studio_tags.FLOW_STATE_LABELS, "retrying", "Retrying later")
+    assert "</span> Retrying later</span>" in render("{% state_badge s %}", s="retrying")
+    assert "</span> Queued</span>" in render("{% state_badge s %}", s="queued")  # not a flow's
