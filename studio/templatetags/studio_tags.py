@@ -5,6 +5,7 @@ signed-in user's open notifications."""
 from __future__ import annotations
 
 import json
+from datetime import datetime
 from typing import Any
 
 from django import template
@@ -149,7 +150,7 @@ def _local(value: Any) -> Any:
 @register.filter
 def iso(value: Any) -> str:
     """A datetime in ISO 8601, for a <time> element's `datetime` ("" for anything else)."""
-    if not hasattr(value, "isoformat") or not hasattr(value, "tzinfo"):
+    if not isinstance(value, datetime):
         return ""
     return _local(value).isoformat()
 
@@ -157,7 +158,7 @@ def iso(value: Any) -> str:
 @register.filter
 def stamp(value: Any) -> str:
     """A datetime as "2026-12-07 13:05:09" ("" for anything else)."""
-    if not hasattr(value, "tzinfo"):
+    if not isinstance(value, datetime):
         return ""
     local = _local(value)
     return (

@@ -39,7 +39,9 @@ def test_a_moment_is_written_in_the_pages_time_zone():
         )
 
 
-@pytest.mark.parametrize("value", [None, "", "2026-12-07T10:00:00Z", 3])
+@pytest.mark.parametrize(
+    "value", [None, "", "2026-12-07T10:00:00Z", 3, MOMENTS[0].date(), MOMENTS[0].timetz()]
+)
 def test_what_is_not_a_moment_is_written_as_nothing(value):
     assert render("[{{ v|iso }}][{{ v|stamp }}]", v=value) == "[][]"
 
