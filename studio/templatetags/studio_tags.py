@@ -174,7 +174,7 @@ def clock(value: Any) -> str:
     moment = as_datetime(value)
     if moment is None:
         return ""
-    local = timezone.localtime(moment) if timezone.is_aware(moment) else moment
+    local = _local(moment)
     same_day = local.date() == timezone.localdate()
     return dateformat.format(local, "H:i:s" if same_day else "Y-m-d H:i:s")
 
