@@ -62,9 +62,11 @@ MAX_FRAME = 64 * 1024
 # follow its events: up to SETTLE after the first event of a burst, so that what commits
 # soon after it (an answer, the step it lets run, the flow's end) shows in one render; at
 # once when the newest event leaves the stream at rest (`at_rest`: a flow waiting, retrying
-# later or finished; a run finished), after which nothing follows without someone or a
-# timer; then at most one render per RENDER_GAP, or per RENDER_GAP_FACTOR times the last
-# render's duration if that is longer: under load, renders spread out by themselves.
+# later or finished; a run finished) and the rest of its commit has come (a step's result
+# and the flow's end are one commit's two events, in one state), after which nothing
+# follows without someone or a timer; then at most one render per RENDER_GAP, or per
+# RENDER_GAP_FACTOR times the last render's duration if that is longer: under load, renders
+# spread out by themselves.
 SETTLE = 0.02
 RENDER_GAP = 0.05
 RENDER_GAP_FACTOR = 4
@@ -139,6 +141,8 @@ class LiveConsumer(AsyncJsonWebsocketConsumer):
         self.rows: dict[Any, int] = {}  # last sequence number of each dashboard row sent
         self.open_rows: set[int] = set()  # rows whose flow had not finished when last sent
         self.latest: dict[Stream, dict[str, Any]] = {}  # newest event per stream, to render
+        # Streams whose newest event's commit has more of their events on the way.
+        self.unfinished: set[Stream] = set()
         self.rendering: set[Stream] = set()
         # Streams whose first render of a burst waits (SETTLE): set when one comes to rest.
         self.settling: dict[Stream, asyncio.Event] = {}
@@ -305,6 +309,7 @@ class LiveConsumer(AsyncJsonWebsocketConsumer):
             return True
         self.sent.pop(stream, None)
         self.latest.pop(stream, None)
+        self.unfinished.discard(stream)
         self.roles.pop(stream, None)
         await self.channel_layer.group_discard(publisher.flow_group(key), self.channel_name)
         html = await database_sync_to_async(fragments.gone)(key, seq)
@@ -378,10 +383,14 @@ class LiveConsumer(AsyncJsonWebsocketConsumer):
         events = await database_sync_to_async(reads.events_since)(
             kind, key, self.sent[stream], until
         )
-        for event in events:
-            await self.send_event(stream, event)
+        for index, event in enumerate(events):
+            # (up to `until`: the event after it is on its way)
+            more = until is not None or index + 1 < len(events)
+            await self.send_event(stream, event, more)
 
-    async def send_event(self, stream: Stream, event: dict[str, Any]) -> None:
+    async def send_event(self, stream: Stream, event: dict[str, Any], more: bool = False) -> None:
+        """Send one event of `stream` (`more`: others of the same commit, or of the same
+        catch-up, come right after it)."""
         seq = event["seq"]
         if seq <= self.sent.get(stream, 0):
             return  # already sent (it came by two groups, or by catch-up first)
@@ -399,22 +408,32 @@ class LiveConsumer(AsyncJsonWebsocketConsumer):
                 lambda: {"type": "event", "stream": kind, "id": key, "seq": seq, "event": shown},
             )
         )
-        self.schedule_render(stream, event)
+        self.schedule_render(stream, event, more)
 
-    def schedule_render(self, stream: Stream, event: dict[str, Any]) -> None:
+    def schedule_render(self, stream: Stream, event: dict[str, Any], more: bool = False) -> None:
         """Render the page's fragments for the newest event of `stream`, once: while a render
         runs, later events only mark the stream to render again (a burst of events costs one
         or two renders, and events themselves are never held back by rendering)."""
         self.latest[stream] = event
+        if more:
+            self.unfinished.add(stream)
+        else:
+            self.unfinished.discard(stream)
         if stream not in self.rendering:
             self.rendering.add(stream)
             asyncio.ensure_future(self.render_loop(stream))
-        elif stream in self.settling and at_rest(stream[0], event):
+        elif stream in self.settling and self.at_rest(stream):
             self.settling[stream].set()  # what the page waited for has come: render it now
+
+    def at_rest(self, stream: Stream) -> bool:
+        """Whether the newest event of `stream` leaves it at rest, its commit's last event
+        come (the events of one commit share its state: the first of them is not the
+        outcome's whole)."""
+        return stream not in self.unfinished and at_rest(stream[0], self.latest[stream])
 
     async def settle(self, stream: Stream) -> None:
         """Wait up to SETTLE for more of a burst, unless its newest event is at rest."""
-        if at_rest(stream[0], self.latest[stream]):
+        if self.at_rest(stream):
             return
         rested = self.settling[stream] = asyncio.Event()
         try:
@@ -461,7 +480,7 @@ class LiveConsumer(AsyncJsonWebsocketConsumer):
         key = event["run"] if kind == "ltm" else event["flow"]
         stream = (kind, key)
         if stream in self.sent and await self.still_sees(stream, event["seq"]):
-            await self.send_event(stream, event)
+            await self.send_event(stream, event, bool(message.get("more")))
 
     async def send_row(self, event: dict[str, Any]) -> None:
         """The dashboard row of the event's flow, if it is newer than the one sent (a row the

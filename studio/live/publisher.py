@@ -61,14 +61,36 @@ def groups_for(event: dict[str, Any]) -> list[str]:
     return groups
 
 
+def stream_of(event: dict[str, Any]) -> tuple[str, Any] | None:
+    """The flow or LTM run whose page shows `event` (None: a notification or bulk change)."""
+    kind = event.get("type")
+    if kind == "ltm.event":
+        return ("ltm", event.get("run"))
+    if kind in KINDS:
+        return None
+    return ("flow", event.get("flow"))
+
+
 def messages_for(events: list[dict[str, Any]]) -> list[tuple[str, dict[str, Any]]]:
-    """Each event's channel-layer message to each of its groups, as `(group, message)`."""
+    """Each event's channel-layer message to each of its groups, as `(group, message)`.
+
+    `events` are one commit's. An event followed in it by more of its flow's (or run's)
+    says so (`"more": True`): a page about to show the commit's outcome waits for the rest
+    of it (the step's result, then the flow's end) instead of showing half of it."""
+    last: dict[Any, int] = {}
+    for index, event in enumerate(events):
+        last[stream_of(event)] = index
     messages = []
-    for event in events:
+    for index, event in enumerate(events):
         kind = KINDS.get(str(event.get("type")), "live.event")
+        stream = stream_of(event)
+        more = stream is not None and last[stream] > index
         for group in groups_for(event):
             # (the group named: a process's hub listens to several with one channel)
-            messages.append((group, {"type": kind, "event": event, "group": group}))
+            message: dict[str, Any] = {"type": kind, "event": event, "group": group}
+            if more:
+                message["more"] = True
+            messages.append((group, message))
     return messages
 
 

@@ -198,3 +198,31 @@ def test_a_layer_whose_hosts_fail_stops_nothing_after_it(hosts):
     finally:
         subscription.close()
         client.close()
+
+
+def test_each_event_followed_in_its_commit_by_more_of_its_stream_says_so():
+    """A commit's events (one `publish`): all but the last of each flow's or run's carry
+    `more`, on every group they go to; a notification never does."""
+    events = [
+        {"type": "flow.event", "flow": 7, "seq": 5, "owner": 3, "kind": "step.completed"},
+        {"type": "ltm.event", "run": "r1", "seq": 2, "owner": 3, "kind": "run.state"},
+        {"type": "flow.event", "flow": 7, "seq": 6, "owner": 3, "kind": "flow.complete"},
+        {"type": "notifications", "users": [3], "flow": 7},
+        {"type": "ltm.event", "run": "r1", "seq": 3, "owner": 3, "kind": "run.state"},
+    ]
+    marked = {}
+    for group, message in publisher.messages_for(events):
+        event = message["event"]
+        key = (event["type"], event.get("seq"))
+        marked.setdefault(key, set()).add(message.get("more", False))
+        assert message["group"] == group
+    assert marked == {
+        ("flow.event", 5): {True},
+        ("ltm.event", 2): {True},
+        ("flow.event", 6): {False},
+        ("notifications", None): {False},
+        ("ltm.event", 3): {False},
+    }
+    # one event alone, or the last of its stream: nothing added to the message
+    single = publisher.messages_for(events[2:3])
+    assert all("more" not in message for _, message in single)

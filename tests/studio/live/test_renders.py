@@ -94,3 +94,23 @@ def test_a_moving_flow_is_not_rendered_before_it_settles(user, queued):
     assert final[2] == "killed" and kinds[-1] == final[1]
     assert messages[-1]["seq"] == final[0]  # the pending state was never rendered
     assert 'data-state="killed"' in messages[-1]["html"]["flow-live"]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_commit_of_two_events_is_rendered_whole(user, routine):
+    """The last step's result and the flow's end are one commit's two events, both in the
+    flow's final state: the page's render waits for the second (the flow complete in its
+    timeline), it does not show the first alone and the whole a render gap later."""
+    flow = api.start_flow(routine("t_wait", "t_echo"), user)
+    assert flow.state == "waiting"
+    since = flow.seq
+    messages = watch_until_fragments(
+        user, flow.pk, since, lambda: api.push_input(flow, {"answer": 1}, user)
+    )
+    final = stored(flow.pk)
+    assert [kind for _, kind, _ in final[-2:]] == ["step.completed", "flow.complete"]
+    assert final[-2][2] == final[-1][2] == "complete"  # (the same state: one commit)
+    events = [m["event"] for m in messages if m["type"] == "event"]
+    assert [e["seq"] for e in events][-1] == final[-1][0]
+    assert messages[-1]["seq"] == final[-1][0]  # the first render holds the whole commit
+    assert 'data-state="complete"' in messages[-1]["html"]["flow-live"]
