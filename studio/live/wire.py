@@ -14,6 +14,11 @@ communicator, another ASGI server) it goes the ASGI way, `websocket.send`, as be
 
 Order is kept: both ways write to the connection's transport before they return, so a frame
 sent this way and a message sent through `send_json` leave in the order they were sent.
+
+The write itself goes out at once when nothing waits in the connection's buffers (`send`):
+Twisted's write would register the socket with the event loop, send on its next turn and
+unregister it. One 2 KB frame to 1,000 loopback connections took the loop 20-34 ms that way
+and 7-10 ms this way (bench/frame_write.py).
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ from functools import partial
 from typing import Any
 
 from autobahn.websocket.protocol import WebSocketProtocol
+from twisted.internet.tcp import Server as _TCP_SERVER
 
 
 class Frame:
@@ -74,6 +80,35 @@ def write(connection: Any, frame: Frame) -> None:
     prepared = frame.prepared(connection.factory)
     compress = getattr(connection, "_perMessageCompress", True)
     if compress is None and not getattr(connection, "send_queue", True):
-        connection.transport.write(prepared.payloadHybi)
+        send(connection.transport, prepared.payloadHybi)
     else:
         connection.sendPreparedMessage(prepared)
+
+
+def send(transport: Any, data: bytes) -> None:
+    """`transport.write(data)`, sent at once where Twisted would send it one turn later.
+
+    Twisted's TCP write buffers the data, registers the socket with the event loop for
+    writing, sends from that callback on the loop's next turn and unregisters it: three
+    calls into the loop's selector (two system calls) and a callback, per socket per frame.
+    With nothing already waiting in the transport's buffers the bytes can go now, in the
+    order they would have gone: `writeSomeData` (Twisted's own send, what its callback
+    calls) sends what the socket takes; the rest, if any, is left to `write` as before.
+    Any other transport (TLS, a test's), or one that is closing or has a producer, is
+    written to as before."""
+    if (
+        type(transport) is not _TCP_SERVER
+        or transport.dataBuffer
+        or transport._tempDataLen
+        or not transport.connected
+        or transport.disconnecting
+        or transport._writeDisconnected
+        or transport.producer is not None
+    ):
+        transport.write(data)
+        return
+    sent = transport.writeSomeData(data)
+    if isinstance(sent, BaseException):  # (lost: Twisted's own write path closes it)
+        transport.write(data)
+    elif sent < len(data):
+        transport.write(data[sent:])

@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 import json
 import os
+import time
 from functools import partial
 
 from autobahn.twisted.websocket import WebSocketServerFactory, WebSocketServerProtocol
@@ -90,3 +91,134 @@ def test_the_connection_is_found_as_daphne_hands_it_over_and_not_elsewhere(setti
     assert wire.connection_of(another_server) is None
     assert wire.connection_of(InstanceSessionWrapper({"cookies": {}}, another_server).send) is None
     assert wire.connection_of(partial(handle_reply, object())) is None
+
+
+class Selector:
+    """The reactor a transport registers with, kept as a record: what waits to be written
+    is only written when the test calls the transport's `doWrite`, as a loop's turn would."""
+
+    def __init__(self) -> None:
+        self.writers: set = set()
+        self.readers: set = set()
+
+    def addWriter(self, descriptor) -> None:  # noqa: N802 (Twisted's names)
+        self.writers.add(descriptor)
+
+    def removeWriter(self, descriptor) -> None:  # noqa: N802
+        self.writers.discard(descriptor)
+
+    def addReader(self, descriptor) -> None:  # noqa: N802
+        self.readers.add(descriptor)
+
+    def removeReader(self, descriptor) -> None:  # noqa: N802
+        self.readers.discard(descriptor)
+
+
+def tcp_transport():
+    """A real TCP server transport of Twisted's (the type daphne's connections have) over a
+    real connected socket, and the socket at the other end."""
+    import socket
+
+    from twisted.internet.protocol import Protocol
+    from twisted.internet.tcp import Server
+
+    listener = socket.create_server(("127.0.0.1", 0))
+    peer = socket.create_connection(listener.getsockname())
+    accepted, client = listener.accept()
+    listener.close()
+    selector = Selector()
+    transport = Server(accepted, Protocol(), client, None, 1, selector)
+    peer.setblocking(False)
+    return transport, peer, selector
+
+
+def received(peer, want: int) -> bytes:
+    import select
+
+    got = b""
+    while len(got) < want and select.select([peer], [], [], 5)[0]:
+        chunk = peer.recv(1 << 20)
+        if not chunk:
+            break
+        got += chunk
+    return got
+
+
+def flush(transport, peer, selector, want: int) -> bytes:
+    """Turns of the loop for the transport (its `doWrite` while it waits to write) and the
+    peer's reads, until `want` bytes reached the peer or nothing moves any more."""
+    import select
+
+    got = bytearray()
+    idle = 0
+    while len(got) < want and idle < 200:
+        if transport in selector.writers:
+            transport.doWrite()
+        moved = False
+        while select.select([peer], [], [], 0)[0]:
+            chunk = peer.recv(1 << 20)
+            if not chunk:
+                break
+            got += chunk
+            moved = True
+        idle = 0 if moved else idle + 1
+        if not moved:
+            time.sleep(0.01)
+    return bytes(got)
+
+
+def test_a_frame_leaves_at_once_when_nothing_waits_to_be_written():
+    """No turn of the loop, no registration with its selector: the peer has the bytes when
+    `send` returns (Twisted's `write` alone would send them on the loop's next turn)."""
+    transport, peer, selector = tcp_transport()
+    try:
+        wire.send(transport, b"frame one")
+        assert selector.writers == set()
+        assert received(peer, 9) == b"frame one"
+    finally:
+        transport.socket.close()
+        peer.close()
+
+
+def test_frames_keep_their_order_behind_what_waits_to_be_written():
+    transport, peer, selector = tcp_transport()
+    try:
+        transport.write(b"first,")  # (waits for the loop's turn)
+        wire.send(transport, b"second")  # not ahead of it
+        assert transport in selector.writers
+        assert flush(transport, peer, selector, 12) == b"first,second"
+    finally:
+        transport.socket.close()
+        peer.close()
+
+
+def test_what_the_socket_does_not_take_is_left_to_twisted_in_order():
+    transport, peer, selector = tcp_transport()
+    big = os.urandom(16 * 1024 * 1024)  # more than a socket's buffers take at once
+    try:
+        wire.send(transport, big)
+        assert transport in selector.writers  # the rest waits for the loop
+        wire.send(transport, b"after")
+        assert flush(transport, peer, selector, len(big) + 5) == big + b"after"
+    finally:
+        transport.socket.close()
+        peer.close()
+
+
+def test_a_closing_or_lost_connection_is_left_to_twisted():
+    """A transport that is closing gets the frame through Twisted's write (sent, if at all,
+    on the loop's turn, before the close); one whose peer went away returns no error to the
+    caller: Twisted's own write path, on the loop's turn, finds the loss and closes it."""
+    transport, peer, selector = tcp_transport()
+    gone, gone_peer, gone_selector = tcp_transport()
+    try:
+        transport.loseConnection()
+        wire.send(transport, b"late")
+        assert transport._tempDataLen == 4  # waiting for the loop, not sent at once
+        gone_peer.close()
+        for _ in range(50):  # until the socket reports the peer gone
+            wire.send(gone, b"x" * 65536)
+        assert gone in gone_selector.writers
+    finally:
+        for end in (transport.socket, peer, gone.socket, gone_peer):
+            end.close()
