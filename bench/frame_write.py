@@ -5,7 +5,8 @@ in the same run.
     .venv/bin/python -m bench.frame_write [--sockets 1000] [--bytes 2000] [--rounds 30]
 
 A Twisted TCP server on the asyncio reactor (the reactor daphne installs) with `--sockets`
-loopback connections from this process. Each round writes one frame of `--bytes` bytes to
+loopback connections from this process, each with a streaming producer registered as
+daphne's HTTP channel registers itself. Each round writes one frame of `--bytes` bytes to
 every connection, once through the transport's `write` (Twisted buffers it, registers the
 socket with the loop's selector, sends on the loop's next turn and unregisters it) and once
 through `wire.send` (sent at once when nothing waits in the transport's buffers), each timed
@@ -57,8 +58,22 @@ def main() -> None:
     transports: list[Any] = []
 
     class Accepted(protocol.Protocol):
-        def connectionMade(self) -> None:  # noqa: N802 (Twisted's name)
-            transports.append(self.transport)
+        """Registers itself as its transport's streaming producer, as daphne's HTTP channel
+        (`twisted.web.http.HTTPChannel`) does."""
+
+        def connectionMade(self) -> None:  # noqa: N802 (Twisted's names)
+            transport: Any = self.transport
+            transports.append(transport)
+            transport.registerProducer(self, True)
+
+        def pauseProducing(self) -> None:  # noqa: N802
+            pass
+
+        def resumeProducing(self) -> None:  # noqa: N802
+            pass
+
+        def stopProducing(self) -> None:  # noqa: N802
+            pass
 
     factory: Any = protocol.Factory()
     factory.protocol = Accepted

@@ -94,8 +94,10 @@ def send(transport: Any, data: bytes) -> None:
     With nothing already waiting in the transport's buffers the bytes can go now, in the
     order they would have gone: `writeSomeData` (Twisted's own send, what its callback
     calls) sends what the socket takes; the rest, if any, is left to `write` as before.
-    Any other transport (TLS, a test's), or one that is closing or has a producer, is
-    written to as before."""
+    Any other transport (TLS, a test's), one that is closing, or one whose producer waits
+    for the buffer to drain (a paused or a pull producer: only Twisted's turn resumes it) is
+    written to as before. Daphne's connections have a streaming producer (their HTTP
+    channel, which pauses only the reading): nothing waits on the drain."""
     if (
         type(transport) is not _TCP_SERVER
         or transport.dataBuffer
@@ -103,7 +105,10 @@ def send(transport: Any, data: bytes) -> None:
         or not transport.connected
         or transport.disconnecting
         or transport._writeDisconnected
-        or transport.producer is not None
+        or (
+            transport.producer is not None
+            and (not transport.streamingProducer or transport.producerPaused)
+        )
     ):
         transport.write(data)
         return

@@ -12,6 +12,7 @@ import os
 import time
 from functools import partial
 
+import pytest
 from autobahn.twisted.websocket import WebSocketServerFactory, WebSocketServerProtocol
 from channels.sessions import InstanceSessionWrapper
 from twisted.internet.address import IPv4Address
@@ -114,9 +115,25 @@ class Selector:
         self.readers.discard(descriptor)
 
 
-def tcp_transport():
+class Producer:
+    def __init__(self) -> None:
+        self.resumed = 0
+
+    def resumeProducing(self) -> None:  # noqa: N802 (Twisted's names)
+        self.resumed += 1
+
+    def pauseProducing(self) -> None:  # noqa: N802
+        pass
+
+    def stopProducing(self) -> None:  # noqa: N802
+        pass
+
+
+def tcp_transport(streaming: bool | None = True):
     """A real TCP server transport of Twisted's (the type daphne's connections have) over a
-    real connected socket, and the socket at the other end."""
+    real connected socket, with a producer registered as daphne's HTTP channel registers
+    itself (`streaming`; False: a pull producer; None: none), and the socket at the other
+    end."""
     import socket
 
     from twisted.internet.protocol import Protocol
@@ -128,6 +145,8 @@ def tcp_transport():
     listener.close()
     selector = Selector()
     transport = Server(accepted, Protocol(), client, None, 1, selector)
+    if streaming is not None:
+        transport.registerProducer(Producer(), streaming)
     peer.setblocking(False)
     return transport, peer, selector
 
@@ -167,14 +186,29 @@ def flush(transport, peer, selector, want: int) -> bytes:
     return bytes(got)
 
 
-def test_a_frame_leaves_at_once_when_nothing_waits_to_be_written():
+@pytest.mark.parametrize("streaming", [True, None], ids=["daphne's producer", "no producer"])
+def test_a_frame_leaves_at_once_when_nothing_waits_to_be_written(streaming):
     """No turn of the loop, no registration with its selector: the peer has the bytes when
     `send` returns (Twisted's `write` alone would send them on the loop's next turn)."""
-    transport, peer, selector = tcp_transport()
+    transport, peer, selector = tcp_transport(streaming)
     try:
         wire.send(transport, b"frame one")
         assert selector.writers == set()
         assert received(peer, 9) == b"frame one"
+    finally:
+        transport.socket.close()
+        peer.close()
+
+
+def test_a_producer_that_waits_for_the_drain_is_still_resumed_by_it():
+    """A pull producer (or a paused one) is asked for more when Twisted's turn empties the
+    buffer: such a transport's frames go Twisted's way, turn and all."""
+    transport, peer, selector = tcp_transport(streaming=False)
+    try:
+        wire.send(transport, b"frame")
+        assert transport in selector.writers
+        assert flush(transport, peer, selector, 5) == b"frame"
+        assert transport.producer.resumed >= 1
     finally:
         transport.socket.close()
         peer.close()
