@@ -476,9 +476,7 @@ class LiveConsumer(AsyncJsonWebsocketConsumer):
     async def live_event(self, message: dict[str, Any]) -> None:
         """A committed engine event, from the channel layer."""
         event = message["event"]
-        kind = "ltm" if event.get("type") == "ltm.event" else "flow"
-        key = event["run"] if kind == "ltm" else event["flow"]
-        stream = (kind, key)
+        stream = publisher.stream_of(event)
         if stream in self.sent and await self.still_sees(stream, event["seq"]):
             await self.send_event(stream, event, bool(message.get("more")))
 
